@@ -1,0 +1,264 @@
+"""Benchmark: SMTP load on loopback against a real `mailgate run`, and receipt-to-acknowledgement time.
+
+Starts `mailgate run` as a child process on its own temporary desk directory (SQLite state, free
+loopback ports) whose outgoing relay is an aiosmtpd sink inside this process. Concurrent smtplib
+clients (one persistent connection each) offer new requests at fixed rates — 50, 100, 200, 400
+msg/s — and then flat out. For each step it prints messages accepted per second, p50/p99/max time
+from MAIL FROM to the 250 after DATA (which mailgate sends only after the commit), and p50/p99/max
+time from that 250 to the acknowledgement arriving at the relay, matched by In-Reply-To = the
+Message-ID we sent. Every loop is bounded in count and time; traffic goes only to 127.0.0.1.
+Figures are printed, never asserted.
+
+    .venv/bin/python bench/smtp_load.py --seconds 5 --clients 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import gen_corpus  # noqa: E402
+
+_headers = BytesHeaderParser(policy=compat32)
+
+
+class AckSink:
+    """The outgoing relay: notes when each mail arrives and what it answers (In-Reply-To)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.arrived: dict[str, float] = {}  # In-Reply-To id -> arrival time (monotonic)
+        self.total = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        now = time.monotonic()
+        h = _headers.parsebytes(envelope.original_content)
+        irt = str(h.get("In-Reply-To", "") or "").strip().strip("<>")
+        with self.cond:
+            self.total += 1
+            if irt and str(h.get("Auto-Submitted", "")).startswith("auto-replied"):
+                self.arrived.setdefault(irt, now)
+            self.cond.notify_all()
+        return "250 OK"
+
+    def wait_for(self, ids: list[str], timeout: float) -> int:
+        """Wait (bounded) until acks for all `ids` arrived; returns how many did."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                got = sum(1 for i in ids if i in self.arrived)
+                left = deadline - time.monotonic()
+                if got == len(ids) or left <= 0:
+                    return got
+                self.cond.wait(min(left, 0.5))
+
+
+@dataclass
+class Step:
+    rate: float | None  # offered msg/s; None = flat out
+    count: int
+    sent: list[tuple[str, float, float]] = field(default_factory=list)  # (msgid, start, end-at-250)
+    refused: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def make_messages(
+    base: list[bytes], entries: list[gen_corpus.Entry], step_no: int, count: int
+) -> list[tuple[str, str, bytes]]:
+    """`count` distinct new requests from the base corpus: fresh Message-ID and a sender of their own,
+    so no duplicate is dropped and no flood or loop limit holds an acknowledgement back."""
+    out = []
+    for i in range(count):
+        j = i % len(base)
+        e = entries[j]
+        mid = f"load.{os.getpid()}.{step_no}.{i}@client.example"
+        sender = f"load{step_no}x{i}@customers.example"
+        raw = base[j].replace(f"<{e.message_id}>".encode(), f"<{mid}>".encode(), 1)
+        raw = raw.replace(f"<{e.sender}>".encode(), f"<{sender}>".encode(), 1)
+        # SMTP lines end in CRLF (RFC 5321 2.3.8); smtplib sends bytes as they are.
+        out.append((mid, sender, raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")))
+    return out
+
+
+def drive(
+    port: int, step: Step, messages: list[tuple[str, str, bytes]], clients: int, max_seconds: float
+) -> None:
+    """Offer `messages` at step.rate (open loop: message i is due at t0 + i/rate) from `clients`
+    threads, each on one persistent SMTP connection. Stops at the count or after max_seconds."""
+    lock = threading.Lock()
+    nxt = [0]
+    t0 = time.monotonic() + 0.2
+    deadline = t0 + max_seconds
+
+    def worker() -> None:
+        conn: smtplib.SMTP | None = None
+        try:
+            while True:
+                with lock:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= len(messages):
+                    return
+                due = t0 + (i / step.rate if step.rate else 0.0)
+                now = time.monotonic()
+                if due > deadline or now > deadline:
+                    return
+                if due > now:
+                    time.sleep(due - now)
+                mid, sender, raw = messages[i]
+                try:
+                    if conn is None:
+                        conn = smtplib.SMTP("127.0.0.1", port, timeout=30)
+                    start = time.monotonic()
+                    refused = conn.sendmail(sender, ["support@localhost"], raw)
+                    end = time.monotonic()
+                except (smtplib.SMTPException, OSError) as exc:
+                    with lock:
+                        step.refused += 1
+                        if len(step.errors) < 5:
+                            step.errors.append(f"{type(exc).__name__}: {exc}")
+                    conn = None
+                    continue
+                with lock:
+                    if refused:
+                        step.refused += 1
+                    else:
+                        step.sent.append((mid, start, end))
+        finally:
+            if conn is not None:
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    conn.quit()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max_seconds + 60)
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mailgate run exited {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("mailgate run did not open its SMTP port")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", default="50,100,200,400,0", help="offered msg/s per step; 0 = flat out")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-rate step (default 5)")
+    p.add_argument(
+        "--flat-count", type=int, default=1500, help="messages in the flat-out step (default 1500)"
+    )
+    p.add_argument("--clients", type=int, default=32, help="concurrent SMTP clients (default 32)")
+    p.add_argument("--ack-timeout", type=float, default=90.0, help="longest wait for acks after a step")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--entry",
+        help="run this Python file instead of `-m mailgate` (to measure a patch before it lands)",
+    )
+    args = p.parse_args(argv)
+    common.header("smtp_load.py")
+    corpus = gen_corpus.generate(
+        600, args.seed, new_ratio=1.0, id_prefix="loadbase", max_tickets_per_sender=5
+    )
+    print(f"base corpus: {len(corpus.messages)} new requests, {sum(map(len, corpus.messages)) / 1e6:.1f} MB")
+    sink = AckSink()
+    relay_port = common.free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=relay_port)
+    controller.start()
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="mailgate-bench-smtp-") as d:
+        smtp_port = common.free_port()
+        config = common.write_config(Path(d), relay_port=relay_port, smtp_port=smtp_port)
+        log = open(Path(d) / "mailgate.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [common.PYTHON, *([args.entry] if args.entry else ["-m", "mailgate"])]
+            + ["--config", str(config), "--log-level", "WARNING", "run"],
+            env=common.mailgate_env(),
+            cwd=d,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_port(smtp_port, proc)
+            print(
+                f"mailgate run pid {proc.pid} on 127.0.0.1:{smtp_port}, relay sink on 127.0.0.1:{relay_port}"
+            )
+            for step_no, rate_s in enumerate(args.rates.split(",")):
+                rate = float(rate_s) or None
+                count = int(rate * args.seconds) if rate else args.flat_count
+                step = Step(rate, count)
+                messages = make_messages(corpus.messages, corpus.entries, step_no, count)
+                drive(
+                    smtp_port, step, messages, args.clients, max_seconds=(args.seconds * 3 if rate else 120)
+                )
+                if not step.sent:
+                    print(f"step {rate_s}: nothing accepted; errors {step.errors}")
+                    failed = True
+                    continue
+                lat = [end - start for _, start, end in step.sent]
+                span = max(e for _, _, e in step.sent) - min(s for _, s, _ in step.sent)
+                ids = [mid for mid, _, _ in step.sent]
+                got = sink.wait_for(ids, args.ack_timeout)
+                ack = [sink.arrived[mid] - end for mid, _, end in step.sent if mid in sink.arrived]
+                label = f"{rate:.0f} msg/s offered" if rate else "flat out"
+                print(
+                    f"{label:>18}: {len(step.sent)}/{count} accepted in {span:.2f}s = {len(step.sent) / span:.1f} msg/s, "
+                    f"{step.refused} refused; to 250: p50 {common.percentile(lat, 50) * 1000:.1f} ms, "
+                    f"p99 {common.percentile(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms; "
+                    f"250 -> ack at relay ({got}/{len(ids)}): p50 {common.percentile(ack, 50) * 1000:.0f} ms, "
+                    f"p99 {common.percentile(ack, 99) * 1000:.0f} ms, max {max(ack, default=float('nan')) * 1000:.0f} ms"
+                )
+                if step.errors:
+                    print(f"  client errors, e.g. {step.errors}")
+                failed = failed or got < len(ids) or bool(step.refused)
+                sys.stdout.flush()
+        finally:
+            hwm_kb = common.vm_hwm_kb(proc.pid)  # before it exits; ru_maxrss would include ours
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, status, usage = os.wait4(proc.pid, 0) if proc.poll() is None else (0, 0, None)
+            except ChildProcessError:
+                usage = None
+            proc.returncode = proc.returncode if proc.returncode is not None else 0
+            log.close()
+            controller.stop()
+            if usage is not None:
+                print(
+                    f"mailgate run: CPU {usage.ru_utime + usage.ru_stime:.1f}s, peak RSS {hwm_kb / 1024:.0f} MB; "
+                    f"relay got {sink.total} mails in all"
+                )
+            tail = (Path(d) / "mailgate.log").read_text(errors="replace").strip().splitlines()
+            errors = [ln for ln in tail if " ERROR " in ln]
+            if errors:
+                print(f"mailgate logged {len(errors)} error(s), e.g. {errors[:2]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

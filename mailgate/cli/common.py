@@ -1,0 +1,16 @@
+"""What every subcommand needs: the loaded config and an open database."""
+
+from __future__ import annotations
+
+import argparse
+
+from mailgate.config import Config, load_config
+from mailgate.store.db import Database
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def open_db(config: Config) -> Database:
+    return Database(config.database_url)

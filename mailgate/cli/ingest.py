@@ -1,0 +1,163 @@
+"""`mailgate ingest`: one message from stdin or a file (an MTA pipe transport, like rt-mailgate),
+or a whole mbox / maildir for migrations.
+
+Exit codes follow sysexits(3) so the MTA knows what to do: 0 stored (it is ours now), 75
+EX_TEMPFAIL when the database is unavailable (the MTA keeps the mail and retries), 67 EX_NOUSER
+when no desk takes the recipient, 66 EX_NOINPUT for a missing file, 65 EX_DATAERR for empty input.
+Processing happens after the commit; a processing problem never changes the exit code, because
+the message is already safe in the inbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import mailbox
+import multiprocessing
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from mailgate.cli import EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL
+from mailgate.cli.common import config_of
+
+log = logging.getLogger(__name__)
+EX_NOUSER = 67
+BATCH = 200
+POOL_FROM = 200  # messages: below this a second process costs more than it saves
+
+
+def _parse_pool() -> Executor | None:
+    """One worker process for parsing ("spawn": nothing of this process's state is inherited)."""
+    try:
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    except (OSError, NotImplementedError) as exc:
+        log.warning("no parse process (%s): parsing in this one", exc)
+        return None
+
+
+class TooBig(Exception):
+    """A single message over smtp.max_message_size: refused like SMTP's 552, never read whole."""
+
+
+def _messages(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:
+    """The messages to store; None for one of an mbox/maildir over the size limit (counted)."""
+    if args.mbox:
+        box = mailbox.mbox(args.file, create=False)
+        try:
+            for key in box.iterkeys():
+                raw = box.get_bytes(key)
+                yield raw if len(raw) <= limit else None
+        finally:
+            box.close()
+    elif args.maildir:
+        md = mailbox.Maildir(args.file, factory=None, create=False)
+        for key in sorted(md.iterkeys()):
+            raw = md.get_bytes(key)
+            yield raw if len(raw) <= limit else None
+    elif args.file in (None, "-"):
+        raw = sys.stdin.buffer.read(limit + 1)
+        if len(raw) > limit:
+            raise TooBig(f"over {limit} bytes")
+        yield raw
+    else:
+        path = Path(args.file)
+        if path.stat().st_size > limit:
+            raise TooBig(f"{path.stat().st_size} bytes, over {limit}")
+        yield path.read_bytes()
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from mailgate.intake.accept import Acceptor, Envelope
+    from mailgate.pipeline.runner import Runner
+    from mailgate.store.db import Database
+
+    if args.file not in (None, "-") and not Path(args.file).exists():
+        print(f"mailgate ingest: no such file: {args.file}", file=sys.stderr)
+        return EX_NOINPUT
+    config = config_of(args)
+    source = "mbox" if args.mbox else "maildir" if args.maildir else "pipe"
+    envelope = Envelope(
+        mail_from=(args.sender or "").lower(),
+        rcpt_tos=tuple(r.lower() for r in args.recipient or ()),
+        source=source,
+    )
+    if envelope.rcpt_tos and not all(config.desk_for(r) for r in envelope.rcpt_tos):
+        unknown = [r for r in envelope.rcpt_tos if not config.desk_for(r)]
+        print(f"mailgate ingest: no desk for {', '.join(unknown)}", file=sys.stderr)
+        return EX_NOUSER
+    stored = duplicates = no_desk = too_big = 0
+    limit = config.smtp.max_message_size
+    try:
+        db = Database(config.database_url)
+        acceptor = Acceptor(db, config)
+        batch: list[tuple[bytes, Envelope]] = []
+
+        def flush() -> None:
+            nonlocal stored, duplicates, no_desk
+            for res in acceptor.accept_many(batch):
+                stored += len(res.stored)
+                duplicates += len(res.duplicates)
+                no_desk += 0 if res.desks else 1
+            batch.clear()
+
+        for raw in _messages(args, limit):
+            if raw is None:
+                too_big += 1
+                continue
+            if not raw.strip():
+                if source == "pipe":
+                    print("mailgate ingest: empty message", file=sys.stderr)
+                    return EX_DATAERR
+                continue
+            batch.append((raw, envelope))
+            if len(batch) >= BATCH:
+                flush()
+        flush()
+    except TooBig as exc:
+        print(f"mailgate ingest: message too big ({exc}; smtp.max_message_size): not stored", file=sys.stderr)
+        return EX_DATAERR
+    except (OperationalError, DBAPIError) as exc:
+        print(f"mailgate ingest: database unavailable, try again later: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except OSError as exc:
+        print(f"mailgate ingest: cannot read input: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if source == "pipe" else EX_NOINPUT
+    if source == "pipe" and stored == 0 and duplicates == 0 and no_desk:
+        print("mailgate ingest: no desk takes this message (no matching recipient)", file=sys.stderr)
+        return EX_NOUSER
+    processed = 0
+    if not args.no_process:
+        try:
+            # Bulk work: group commit (one fsync per quarter second of work, not per message),
+            # and for a migration, parsing ahead in a second process on the other core.
+            pool = _parse_pool() if source != "pipe" and stored >= POOL_FROM else None
+            try:
+                processed = Runner(db, config, batch_size=200, group_ms=250, parse_pool=pool).run_until_idle()
+            finally:
+                if pool is not None:
+                    pool.shutdown(cancel_futures=True)
+        except Exception as exc:  # noqa: BLE001 - stored is stored: the daemon will pick it up
+            log.error("processing after ingest failed (the messages are stored): %s", exc)
+    if args.verbose or source != "pipe":
+        print(
+            f"stored {stored}, duplicates {duplicates}, without desk {no_desk}, processed {processed}"
+            + (f", over the size limit (not stored) {too_big}" if too_big else "")
+        )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="take mail from stdin, a file, an mbox or a maildir")
+    p.add_argument("file", nargs="?", help="message file, mbox or maildir; - or nothing for stdin")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--mbox", action="store_true", help="FILE is an mbox")
+    kind.add_argument("--maildir", action="store_true", help="FILE is a maildir")
+    p.add_argument("--recipient", "-r", action="append", help="envelope recipient (the MTA's ${recipient})")
+    p.add_argument("--sender", "-f", help="envelope sender (the MTA's ${sender})")
+    p.add_argument("--no-process", action="store_true", help="only store; the daemon processes later")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=_ingest)

@@ -1,0 +1,152 @@
+"""`mailgate inbox …` and `mailgate outbox …`: what came in and why it went where it went,
+what is waiting to go out, and putting quarantined or failed items back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sqlalchemy import select
+
+from mailgate.cli.common import config_of, open_db
+from mailgate.store import inbox
+from mailgate.store.models import InboxItem, OutboxItem, Ticket, utc
+
+
+def _inbox_list(args: argparse.Namespace) -> int:
+    db = open_db(config_of(args))
+    with db.session() as s:
+        stmt = select(InboxItem).order_by(InboxItem.id.desc()).limit(args.limit)
+        if args.failed:
+            stmt = stmt.where(InboxItem.state == "failed")
+        rows = list(s.execute(stmt).scalars())
+        keys = {
+            t.id: t.key
+            for t in s.execute(
+                select(Ticket).where(Ticket.id.in_([r.ticket_id for r in rows if r.ticket_id]))
+            ).scalars()
+        }
+    if not rows:
+        print("no failed messages" if args.failed else "inbox is empty")
+        return 0
+    for r in rows:
+        what = f"{r.stage}: {r.reason}" if r.state == "failed" else (r.disposition or "")
+        print(
+            f"{r.id:>6} {r.state:<10} {r.desk:<6} {keys.get(r.ticket_id, '-'):<10} {r.mail_from or '-':<28} {what}"
+        )
+    return 0
+
+
+def _inbox_show(args: argparse.Namespace) -> int:
+    db = open_db(config_of(args))
+    with db.session() as s:
+        r = s.get(InboxItem, args.id)
+        if r is None:
+            print(f"no inbox item {args.id}")
+            return 1
+        key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "id": r.id,
+                    "desk": r.desk,
+                    "state": r.state,
+                    "disposition": r.disposition,
+                    "ticket": key,
+                    "message_id": r.message_id,
+                    "source": r.source,
+                    "mail_from": r.mail_from,
+                    "rcpt_tos": r.rcpt_tos,
+                    "attempts": r.attempts,
+                    "stage": r.stage,
+                    "reason": r.reason,
+                    "trace": r.trace,
+                    "received_at": utc(r.received_at),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+    print(f"inbox item {r.id} for desk {r.desk}, received {utc(r.received_at)} by {r.source}")
+    print(f"  Message-ID  <{r.message_id}>" if r.message_id else "  Message-ID  (none)")
+    print(f"  envelope    from <{r.mail_from}> to {', '.join(r.rcpt_tos) or '(from headers)'}")
+    print(f"  state       {r.state}, {r.attempts} attempt(s)" + (f", ticket {key}" if key else ""))
+    if r.disposition:
+        print(f"  outcome     {r.disposition}" + (f": {r.reason}" if r.reason else ""))
+    if r.state == "failed":
+        print(f"  failed at   {r.stage}: {r.reason}")
+    print("Decisions:")
+    for step in r.trace:
+        if step.get("decision") == "traceback":
+            print("  " + step.get("detail", "").replace("\n", "\n  "))
+        else:
+            print(f"  {step['stage']:<12} {step['decision']}")
+    return 0
+
+
+def _inbox_retry(args: argparse.Namespace) -> int:
+    db = open_db(config_of(args))
+    with db.session() as s:
+        ok = inbox.retry(s, args.id)
+    print(f"inbox item {args.id} queued again" if ok else f"inbox item {args.id} is not quarantined")
+    return 0 if ok else 1
+
+
+def _outbox_list(args: argparse.Namespace) -> int:
+    db = open_db(config_of(args))
+    with db.session() as s:
+        stmt = select(OutboxItem).order_by(OutboxItem.id.desc()).limit(args.limit)
+        if args.failed:
+            stmt = stmt.where(OutboxItem.state == "failed")
+        else:
+            stmt = stmt.where(OutboxItem.state.in_(["pending", "sending", "failed"]))
+        rows = list(s.execute(stmt).scalars())
+    if not rows:
+        print("no failed mail" if args.failed else "outbox is empty")
+        return 0
+    for r in rows:
+        print(
+            f"{r.id:>6} {r.state:<8} {r.kind:<16} to {','.join(r.recipients):<30} tries {r.attempts}"
+            f" next {utc(r.next_attempt_at):%Y-%m-%d %H:%M:%S}  {r.last_error or ''}"
+        )
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace) -> int:
+    from mailgate.outbox.sender import retry_failed
+
+    n = retry_failed(open_db(config_of(args)), args.id)
+    print(f"{n} mail(s) queued again")
+    return 0 if n else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inbox", help="received messages: list, show (why it went where), failed, retry")
+    isub = p.add_subparsers(dest="inbox_command", required=True)
+    ls = isub.add_parser("list", help="the newest received messages")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(func=_inbox_list, failed=False)
+    fl = isub.add_parser("failed", help="quarantined messages with stage and reason")
+    fl.add_argument("--limit", type=int, default=50)
+    fl.set_defaults(func=_inbox_list, failed=True)
+    sh = isub.add_parser("show", help="what each stage decided about one message, and why")
+    sh.add_argument("id", type=int)
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=_inbox_show)
+    rt = isub.add_parser("retry", help="process a quarantined message again")
+    rt.add_argument("id", type=int)
+    rt.set_defaults(func=_inbox_retry)
+
+    o = sub.add_parser("outbox", help="mail waiting to go out: list, failed, retry")
+    osub = o.add_subparsers(dest="outbox_command", required=True)
+    ol = osub.add_parser("list", help="pending and failed mail")
+    ol.add_argument("--limit", type=int, default=50)
+    ol.set_defaults(func=_outbox_list, failed=False)
+    of = osub.add_parser("failed", help="mail that could not be delivered, with the relay's answer")
+    of.add_argument("--limit", type=int, default=50)
+    of.set_defaults(func=_outbox_list, failed=True)
+    orr = osub.add_parser("retry", help="send failed mail again (all, or one id)")
+    orr.add_argument("id", type=int, nargs="?")
+    orr.set_defaults(func=_outbox_retry)

@@ -1,0 +1,41 @@
+"""`mailgate run`: the daemon, and `mailgate db upgrade`."""
+
+from __future__ import annotations
+
+import argparse
+
+from mailgate.cli.common import config_of
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mailgate.daemon import Daemon
+
+    config = config_of(args)
+    if args.port is not None:
+        from dataclasses import replace
+
+        config = replace(config, smtp=replace(config.smtp, port=args.port))
+    Daemon(config).run_forever()
+    return 0
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from mailgate.store.db import Database
+    from mailgate.store.migrate import current_revision, head_revision
+
+    config = config_of(args)
+    db = Database(config.database_url, upgrade=False)
+    before = current_revision(db.engine)
+    db.upgrade()
+    print(f"database at revision {head_revision()} (was {before or 'empty'})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the daemon: intakes, pipeline worker, sender, scheduler")
+    p.add_argument("--port", type=int, help="SMTP port (overrides config)")
+    p.set_defaults(func=_run)
+    db = sub.add_parser("db", help="database maintenance")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="apply schema migrations (Alembic) up to the latest")
+    up.set_defaults(func=_upgrade)

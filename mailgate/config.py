@@ -1,0 +1,389 @@
+"""Settings: `config.toml` + `.env` + environment variables, validated once at start.
+
+Every error names the key that is wrong. Nothing else in mailgate reads the environment or the
+config file: the loaded `Config` is passed in to whatever needs it (no global settings object).
+Secrets (relay password, IMAP passwords, the token key) come from the environment or `.env`, and
+are referenced in config.toml by the *name* of the variable, never written there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+DEFAULT_SMTP_PORT = 2525
+ADDRESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message names the key."""
+
+
+@dataclass(frozen=True)
+class Desk:
+    """One support address that makes tickets with its own key, e.g. support@ -> SUP."""
+
+    address: str
+    key: str
+    name: str = "Support"
+    aliases: tuple[str, ...] = ()
+    workflow: str = "default"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (self.address, *self.aliases)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+    def token_address(self, token: str) -> str:
+        """The plus-address that carries a reply token, e.g. support+t1a2@localhost."""
+        local, domain = self.address.rsplit("@", 1)
+        return f"{local}+{token}@{domain}"
+
+
+@dataclass(frozen=True)
+class SmtpIntake:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_SMTP_PORT
+    max_message_size: int = 25 * 1024 * 1024
+    lmtp: bool = False
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Outgoing mail. transport = "file" writes .eml files; "smtp" hands them to a relay."""
+
+    transport: str = "file"
+    directory: str = ""  # file transport; default <state>/outgoing
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout: float = 30.0
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    give_up_after_seconds: float = 3 * 86400.0
+    from_name: str = "{desk}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_attempts: int = 3
+    max_attachment_size: int = 20 * 1024 * 1024
+    max_attachments: int = 50
+    new_tickets_per_sender: int = 20
+    flood_window_minutes: int = 120
+    auto_mails_per_ticket: int = 10
+    auto_mails_per_ticket_window_minutes: int = 60
+    auto_mails_per_recipient: int = 30
+    auto_mails_per_recipient_window_minutes: int = 10
+
+
+@dataclass(frozen=True)
+class ImapAccount:
+    """One mailbox folder polled over IMAP (mailgate/intake/imap.py, docs/imap.md)."""
+
+    name: str
+    desk: str  # desk key the mail is filed for
+    host: str
+    user: str
+    port: int = 993
+    security: str = "tls"  # tls (implicit, 993) | starttls (143) | none (loopback/test only)
+    password: str = field(default="", repr=False)
+    auth: str = "password"  # password | xoauth2
+    token_command: str = ""
+    token_file: str = ""
+    folder: str = "INBOX"
+    after: str = "seen"  # seen | move | delete, done only after the commit
+    move_to: str = "Processed"
+    poll_seconds: float = 60.0
+    idle: bool = True
+    first_run: str = "unseen"  # unseen | all | since
+    since: str = ""  # YYYY-MM-DD, for first_run = "since"
+    ca_file: str = ""  # extra CA bundle for a private certificate authority
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    state_dir: Path
+    database_url: str
+    desks: tuple[Desk, ...]
+    smtp: SmtpIntake
+    relay: Relay
+    limits: Limits
+    templates_dir: Path
+    rules_dir: Path
+    secret: str = field(repr=False)
+    admin_address: str = "postmaster@localhost"
+    instance_id: str = "mailgate"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    imap: tuple[ImapAccount, ...] = ()
+
+    def desk_for(self, address: str) -> Desk | None:
+        """The desk an envelope or header address belongs to, plus-addresses included."""
+        address = address.lower()
+        local, _, domain = address.partition("@")
+        base = f"{local.split('+', 1)[0]}@{domain}"
+        for desk in self.desks:
+            if address in desk.addresses or base in desk.addresses:
+                return desk
+        return None
+
+    def desk_by_key(self, key: str) -> Desk | None:
+        for desk in self.desks:
+            if desk.key == key.upper():
+                return desk
+        return None
+
+    @property
+    def own_addresses(self) -> tuple[str, ...]:
+        return tuple(a for d in self.desks for a in d.addresses)
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}.{key}: expected {name}, got {value!r}")
+    return value
+
+
+def _env(env: dict[str, str], name: str) -> str:
+    return env.get(name, "")
+
+
+def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = None) -> Config:
+    """Load settings. With no file, the embedded default: one desk support@localhost (SUP).
+
+    `env` defaults to `.env` next to the config (or in the working directory) overlaid by os.environ.
+    MAILGATE_CONFIG names the file when `path` is None.
+    """
+    if path is None and os.environ.get("MAILGATE_CONFIG"):
+        path = os.environ["MAILGATE_CONFIG"]
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        root = path.resolve().parent
+    else:
+        root = Path.cwd()
+    if env is None:
+        env = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
+        env.update(os.environ)
+
+    state_dir = Path(env.get("MAILGATE_STATE_DIR") or data.get("state_dir") or "state")
+    if not state_dir.is_absolute():
+        state_dir = root / state_dir
+
+    db = data.get("database", {})
+    url = env.get("MAILGATE_DATABASE_URL") or _get(db, "url", str, "", "database")
+    if not url:
+        url = f"sqlite:///{state_dir / 'mailgate.db'}"
+
+    desks_raw = data.get("desks")
+    if desks_raw is None:
+        desks_raw = [{"address": "support@localhost", "key": "SUP", "name": "Support"}]
+    if not isinstance(desks_raw, list) or not desks_raw:
+        raise ConfigError("desks: expected at least one [[desks]] table")
+    desks: list[Desk] = []
+    seen_keys: set[str] = set()
+    seen_addr: set[str] = set()
+    for i, d in enumerate(desks_raw):
+        where = f"desks[{i}]"
+        address = str(_get(d, "address", str, "", where)).lower()
+        if not ADDRESS_RE.match(address):
+            raise ConfigError(f"{where}.address: not an address: {address!r}")
+        key = str(_get(d, "key", str, "", where))
+        if not KEY_RE.match(key):
+            raise ConfigError(
+                f"{where}.key: must be 1-16 capitals/digits starting with a letter, got {key!r}"
+            )
+        aliases = tuple(a.lower() for a in _get(d, "aliases", list, [], where))
+        for a in (address, *aliases):
+            if a in seen_addr:
+                raise ConfigError(f"{where}: address {a} belongs to two desks")
+            seen_addr.add(a)
+        if key in seen_keys:
+            raise ConfigError(f"{where}.key: {key} is used by two desks")
+        seen_keys.add(key)
+        desks.append(
+            Desk(
+                address=address,
+                key=key,
+                name=_get(d, "name", str, key, where),
+                aliases=aliases,
+                workflow=_get(d, "workflow", str, "default", where),
+            )
+        )
+
+    s = data.get("smtp", {})
+    port_env = env.get("MAILGATE_SMTP_PORT")
+    smtp = SmtpIntake(
+        enabled=_get(s, "enabled", bool, True, "smtp"),
+        host=_get(s, "host", str, "127.0.0.1", "smtp"),
+        port=int(port_env) if port_env else _get(s, "port", int, DEFAULT_SMTP_PORT, "smtp"),
+        max_message_size=_get(s, "max_message_size", int, 25 * 1024 * 1024, "smtp"),
+        lmtp=_get(s, "lmtp", bool, False, "smtp"),
+    )
+
+    o = data.get("outgoing", {})
+    transport = _get(o, "transport", str, "file", "outgoing")
+    if transport not in ("file", "smtp"):
+        raise ConfigError(f"outgoing.transport: expected 'file' or 'smtp', got {transport!r}")
+    password_env = _get(o, "password_env", str, "MAILGATE_RELAY_PASSWORD", "outgoing")
+    relay = Relay(
+        transport=transport,
+        directory=_get(o, "directory", str, "", "outgoing") or str(state_dir / "outgoing"),
+        host=_get(o, "host", str, "127.0.0.1", "outgoing"),
+        port=_get(o, "port", int, 25, "outgoing"),
+        starttls=_get(o, "starttls", bool, False, "outgoing"),
+        ssl=_get(o, "ssl", bool, False, "outgoing"),
+        username=_get(o, "username", str, "", "outgoing"),
+        password=_env(env, password_env),
+        timeout=_get(o, "timeout", float, 30.0, "outgoing"),
+        retry_base_seconds=_get(o, "retry_base_seconds", float, 30.0, "outgoing"),
+        retry_max_seconds=_get(o, "retry_max_seconds", float, 3600.0, "outgoing"),
+        give_up_after_seconds=_get(o, "give_up_after_seconds", float, 3 * 86400.0, "outgoing"),
+    )
+
+    lim = data.get("limits", {})
+    limits = Limits(
+        max_attempts=_get(lim, "max_attempts", int, 3, "limits"),
+        max_attachment_size=_get(lim, "max_attachment_size", int, 20 * 1024 * 1024, "limits"),
+        max_attachments=_get(lim, "max_attachments", int, 50, "limits"),
+        new_tickets_per_sender=_get(lim, "new_tickets_per_sender", int, 20, "limits"),
+        flood_window_minutes=_get(lim, "flood_window_minutes", int, 120, "limits"),
+        auto_mails_per_ticket=_get(lim, "auto_mails_per_ticket", int, 10, "limits"),
+        auto_mails_per_ticket_window_minutes=_get(
+            lim, "auto_mails_per_ticket_window_minutes", int, 60, "limits"
+        ),
+        auto_mails_per_recipient=_get(lim, "auto_mails_per_recipient", int, 30, "limits"),
+        auto_mails_per_recipient_window_minutes=_get(
+            lim, "auto_mails_per_recipient_window_minutes", int, 10, "limits"
+        ),
+    )
+
+    def _dir(key: str, default: str) -> Path:
+        p = Path(_get(data, key, str, default, "config"))
+        return p if p.is_absolute() else root / p
+
+    secret = env.get("MAILGATE_SECRET", "")
+    if not secret:
+        secret = _state_secret(state_dir)
+
+    return Config(
+        root=root,
+        state_dir=state_dir,
+        database_url=url,
+        desks=tuple(desks),
+        smtp=smtp,
+        relay=relay,
+        limits=limits,
+        templates_dir=_dir("templates_dir", "templates"),
+        rules_dir=_dir("rules_dir", "rules"),
+        secret=secret,
+        admin_address=_get(data, "admin_address", str, "postmaster@localhost", "config").lower(),
+        instance_id=_get(data, "instance_id", str, "mailgate", "config"),
+        raw=data,
+        imap=_imap_accounts(data.get("imap", []), desks, env),
+    )
+
+
+def _imap_accounts(tables: Any, desks: list[Desk], env: dict[str, str]) -> tuple[ImapAccount, ...]:
+    """[[imap]] tables. desk = a desk key or address; optional when there is only one desk."""
+    if not isinstance(tables, list):
+        raise ConfigError("imap: expected [[imap]] tables")
+    # key -> (allowed values, the first is the default)
+    choices = {
+        "security": ("tls", "starttls", "none"),
+        "auth": ("password", "xoauth2"),
+        "after": ("seen", "move", "delete"),
+        "first_run": ("unseen", "all", "since"),
+    }
+    accounts: list[ImapAccount] = []
+    for i, t in enumerate(tables):
+        where = f"imap[{i}]"
+        host, user = _get(t, "host", str, "", where), _get(t, "user", str, "", where)
+        if not host or not user:
+            raise ConfigError(f"{where}: host and user are required")
+        desk_ref = _get(t, "desk", str, "", where)
+        if not desk_ref and len(desks) > 1:
+            raise ConfigError(f"{where}.desk: required when there are several desks")
+        found = [
+            d for d in desks if not desk_ref or desk_ref.upper() == d.key or desk_ref.lower() == d.address
+        ]
+        if not found:
+            raise ConfigError(f"{where}.desk: no desk with key or address {desk_ref!r}")
+        values = {k: _get(t, k, str, allowed[0], where) for k, allowed in choices.items()}
+        for k, allowed in choices.items():
+            if values[k] not in allowed:
+                raise ConfigError(f"{where}.{k}: expected one of {', '.join(allowed)}, got {values[k]!r}")
+        since = _get(t, "since", str, "", where)
+        if values["first_run"] == "since" and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since):
+            raise ConfigError(f'{where}.since: first_run = "since" needs a date YYYY-MM-DD, got {since!r}')
+        acct = ImapAccount(
+            name=_get(t, "name", str, f"{user}@{host}", where),
+            desk=found[0].key,
+            host=host,
+            user=user,
+            port=_get(t, "port", int, {"tls": 993}.get(values["security"], 143), where),
+            password=_env(env, _get(t, "password_env", str, "MAILGATE_IMAP_PASSWORD", where)),
+            token_command=_get(t, "token_command", str, "", where),
+            token_file=_get(t, "token_file", str, "", where),
+            folder=_get(t, "folder", str, "INBOX", where),
+            move_to=_get(t, "move_to", str, "Processed", where),
+            poll_seconds=_get(t, "poll_seconds", float, 60.0, where),
+            idle=_get(t, "idle", bool, True, where),
+            since=since,
+            ca_file=_get(t, "ca_file", str, "", where),
+            **values,
+        )
+        if acct.auth == "xoauth2" and not (acct.token_command or acct.token_file):
+            raise ConfigError(f"{where}.auth: xoauth2 needs token_command or token_file")
+        if any(a.name == acct.name for a in accounts):
+            raise ConfigError(f"{where}.name: {acct.name} is used by two [[imap]] accounts")
+        accounts.append(acct)
+    return tuple(accounts)
+
+
+def _state_secret(state_dir: Path) -> str:
+    """A per-installation key for signing reply tokens, made once and kept under state/.
+
+    Set MAILGATE_SECRET to share one key between several processes on one database.
+    """
+    path = state_dir / "secret.key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_hex(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
+        return value

@@ -1,0 +1,158 @@
+"""Which ticket does a message belong to? An ordered chain of small finders, first hit wins.
+
+1. a reply token of ours: in a recipient plus-address (support+<token>@) or a referenced Message-ID
+2. In-Reply-To naming a message we stored or sent
+3. References naming one (tolerating commas between ids, as Exchange and iOS send them)
+4. a subject tag of this desk, [SUP-20] or (SUP-20), anywhere in the subject
+
+Each finder is a pure function; lookups of stored Message-IDs and ticket keys are passed in, so
+this module never touches the database (RFC 5322 section 3.6.4 for the threading headers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailgate.domain.tokens import TokenClaim, read_token
+
+MSGID_RE = re.compile(r"<([^<>\s]+)>")
+# [SUP-20], (SUP-20), [JIRA] (SUP-20), "SUP-20:" is not a tag: brackets or parentheses are required.
+TAG_RE = re.compile(r"[\[(]\s*([A-Za-z][A-Za-z0-9]{0,15})-(\d{1,9})\s*[\])]")
+_SPACES = re.compile(r"\s{2,}")
+# Reply and forward prefixes as clients write them: Re, RE, Fwd, FW, AW, WG (de), SV, VS (nordic),
+# TR (fr), RIF (it), Antw (nl), RES/ENC (pt), R (it), Odp (pl), 回复/回覆/转发/答复 (zh), 返信 (ja).
+PREFIX_RE = re.compile(
+    r"^\s*(?:(?:re|fwd?|aw|wg|sv|vs|tr|rif|antw|antwort|res|enc|r|odp|ynt|vb|ref|réf|"
+    r"回复|回覆|转发|轉寄|答复|返信|転送)\s*(?:\[\d+\])?\s*[:：]\s*)+",
+    re.IGNORECASE,
+)
+
+
+def parse_msgids(value: str | None) -> list[str]:
+    """Message-IDs in a header value, without brackets, in order.
+
+    Tolerates commas and any whitespace between ids (Exchange, iOS) and bare ids without brackets.
+    """
+    if not value:
+        return []
+    found = MSGID_RE.findall(value)
+    if found:
+        return found
+    return [p for p in re.split(r"[\s,]+", value.strip()) if "@" in p]
+
+
+def subject_tags(subject: str) -> list[tuple[str, int]]:
+    """All ticket tags in a subject, in order, as (KEY, number)."""
+    return [(key.upper(), int(num)) for key, num in TAG_RE.findall(subject or "")]
+
+
+def strip_prefixes(subject: str) -> str:
+    """The subject without any number of reply/forward prefixes in any language."""
+    return PREFIX_RE.sub("", subject or "").strip()
+
+
+def strip_tag(subject: str, ticket_key: str) -> str:
+    """The subject without the tag of `ticket_key` (e.g. SUP-20), so it can be put back in front once."""
+    if "[" not in subject and "(" not in subject:
+        return subject.strip()
+    wanted = ticket_key.upper()
+
+    def drop(m: re.Match[str]) -> str:
+        return " " if f"{m.group(1).upper()}-{int(m.group(2))}" == wanted else m.group(0)
+
+    return _SPACES.sub(" ", TAG_RE.sub(drop, subject)).strip()
+
+
+class Lookup(Protocol):
+    """What the finders may ask of the store. Both return a ticket key such as "SUP-20" or None."""
+
+    def key_for_message_id(self, message_id: str) -> str | None: ...
+
+    def key_exists(self, key: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ThreadHit:
+    key: str
+    finder: str  # which finder decided: token, in-reply-to, references, subject-tag
+    detail: str  # the evidence, for `mailgate inbox show`
+    claim: TokenClaim | None = None
+
+
+def key_from_token(
+    recipients: Sequence[str], msgids: Sequence[str], secret: str, desk_key: str
+) -> ThreadHit | None:
+    """A signed token of ours, first in a recipient plus-address, then in a referenced Message-ID."""
+    for addr in recipients:
+        local = addr.split("@", 1)[0]
+        if "+" in local:
+            claim = read_token(secret, local.split("+", 1)[1])
+            if claim and claim.desk_key == desk_key:
+                return ThreadHit(claim.ticket_key, "token", f"reply token in recipient {addr}", claim)
+    for mid in msgids:
+        claim = read_token(secret, mid.split("@", 1)[0].split(".", 1)[0])
+        if claim and claim.desk_key == desk_key:
+            return ThreadHit(claim.ticket_key, "token", f"reply token in Message-ID <{mid}>", claim)
+    return None
+
+
+def key_from_in_reply_to(in_reply_to: Iterable[str], lookup: Lookup) -> ThreadHit | None:
+    for mid in in_reply_to:
+        key = lookup.key_for_message_id(mid)
+        if key:
+            return ThreadHit(key, "in-reply-to", f"In-Reply-To <{mid}> is a message of {key}")
+    return None
+
+
+def key_from_references(references: Sequence[str], lookup: Lookup) -> ThreadHit | None:
+    # Newest reference first: the end of the list is the message replied to (RFC 5322 3.6.4).
+    for mid in reversed(references):
+        key = lookup.key_for_message_id(mid)
+        if key:
+            return ThreadHit(key, "references", f"References <{mid}> is a message of {key}")
+    return None
+
+
+def key_from_subject_tag(subject: str, desk_key: str, lookup: Lookup) -> ThreadHit | None:
+    for key, num in subject_tags(subject):
+        if key != desk_key:
+            continue
+        candidate = f"{key}-{num}"
+        if lookup.key_exists(candidate):
+            return ThreadHit(candidate, "subject-tag", f"subject tag [{candidate}]")
+    return None
+
+
+Finder = Callable[[], ThreadHit | None]
+
+
+def find_ticket(
+    *,
+    desk_key: str,
+    subject: str,
+    recipients: Sequence[str],
+    in_reply_to: str | None,
+    references: Sequence[str],
+    secret: str,
+    lookup: Lookup,
+) -> tuple[ThreadHit | None, list[str]]:
+    """Run the finders in order. Returns the hit (or None) and a line per finder tried, for the trace."""
+    irt = parse_msgids(in_reply_to) if in_reply_to else []
+    refs = list(references)
+    finders: list[tuple[str, Finder]] = [
+        ("token", lambda: key_from_token(recipients, [*irt, *reversed(refs)], secret, desk_key)),
+        ("in-reply-to", lambda: key_from_in_reply_to(irt, lookup)),
+        ("references", lambda: key_from_references(refs, lookup)),
+        ("subject-tag", lambda: key_from_subject_tag(subject, desk_key, lookup)),
+    ]
+    tried: list[str] = []
+    for name, finder in finders:
+        hit = finder()
+        if hit:
+            tried.append(f"{name}: hit, {hit.detail}")
+            return hit, tried
+        tried.append(f"{name}: no match")
+    return None, tried

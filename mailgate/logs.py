@@ -1,0 +1,44 @@
+"""Logging set-up: plain text by default, one JSON object per line with --log-json.
+
+Secrets never reach a log line: config objects hide passwords in their repr, and nothing here
+prints settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            data.update(extra)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's chatty per-session log
+    # Alembic announces its plugins and migrations at INFO on every start: in a pipe transport
+    # that text would land in the MTA's delivery status. `mailgate db upgrade` prints its own line.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

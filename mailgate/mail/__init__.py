@@ -1,0 +1,1 @@
+"""Understanding and building mail. Pure functions over bytes and text: never touches the database."""

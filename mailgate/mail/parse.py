@@ -1,0 +1,376 @@
+"""Raw bytes of one inbound message → `ParsedMail`: headers, addresses, body text, attachments, flags.
+
+Uses the stdlib `email` parser with the compat32 policy for the MIME tree and decodes headers and
+text itself (see decode.py): compat32 never raises on a malformed header when it is read, and it
+skips building the header objects of `policy.default` that we would not use, which is most of the
+parse time. `parse_message` must never raise: whatever goes wrong is recorded in `errors` and the
+rest of the message is still read. It must not touch the database, the network or the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.parser
+import email.policy
+import re
+from collections.abc import Iterable
+from datetime import UTC
+from email.message import Message
+from email.utils import parsedate_to_datetime
+
+from mailgate.domain.threading import parse_msgids
+from mailgate.mail.attachments import attachment_filename, tnef_content_type
+from mailgate.mail.bounce import detect_bounce
+from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
+from mailgate.mail.html import html_to_text
+from mailgate.mail.model import Attachment, ParsedMail
+from mailgate.mail.reply import extract_reply
+from mailgate.mail.screen import auto_reply_reason
+
+# Nesting deeper than any client produces is an attack or a broken generator; stop descending.
+MAX_DEPTH = 30
+MAX_PARTS = 500
+_ANGLE_RE = re.compile(r"[<>\s]")
+
+
+class _Walk:
+    """Collects body pieces and attachments while descending the MIME tree once."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        self.plain: list[str] = []
+        self.html: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.parts = 0
+
+    def visit(self, part: Message, depth: int, in_related: bool = False) -> None:
+        self.parts += 1
+        if depth > MAX_DEPTH or self.parts > MAX_PARTS:
+            if depth > MAX_DEPTH:
+                self.errors.append(f"MIME nesting deeper than {MAX_DEPTH}; inner parts ignored")
+            else:
+                self.errors.append(f"more than {MAX_PARTS} MIME parts; the rest ignored")
+            self.parts = MAX_PARTS + 2  # report once
+            raise _Stop
+        ctype = _content_type(part)
+        maintype = ctype.split("/", 1)[0]
+        if part.is_multipart() and maintype == "multipart":
+            children = part.get_payload()
+            if not isinstance(children, list):
+                return
+            if ctype == "multipart/alternative":
+                self._alternative(children, depth)
+            else:
+                related = ctype == "multipart/related"
+                for i, child in enumerate(children):
+                    # In multipart/related only the first part is the body; the rest are resources
+                    # it references (RFC 2387), such as inline images.
+                    self.visit(child, depth + 1, in_related=related and i > 0)
+            return
+        if ctype in ("message/delivery-status", "message/global-delivery-status"):
+            # RFC 3464 status fields are readable text an agent wants to see beside the bounce; the
+            # stdlib parses them into one header block per recipient.
+            blocks = part.get_payload()
+            if isinstance(blocks, list):
+                text = "\n".join(_block_text(b) for b in blocks)
+                self.plain.append(text)
+            else:
+                self.plain.append(self._text(part, ctype))
+            return
+        if maintype == "multipart":
+            # Declared multipart but no boundary found (StartBoundaryNotFoundDefect): the stdlib
+            # leaves the raw body as a string. Show it as text rather than lose it.
+            self.plain.append(self._text(part, "text/plain"))
+            return
+        if ctype == "message/rfc822" or (part.is_multipart() and maintype == "message"):
+            self._forwarded(part, depth)
+            return
+        if _is_attachment(part, ctype) or (in_related and maintype != "text"):
+            self._attachment(part, ctype, in_related)
+            return
+        if ctype == "text/html":
+            self.html.append(self._text(part, ctype))
+            return
+        if ctype in ("text/plain", "text/rfc822-headers"):
+            self.plain.append(self._text(part, ctype))
+            return
+        self._attachment(part, ctype, in_related)
+
+    def _alternative(self, children: list[Message], depth: int) -> None:
+        # RFC 2046 5.1.4: alternatives in increasing faithfulness; we prefer plain text (what the
+        # writer typed) and fall back to the richest other alternative.
+        plain = [
+            c for c in children if _content_type(c) == "text/plain" and not _is_attachment(c, "text/plain")
+        ]
+        if plain:
+            self.visit(plain[0], depth + 1)
+            # Attachments nested in a richer alternative (Apple Mail puts images in related) still count.
+            for child in children:
+                if child is not plain[0] and child.is_multipart():
+                    sub = _Walk(self.errors)
+                    sub.parts = self.parts
+                    sub.visit(child, depth + 1)
+                    self.parts = sub.parts
+                    self.attachments.extend(sub.attachments)
+                    if not self.html:
+                        self.html.extend(sub.html)
+                elif child is not plain[0] and _content_type(child) == "text/html" and not self.html:
+                    self.html.append(self._text(child, "text/html"))
+            return
+        for child in reversed(children):
+            before = (len(self.plain), len(self.html))
+            self.visit(child, depth + 1)
+            if (len(self.plain), len(self.html)) != before:
+                return
+
+    def _forwarded(self, part: Message, depth: int) -> None:
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if not isinstance(inner, Message):
+            self._attachment(part, "message/rfc822", False)
+            return
+        raw = _as_bytes(inner)
+        subject = decode_header_value(inner.get("Subject", ""))
+        name = attachment_filename(part) or f"{subject or 'forwarded message'}.eml"
+        self.attachments.append(Attachment(filename=name, content_type="message/rfc822", content=raw))
+        # The forwarded text is part of what the writer sent us: show it in the body, under the
+        # header block mail clients print for an inline forward.
+        sub = _Walk(self.errors)
+        sub.parts = self.parts
+        sub.visit(inner, depth + 1)
+        self.parts = sub.parts
+        self.attachments.extend(sub.attachments)
+        text = "\n\n".join(p for p in sub.plain if p.strip()) or (
+            html_to_text("\n".join(sub.html)) if sub.html else ""
+        )
+        head = ["---------- Forwarded message ----------"]
+        for label in ("From", "Date", "Subject", "To"):
+            value = decode_header_value(inner.get(label, ""))
+            if value:
+                head.append(f"{label}: {value}")
+        self.plain.append("\n".join(head) + "\n\n" + text)
+
+    def _attachment(self, part: Message, ctype: str, inline_resource: bool) -> None:
+        try:
+            content = part.get_payload(decode=True)
+        except Exception as exc:
+            self.errors.append(f"attachment could not be decoded: {exc}")
+            content = None
+        if content is None:
+            payload = part.get_payload()
+            content = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+        filename = attachment_filename(part)
+        ctype = tnef_content_type(filename, ctype)
+        cid = part.get("Content-ID")
+        cid_text = decode_header_value(cid).strip("<> ") if cid else None
+        disposition = (part.get_content_disposition() or "") if _safe_disp(part) else ""
+        inline = disposition == "inline" or (inline_resource and disposition != "attachment")
+        if not filename:
+            ext = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "text/calendar": ".ics"}
+            filename = ("inline" if inline else "attachment") + ext.get(ctype, ".bin")
+        self.attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=ctype,
+                content=content,
+                content_id=cid_text or None,
+                inline=inline,
+            )
+        )
+
+    def _text(self, part: Message, ctype: str) -> str:
+        try:
+            data = part.get_payload(decode=True)
+        except Exception as exc:
+            self.errors.append(f"{ctype} part could not be decoded: {exc}")
+            data = None
+        if data is None:
+            payload = part.get_payload()
+            data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+        try:
+            charset = part.get_content_charset()
+        except Exception:
+            charset = None
+        text = decode_bytes(data, charset, self.errors, f" in {ctype} part")
+        # NUL cannot be stored in PostgreSQL text and is never meant by a writer.
+        return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+
+
+class _Stop(Exception):
+    """Raised to stop descending a MIME tree that is too large or too deep."""
+
+
+def _block_text(block: object) -> str:
+    if not isinstance(block, Message):
+        return ""
+    return "".join(f"{k}: {decode_header_value(v)}\n" for k, v in block.items())
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:
+        return "text/plain"
+
+
+def _safe_disp(part: Message) -> bool:
+    try:
+        part.get_content_disposition()
+        return True
+    except Exception:
+        return False
+
+
+def _is_attachment(part: Message, ctype: str) -> bool:
+    """A part shown as a file rather than as body text (RFC 2183 disposition, or a named non-text part)."""
+    try:
+        disposition = part.get_content_disposition()
+    except Exception:
+        disposition = None
+    if disposition == "attachment":
+        return True
+    if ctype.startswith("text/") and disposition != "inline":
+        # A named text part with no disposition is a file Outlook attached (notes.txt).
+        return bool(attachment_filename(part)) and ctype != "text/html"
+    return False
+
+
+def _as_bytes(msg: Message) -> bytes:
+    try:
+        return msg.as_bytes(policy=email.policy.compat32)
+    except Exception:
+        try:
+            return str(msg).encode("utf-8", "surrogateescape")
+        except Exception:
+            return b""
+
+
+def parse_message(raw: bytes, *, own_addresses: Iterable[str] = ()) -> ParsedMail:
+    """Everything mailgate understands of one message. Never raises; problems go to `errors`."""
+    mail = ParsedMail()
+    errors = mail.errors
+    if isinstance(raw, str):  # tolerate a caller handing us text
+        raw = raw.encode("utf-8", "surrogateescape")
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        errors.append(f"input is {type(raw).__name__}, not bytes")
+        return mail
+    try:
+        msg = email.message_from_bytes(bytes(raw), policy=email.policy.compat32)
+    except Exception as exc:  # the feed parser is lenient; this is a last resort
+        errors.append(f"message could not be parsed: {type(exc).__name__}")
+        return _headers_only(mail, bytes(raw), tuple(own_addresses))
+    for step in (_fill_headers, _fill_body, _fill_flags):
+        try:
+            step(mail, msg, tuple(own_addresses))
+        except RecursionError:
+            errors.append(f"{step.__name__[6:]}: message structure too deep")
+        except Exception as exc:  # never lose the message over one broken part
+            errors.append(f"{step.__name__[6:]}: {type(exc).__name__}: {exc}")
+    return mail
+
+
+def _headers_only(mail: ParsedMail, raw: bytes, own: tuple[str, ...]) -> ParsedMail:
+    """When the body cannot be parsed (e.g. MIME nested thousands deep): keep who sent it and
+    what it is about, and the start of the raw body as text, so it can still be ticketed."""
+    try:
+        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+        _fill_headers(mail, headers, own)
+    except Exception as exc:  # noqa: BLE001 - nothing more to be had from this message
+        mail.errors.append(f"headers could not be parsed either: {type(exc).__name__}")
+        return mail
+    parts = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)
+    body = parts[1] if len(parts) == 2 else b""
+    mail.body_text = body[:65536].decode("utf-8", "replace").replace("\x00", "")
+    mail.reply_text = mail.body_text
+    mail.errors.append("body kept as raw text: the MIME structure could not be read")
+    return mail
+
+
+def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
+    raw_items = msg.raw_items() if hasattr(msg, "raw_items") else msg.items()
+    raw_by_name: dict[str, list[str]] = {}
+    for name, value in raw_items:
+        name = decode_header_value(name)
+        value = value if isinstance(value, str) else str(value)
+        raw_by_name.setdefault(name.lower(), []).append(value)
+        mail.headers.append((name, decode_header_value(value)))
+    if not mail.headers and msg.defects:
+        mail.errors.append("no headers found")
+
+    def first(name: str) -> str | None:
+        values = raw_by_name.get(name)
+        return values[0] if values else None
+
+    mail.subject = decode_header_value(first("subject") or "")
+    sender = parse_addresses(raw_by_name.get("from", []))
+    if not sender:
+        # Some bulk senders only have Sender: or a Return-Path; better than no requester at all.
+        sender = parse_addresses(raw_by_name.get("sender", []))
+    if sender:
+        mail.from_name, mail.from_addr = sender[0]
+    else:
+        mail.errors.append("no From address")
+    mail.to_addrs = [a for _, a in parse_addresses(raw_by_name.get("to", []))]
+    mail.cc_addrs = [a for _, a in parse_addresses(raw_by_name.get("cc", []))]
+    mail.reply_to = [a for _, a in parse_addresses(raw_by_name.get("reply-to", []))]
+    ids = _msgids(decode_header_value(first("message-id") or ""))
+    mail.message_id = ids[0] if ids else None
+    irt = _msgids(decode_header_value(first("in-reply-to") or ""))
+    mail.in_reply_to = irt[0] if irt else None
+    refs: list[str] = []
+    for value in raw_by_name.get("references", []):
+        refs.extend(_msgids(decode_header_value(value)))
+    mail.references = list(dict.fromkeys(refs))
+    date = first("date")
+    if date:
+        try:
+            parsed = parsedate_to_datetime(decode_header_value(date))
+            mail.date = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except Exception:
+            mail.errors.append(f"unreadable Date: {decode_header_value(date)[:80]!r}")
+
+
+def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
+    walk = _Walk(mail.errors)
+    with contextlib.suppress(_Stop):
+        walk.visit(msg, 0)
+    mail.attachments = walk.attachments
+    plain = [p for p in walk.plain if p.strip()]
+    if walk.html:
+        mail.body_html = "\n".join(walk.html)
+    if plain:
+        mail.body_text = "\n\n".join(plain)
+    elif mail.body_html:
+        mail.body_text = html_to_text(mail.body_html)
+    mail.reply_text = extract_reply(mail.body_text)
+    defects = {type(d).__name__ for part in _parts(msg) for d in getattr(part, "defects", ())}
+    for name in sorted(defects):
+        mail.errors.append(f"MIME defect: {name}")
+
+
+def _msgids(value: str) -> list[str]:
+    """Bare Message-IDs (RFC 5322 3.6.4); ids sent without brackets never keep a stray "<" or ">"."""
+    ids = (_ANGLE_RE.sub("", i) for i in parse_msgids(value))
+    return [i for i in ids if i]
+
+
+def _parts(msg: Message) -> list[Message]:
+    found: list[Message] = []
+    stack = [(msg, 0)]
+    while stack and len(found) < MAX_PARTS:
+        part, depth = stack.pop()
+        found.append(part)
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list) and depth < MAX_DEPTH:
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+    return found
+
+
+def _fill_flags(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
+    mail.bounce = detect_bounce(msg, mail)
+    mail.is_bounce = mail.bounce is not None
+    mail.auto_reply_reason = auto_reply_reason(mail, own)
+    if mail.is_bounce and not mail.auto_reply_reason:
+        mail.auto_reply_reason = "delivery status notification (bounce)"
+    mail.is_auto_reply = mail.auto_reply_reason is not None

@@ -1,0 +1,106 @@
+"""Is this message machine-generated? Auto-replies, bulk mail and our own mail must never be answered.
+
+RFC 3834 (Auto-Submitted), the de-facto headers mail systems use (Precedence, X-Autoreply,
+X-Auto-Response-Suppress, List-Id), the null reverse path, well-known robot senders and
+out-of-office subjects in the languages we serve. Returns the reason as text so the pipeline's
+disposition says why ("Auto-Submitted: auto-replied"). Bounce detection lives in bounce.py and is
+re-exported here. This module decides only; it must not send anything or touch the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from mailgate.mail.bounce import detect_bounce
+from mailgate.mail.model import ParsedMail
+
+__all__ = ["auto_reply_reason", "detect_bounce", "is_own_address"]
+
+# Senders that are machines by convention (RFC 5321 section 4.5.1 postmaster; RFC 3834 section 2
+# lists mailer-daemon-like senders as ones never to answer).
+_ROBOT_LOCAL_RE = re.compile(
+    r"^(?:mailer-daemon|mailer_daemon|maildaemon|postmaster|"
+    r"no[-_.]?reply|do[-_.]?not[-_.]?reply|donotreply|no[-_.]?respond|"
+    r"(?:no[-_.]?reply|noreply)[-_.+].*|.*[-_.](?:no[-_.]?reply|noreply|donotreply))$",
+    re.IGNORECASE,
+)
+
+# Out-of-office subject prefixes as Exchange/Outlook, Gmail, Apple and Zimbra write them, per
+# language. They sit at the start of the subject and are followed by ":" or the end.
+_OOF_PHRASES = (
+    r"(?:"
+    r"out of (?:the )?office(?: reply| autoreply)?|automatic reply|auto(?:matic)?[- ]?reply|auto[- ]?response|"
+    r"autoreply|vacation (?:reply|response|message)|away from (?:the )?office|"
+    r"abwesenheitsnotiz|automatische antwort|abwesend|nicht im büro|"
+    r"réponse automatique|absence(?: du bureau)?|absent(?:e)? du bureau|"
+    r"respuesta automática|respuesta automatica|fuera de la oficina|ausente|"
+    r"fuori sede|risposta automatica|fuori ufficio|"
+    r"resposta automática|resposta automatica|ausência temporária|fora do escritório|"
+    r"automatisch antwoord|afwezig|niet aanwezig|"
+    r"frånvaro|automatiskt svar|"
+    r"自动回复|自動回覆|自動回复|自动答复|不在办公室|"
+    r"自動応答|自動返信|不在通知|不在"
+    r")"
+)
+# "[Out of Office] Re: …" in brackets, or "Automatic reply: …" followed by a colon, a dash or nothing.
+_OOF_SUBJECT_RE = re.compile(
+    rf"^\s*(?:[\[(]\s*{_OOF_PHRASES}\s*[\])]|{_OOF_PHRASES}\s*(?:[:：]|$|-\s))",
+    re.IGNORECASE,
+)
+# "All" suppresses every auto-response; OOF and AutoReply are what auto-responders set on their
+# own mail (MS-OXCMAIL 2.2.3.2.14). DR/RN/NRN only concern receipts and say nothing of the sender.
+_SUPPRESS_VALUES = {"all", "oof", "autoreply"}
+_BULK_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
+
+
+def _base(addr: str) -> str:
+    """`local+tag@domain` -> `local@domain`, lowercased (plus-addresses reach the same mailbox)."""
+    local, _, domain = addr.strip().lower().rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}" if local else addr.lower()
+
+
+def is_own_address(addr: str, own_addresses: Iterable[str]) -> bool:
+    """Is `addr` one of ours, plus-addressed forms included?"""
+    if not addr:
+        return False
+    base = _base(addr)
+    return any(base == _base(own) for own in own_addresses if own)
+
+
+def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | None:
+    """Why this message must not be answered automatically, or None if a person wrote it."""
+    # RFC 3834 section 5: any value other than "no" means the message was generated automatically.
+    auto = mail.header("Auto-Submitted")
+    if auto is not None and auto.strip().split(";", 1)[0].strip().lower() not in ("", "no"):
+        return f"Auto-Submitted: {auto.strip()}"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply"):
+        value = mail.header(name)
+        if value is not None and value.strip().lower() not in ("no", "false", "0"):
+            return f"{name}: {value.strip() or '(present)'}"
+    precedence = mail.header("Precedence")
+    if precedence and precedence.strip().lower() in _BULK_PRECEDENCE:
+        return f"Precedence: {precedence.strip()}"
+    suppress = mail.header("X-Auto-Response-Suppress")
+    if suppress:
+        values = {v.strip().lower() for v in re.split(r"[,;\s]+", suppress) if v.strip()}
+        if values & _SUPPRESS_VALUES:
+            return f"X-Auto-Response-Suppress: {suppress.strip()}"
+    list_id = mail.header("List-Id")
+    if list_id:
+        return f"mailing list mail (List-Id: {list_id.strip()[:100]})"
+    if mail.header("List-Unsubscribe"):
+        return "bulk mail (List-Unsubscribe present)"
+    # RFC 5321 section 4.5.5: a null reverse path marks notifications that must not be answered.
+    return_path = mail.header("Return-Path")
+    if return_path is not None and return_path.strip() in ("<>", "", "< >"):
+        return "empty Return-Path (<>)"
+    if mail.from_addr:
+        local = mail.from_addr.rpartition("@")[0]
+        if _ROBOT_LOCAL_RE.match(local):
+            return f"sender {mail.from_addr} is a robot address"
+        if is_own_address(mail.from_addr, own_addresses):
+            return f"sender {mail.from_addr} is one of our own addresses"
+    if mail.subject and _OOF_SUBJECT_RE.match(mail.subject):
+        return f"out-of-office subject {mail.subject[:100]!r}"
+    return None

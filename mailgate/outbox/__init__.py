@@ -1,0 +1,1 @@
+"""Everything that leaves: template rendering, the outbox queue, the sender and its transports."""

@@ -1,0 +1,61 @@
+"""Rendering mail bodies from the admins' jinja2 templates.
+
+Templates live in `templates/<event>.txt` (and optional `<event>.html`), overridable per desk in
+`templates/<DESK_KEY>/`; what the admin's directory lacks comes from the shipped set. HTML templates autoescape; text templates need no escaping but use
+StrictUndefined so a misspelt variable fails at `mailgate config check`, not in a customer's inbox.
+One Environment per process: templates are compiled once and cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
+
+from mailgate.rules_loader import SHIPPED_TEMPLATES
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self._envs: dict[str, Environment] = {}
+
+    def _env(self, desk_key: str) -> Environment:
+        env = self._envs.get(desk_key)
+        if env is None:
+            paths = [self.templates_dir / desk_key, self.templates_dir, SHIPPED_TEMPLATES]
+            env = Environment(
+                loader=ChoiceLoader([FileSystemLoader(str(p)) for p in paths]),
+                autoescape=select_autoescape(enabled_extensions=("html", "htm"), default_for_string=False),
+                undefined=StrictUndefined,
+                keep_trailing_newline=True,
+                trim_blocks=True,
+                lstrip_blocks=True,
+            )
+            self._envs[desk_key] = env
+        return env
+
+    def has(self, desk_key: str, name: str) -> bool:
+        try:
+            self._env(desk_key).get_template(f"{name}.txt")
+        except TemplateNotFound:
+            return False
+        return True
+
+    def render(self, desk_key: str, name: str, context: dict[str, Any]) -> tuple[str, str | None]:
+        """The text part, and the HTML part when the admin wrote one."""
+        env = self._env(desk_key)
+        text = env.get_template(f"{name}.txt").render(context)
+        try:
+            html_t = env.get_template(f"{name}.html")
+        except TemplateNotFound:
+            return text, None
+        return text, html_t.render(context)

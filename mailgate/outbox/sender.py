@@ -1,0 +1,166 @@
+"""The sender: the only code that sends mail. The outbox only moves forward (STYLE.md habit 9).
+
+pending → (claimed: sending) → sent | pending again with a later next_attempt_at | failed.
+Each delivery is recorded in its own commit right after the relay accepted it, so a crash can at
+worst resend the one message in flight, never lose one. A relay that is down is logged once per
+outage, not once per try; temporary failures back off exponentially with jitter up to a deadline;
+a permanent 5xx is recorded and shown by `mailgate outbox failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+
+from mailgate.config import Config
+from mailgate.outbox.transports import PermanentFailure, TemporaryFailure, Transport
+from mailgate.store.db import Database
+from mailgate.store.inbox import WORKER_ID, worker_alive
+from mailgate.store.models import OutboxItem, now_utc, utc
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=5)
+
+
+class Sender:
+    def __init__(self, db: Database, config: Config, transport: Transport, *, batch_size: int = 50) -> None:
+        self.db = db
+        self.config = config
+        self.transport = transport
+        self.batch_size = batch_size
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._outage_since: datetime | None = None
+
+    def backoff(self, attempts: int) -> timedelta:
+        r = self.config.relay
+        seconds = min(r.retry_base_seconds * (2 ** max(attempts - 1, 0)), r.retry_max_seconds)
+        return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
+
+    def _claim(self, now: datetime) -> list[OutboxItem]:
+        with self.db.session() as s:
+            # Select-and-lock the ids, then update exactly those: in one UPDATE … IN (SELECT …
+            # LIMIT n FOR UPDATE SKIP LOCKED) PostgreSQL re-scans the subquery and claims every
+            # due row, not n (see store/inbox.claim).
+            due = (
+                select(OutboxItem.id)
+                .where(
+                    or_(
+                        (OutboxItem.state == "pending") & (OutboxItem.next_attempt_at <= now),
+                        (OutboxItem.state == "sending") & (OutboxItem.claimed_at < now - LEASE),
+                    )
+                )
+                .order_by(OutboxItem.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            due_ids = s.execute(due).scalars().all()
+            if not due_ids:
+                return []
+            ids = (
+                s.execute(
+                    update(OutboxItem)
+                    .where(OutboxItem.id.in_(due_ids))
+                    .values(state="sending", claimed_by=WORKER_ID, claimed_at=now)
+                    .returning(OutboxItem.id)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return []
+            return list(
+                s.execute(select(OutboxItem).where(OutboxItem.id.in_(ids)).order_by(OutboxItem.id)).scalars()
+            )
+
+    def _finish(self, item_id: int, **values: object) -> None:
+        with self.db.session() as s:
+            s.execute(update(OutboxItem).where(OutboxItem.id == item_id).values(claimed_by=None, **values))
+
+    def run_once(self, now: datetime | None = None) -> int:
+        """Send what is due. Returns how many were handed over."""
+        now = now or now_utc()
+        items = self._claim(now)
+        sent = 0
+        for n, item in enumerate(items):
+            try:
+                self.transport.send(item.mail_from, item.recipients, item.raw, item.message_id)
+            except PermanentFailure as exc:
+                log.warning("outbox %s to %s failed permanently: %s", item.id, ",".join(item.recipients), exc)
+                self._finish(item.id, state="failed", attempts=item.attempts + 1, last_error=str(exc)[:2000])
+                continue
+            except TemporaryFailure as exc:
+                self._temporary(item, str(exc), now)
+                # The relay is down or refusing: put the rest back untouched and wait.
+                for rest in items[n + 1 :]:
+                    self._finish(rest.id, state="pending")
+                return sent
+            if self._outage_since is not None:
+                log.info("relay is back after %s", now_utc() - self._outage_since)
+                self._outage_since = None
+            self._finish(
+                item.id, state="sent", attempts=item.attempts + 1, sent_at=now_utc(), last_error=None
+            )
+            sent += 1
+        return sent
+
+    def _temporary(self, item: OutboxItem, error: str, now: datetime) -> None:
+        attempts = item.attempts + 1
+        deadline = utc(item.created_at) + timedelta(seconds=self.config.relay.give_up_after_seconds)  # type: ignore[operator]
+        if self._outage_since is None:
+            self._outage_since = now
+            log.warning("cannot hand mail to the relay, will retry with backoff: %s", error)
+        if now >= deadline:
+            self._finish(item.id, state="failed", attempts=attempts, last_error=f"gave up: {error}"[:2000])
+            return
+        self._finish(
+            item.id,
+            state="pending",
+            attempts=attempts,
+            last_error=error[:2000],
+            next_attempt_at=now + self.backoff(attempts),
+        )
+
+    def recover(self) -> int:
+        """Rows a dead process of this host was sending go back to pending now, not after the lease."""
+        with self.db.session() as s:
+            rows = s.execute(select(OutboxItem).where(OutboxItem.state == "sending")).scalars().all()
+            dead = [r.id for r in rows if r.claimed_by != WORKER_ID and not worker_alive(r.claimed_by)]
+            if dead:
+                s.execute(
+                    update(OutboxItem).where(OutboxItem.id.in_(dead)).values(state="pending", claimed_by=None)
+                )
+        if dead:
+            log.warning("%d outgoing mail(s) were being sent when a process died: sending again", len(dead))
+        return len(dead)
+
+    def serve(self, poll_seconds: float = 1.0) -> None:
+        self.recover()
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+            except Exception as exc:  # noqa: BLE001 - the database may be briefly unavailable
+                log.error("sender pass failed, will retry: %s", exc)
+                n = 0
+            if n:
+                continue
+            self.wake.wait(poll_seconds)
+            self.wake.clear()
+        self.transport.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+
+
+def retry_failed(db: Database, item_id: int | None = None) -> int:
+    """`mailgate outbox retry`: failed rows back to pending, due now."""
+    with db.session() as s:
+        stmt = update(OutboxItem).where(OutboxItem.state == "failed")
+        if item_id is not None:
+            stmt = stmt.where(OutboxItem.id == item_id)
+        return s.execute(stmt.values(state="pending", next_attempt_at=now_utc(), last_error=None)).rowcount

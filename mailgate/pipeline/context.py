@@ -1,0 +1,33 @@
+"""The typed context one message carries through the stages (instead of a dict of flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailgate.config import Desk
+from mailgate.domain.threading import ThreadHit
+from mailgate.mail.model import ParsedMail
+from mailgate.store.models import InboxItem, Ticket
+
+
+@dataclass
+class Context:
+    item: InboxItem
+    desk: Desk
+    mail: ParsedMail = field(default_factory=ParsedMail)
+    parsed: ParsedMail | None = None  # parsed ahead of time in another process (bulk ingest)
+    auto_reason: str | None = None  # screen: why we must not auto-answer this
+    hit: ThreadHit | None = None
+    ticket: Ticket | None = None
+    disposition: str | None = None
+    rejected: list[str] = field(default_factory=list)  # attachments over the limits, described
+    stage: str = "start"
+    trace: list[dict[str, str]] = field(default_factory=list)
+
+    def note(self, stage: str, decision: str) -> None:
+        """Record what a stage decided and why: `mailgate inbox show` prints these lines."""
+        self.trace.append({"stage": stage, "decision": decision})
+
+    @property
+    def recipients(self) -> list[str]:
+        return [*self.item.rcpt_tos, *self.mail.to_addrs, *self.mail.cc_addrs]

@@ -1,0 +1,41 @@
+"""Expected outcomes that stop a message's processing, as one typed tree (STYLE.md habit 3).
+
+Each becomes a recorded disposition on the inbox row; nothing here is a crash. Anything that is
+not a ProcessingError is unexpected: the runner quarantines the message with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class ProcessingError(Exception):
+    """Stop here; record `disposition` and `reason`. `tell_sender` says whether a reply is due."""
+
+    disposition = "rejected"
+    tell_sender = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        # (subject, text) for the admin, queued by the runner with the disposition: a notice
+        # queued inside the handler would be rolled back with the message's savepoint.
+        self.admin_notice: tuple[str, str] | None = None
+
+
+class LoopDetected(ProcessingError):
+    disposition = "ignored:loop"
+
+
+class AutoReplyIgnored(ProcessingError):
+    disposition = "ignored:auto-reply"
+
+
+class BounceUnmatched(ProcessingError):
+    disposition = "bounce:unmatched"
+
+
+class FloodHeld(ProcessingError):
+    disposition = "held:flood"
+
+
+class EmptyMessage(ProcessingError):
+    disposition = "ignored:empty"

@@ -1,0 +1,240 @@
+"""Turning a decision to tell someone into an outbox row, inside the caller's transaction.
+
+One mail per recipient: each carries a reply token issued to that recipient for that ticket, in
+the Reply-To plus-address and in the Message-ID, so their reply finds the ticket and proves who
+wrote it. Loop limits are checked here, where every automatic mail passes: per recipient per
+ticket and per recipient overall, in sliding windows (Zammad's defaults: 10 per ticket, 30 per
+10 minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import bindparam, func, select
+
+from mailgate.config import Config, Desk
+from mailgate.domain.commands import HELP
+from mailgate.domain.threading import strip_prefixes, strip_tag
+from mailgate.domain.tokens import make_token
+from mailgate.mail.compose import Outgoing, build, new_message_id
+from mailgate.outbox.render import Renderer
+from mailgate.store.models import Event, SendLog, Ticket, now_utc
+from mailgate.store.repo import Repo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    per_ticket: int = 10
+    per_ticket_window: timedelta = timedelta(hours=1)
+    overall: int = 30
+    overall_window: timedelta = timedelta(minutes=10)
+
+
+def ticket_subject(ticket: Ticket) -> str:
+    """`[SUP-20] subject`: our tag once, in front; any foreign tag kept (DESIGN.md threading)."""
+    base = strip_tag(strip_prefixes(ticket.subject), ticket.key) or "(no subject)"
+    return f"[{ticket.key}] {base}"
+
+
+_SENDLOG = SendLog.__table__  # type: ignore[attr-defined]
+# Both loop-limit windows in one indexed query (recipient, created_at), built once.
+_LIMIT_COUNTS = select(
+    func.count().filter(_SENDLOG.c.created_at > bindparam("overall_since")),
+    func.count().filter(
+        _SENDLOG.c.ticket_id == bindparam("t"), _SENDLOG.c.created_at > bindparam("ticket_since")
+    ),
+).where(_SENDLOG.c.recipient == bindparam("r"), _SENDLOG.c.created_at > bindparam("since"))
+
+
+class Notifier:
+    def __init__(self, config: Config, renderer: Renderer, limits: LoopLimits | None = None) -> None:
+        self.config = config
+        self.renderer = renderer
+        lim = config.limits
+        self.limits = limits or LoopLimits(
+            per_ticket=lim.auto_mails_per_ticket,
+            per_ticket_window=timedelta(minutes=lim.auto_mails_per_ticket_window_minutes),
+            overall=lim.auto_mails_per_recipient,
+            overall_window=timedelta(minutes=lim.auto_mails_per_recipient_window_minutes),
+        )
+
+    def over_limit(self, repo: Repo, recipient: str, ticket_id: int | None) -> str | None:
+        """Why mail to `recipient` must be held now, or None. One query for both windows."""
+        now = now_utc()
+        lim = self.limits
+        overall_since = now - lim.overall_window
+        ticket_since = now - lim.per_ticket_window
+        overall, per = repo.session.execute(
+            _LIMIT_COUNTS,
+            {
+                "r": recipient,
+                "t": ticket_id,
+                "overall_since": overall_since,
+                "ticket_since": ticket_since,
+                "since": min(overall_since, ticket_since),
+            },
+        ).one()
+        if overall >= lim.overall:
+            return f"{overall} automatic mails to {recipient} in {lim.overall_window}"
+        if ticket_id is not None and per >= lim.per_ticket:
+            return f"{per} automatic mails to {recipient} on this ticket in {lim.per_ticket_window}"
+        return None
+
+    @property
+    def notice_window(self) -> timedelta:
+        return max(self.limits.per_ticket_window, self.limits.overall_window)
+
+    def held_recently(self, repo: Repo, recipient: str) -> bool:
+        """Whether mail to `recipient` was already held in the notice window (the admin was told)."""
+        since = now_utc() - self.notice_window
+        return (
+            repo.session.execute(
+                select(Event.id)
+                .where(
+                    Event.kind == "mail-held",
+                    Event.created_at > since,
+                    Event.data["recipient"].as_string() == recipient,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+    def send(
+        self,
+        repo: Repo,
+        *,
+        desk: Desk,
+        ticket: Ticket,
+        kind: str,
+        template: str,
+        to: str,
+        context: dict[str, Any],
+        in_reply_to: str | None = None,
+        auto_submitted: str = "auto-generated",
+        subject: str | None = None,
+        check_loops: bool = True,
+        from_name: str | None = None,
+    ) -> str | None:
+        """Render and enqueue one mail to `to`; its Message-ID, or None when a loop limit held it
+        back (recorded on the ticket, the admin told once)."""
+        to = to.lower()
+        if check_loops:
+            why = self.over_limit(repo, to, ticket.id)
+            if why:
+                first = not self.held_recently(repo, to)
+                repo.event(ticket.id, "mail-held", recipient=to, mail=kind, reason=why)  # type: ignore[arg-type]
+                log.warning("held %s to %s on %s: %s", kind, to, ticket.key, why)
+                if first:
+                    self.send_admin(
+                        repo,
+                        f"mailgate: automatic mail to {to} held (loop limit)",
+                        f"mailgate held a {kind} mail to {to} about {ticket.key}: {why}.\n\n"
+                        "This is how a loop with an auto-responder looks. Mail to this address is held\n"
+                        "while the limit holds ([limits] auto_mails_per_ticket, auto_mails_per_recipient);\n"
+                        "the ticket records each held mail. This notice is sent once per address per\n"
+                        f"{self.notice_window}.\n",
+                    )
+                return None
+        token = make_token(self.config.secret, ticket.key, to)
+        message_id = new_message_id(desk.domain, token)
+        reply_address = desk.token_address(token)
+        unsubscribe = desk.token_address(f"{token}-off")
+        ctx = {
+            "ticket": ticket,
+            "desk": desk,
+            "recipient": to,
+            "subject": ticket_subject(ticket),
+            "reply_address": reply_address,
+            "help": HELP,
+            "unsubscribe_address": unsubscribe,
+            "survey_links": {
+                n: f"mailto:{reply_address}?subject={quote(f'Rating {n} for {ticket.key}')}&body={n}"
+                for n in range(1, 6)
+            },
+            **context,
+        }
+        text, html = self.renderer.render(desk.key, template, ctx)
+        references = repo.thread_ids(ticket.id)  # type: ignore[arg-type]
+        if in_reply_to and in_reply_to not in references:
+            references.append(in_reply_to)
+        out = Outgoing(
+            from_addr=desk.address,
+            from_name=f"{from_name} via {desk.name}" if from_name else desk.name,
+            to=[to],
+            subject=subject or ticket_subject(ticket),
+            text=text,
+            html=html,
+            message_id=message_id,
+            reply_to=desk.token_address(token),
+            in_reply_to=in_reply_to or (references[-1] if references else None),
+            references=references,
+            auto_submitted=auto_submitted,
+            loop_id=desk.address,
+            # RFC 2369 List-Unsubscribe: "turn off this request's notifications" by one mail.
+            extra_headers={"List-Unsubscribe": f"<mailto:{unsubscribe}?subject=unsubscribe>"},
+        )
+        repo.enqueue(
+            ticket_id=ticket.id,
+            desk=desk.key,
+            kind=kind,
+            message_id=message_id,
+            mail_from=desk.address,
+            recipients=[to],
+            raw=build(out),
+        )
+        repo.add_thread_ref(desk.key, message_id, ticket.id)  # type: ignore[arg-type]
+        if check_loops:
+            repo.log_send(to, ticket.id)
+        return message_id
+
+    def send_plain(
+        self,
+        repo: Repo,
+        desk: Desk,
+        *,
+        to: str,
+        subject: str,
+        text: str,
+        kind: str,
+        html: str | None = None,
+        from_name: str | None = None,
+    ) -> str:
+        """A mail about no single ticket (admin notices, digests): no reply token, no thread."""
+        message_id = new_message_id(desk.domain)
+        raw = build(
+            Outgoing(
+                from_addr=desk.address,
+                from_name=from_name or desk.name,
+                to=[to],
+                subject=subject,
+                text=text,
+                html=html,
+                message_id=message_id,
+                loop_id=desk.address,
+            )
+        )
+        repo.enqueue(
+            desk=desk.key, kind=kind, message_id=message_id, mail_from=desk.address, recipients=[to], raw=raw
+        )
+        return message_id
+
+    def send_admin(self, repo: Repo, subject: str, text: str) -> str:
+        """A plain mail to the configured admin address (refused rules edits, held loops)."""
+        desk = self.config.desks[0]
+        return self.send_plain(
+            repo,
+            desk,
+            to=self.config.admin_address,
+            subject=subject,
+            text=text,
+            kind="admin",
+            from_name=f"mailgate at {desk.name}",
+        )

@@ -1,0 +1,383 @@
+"""The worker that drains the inbox through the stages, oldest first.
+
+A batch of claimed rows is processed in ONE transaction, each message inside its own savepoint:
+a message that fails rolls back only its own writes and is quarantined with stage and reason,
+the others commit together (group commit: one fsync for the batch). Expected outcomes are
+`ProcessingError`s and become a disposition; anything else is caught once, here, and never
+stops the loop (STYLE.md habit 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
+
+from mailgate.config import Config
+from mailgate.mail.model import ParsedMail
+from mailgate.mail.parse import parse_message
+from mailgate.outbox.render import Renderer
+from mailgate.pipeline import stages
+from mailgate.pipeline.context import Context
+from mailgate.pipeline.errors import ProcessingError
+from mailgate.pipeline.handlers import Handler, Services, registry
+from mailgate.pipeline.live_rules import LiveRules
+from mailgate.pipeline.notify import Notifier
+from mailgate.pipeline.sla_apply import SlaService
+from mailgate.store import inbox
+from mailgate.store.blobs import BlobStore
+from mailgate.store.db import Database
+from mailgate.store.models import InboxItem, now_utc
+from mailgate.store.repo import Repo
+
+log = logging.getLogger(__name__)
+
+
+# Built once: the statement that records a message's outcome runs for every message.
+_INBOX = InboxItem.__table__  # type: ignore[attr-defined]
+_FINISH = (
+    update(_INBOX)
+    .where(_INBOX.c.id == bindparam("row_id"))
+    .values(
+        {
+            c: bindparam(c)
+            for c in (
+                "state",
+                "disposition",
+                "reason",
+                "stage",
+                "trace",
+                "ticket_id",
+                "processed_at",
+                "claimed_by",
+            )
+        }
+    )
+)
+
+
+class _GroupBroken(Exception):
+    """The group transaction can no longer be used; carries how far the group had got."""
+
+
+class Runner:
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        *,
+        batch_size: int = 50,
+        group_ms: float = 0,
+        parse_pool: Executor | None = None,
+        parse_processes: int = 0,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.batch_size = batch_size
+        self.group_ms = group_ms  # > 0: group commit (process_group); 0: a transaction per message
+        self.parse_pool = parse_pool  # parse ahead in another process (given, or made on a backlog)
+        self.parse_processes = parse_processes
+        self._own_pool = False
+        self._pool_failed = False
+        self.renderer = Renderer(config.templates_dir)
+        self.notifier = Notifier(config, self.renderer)
+        self.rules = LiveRules(config)
+        self.services = Services(
+            config, self.notifier, self.rules, blobs=BlobStore(config.state_dir / "attachments")
+        )
+        self.handlers: list[Handler] = registry(self.services)
+        self.sla = SlaService(config, self.rules, self.notifier)
+        self.after_commit: list[Callable[[], None]] = []  # e.g. wake the sender
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+
+    # -- one message ----------------------------------------------------------------------------
+    def _apply(self, ctx: Context, session: Session) -> None:
+        """The stages after parse and the handler, writing through one Repo on `session`."""
+        repo = Repo(session)
+        for name in stages.ORDER:
+            ctx.stage = name
+            getattr(stages, name)(ctx, self.config, repo)
+        ctx.stage = "handle"
+        handler = next(h for h in self.handlers if h.can_handle(ctx))
+        ctx.note("handle", f"handler: {handler.name}")
+        ctx.stage = handler.name
+        handler.execute(ctx, repo)
+        if ctx.ticket is not None:
+            # SLA due times (pipeline/sla_apply.py)
+            self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
+        self._finish(session, ctx.item, ctx, "done", None, None)
+
+    def _begin(self, item: InboxItem, parsed: Future[ParsedMail] | None = None) -> Context:
+        """Context for a claimed message, parsed (parsing reads no table: done outside the lock,
+        or ahead of time in the parse pool)."""
+        desk = self.config.desk_by_key(item.desk)
+        ctx = Context(item=item, desk=desk)  # type: ignore[arg-type]
+        if parsed is not None:
+            try:
+                ctx.parsed = parsed.result()
+            except Exception as exc:  # noqa: BLE001 - a broken pool: parse here instead
+                log.warning("parse pool failed (%s): parsing message %s here", exc, item.id)
+        if desk is None:
+            raise ProcessingError(f"desk {item.desk} is no longer configured")
+        ctx.stage = "parse"
+        stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
+        return ctx
+
+    def _stopped(self, ctx: Context, session: Session, exc: ProcessingError) -> None:
+        """An expected outcome: record it (the message's own writes were rolled back)."""
+        ctx.disposition = exc.disposition
+        ctx.note(ctx.stage, f"stopped: {exc.reason}")
+        # Only a ticket that existed before this message: anything made here was rolled back.
+        if ctx.ticket is not None and not ctx.hit:
+            ctx.ticket = None
+        if exc.admin_notice:
+            self.notifier.send_admin(Repo(session), *exc.admin_notice)
+        self._finish(session, ctx.item, ctx, "done", exc.reason, None)
+
+    def _crashed(self, ctx: Context, session: Session, exc: Exception) -> None:
+        """Anything unexpected: quarantine with stage, reason and traceback; never stop the loop."""
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        ctx.note(ctx.stage, f"failed: {reason}")
+        ctx.trace.append(
+            {"stage": ctx.stage, "decision": "traceback", "detail": traceback.format_exc()[-4000:]}
+        )
+        log.error("message %s quarantined at %s: %s", ctx.item.id, ctx.stage, reason)
+        if ctx.ticket is not None and not ctx.hit:
+            ctx.ticket = None
+        self._finish(session, ctx.item, ctx, "failed", reason, ctx.stage)
+
+    def process(self, item: InboxItem, parsed: Future[ParsedMail] | None = None) -> Context:
+        """Process one claimed message in its own transaction: short transactions keep the write
+        lock free for the intake. A ProcessingError or a crash rolls the message's writes back
+        and records the outcome in a fresh transaction."""
+        t0 = time.perf_counter()
+        ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
+        try:
+            ctx = self._begin(item, parsed)
+            with self.db.session() as session:
+                self._apply(ctx, session)
+        except ProcessingError as exc:
+            with self.db.session() as session:
+                self._stopped(ctx, session, exc)
+        except Exception as exc:  # noqa: BLE001 - the one catch-all
+            with self.db.session() as session:
+                self._crashed(ctx, session, exc)
+        self._log(ctx, t0)
+        return ctx
+
+    def process_group(self, items: list[InboxItem]) -> None:
+        """Group commit for bulk work (`mailgate ingest --mbox`): messages share one transaction
+        until `group_ms` have passed, each inside a SAVEPOINT, so a failing message rolls back
+        only its own writes. One fsync per group instead of one per message; the write lock is
+        held longer, which is why the daemon, which answers SMTP clients, does not use it."""
+        # With a parse pool, the next messages are parsed on the other core while this one is
+        # handled: parsing is a quarter of the work and needs no database.
+        own = self.config.own_addresses
+        pool = self.parse_pool
+        ahead: dict[int, Future[ParsedMail]] = (
+            {j: pool.submit(parse_message, item.raw, own_addresses=own) for j, item in enumerate(items)}
+            if pool is not None
+            else {}
+        )
+        i = 0
+        while i < len(items):
+            first = i
+            try:
+                i = self._group(items, first, ahead)
+            except _GroupBroken as broken:
+                # The session itself failed (e.g. a flush error): the whole group was rolled back.
+                # Do its messages again one by one, each in its own transaction.
+                end = broken.args[0]
+                for item in items[first:end]:
+                    self.process(item)
+                i = end
+
+    def _group(self, items: list[InboxItem], first: int, ahead: dict[int, Future[ParsedMail]]) -> int:
+        """One group transaction from `items[first]`; returns the index after the last one done."""
+        i = first
+        start = time.perf_counter()
+        with self.db.session() as session:
+            conn = session.connection()
+            while i < len(items) and (i == first or (time.perf_counter() - start) * 1000 < self.group_ms):
+                item = items[i]
+                i += 1
+                t0 = time.perf_counter()
+                ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
+                conn.exec_driver_sql("SAVEPOINT mg_message")
+                try:
+                    ctx = self._begin(item, ahead.pop(i - 1, None))
+                    self._apply(ctx, session)
+                    session.flush()
+                except Exception as exc:  # noqa: BLE001 - sorted below
+                    if not session.is_active:
+                        raise _GroupBroken(i) from exc
+                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT mg_message")
+                    session.expunge_all()  # objects of the rolled-back writes must never be flushed
+                    if isinstance(exc, ProcessingError):
+                        self._stopped(ctx, session, exc)
+                    else:
+                        self._crashed(ctx, session, exc)
+                conn.exec_driver_sql("RELEASE SAVEPOINT mg_message")
+                self._log(ctx, t0)
+        return i
+
+    def _log(self, ctx: Context, t0: float) -> None:
+        item = ctx.item
+        ms = (time.perf_counter() - t0) * 1000
+        message_id = ctx.mail.message_id
+        key = ctx.ticket.key if ctx.ticket else None
+        log.info(
+            "message %s %s ticket=%s disposition=%s %.1fms",
+            item.id,
+            f"<{message_id}>" if message_id else "(no Message-ID)",
+            key or "-",
+            ctx.disposition or item.state,
+            ms,
+            extra={
+                "fields": {
+                    "inbox_id": item.id,
+                    "desk": item.desk,
+                    "source": item.source,
+                    "message_id": message_id,
+                    "ticket": key,
+                    "disposition": ctx.disposition or item.state,
+                    "stage": item.stage,
+                    "reason": item.reason,
+                    "ms": round(ms, 1),
+                }
+            },
+        )
+
+    @staticmethod
+    def _finish(
+        session: Session, item: InboxItem, ctx: Context, state: str, reason: str | None, stage: str | None
+    ) -> None:
+        values = {
+            "state": state,
+            "disposition": ctx.disposition,
+            "reason": reason,
+            "stage": stage,
+            "trace": ctx.trace,
+            "ticket_id": ctx.ticket.id if ctx.ticket is not None else None,
+            "processed_at": now_utc(),
+            "claimed_by": None,
+        }
+        session.execute(_FINISH, {"row_id": item.id, **values})
+        for key, value in values.items():  # keep the detached row in step for callers and tests
+            setattr(item, key, value)
+
+    # -- batches --------------------------------------------------------------------------------
+    def refresh_rules(self) -> None:
+        """Pick up rules edits; a refused edit is logged and mailed to the admin, once per edit."""
+        refused = self.rules.refresh()
+        self.sla.source.current()  # rules/sla.toml edits
+        lines = (
+            [*(str(e) for e in refused.errors), *self.sla.source.take_refused()]
+            if refused
+            else list(self.sla.source.take_refused())
+        )
+        if not lines:
+            return
+        with self.db.session() as session:
+            self.notifier.send_admin(
+                Repo(session),
+                "mailgate: a rules edit was refused, the previous rules stay in force",
+                "The last edit of the rules files has errors, so mailgate keeps using the previous rules.\n\n"
+                + "\n".join(lines)
+                + "\n\nFix the lines above; `mailgate rules check` shows the same list.\n",
+            )
+
+    def run_once(self) -> int:
+        """Claim and process one batch. Returns how many messages were processed."""
+        self.refresh_rules()
+        with self.db.session() as session:
+            ids = inbox.claim(session, self.batch_size)
+            items = (
+                session.execute(select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id))
+                .scalars()
+                .all()
+                if ids
+                else []
+            )
+        if self.group_ms > 0 and items:
+            self.process_group(list(items))
+            for fn in self.after_commit:
+                fn()
+            return len(items)
+        # A backlog: parse the rest of the batch ahead on the other core (see parse_processes).
+        pool = self._daemon_pool() if len(items) > 1 else None
+        own = self.config.own_addresses
+        ahead = (
+            {j: pool.submit(parse_message, it.raw, own_addresses=own) for j, it in enumerate(items) if j}
+            if pool
+            else {}
+        )
+        for j, item in enumerate(items):
+            self.process(item, ahead.get(j))
+            for fn in self.after_commit:
+                fn()
+        return len(items)
+
+    def _daemon_pool(self) -> Executor | None:
+        """The parse-ahead pool of a long-running worker, made on the first backlog (a daemon that
+        only ever sees one message at a time never starts it). `[pipeline] parse_processes = 0`
+        turns it off."""
+        if self.parse_pool is None and self.parse_processes > 0 and not self._pool_failed:
+            try:
+                self.parse_pool = ProcessPoolExecutor(
+                    max_workers=self.parse_processes, mp_context=multiprocessing.get_context("spawn")
+                )
+                self._own_pool = True
+            except (OSError, NotImplementedError) as exc:
+                self._pool_failed = True
+                log.warning("no parse process (%s): parsing in the worker thread", exc)
+        return self.parse_pool
+
+    def run_until_idle(self, max_batches: int = 10_000) -> int:
+        total = 0
+        for _ in range(max_batches):
+            n = self.run_once()
+            if not n:
+                break
+            total += n
+        return total
+
+    def recover(self) -> None:
+        with self.db.session() as session:
+            requeued, quarantined = inbox.recover(session, self.config.limits.max_attempts)
+        if requeued or quarantined:
+            log.warning("recovered %d interrupted message(s), quarantined %d", requeued, quarantined)
+
+    # -- the thread -----------------------------------------------------------------------------
+    def serve(self, poll_seconds: float = 2.0) -> None:
+        """Loop until stop(): process while there is work, then wait for a wake-up or the poll."""
+        self.recover()
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+            except Exception as exc:  # noqa: BLE001 - e.g. database briefly unavailable
+                log.error("pipeline batch failed, will retry: %s", exc)
+                n = 0
+                self._stop.wait(poll_seconds)
+            if n:
+                continue
+            self.wake.wait(poll_seconds)
+            self.wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+
+    def close(self) -> None:
+        """Stop the parse pool this runner started (call after the serve thread has ended)."""
+        if self._own_pool and self.parse_pool is not None:
+            self.parse_pool.shutdown(wait=True, cancel_futures=True)
+            self.parse_pool = None

@@ -1,0 +1,290 @@
+"""The periodic jobs of `mailgate run`: SLA check, triage reminder, auto-close, waiting-for-customer
+reminder and close, deferred review, daily digest (docs/sla.md).
+
+APScheduler only says *when* to look. Everything a job knows lives in the database — the
+ticket's facts and the marks earlier runs stored (`pipeline/sla_apply.py`) — so a job is
+idempotent: running it twice changes nothing the second time, a restart loses nothing, and
+after downtime the first run catches up ONCE per ticket (the pure decisions in
+`domain/timers.py` collapse missed periods into one action). Each job runs immediately at
+start (the catch-up) and then every `sla_check_seconds` / `timers_seconds`.
+
+One job for one desk is one transaction. Several daemons on one PostgreSQL run each job once:
+the transaction starts with `pg_try_advisory_xact_lock(<job, desk>)` and a daemon that does not
+get it skips that run (the lock is released at commit, so nobody waits and nothing is leaked by
+a crash). On SQLite a single process is assumed; BEGIN IMMEDIATE serialises writers anyway.
+
+`now` comes from an injectable clock, so tests move time instead of sleeping. This module must
+not decide policy (domain/timers.py does) nor build mail (sla_apply.py and the templates do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from mailgate.config import Config, ConfigError, Desk
+from mailgate.domain import timers
+from mailgate.domain.sla import SlaRules
+from mailgate.domain.timers import TicketFacts
+from mailgate.pipeline.runner import Runner
+from mailgate.pipeline.sla_apply import SlaService, refresh_due, ticket_facts
+from mailgate.store.models import JobState, Ticket, now_utc, utc
+from mailgate.store.repo import Repo
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# Run order inside one "timers" tick: closing first, so a ticket closed now is not also reviewed.
+TIMER_JOBS = ("auto_close", "waiting_customer", "triage_reminder", "deferred_review", "digest")
+JOBS = ("sla_check", *TIMER_JOBS)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """`[scheduler]` of config.toml."""
+
+    enabled: bool = True
+    sla_check_seconds: float = 300.0  # how late a warning or escalation may be, at most
+    timers_seconds: float = 900.0  # reminders, auto-close, reviews, the digest hour
+
+    @classmethod
+    def from_config(cls, config: Config) -> SchedulerSettings:
+        table = config.raw.get("scheduler", {})
+        if not isinstance(table, dict):
+            raise ConfigError("scheduler: expected a [scheduler] table")
+        unknown = sorted(set(table) - {"enabled", "sla_check_seconds", "timers_seconds"})
+        if unknown:
+            raise ConfigError(f"scheduler.{unknown[0]}: unknown setting")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"scheduler.enabled: expected true or false, got {enabled!r}")
+        values: dict[str, float] = {}
+        for key, default in (("sla_check_seconds", 300.0), ("timers_seconds", 900.0)):
+            value = table.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+                raise ConfigError(f"scheduler.{key}: expected a number of seconds >= 1, got {value!r}")
+            values[key] = float(value)
+        return cls(enabled=enabled, **values)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One job for one desk: whether it ran (False: another process held its lock, or no
+    sla.toml) and how many actions it carried out."""
+
+    job: str
+    desk: str
+    ran: bool
+    actions: int = 0
+
+
+def lock_id(job: str, desk: str) -> int:
+    """A stable signed 64-bit key per (job, desk) for pg_try_advisory_xact_lock."""
+    digest = hashlib.sha256(f"mailgate-job:{job}:{desk}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _take_lock(session: Session, job: str, desk: str) -> bool:
+    if session.get_bind().dialect.name != "postgresql":
+        return True  # SQLite: one process; BEGIN IMMEDIATE already holds the write lock
+    got = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id(job, desk)})
+    return bool(got.scalar_one())
+
+
+def _job_state(session: Session, job: str, desk: str) -> JobState:
+    """The job's row for the desk, created if missing (ON CONFLICT: a first run never collides)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(JobState).values(job=job, desk=desk, last_actions=0).on_conflict_do_nothing())
+    state = session.get(JobState, (job, desk))
+    assert state is not None
+    return state
+
+
+class Scheduler:
+    """The jobs over the runner's database, rules and notifier. `run_job`/`run_all` are the whole
+    behaviour (tests call them with an injected clock); `start` only puts them on a timer."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        clock: Clock = now_utc,
+        settings: SchedulerSettings | None = None,
+    ) -> None:
+        self.runner = runner
+        self.db = runner.db
+        self.config = runner.config
+        self.sla: SlaService = runner.sla
+        self.clock = clock
+        self.settings = settings or SchedulerSettings.from_config(runner.config)
+        self._scheduler: Any = None
+        self._lock = threading.Lock()  # one tick at a time in this process
+
+    # -- running jobs -------------------------------------------------------------------------------
+    def now(self) -> datetime:
+        now = self.clock()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("the scheduler's clock must return timezone-aware times")
+        return now.astimezone(UTC)
+
+    def run_all(self, jobs: Sequence[str] = JOBS) -> list[JobRun]:
+        return [self.run_job(job, desk) for job in jobs for desk in self.config.desks]
+
+    def run_job(self, job: str, desk: Desk) -> JobRun:
+        """Run one job for one desk in one transaction; see the module docstring."""
+        if job not in JOBS:
+            raise ValueError(f"unknown job {job!r}; jobs: {', '.join(JOBS)}")
+        rules = self.sla.sla
+        if rules is None:
+            return JobRun(job, desk.key, ran=False)
+        now = self.now()
+        with self._lock, self.db.session() as session:
+            if not _take_lock(session, job, desk.key):
+                log.debug("%s for %s: another process holds the lock, skipped", job, desk.key)
+                return JobRun(job, desk.key, ran=False)
+            repo = Repo(session)
+            state = _job_state(session, job, desk.key)
+            if job == "digest":
+                actions = self._digest(repo, desk, rules, state, now)
+            else:
+                actions = self._per_ticket(repo, job, desk, rules, now)
+            state.last_run_at = now
+            state.last_actions = actions
+            session.add(state)
+        if actions:
+            log.info("%s for %s: %d action(s)", job, desk.key, actions)
+            for fn in self.runner.after_commit:  # wake the sender
+                fn()
+        return JobRun(job, desk.key, ran=True, actions=actions)
+
+    def _candidates(self, session: Session, job: str, desk: Desk) -> list[Ticket]:
+        """The tickets a job can act on at all; the pure decision makes the final call."""
+        workflow = self.runner.rules.workflow(desk)
+        q = select(Ticket).where(Ticket.desk == desk.key)
+        if job in ("sla_check", "digest"):
+            q = q.where(Ticket.status_category != "closed")
+        elif job == "triage_reminder":
+            q = q.where(
+                Ticket.status_category == "open",
+                Ticket.first_response_at.is_(None),  # type: ignore[union-attr]
+                Ticket.triage_reminded_at.is_(None),  # type: ignore[union-attr]
+            )
+        elif job == "waiting_customer":
+            q = q.where(Ticket.status_category == "waiting")
+        elif job == "auto_close":
+            resolved = [s.id for s in workflow.statuses.values() if s.resolved and not s.final]
+            q = q.where(Ticket.status.in_(resolved or [""]))  # type: ignore[attr-defined]
+        elif job == "deferred_review":
+            deferred = [s.id for s in workflow.statuses.values() if s.deferred]
+            q = q.where(Ticket.status.in_(deferred or [""]))  # type: ignore[attr-defined]
+        return list(session.execute(q.order_by(Ticket.id)).scalars())  # type: ignore[arg-type]
+
+    def _decide(self, job: str, facts: TicketFacts, rules: SlaRules, now: datetime) -> list[timers.Action]:
+        settings = rules.timers
+        if job == "sla_check":
+            return list(timers.sla_check(facts, rules, now))
+        if job == "triage_reminder":
+            return list(timers.triage_reminder(facts, settings, now))
+        if job == "auto_close":
+            return list(timers.auto_close_resolved(facts, settings, now))
+        if job == "waiting_customer":
+            return list(timers.waiting_customer(facts, settings, now))
+        if job == "deferred_review":
+            return list(timers.deferred_review(facts, settings, now))
+        raise ValueError(job)
+
+    def _per_ticket(self, repo: Repo, job: str, desk: Desk, rules: SlaRules, now: datetime) -> int:
+        workflow = self.runner.rules.workflow(desk)
+        done = 0
+        for ticket in self._candidates(repo.session, job, desk):
+            # One ticket that cannot be handled (bad data) must not hold up the others: its own
+            # savepoint rolls back only its writes, and it is tried again next run.
+            try:
+                with repo.session.begin_nested():
+                    if job == "sla_check":
+                        facts = refresh_due(repo, ticket, workflow, rules, now)
+                        assert facts is not None
+                    else:
+                        facts = ticket_facts(repo, ticket, workflow, rules)
+                    for action in self._decide(job, facts, rules, now):
+                        applied = self.sla.apply(repo, desk, ticket, action, now)
+                        if applied is not None:
+                            done += 1
+                            log.info("%s %s: %s", job, ticket.key, applied.summary)
+            except Exception as exc:  # noqa: BLE001 - logged with the ticket; the job goes on
+                log.error("%s: %s failed: %s: %s", job, ticket.key, type(exc).__name__, exc)
+        return done
+
+    def _digest(self, repo: Repo, desk: Desk, rules: SlaRules, state: JobState, now: datetime) -> int:
+        workflow = self.runner.rules.workflow(desk)
+        tickets = self._candidates(repo.session, "digest", desk)
+        facts = [ticket_facts(repo, t, workflow, rules) for t in tickets]
+        found = timers.digests(facts, rules, utc(state.last_digest_at), now)
+        by_key = {t.key: t for t in tickets}
+        sent = 0
+        for digest in found:
+            sent += len(self.sla.send_digest(repo, desk, digest, by_key, now))
+        if found:
+            for name, value in found[0].marks:
+                setattr(state, name, value)
+        elif timers.digest_due(rules.timers, utc(state.last_digest_at), now):
+            state.last_digest_at = now  # owed but nobody has open tickets: the day is done
+        return sent
+
+    # -- the timer ------------------------------------------------------------------------------------
+    def _tick(self, jobs: Sequence[str]) -> None:
+        for job in jobs:
+            for desk in self.config.desks:
+                try:
+                    self.run_job(job, desk)
+                except Exception as exc:  # noqa: BLE001 - e.g. database briefly down: next tick retries
+                    log.error(
+                        "job %s for %s failed, will retry: %s: %s", job, desk.key, type(exc).__name__, exc
+                    )
+
+    def start(self) -> Scheduler:
+        """Run every job now (catching up after downtime, once) and then on its interval."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        scheduler = BackgroundScheduler(timezone=UTC)
+        start = datetime.now(UTC)
+        common: dict[str, Any] = {
+            "trigger": "interval",
+            "next_run_time": start,
+            "coalesce": True,  # missed ticks collapse into one: the state is in the database anyway
+            "max_instances": 1,
+            "misfire_grace_time": None,
+        }
+        scheduler.add_job(
+            self._tick,
+            args=[("sla_check",)],
+            id="sla_check",
+            seconds=self.settings.sla_check_seconds,
+            **common,
+        )
+        scheduler.add_job(
+            self._tick, args=[TIMER_JOBS], id="timers", seconds=self.settings.timers_seconds, **common
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info(
+            "scheduler started: SLA check every %ss, timers every %ss",
+            self.settings.sla_check_seconds,
+            self.settings.timers_seconds,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop the timer and wait for a running job to finish its transaction."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None

@@ -1,0 +1,227 @@
+"""Facts for `mailgate status`: what an operator (or a monitoring check) needs to know at a glance.
+
+`gather(config, db)` reads the database and the rules files once and returns a `Status`: the
+intake listeners configured, the last progress of each IMAP poller, inbox and outbox depth, the
+age of the oldest unsent mail, failed and quarantined counts, and the rules version in force.
+`Status.attention` lists, in words, what needs a human; the CLI exits 1 when it is not empty.
+
+Read-only: it never changes a row, never sends mail and never talks to a mail server. It does not
+know about the IMAP tables' module (another part owns it); it looks the table up by name and
+carries on without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, inspect, select, text
+
+from mailgate.config import Config
+from mailgate.store.db import Database
+from mailgate.store.models import Event, InboxItem, OutboxItem, now_utc, utc
+
+# Mail older than this still unsent means the relay is down or refusing: a human should look.
+DEFAULT_MAX_UNSENT_AGE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class ImapMailbox:
+    account: str
+    folder: str
+    last_progress: str | None  # ISO time the poller last moved forward, None = never polled
+    given_up: int = 0  # messages left on the server after repeated failures
+
+
+@dataclass(frozen=True)
+class Status:
+    listeners: list[str]
+    imap: list[ImapMailbox]
+    inbox_new: int
+    inbox_processing: int
+    quarantined: int
+    outbox_pending: int
+    outbox_failed: int
+    oldest_unsent_seconds: float | None
+    rules_on_disk: str | None  # fingerprint of the files now; None when they do not load
+    rules_in_force: str | None  # the version the pipeline last routed a ticket with
+    rules_errors: list[str] = field(default_factory=list)
+    attention: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.attention
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def listeners(config: Config) -> list[str]:
+    """The intakes this configuration runs, as an operator would name them."""
+    out = []
+    if config.smtp.enabled:
+        proto = "lmtp" if config.smtp.lmtp else "smtp"
+        out.append(f"{proto}://{config.smtp.host}:{config.smtp.port}")
+    for acct in getattr(config, "imap", ()):  # [[imap]] accounts, when this build has them
+        out.append(f"imap://{acct.user}@{acct.host}:{acct.port}/{acct.folder} -> {acct.desk}")
+    return out
+
+
+def rules_fingerprint(config: Config) -> tuple[str | None, list[str]]:
+    """(version, errors) of the rules files on disk, computed as the daemon computes the version it
+    records on every routed ticket, so the two can be compared."""
+    from mailgate.config import ConfigError
+    from mailgate.domain.rulesfile import RulesInvalid
+
+    try:
+        from mailgate.pipeline.live_rules import LiveRules
+    except ImportError:  # a build without workflows: the routing loader's fingerprint
+        from mailgate.rules_loader import load_rules
+
+        try:
+            return load_rules(config.rules_dir, config.templates_dir).version, []
+        except RulesInvalid as exc:
+            return None, [str(e) for e in exc.errors]
+    try:
+        return LiveRules(config).version, []
+    except RulesInvalid as exc:
+        return None, [str(e) for e in exc.errors]
+    except ConfigError as exc:
+        return None, [str(exc)]
+
+
+def _imap(db: Database) -> list[ImapMailbox]:
+    insp = inspect(db.engine)
+    if not insp.has_table("imap_folder_state"):
+        return []
+    given_up: dict[tuple[str, str], int] = {}
+    with db.engine.connect() as conn:
+        if insp.has_table("imap_failure"):
+            for account, folder, n in conn.execute(
+                text(
+                    "SELECT account, folder, COUNT(*) FROM imap_failure WHERE given_up "
+                    "GROUP BY account, folder"
+                )
+            ):
+                given_up[(account, folder)] = int(n)
+        rows = conn.execute(
+            text("SELECT account, folder, updated_at FROM imap_folder_state ORDER BY account, folder")
+        ).all()
+    out = []
+    for account, folder, updated in rows:
+        if isinstance(updated, str):  # SQLite hands back text for a raw SELECT
+            updated = datetime.fromisoformat(updated)
+        out.append(
+            ImapMailbox(
+                account=account,
+                folder=folder,
+                last_progress=utc(updated).isoformat() if updated else None,
+                given_up=given_up.pop((account, folder), 0),
+            )
+        )
+    out.extend(ImapMailbox(a, f, None, n) for (a, f), n in given_up.items())
+    return out
+
+
+def gather(
+    config: Config,
+    db: Database,
+    *,
+    now: datetime | None = None,
+    max_unsent_age: timedelta = DEFAULT_MAX_UNSENT_AGE,
+) -> Status:
+    now = now or now_utc()
+    with db.session() as s:
+        inbox_counts = dict(
+            s.execute(select(InboxItem.state, func.count()).group_by(InboxItem.state)).all()  # type: ignore[arg-type]
+        )
+        outbox_counts = dict(
+            s.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all()  # type: ignore[arg-type]
+        )
+        oldest = s.execute(
+            select(func.min(OutboxItem.created_at)).where(OutboxItem.state == "pending")
+        ).scalar_one()
+        last_routed = s.execute(
+            select(Event.data).where(Event.kind == "routed").order_by(Event.id.desc()).limit(1)
+        ).scalar_one_or_none()
+    oldest_age = (now - utc(oldest)).total_seconds() if oldest is not None else None
+    on_disk, rules_errors = rules_fingerprint(config)
+    in_force = (last_routed or {}).get("rules_version") if isinstance(last_routed, dict) else None
+    status = Status(
+        listeners=listeners(config),
+        imap=_imap(db),
+        inbox_new=int(inbox_counts.get("new", 0)),
+        inbox_processing=int(inbox_counts.get("processing", 0)),
+        quarantined=int(inbox_counts.get("failed", 0)),
+        outbox_pending=int(outbox_counts.get("pending", 0)),
+        outbox_failed=int(outbox_counts.get("failed", 0)),
+        oldest_unsent_seconds=round(oldest_age, 1) if oldest_age is not None else None,
+        rules_on_disk=on_disk,
+        rules_in_force=in_force,
+        rules_errors=rules_errors,
+    )
+    status.attention.extend(_attention(status, max_unsent_age))
+    return status
+
+
+def _attention(st: Status, max_unsent_age: timedelta) -> list[str]:
+    """What needs a human, one sentence each, with the command that shows more."""
+    out = []
+    if st.quarantined:
+        out.append(f"{st.quarantined} message(s) quarantined: see `mailgate inbox failed`")
+    if st.outbox_failed:
+        out.append(f"{st.outbox_failed} outgoing mail(s) failed for good: see `mailgate outbox failed`")
+    if st.oldest_unsent_seconds is not None and st.oldest_unsent_seconds > max_unsent_age.total_seconds():
+        out.append(
+            f"oldest unsent mail is {_age(st.oldest_unsent_seconds)} old (limit {_age(max_unsent_age.total_seconds())}):"
+            " is the relay reachable? see `mailgate outbox list`"
+        )
+    if st.rules_errors:
+        out.append(
+            f"rules on disk do not load ({len(st.rules_errors)} error(s)); the daemon keeps the last good"
+            " rules: run `mailgate config check`"
+        )
+    for box in st.imap:
+        if box.given_up:
+            out.append(
+                f"IMAP {box.account}/{box.folder}: {box.given_up} message(s) given up, left on the server"
+            )
+    return out
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def render_text(st: Status) -> str:
+    """The human form of `mailgate status`."""
+    lines = ["intake:   " + (", ".join(st.listeners) if st.listeners else "none (pipe/ingest only)")]
+    for box in st.imap:
+        last = box.last_progress or "never"
+        lines.append(f"imap:     {box.account} {box.folder}: last progress {last}")
+    lines.append(
+        f"inbox:    {st.inbox_new} new, {st.inbox_processing} processing, {st.quarantined} quarantined"
+    )
+    oldest = f", oldest {_age(st.oldest_unsent_seconds)}" if st.oldest_unsent_seconds is not None else ""
+    lines.append(f"outbox:   {st.outbox_pending} pending{oldest}, {st.outbox_failed} failed")
+    rules = st.rules_on_disk or "INVALID"
+    if st.rules_in_force and st.rules_in_force != st.rules_on_disk:
+        rules += f" (last used by the pipeline: {st.rules_in_force})"
+    lines.append(f"rules:    {rules}")
+    lines.extend(f"  {e}" for e in st.rules_errors)
+    if st.attention:
+        lines.append("ATTENTION:")
+        lines.extend(f"  - {a}" for a in st.attention)
+    else:
+        lines.append("ok")
+    return "\n".join(lines)

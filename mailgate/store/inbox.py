@@ -1,0 +1,192 @@
+"""The inbox table's life cycle: insert (deduplicated), claim, finish, fail, recover, retry.
+
+Claiming is a committed state change (new → processing, attempts + 1) before any work, so a
+process that dies mid-message leaves a row that `recover` hands back — or quarantines once it has
+been tried `max_attempts` times (Mailman's switchboard: claim, recover at start, poison cap).
+On PostgreSQL the claim uses FOR UPDATE SKIP LOCKED so several workers never take the same row.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from mailgate.store.models import InboxItem, now_utc, utc
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+LEASE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class NewItem:
+    desk: str
+    raw: bytes
+    source: str
+    mail_from: str = ""
+    rcpt_tos: tuple[str, ...] = ()
+    message_id: str | None = None
+    source_key: str | None = None
+
+
+def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]:
+    """Insert rows; a duplicate (same desk + Message-ID, or same source key) gives None.
+
+    INSERT … ON CONFLICT DO NOTHING keeps the check and the write one atomic statement, so two
+    intakes receiving the same message at once (several MX hosts) store it once. Rows go in in
+    arrival order (ids are the processing order: an mbox's original before its reply).
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        _lock_keys(session, items)
+    stmt = _INSERT["postgresql" if dialect == "postgresql" else "sqlite"]
+    conn = session.connection()
+    ids: list[int | None] = []
+    now = now_utc()
+    for item in items:
+        params = {
+            "desk": item.desk,
+            "message_id": item.message_id,
+            "source": item.source,
+            "source_key": item.source_key,
+            "mail_from": item.mail_from,
+            "rcpt_tos": list(item.rcpt_tos),
+            "raw": item.raw,
+            "size": len(item.raw),
+            "state": "new",
+            "attempts": 0,
+            "trace": [],
+            "received_at": now,
+        }
+        ids.append(conn.execute(stmt, params).scalar_one_or_none())
+    return ids
+
+
+def _insert_statement(ins: Any) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, built once per dialect (it runs per message)."""
+    table = InboxItem.__table__  # type: ignore[attr-defined]
+    return ins(table).on_conflict_do_nothing().returning(table.c.id)
+
+
+_INSERT = {"sqlite": _insert_statement(sqlite.insert), "postgresql": _insert_statement(postgresql.insert)}
+
+
+def _lock_keys(session: Session, items: Sequence[NewItem]) -> None:
+    """Take a transaction advisory lock per unique key, in sorted order, before inserting.
+
+    Two batches holding the same messages in different orders (several MX hosts, each group
+    committing) would otherwise each wait on the other's uncommitted index entry: a deadlock
+    that PostgreSQL breaks by failing one batch, whose senders all get 451. Locks taken in one
+    global order cannot deadlock; a hash collision only makes an unrelated insert wait briefly.
+    (SQLite needs none of this: BEGIN IMMEDIATE admits one writer at a time.)
+    """
+    keys = {f"m\n{i.desk}\n{i.message_id}" for i in items if i.message_id}
+    keys |= {f"s\n{i.source}\n{i.source_key}" for i in items if i.source_key}
+    for key in sorted(keys):
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+def is_known(session: Session, desk: str, message_id: str | None, source_key: str | None = None) -> bool:
+    conds = []
+    if message_id:
+        conds.append(and_(InboxItem.desk == desk, InboxItem.message_id == message_id))
+    if source_key:
+        conds.append(InboxItem.source_key == source_key)
+    if not conds:
+        return False
+    return session.execute(select(InboxItem.id).where(or_(*conds)).limit(1)).first() is not None
+
+
+def claim(session: Session, limit: int, worker: str = WORKER_ID) -> list[int]:
+    """Take up to `limit` new rows, oldest first. The caller commits before processing them.
+
+    Two statements on purpose: PostgreSQL runs `UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE
+    SKIP LOCKED)` as a semi-join that re-scans the subquery and skips the rows this very UPDATE
+    just changed, so it claimed every new row, not n. Selecting (and locking) the ids first, then
+    updating exactly those, keeps the limit on both backends.
+    """
+    ids = (
+        session.execute(
+            select(InboxItem.id)
+            .where(InboxItem.state == "new")
+            .order_by(InboxItem.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        return []
+    stmt = (
+        update(InboxItem)
+        .where(InboxItem.id.in_(ids), InboxItem.state == "new")
+        .values(state="processing", attempts=InboxItem.attempts + 1, claimed_by=worker, claimed_at=now_utc())
+        .returning(InboxItem.id)
+    )
+    return sorted(session.execute(stmt).scalars().all())
+
+
+def worker_alive(claimed_by: str | None) -> bool:
+    """Whether the worker that claimed a row may still be at it (another host: assume yes)."""
+    if not claimed_by:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's worker: only the lease can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(session: Session, max_attempts: int, now: datetime | None = None) -> tuple[int, int]:
+    """Hand back rows whose worker died; quarantine those tried `max_attempts` times.
+
+    A worker is dead when it ran on this host and its pid is gone, or its lease ran out.
+    Returns (requeued, quarantined).
+    """
+    now = now or now_utc()
+    rows = session.execute(select(InboxItem).where(InboxItem.state == "processing")).scalars().all()
+    requeued = quarantined = 0
+    for row in rows:
+        claimed_at = utc(row.claimed_at)
+        expired = claimed_at is None or now - claimed_at > LEASE
+        if row.claimed_by == WORKER_ID or (worker_alive(row.claimed_by) and not expired):
+            continue
+        if row.attempts >= max_attempts:
+            row.state = "failed"
+            row.stage = row.stage or "worker"
+            row.reason = f"the worker died while processing it {row.attempts} times; quarantined"
+            quarantined += 1
+        else:
+            row.state = "new"
+            requeued += 1
+        row.claimed_by = None
+        session.add(row)
+    return requeued, quarantined
+
+
+def retry(session: Session, item_id: int) -> bool:
+    """Put a quarantined row back in the queue, attempts reset: `mailgate inbox retry`."""
+    result = session.execute(
+        update(InboxItem)
+        .where(InboxItem.id == item_id, InboxItem.state == "failed")
+        .values(state="new", attempts=0, stage=None, reason=None, claimed_by=None, trace=[])
+    )
+    return bool(result.rowcount)
+
+
+def counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(InboxItem.state, func.count()).group_by(InboxItem.state)).all()
+    return {state: n for state, n in rows}

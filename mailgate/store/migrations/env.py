@@ -1,0 +1,14 @@
+"""Alembic environment: always run with a connection handed in by mailgate.store.migrate."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+from mailgate.store import imap_state, models  # noqa: F401  (registers the tables)
+
+target_metadata = SQLModel.metadata
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through `mailgate db upgrade`")
+context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,223 @@
+"""The tables. Unique constraints enforce what must never happen twice: one inbox row per
+Message-ID and desk, one per IMAP uid, one ticket per key, one outbox row per Message-ID.
+
+Times are timezone-aware UTC (stored naive-UTC by SQLite, aware by PostgreSQL; `utc()` normalises).
+Schema changes go through Alembic (mailgate/store/migrations), never `create_all` on a live database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """Aware UTC whatever the backend returned (SQLite drops the zone)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw))
+
+
+def _json(default: Any) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+class Counter(SQLModel, table=True):
+    """Next ticket number per desk. Incremented with UPDATE … RETURNING under the row lock."""
+
+    desk: str = Field(primary_key=True)
+    next_number: int = 1
+
+
+class InboxItem(SQLModel, table=True):
+    """One received message for one desk: the raw bytes, the envelope, and what became of it.
+
+    state: new → processing → done | failed (quarantined). `trace` is the list of decisions each
+    stage made, which `mailgate inbox show` prints.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("desk", "message_id", name="uq_inbox_desk_msgid"),
+        UniqueConstraint("source", "source_key", name="uq_inbox_source_key"),
+        Index("ix_inbox_state_id", "state", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str
+    message_id: str | None = None
+    source: str  # smtp, lmtp, pipe, mbox, maildir, imap:<account>
+    source_key: str | None = None  # e.g. imap "<uidvalidity>:<uid>"
+    mail_from: str = ""
+    rcpt_tos: list[str] = _json(list)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int = 0
+    state: str = Field(default="new", index=False)
+    disposition: str | None = None  # ticket-created, reply, ignored:auto-reply, bounce …
+    attempts: int = 0
+    claimed_by: str | None = None
+    claimed_at: datetime | None = _ts(nullable=True)
+    stage: str | None = None  # where it failed
+    reason: str | None = None
+    trace: list[dict[str, str]] = _json(list)
+    ticket_id: int | None = Field(default=None, index=True)
+    received_at: datetime = _ts(nullable=False, default=now_utc)
+    processed_at: datetime | None = _ts(nullable=True)
+
+
+class Ticket(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_ticket_key"),
+        Index("ix_ticket_desk_status", "desk", "status"),
+        Index("ix_ticket_requester_created", "requester", "created_at"),  # the per-sender flood limit
+        Index("ix_ticket_assignee_category", "assignee", "status_category"),  # least-open assignment
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str
+    desk: str
+    number: int
+    subject: str
+    requester: str
+    requester_name: str = ""
+    status: str = "open"
+    status_category: str = "open"  # open | waiting | closed
+    priority: str | None = None
+    type: str | None = None
+    category: str | None = None
+    group: str | None = None
+    assignee: str | None = None
+    tags: list[str] = _json(list)
+    fields: dict[str, Any] = _json(dict)
+    created_at: datetime = _ts(nullable=False, default=now_utc)
+    updated_at: datetime = _ts(nullable=False, default=now_utc)
+    first_response_at: datetime | None = _ts(nullable=True)
+    resolved_at: datetime | None = _ts(nullable=True)
+    closed_at: datetime | None = _ts(nullable=True)
+    first_response_due: datetime | None = _ts(nullable=True)
+    resolution_due: datetime | None = _ts(nullable=True)
+    # Marks of the periodic jobs (mailgate/domain/timers.py): each is written in the same
+    # transaction as the mail or change it stands for, which makes every job idempotent.
+    first_response_warned_at: datetime | None = _ts(nullable=True)
+    first_response_escalated_at: datetime | None = _ts(nullable=True)
+    resolution_warned_at: datetime | None = _ts(nullable=True)
+    resolution_escalated_at: datetime | None = _ts(nullable=True)
+    triage_reminded_at: datetime | None = _ts(nullable=True)
+    customer_reminded_at: datetime | None = _ts(nullable=True)
+    last_review_at: datetime | None = _ts(nullable=True)
+    rating: int | None = None
+    rating_comment: str | None = None
+    merged_into: str | None = None
+
+
+class Message(SQLModel, table=True):
+    """A message on a ticket: inbound mail, an agent's reply, an internal note or a system note."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(index=True)
+    direction: str = "in"  # in | out
+    kind: str = "public"  # public | internal | system
+    author: str = ""
+    message_id: str | None = None
+    inbox_id: int | None = None
+    subject: str = ""
+    text: str = ""  # the full text, HTML converted
+    reply_text: str = ""  # what the writer added
+    attachments: list[dict[str, Any]] = _json(list)  # {filename, content_type, size, sha256}
+    created_at: datetime = _ts(nullable=False, default=now_utc)
+
+
+class ThreadRef(SQLModel, table=True):
+    """Every Message-ID we stored or sent, and its ticket: what In-Reply-To/References look up."""
+
+    __table_args__ = (UniqueConstraint("desk", "message_id", name="uq_threadref_desk_msgid"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str
+    message_id: str
+    ticket_id: int = Field(index=True)
+
+
+class Participant(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("ticket_id", "address", name="uq_participant"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(index=True)
+    address: str
+    name: str = ""
+    role: str = "requester"  # requester | watcher | agent
+    notify: bool = True
+
+
+class Event(SQLModel, table=True):
+    """The audit trail: who changed what on a ticket, and why."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(index=True)
+    actor: str = "system"
+    kind: str  # created, status, assign, comment, routed, …
+    data: dict[str, Any] = _json(dict)
+    created_at: datetime = _ts(nullable=False, default=now_utc)
+
+
+class OutboxItem(SQLModel, table=True):
+    """One mail to send: rendered in full at enqueue time, so its Message-ID is known and threads.
+
+    state: pending → sent | failed. Only the sender changes it after creation.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("message_id", name="uq_outbox_msgid"),
+        Index("ix_outbox_state_next", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int | None = Field(default=None, index=True)
+    desk: str = ""
+    kind: str  # acknowledgement, notification, …
+    message_id: str
+    mail_from: str  # envelope sender
+    recipients: list[str] = _json(list)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: str = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime = _ts(nullable=False, default=now_utc)
+    claimed_by: str | None = None
+    claimed_at: datetime | None = _ts(nullable=True)
+    last_error: str | None = None
+    created_at: datetime = _ts(nullable=False, default=now_utc)
+    sent_at: datetime | None = _ts(nullable=True)
+
+
+class SendLog(SQLModel, table=True):
+    """Automatic mails sent per recipient, for loop limits (sliding windows)."""
+
+    __table_args__ = (Index("ix_sendlog_rcpt_time", "recipient", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    recipient: str
+    ticket_id: int | None = None
+    created_at: datetime = _ts(nullable=False, default=now_utc)
+
+
+class JobState(SQLModel, table=True):
+    """What a periodic job (mailgate/scheduler.py) last did for a desk: the scheduler keeps no
+    state of its own, so a restart or another process picks up from here."""
+
+    __tablename__ = "jobstate"
+
+    job: str = Field(primary_key=True)  # sla_check, triage_reminder, auto_close, …
+    desk: str = Field(primary_key=True)
+    last_run_at: datetime | None = _ts(nullable=True)
+    last_digest_at: datetime | None = _ts(nullable=True)
+    last_actions: int = 0

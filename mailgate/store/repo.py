@@ -1,0 +1,216 @@
+"""Ticket-side queries and writes, bound to one session (one transaction).
+
+The pipeline's `apply` step does all its writes through one `Repo`, so a ticket change, its
+message, its audit events and the outbox rows it causes commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from mailgate.store.models import (
+    Counter,
+    Event,
+    Message,
+    OutboxItem,
+    Participant,
+    SendLog,
+    ThreadRef,
+    Ticket,
+    now_utc,
+)
+
+# Statements built once: building a statement costs several times more than running it, and
+# these run many times per message. Plain table statements skip the ORM's per-row bookkeeping.
+_T = {m: m.__table__ for m in (Counter, Event, Message, OutboxItem, Participant, SendLog, ThreadRef, Ticket)}
+_NEXT_NUMBER = (
+    update(_T[Counter])
+    .where(_T[Counter].c.desk == bindparam("d"))
+    .values(next_number=_T[Counter].c.next_number + 1)
+    .returning(_T[Counter].c.next_number - 1)
+)
+_KEY_FOR_MSGID = (
+    select(_T[Ticket].c.key)
+    .join(_T[ThreadRef], _T[ThreadRef].c.ticket_id == _T[Ticket].c.id)
+    .where(_T[ThreadRef].c.desk == bindparam("d"), _T[ThreadRef].c.message_id == bindparam("m"))
+    .limit(1)
+)
+_KEY_EXISTS = select(_T[Ticket].c.id).where(_T[Ticket].c.key == bindparam("k")).limit(1)
+_INSERT_EVENT = _T[Event].insert()
+_INSERT_MESSAGE = _T[Message].insert()
+_INSERT_OUTBOX = _T[OutboxItem].insert()
+_INSERT_SENDLOG = _T[SendLog].insert()
+_THREAD_IDS = (
+    select(_T[ThreadRef].c.message_id)
+    .where(_T[ThreadRef].c.ticket_id == bindparam("t"))
+    .order_by(_T[ThreadRef].c.id)
+)
+
+
+def _upserts(dialect: str) -> dict[str, Any]:
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return {
+        "counter": ins(_T[Counter]).on_conflict_do_nothing(),
+        "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing(),
+        "participant": ins(_T[Participant]).on_conflict_do_nothing(),
+    }
+
+
+_UPSERTS = {name: _upserts(name) for name in ("sqlite", "postgresql")}
+
+
+class Repo:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        dialect = session.get_bind().dialect.name
+        self._ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._up = _UPSERTS["postgresql" if dialect == "postgresql" else "sqlite"]
+        self._threads: dict[int, list[str]] = {}  # thread_ids per ticket, kept in step by add_thread_ref
+
+    def _x(self, stmt: Any, params: dict[str, Any]) -> Any:
+        """Run a prebuilt Core statement on the session's connection (same transaction), without
+        the ORM's per-call machinery. Only for statements that never depend on unflushed ORM
+        changes: inserts into other tables and look-ups of rows written the same way."""
+        return self.session.connection().execute(stmt, params)
+
+    # -- ticket numbers -------------------------------------------------------------------------
+    def next_ticket_number(self, desk: str) -> int:
+        """Unique under concurrent writers: the UPDATE takes the counter row's lock until commit.
+        The row is made the first time a desk needs it."""
+        number = self._x(_NEXT_NUMBER, {"d": desk}).scalar_one_or_none()
+        if number is None:
+            self._x(self._up["counter"], {"desk": desk, "next_number": 1})
+            number = self._x(_NEXT_NUMBER, {"d": desk}).scalar_one()
+        return int(number)
+
+    # -- lookups (threading.Lookup for one desk) ------------------------------------------------
+    def key_for_message_id(self, desk: str, message_id: str) -> str | None:
+        row = self._x(_KEY_FOR_MSGID, {"d": desk, "m": message_id}).first()
+        return row[0] if row else None
+
+    def ticket_by_key(self, key: str) -> Ticket | None:
+        return self.session.execute(select(Ticket).where(Ticket.key == key.upper())).scalar_one_or_none()
+
+    def key_exists(self, key: str) -> bool:
+        return self._x(_KEY_EXISTS, {"k": key.upper()}).first() is not None
+
+    # -- writes ---------------------------------------------------------------------------------
+    def add(self, obj: Any) -> Any:
+        self.session.add(obj)
+        self.session.flush()
+        return obj
+
+    def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int) -> None:
+        if not message_id:
+            return
+        result = self._x(
+            self._up["thread_ref"], {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
+        )
+        if result.rowcount and ticket_id in self._threads:
+            self._threads[ticket_id].append(message_id)
+
+    def event(self, ticket_id: int, what: str, actor: str = "system", **data: Any) -> None:
+        """Append to the audit trail. `what` is the event kind: created, status, comment, …
+
+        A plain INSERT, not an ORM add + flush: events are written many times per message and
+        never read back in the same transaction by id."""
+        self._x(
+            _INSERT_EVENT,
+            {"ticket_id": ticket_id, "kind": what, "actor": actor, "data": data, "created_at": now_utc()},
+        )
+
+    def add_participant(self, ticket_id: int, address: str, role: str, name: str = "") -> bool:
+        """True when the address is new on the ticket."""
+        result = self._x(
+            self._up["participant"],
+            {"ticket_id": ticket_id, "address": address.lower(), "role": role, "name": name, "notify": True},
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def mute(self, ticket_id: int, addresses: Sequence[str]) -> None:
+        """No more mail about this ticket to these addresses (unsubscribed, or bouncing)."""
+        if addresses:
+            self.session.execute(
+                update(Participant)
+                .where(
+                    Participant.ticket_id == ticket_id,
+                    Participant.address.in_([a.lower() for a in addresses]),
+                )
+                .values(notify=False)
+            )
+
+    def participants(self, ticket_id: int) -> list[Participant]:
+        return list(
+            self.session.execute(
+                select(Participant).where(Participant.ticket_id == ticket_id).order_by(Participant.id)
+            ).scalars()
+        )
+
+    def messages(self, ticket_id: int) -> list[Message]:
+        return list(
+            self.session.execute(
+                select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
+            ).scalars()
+        )
+
+    def enqueue(self, **values: Any) -> None:
+        """Queue one outgoing mail (an OutboxItem row) in this transaction."""
+        now = now_utc()
+        values.setdefault("next_attempt_at", now)
+        values.setdefault("created_at", now)
+        values.setdefault("state", "pending")
+        values.setdefault("attempts", 0)
+        values.setdefault("ticket_id", None)
+        values.setdefault("claimed_by", None)
+        values.setdefault("claimed_at", None)
+        values.setdefault("last_error", None)
+        values.setdefault("sent_at", None)
+        self._x(_INSERT_OUTBOX, values)
+
+    def log_send(self, recipient: str, ticket_id: int | None) -> None:
+        """One automatic mail to `recipient`, for the loop limits' sliding windows."""
+        self._x(_INSERT_SENDLOG, {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()})
+
+    def thread_ids(self, ticket_id: int, limit: int = 20) -> list[str]:
+        """Message-IDs of this ticket's conversation, oldest first: the References of our next mail."""
+        ids = self._threads.get(ticket_id)
+        if ids is None:
+            ids = self._threads[ticket_id] = list(self._x(_THREAD_IDS, {"t": ticket_id}).scalars())
+        ids = list(ids)
+        return ids[:1] + ids[-(limit - 1) :] if len(ids) > limit else ids
+
+    def count_tickets(self, desk: str | None = None) -> int:
+        stmt = select(func.count()).select_from(Ticket)
+        if desk:
+            stmt = stmt.where(Ticket.desk == desk)
+        return int(self.session.execute(stmt).scalar_one())
+
+    def add_message(self, **values: Any) -> None:
+        """Store one message on a ticket (a plain INSERT: nothing reads its id back)."""
+        values.setdefault("created_at", now_utc())
+        values.setdefault("inbox_id", None)
+        values.setdefault("message_id", None)
+        self._x(_INSERT_MESSAGE, values)
+
+    def insert_many(self, model: type, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self.session.execute(insert(model), list(rows))
+
+
+class DeskLookup:
+    """`threading.Lookup` for one desk over a Repo."""
+
+    def __init__(self, repo: Repo, desk: str) -> None:
+        self.repo = repo
+        self.desk = desk
+
+    def key_for_message_id(self, message_id: str) -> str | None:
+        return self.repo.key_for_message_id(self.desk, message_id)
+
+    def key_exists(self, key: str) -> bool:
+        return key.upper().startswith(self.desk + "-") and self.repo.key_exists(key)

@@ -1,0 +1,197 @@
+"""`mailgate ingest` as an MTA pipe and for migrations: exit codes an MTA can act on (sysexits),
+nothing acknowledged before it is stored, and whole mboxes / maildirs in one go."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import make_mail, write_config
+from sqlalchemy import select
+
+from mailgate.cli import main
+from mailgate.config import load_config
+from mailgate.store.db import Database
+from mailgate.store.models import OutboxItem, Ticket
+
+
+def _tickets(cfg_path: Path) -> list[Ticket]:
+    db = Database(load_config(cfg_path).database_url)
+    with db.session() as s:
+        return list(s.execute(select(Ticket).order_by(Ticket.id)).scalars())
+
+
+def run_cli(
+    cfg: Path, *args: str, stdin: bytes = b"", env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "MAILGATE_SECRET": "test-secret", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mailgate", "--config", str(cfg), *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_pipe_stores_processes_and_queues_ack(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "desk")
+    r = run_cli(
+        cfg,
+        "ingest",
+        "--recipient",
+        "support@localhost",
+        "--sender",
+        "customer1@acme.com",
+        stdin=make_mail("printer jammed"),
+    )
+    assert r.returncode == 0, r.stderr
+    [t] = _tickets(cfg)
+    assert (t.key, t.subject) == ("SUP-1", "printer jammed")
+    # the file transport of the embedded default: the ack is a file after `run` sends it; here it is queued
+    db = Database(load_config(cfg).database_url)
+    with db.session() as s:
+        [ack] = s.execute(select(OutboxItem).where(OutboxItem.kind == "acknowledgement")).scalars().all()
+    assert ack.recipients == ["customer1@acme.com"] and ack.kind == "acknowledgement"
+    # the same message piped again (the MTA retried after a timeout): no second ticket, exit 0
+    r2 = run_cli(cfg, "ingest", stdin=make_mail("printer jammed", message_id="<again@x>"))
+    r3 = run_cli(cfg, "ingest", stdin=make_mail("printer jammed", message_id="<again@x>"))
+    assert r2.returncode == r3.returncode == 0
+    assert len(_tickets(cfg)) == 2
+
+
+def test_pipe_exit_codes(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "desk")
+    assert (
+        run_cli(cfg, "ingest", "--recipient", "sales@localhost", stdin=make_mail()).returncode == 67
+    )  # EX_NOUSER
+    assert run_cli(cfg, "ingest", str(tmp_path / "missing.eml")).returncode == 66  # EX_NOINPUT
+    assert run_cli(cfg, "ingest", stdin=b"").returncode == 65  # EX_DATAERR
+    # the database is down: 75 EX_TEMPFAIL, so the MTA keeps the mail queued and retries
+    down = run_cli(
+        cfg,
+        "ingest",
+        stdin=make_mail(),
+        env_extra={"MAILGATE_DATABASE_URL": "postgresql://mailgate@127.0.0.1:1/none?connect_timeout=2"},
+    )
+    assert down.returncode == 75, down.stderr
+    assert b"try again later" in down.stderr
+    assert _tickets(cfg) == []
+
+
+def test_mbox_and_maildir_migration(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = write_config(tmp_path / "desk")
+    box = mailbox.mbox(tmp_path / "old.mbox")
+    for i in range(5):
+        box.add(make_mail(f"old request {i}", message_id=f"<old{i}@acme.com>"))
+    box.add(make_mail("Re: [SUP-1] old request 0", "a follow-up", message_id="<old-reply@acme.com>"))
+    box.close()
+    md = mailbox.Maildir(tmp_path / "old.maildir")
+    md.add(make_mail("from the maildir", message_id="<md1@acme.com>"))
+    md.add(make_mail("old request 3", message_id="<old3@acme.com>"))  # already imported from the mbox
+    md.close()
+    assert main(["--config", str(cfg), "ingest", "--mbox", str(tmp_path / "old.mbox")]) == 0
+    assert main(["--config", str(cfg), "ingest", "--maildir", str(tmp_path / "old.maildir")]) == 0
+    out = capsys.readouterr().out
+    assert "stored 6, duplicates 0" in out and "stored 1, duplicates 1" in out
+    tickets = _tickets(cfg)
+    assert [t.subject for t in tickets] == [f"old request {i}" for i in range(5)] + ["from the maildir"]
+
+
+def test_pipe_refuses_a_message_over_the_size_limit_without_reading_it_all(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "desk")
+    cfg.write_text(cfg.read_text().replace("[smtp]\n", "[smtp]\nmax_message_size = 2000\n"))
+    r = run_cli(cfg, "ingest", stdin=make_mail("huge", "x" * 5000))
+    assert r.returncode == 65 and b"message too big" in r.stderr
+    assert _tickets(cfg) == []
+    assert run_cli(cfg, "ingest", stdin=make_mail("small", "ok")).returncode == 0
+    assert [t.subject for t in _tickets(cfg)] == ["small"]
+
+
+def test_group_commit_rolls_back_only_the_failing_message(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Bulk ingest shares one transaction between messages (group commit); a message that fails
+    half-way, or stops with an expected outcome, undoes only its own writes."""
+    from mailgate.intake.accept import Acceptor, Envelope
+    from mailgate.pipeline import stages
+    from mailgate.pipeline.runner import Runner
+    from mailgate.store.models import InboxItem
+
+    cfg = write_config(tmp_path / "desk")
+    config = load_config(cfg, env={"MAILGATE_SECRET": "x"})
+    db = Database(config.database_url)
+    raws = [make_mail(f"request {i}", message_id=f"<g{i}@acme.com>") for i in range(6)]
+    raws[2] = make_mail("request 2 explodes", message_id="<g2@acme.com>")
+    raws[4] = make_mail("looping", sender="support@localhost", message_id="<g4@acme.com>")  # our own address
+    Acceptor(db, config).accept_many([(r, Envelope(source="mbox")) for r in raws])
+    real = stages.thread
+
+    def exploding(ctx, config, repo):  # type: ignore[no-untyped-def]
+        result = real(ctx, config, repo)
+        if "explodes" in ctx.mail.subject:
+            repo.next_ticket_number("SUP")  # a write that must be undone with the message
+            raise RuntimeError("bug after a write")
+        return result
+
+    monkeypatch.setattr(stages, "thread", exploding)
+    runner = Runner(db, config, group_ms=10_000)
+    assert runner.run_until_idle() == 6
+    with db.session() as s:
+        rows = {r.message_id: r for r in s.execute(select(InboxItem)).scalars()}
+    assert rows["g2@acme.com"].state == "failed" and "bug after a write" in (rows["g2@acme.com"].reason or "")
+    assert rows["g4@acme.com"].disposition == "ignored:loop"
+    tickets = _tickets(cfg)
+    # no gap in the numbers: the failed message's counter update was rolled back with it
+    assert [(t.key, t.subject) for t in tickets] == [
+        ("SUP-1", "request 0"),
+        ("SUP-2", "request 1"),
+        ("SUP-3", "request 3"),
+        ("SUP-4", "request 5"),
+    ]
+
+
+def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path) -> None:
+    """Bulk ingest parses ahead in a second process; the result must not differ, and a pool
+    that breaks falls back to parsing in place (nothing quarantined for it)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mailgate.intake.accept import Acceptor, Envelope
+    from mailgate.pipeline.runner import Runner
+    from mailgate.store.models import InboxItem
+
+    cfg = write_config(tmp_path / "desk")
+    config = load_config(cfg, env={"MAILGATE_SECRET": "x"})
+    db = Database(config.database_url)
+    raws = [make_mail(f"request {i}", message_id=f"<p{i}@acme.com>") for i in range(12)]
+    raws.append(make_mail("Re: [SUP-3] request 2", "more", message_id="<p-reply@acme.com>"))
+    Acceptor(db, config).accept_many([(r, Envelope(source="mbox")) for r in raws])
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        Runner(db, config, group_ms=10_000, parse_pool=pool).run_until_idle()
+    finally:
+        pool.shutdown()
+    Acceptor(db, config).accept_many(
+        [(make_mail("after the pool broke", message_id="<p-late@acme.com>"), Envelope(source="mbox"))]
+    )
+    Runner(db, config, group_ms=10_000, parse_pool=_Failing()).run_until_idle()
+    assert [t.subject for t in _tickets(cfg)] == [f"request {i}" for i in range(12)] + [
+        "after the pool broke"
+    ]
+    with db.session() as s:
+        states = {r.message_id: (r.state, r.disposition) for r in s.execute(select(InboxItem)).scalars()}
+    assert states["p-reply@acme.com"] == ("done", "reply")
+    assert all(state == "done" for state, _ in states.values())
+
+
+class _Failing:
+    """An executor whose every job fails, as a pool whose worker died would."""
+
+    def submit(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+
+        fut: Future[object] = Future()
+        fut.set_exception(RuntimeError("worker died"))
+        return fut

@@ -1,0 +1,250 @@
+"""The operator's commands, run as an admin runs them: `mailgate init`, `config check`, `status`,
+and the promise that secrets never reach a log line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Sink, free_port, make_mail
+
+from mailgate.store.models import InboxItem, now_utc
+
+PY = sys.executable
+
+
+def mailgate(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command in a child process (for stdin, as a pipe transport runs it)."""
+    return subprocess.run(
+        [PY, "-m", "mailgate", *args],
+        input=input.decode() if input is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (`mailgate.cli.main`): exit code and output, faster."""
+    from mailgate.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        root.handlers[:] = handlers  # main() pointed logging at the redirected stderr
+        root.setLevel(level)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def desk(tmp_path: Path) -> Path:
+    r = cli("init", str(tmp_path / "desk"), "--desk-address", "help@example.org", "--name", "Help desk")
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "desk"
+
+
+def test_init_writes_a_desk_that_checks_clean_and_makes_tickets(desk: Path) -> None:
+    assert sorted(p.name for p in desk.iterdir()) == [
+        ".env.example",
+        "config.toml",
+        "rules",
+        "templates",
+    ] or (
+        sorted(p.name for p in desk.iterdir())
+        == [".env.example", "config.toml", "rules", "state", "templates"]
+    )
+    assert (desk / "rules" / "team.toml").is_file() and (desk / "templates" / "acknowledgement.txt").is_file()
+    assert "MAILGATE_RELAY_PASSWORD=" in (desk / ".env.example").read_text()
+    cfg = str(desk / "config.toml")
+    check = cli("--config", cfg, "config", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.startswith("ok: ")
+    ingest = mailgate(
+        "--config",
+        cfg,
+        "ingest",
+        "-r",
+        "help@example.org",
+        "-f",
+        "ann@acme.com",
+        input=make_mail("Scanner offline", sender="ann@acme.com", to="help@example.org"),
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    tickets = cli("--config", cfg, "tickets", "list")
+    assert "HELP-1" in tickets.stdout and "Scanner offline" in tickets.stdout
+
+    # A second init into the same place refuses and changes nothing; --force rewrites.
+    (desk / "templates" / "acknowledgement.txt").write_text("edited by the admin\n")
+    again = cli("init", str(desk), "--desk-address", "other@example.org")
+    assert again.returncode == 73
+    assert "nothing written" in again.stderr
+    assert (desk / "templates" / "acknowledgement.txt").read_text() == "edited by the admin\n"
+    assert "help@example.org" in (desk / "config.toml").read_text()
+    forced = cli("init", str(desk), "--desk-address", "other@example.org", "--key", "OTH", "--force")
+    assert forced.returncode == 0
+    assert 'key = "OTH"' in (desk / "config.toml").read_text()
+
+
+def test_config_check_names_file_and_line_of_each_problem(desk: Path) -> None:
+    cfg = str(desk / "config.toml")
+    ack = desk / "templates" / "acknowledgement.txt"
+    lines = ack.read_text().splitlines()
+    lines[3] = "Your request is {{ tikcet.key }}"  # line 4: a variable no mail is given
+    ack.write_text("\n".join(lines) + "\n")
+    (desk / "templates" / "requester_reply.txt").write_text(
+        "{# To agents. #}\n{{ from }} wrote on {{ ticket.subjct }}\n"  # line 2: a misspelt attribute
+    )
+    (desk / "templates" / "closed.txt").write_text("Closed.\n{% if status %}\n")  # line 2: never closed
+    r = cli("--config", cfg, "config", "check")
+    assert r.returncode == 65, r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    assert any(line.startswith(f"{ack}:4: unknown variable 'tikcet'") for line in out), out
+    assert any(
+        line.startswith(f"{desk}/templates/requester_reply.txt:2: does not render") and "subjct" in line
+        for line in out
+    )
+    assert any(line.startswith(f"{desk}/templates/closed.txt:") and "template syntax" in line for line in out)
+    assert all(re.match(r"^/\S+:\d+: ", line) for line in out), out  # FILE:LINE: reason, every one
+
+    # A broken rules file: the rules error with its line, still exit 65.
+    team = desk / "rules" / "team.toml"
+    text = team.read_text() + "\n[[agents]]\naddress = 12\n"
+    team.write_text(text)
+    bad = len(text.splitlines())
+    r = cli("--config", cfg, "config", "check")
+    assert r.returncode == 65
+    out = r.stdout.splitlines()
+    assert any(line.startswith(f"{team}:{bad}: ") for line in out), out
+    # The templates' errors are still reported, and no guesses pile up while the rules are broken.
+    assert any(line.startswith(f"{ack}:4: unknown variable 'tikcet'") for line in out), out
+    assert not any("status_changed.txt" in line for line in out), out
+
+    # config.toml itself wrong: exit 78, with the line of the bad key.
+    text = (desk / "config.toml").read_text().replace('key = "HELP"', 'key = "help-desk"')
+    (desk / "config.toml").write_text(text)
+    key_line = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("key ="))
+    r = cli("--config", cfg, "config", "check")
+    assert r.returncode == 78
+    assert r.stdout.startswith(f"{cfg}:{key_line}: desks[0].key:"), r.stdout
+
+
+def test_status_is_quiet_when_healthy_and_exits_1_with_reasons(desk: Path) -> None:
+    cfg = str(desk / "config.toml")
+    # Outgoing mail to a relay nobody listens on: the acknowledgement stays pending.
+    text = (desk / "config.toml").read_text().replace('transport = "file"', 'transport = "smtp"')
+    (desk / "config.toml").write_text(text.replace("port = 25\n", f"port = {free_port()}\n"))
+    r = cli("--config", cfg, "status", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = json.loads(r.stdout)
+    assert st["ok"] is True and st["attention"] == []
+    assert st["listeners"] == ["smtp://127.0.0.1:2525"]
+    assert st["rules_on_disk"] and st["rules_errors"] == []
+
+    mailgate(
+        "--config", cfg, "ingest", "-r", "help@example.org", input=make_mail("VPN", to="help@example.org")
+    )
+    st = json.loads(cli("--config", cfg, "status", "--json").stdout)
+    assert st["outbox_pending"] >= 1 and (st["inbox_new"], st["quarantined"]) == (0, 0)
+    assert st["rules_in_force"] == st["rules_on_disk"]  # the version the pipeline routed with
+    assert st["ok"] is True  # pending for a few seconds is normal
+    late = cli("--config", cfg, "status", "--max-unsent-minutes", "0")
+    assert late.returncode == 1
+    assert "oldest unsent mail is" in late.stdout and "ATTENTION" in late.stdout
+
+    # One quarantined message, as the runner leaves it after a crash in a stage.
+    from mailgate.config import load_config
+    from mailgate.store.db import Database
+
+    db = Database(load_config(desk / "config.toml").database_url)
+    with db.session() as s:
+        s.add(
+            InboxItem(
+                desk="HELP",
+                source="pipe",
+                raw=b"x",
+                state="failed",
+                stage="parse",
+                reason="boom",
+                received_at=now_utc() - timedelta(minutes=1),
+            )
+        )
+    db.dispose()
+    r = cli("--config", cfg, "status", "--json")
+    assert r.returncode == 1
+    st = json.loads(r.stdout)
+    assert st["quarantined"] == 1
+    assert any("quarantined" in a and "mailgate inbox failed" in a for a in st["attention"])
+
+
+def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
+    """The daemon with --log-json and DEBUG, a relay that refuses our login: neither the relay
+    password nor the token key appears anywhere in what it logs, and every line is JSON."""
+    sink = Sink().start()
+    try:
+        r = cli("init", str(tmp_path / "d"), "--desk-address", "help@example.org")
+        assert r.returncode == 0
+        cfg = tmp_path / "d" / "config.toml"
+        port = free_port()
+        text = (
+            cfg.read_text()
+            .replace("port = 2525", f"port = {port}")
+            .replace('transport = "file"', 'transport = "smtp"')
+        )
+        cfg.write_text(
+            text.replace(
+                "port = 25\n", f'port = {sink.port}\nusername = "mailgate"\nretry_base_seconds = 0.2\n'
+            )
+        )
+        password, secret = "pw-Zx81-very-secret", "tok-key-Qq93-very-secret"
+        (tmp_path / "d" / ".env").write_text(
+            f"MAILGATE_RELAY_PASSWORD={password}\nMAILGATE_SECRET={secret}\n"
+        )
+        proc = subprocess.Popen(
+            [PY, "-m", "mailgate", "--config", str(cfg), "--log-json", "--log-level", "DEBUG", "run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    import smtplib
+
+                    with smtplib.SMTP("127.0.0.1", port, timeout=5) as smtp:
+                        smtp.sendmail(
+                            "ann@acme.com", ["help@example.org"], make_mail("VPN", to="help@example.org")
+                        )
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            # Wait for the sender to try the relay (aiosmtpd offers no AUTH: login is refused).
+            time.sleep(2.0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+    finally:
+        sink.stop()
+    logs = out + err
+    assert password not in logs and secret not in logs
+    records = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert records, "the daemon logged nothing"
+    assert any("ticket=HELP-1" in r["msg"] for r in records), [r["msg"] for r in records]
+    assert any(
+        "relay" in r["msg"].lower() or "login" in r["msg"].lower() or "auth" in r["msg"].lower()
+        for r in records
+    )
