@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mailgate.domain.routing import Routing, parse_routing
-from mailgate.domain.rulesfile import RulesError, RulesInvalid, TomlFile
+from mailgate.domain.rulesfile import RulesError, RulesInvalid, TomlFile, being_written
 from mailgate.domain.team import Team, check_team
 
 TEAM_FILE = "team.toml"
@@ -161,7 +161,7 @@ class RulesWatcher:
         """Look at the files once. Cost: reading and hashing the rules files, about 0.5 ms for the
         shipped ones: negligible at one poll every few seconds, and immune to coarse mtimes."""
         version = _fingerprint(self.rules_dir, self.templates_dir)
-        if version == self._seen:
+        if version == self._seen or being_written(*self.rules_dir.glob("*.toml")):
             return ReloadResult("unchanged", self.current)
         self._seen = version
         try:

@@ -153,9 +153,7 @@ def test_a_bot_that_answers_everything_gets_at_most_the_limit_and_the_admin_is_t
     # Mail to our own agent about work (a new ticket to triage) is never held; what answers mail
     # claiming to be the agent's (forged-agent notices, command errors) is: only that can loop.
     limited = [
-        (r, m)
-        for r, m in to_bot
-        if r != AGENT or kind_of[str(m["Message-ID"]).strip("<>")] in LOOP_PRONE
+        (r, m) for r, m in to_bot if r != AGENT or kind_of[str(m["Message-ID"]).strip("<>")] in LOOP_PRONE
     ]
     per_rcpt = Counter(r for r, _ in limited)
     per_ticket = Counter((r, ticket_of[str(m["Message-ID"]).strip("<>")]) for r, m in limited)

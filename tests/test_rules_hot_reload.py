@@ -55,7 +55,9 @@ def test_edit_takes_effect_and_a_broken_edit_is_refused(
     assert len(sink.to("admin@example.com")) == 1
 
 
-def test_a_broken_sla_edit_is_refused_and_the_admin_told(daemon: RunningDaemon, sink: Sink, desk_dir: Path) -> None:
+def test_a_broken_sla_edit_is_refused_and_the_admin_told(
+    daemon: RunningDaemon, sink: Sink, desk_dir: Path
+) -> None:
     sla = desk_dir / "rules" / "sla.toml"
     sla.write_text(sla.read_text() + '\n[[policies]]\nname = "broken"\nfirst_response = "soon"\n')
     daemon.send(make_mail("anything", "x\n"))

@@ -104,3 +104,36 @@ def test_watcher_without_good_rules_reports_and_holds_none(tmp_path: Path) -> No
     result = watcher.poll()
     assert result.status == "rejected" and result.rules is None
     assert any(e.reason == "at least one [[agents]] table is needed" for e in result.errors)
+
+
+def test_a_file_caught_half_written_is_not_taken_for_the_new_rules(tmp_path: Path) -> None:
+    """An editor (or `cat > routing.toml`) truncates, then writes. A poll that lands in between
+    sees an empty file; taking that as "no rules" would route everything to triage, and, if the
+    finished text is broken, would leave "no rules" as the last good ones."""
+    rules_dir, templates = setup(tmp_path)
+    watcher = RulesWatcher(rules_dir, templates, current=load_rules(rules_dir, templates))
+    (rules_dir / "routing.toml").write_text("")
+    assert watcher.poll().status == "unchanged"
+    assert group_for(watcher.current) == "Network"
+    (rules_dir / "routing.toml").write_text(RULE.format(group="Netwrk"))
+    assert watcher.poll().status == "rejected"
+    assert group_for(watcher.current) == "Network"
+
+
+def test_sla_rules_caught_half_written_keep_the_last_good_ones(tmp_path: Path) -> None:
+    from mailgate.pipeline.sla_apply import SlaRulesSource
+
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    shipped = Path(__file__).resolve().parent.parent / "rules" / "sla.toml"
+    (rules_dir / "sla.toml").write_text(shipped.read_text())
+    source = SlaRulesSource(rules_dir)
+    good = source.current()
+    assert good is not None and good.policies
+    (rules_dir / "sla.toml").write_text("")
+    assert source.current() is good
+    (rules_dir / "sla.toml").write_text(
+        shipped.read_text() + '\n[[policies]]\nname = "x"\nfirst_response = "soon"\n'
+    )
+    assert source.current() is good
+    assert source.take_refused()

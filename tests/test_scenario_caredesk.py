@@ -73,7 +73,9 @@ def test_care_desk_story(desk: RunningDaemon, sink: Sink) -> None:
     [ack] = sink.wait_to(ALICE, 1)
     assert ack["Subject"] == "[CARE-1] Projector in room 2 not working"
     [new] = sink.wait_to(AV, 1)
-    assert "Routed by rule(s): " in body_of(new) and "care-av" in body_of(new)  # (after-hours may mark it too)
+    assert "Routed by rule(s): " in body_of(new) and "care-av" in body_of(
+        new
+    )  # (after-hours may mark it too)
 
     # Nothing tells the dispatcher what this is: the angel gets it and assigns it by hand.
     send(

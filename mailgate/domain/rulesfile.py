@@ -53,6 +53,20 @@ class RulesInvalid(Exception):
         super().__init__(format_errors(self.errors))
 
 
+def being_written(*paths: Path) -> bool:
+    """True when a rules file exists but is empty: an editor or `cat >` has truncated it and not
+    yet written it. A hot reload then waits for the next look instead of taking "no rules" as
+    the admin's new rules (and then keeping those as the last good ones when the real text
+    turns out broken). A file meant to be empty can hold a comment."""
+    for path in paths:
+        try:
+            if path.stat().st_size == 0:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def format_errors(errors: Iterable[RulesError]) -> str:
     """One error per line, in the `FILE:LINE: reason (hint)` form (for logs and the admin mail)."""
     return "\n".join(str(e) for e in errors)

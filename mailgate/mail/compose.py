@@ -97,12 +97,16 @@ def _part(text: str, subtype: str) -> tuple[list[str], str]:
     """Headers and CRLF body of one text part: 7bit when ASCII, else quoted-printable UTF-8."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text.isascii() and all(len(line) <= 998 for line in text.split("\n")):
-        return [f'Content-Type: text/{subtype}; charset="us-ascii"', "Content-Transfer-Encoding: 7bit"], text.replace(
-            "\n", "\r\n"
-        )
+        return [
+            f'Content-Type: text/{subtype}; charset="us-ascii"',
+            "Content-Transfer-Encoding: 7bit",
+        ], text.replace("\n", "\r\n")
     # quoprimime encodes code points below 256 as bytes: hand it the UTF-8 bytes as latin-1 text.
     body = quoprimime.body_encode(text.encode("utf-8").decode("latin-1"), maxlinelen=76, eol="\r\n")
-    return [f'Content-Type: text/{subtype}; charset="utf-8"', "Content-Transfer-Encoding: quoted-printable"], body
+    return [
+        f'Content-Type: text/{subtype}; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+    ], body
 
 
 def build(out: Outgoing) -> bytes:

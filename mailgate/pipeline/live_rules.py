@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailgate.config import Config, ConfigError, Desk
-from mailgate.domain.rulesfile import RulesError, RulesInvalid
+from mailgate.domain.rulesfile import RulesError, RulesInvalid, being_written
 from mailgate.domain.team import Team
 from mailgate.domain.workflow import Workflow, load_workflows
 from mailgate.rules_loader import RulesSet, RulesWatcher, load_rules, template_names
@@ -88,7 +88,7 @@ class LiveRules:
         elif result.status == "rejected":
             refused.extend(result.errors)
         version = self._workflow_version()
-        if version != self._wf_version:
+        if version != self._wf_version and not being_written(workflow_path(self.config)):
             self._wf_version = version
             try:
                 self.workflows = _load_workflows(self.config)
