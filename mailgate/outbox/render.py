@@ -8,6 +8,7 @@ One Environment per process: templates are compiled once and cached.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,17 @@ from jinja2 import (
 
 from mailgate.rules_loader import SHIPPED_TEMPLATES
 
+HTML_RECHECK_SECONDS = 5.0
+
 
 class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._envs: dict[str, Environment] = {}
+        # (desk, name) -> when we last found no HTML template. A miss walks every loader path and
+        # raises; most events have no HTML part, so the answer is kept for a few seconds (an admin
+        # who adds one sees it used moments later, as with any template edit).
+        self._no_html: dict[tuple[str, str], float] = {}
 
     def _env(self, desk_key: str) -> Environment:
         env = self._envs.get(desk_key)
@@ -54,8 +61,15 @@ class Renderer:
         """The text part, and the HTML part when the admin wrote one."""
         env = self._env(desk_key)
         text = env.get_template(f"{name}.txt").render(context)
+        key = (desk_key, name)
+        missed = self._no_html.get(key)
+        now = time.monotonic()
+        if missed is not None and now - missed < HTML_RECHECK_SECONDS:
+            return text, None
         try:
             html_t = env.get_template(f"{name}.html")
         except TemplateNotFound:
+            self._no_html[key] = now
             return text, None
+        self._no_html.pop(key, None)
         return text, html_t.render(context)

@@ -591,7 +591,7 @@ class NewTicketHandler:
 
     def _check_flood(self, ctx: Context, repo: Repo) -> None:
         since = now_utc() - self.services.flood_window
-        n = repo.session.execute(_FLOOD_COUNT, {"r": ctx.mail.from_addr, "since": since}).scalar_one()
+        n = repo.core(_FLOOD_COUNT, {"r": ctx.mail.from_addr, "since": since}).scalar_one()
         if n < self.services.flood_limit:
             return
         sender = ctx.mail.from_addr

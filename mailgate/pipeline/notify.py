@@ -71,7 +71,7 @@ class Notifier:
         lim = self.limits
         overall_since = now - lim.overall_window
         ticket_since = now - lim.per_ticket_window
-        overall, per = repo.session.execute(
+        overall, per = repo.core(
             _LIMIT_COUNTS,
             {
                 "r": recipient,

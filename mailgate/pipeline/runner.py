@@ -270,7 +270,7 @@ class Runner:
             "processed_at": now_utc(),
             "claimed_by": None,
         }
-        session.execute(_FINISH, {"row_id": item.id, **values})
+        session.connection().execute(_FINISH, {"row_id": item.id, **values})  # Core: no ORM state
         for key, value in values.items():  # keep the detached row in step for callers and tests
             setattr(item, key, value)
 

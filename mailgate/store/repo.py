@@ -72,7 +72,7 @@ class Repo:
         self._up = _UPSERTS["postgresql" if dialect == "postgresql" else "sqlite"]
         self._threads: dict[int, list[str]] = {}  # thread_ids per ticket, kept in step by add_thread_ref
 
-    def _x(self, stmt: Any, params: dict[str, Any]) -> Any:
+    def core(self, stmt: Any, params: dict[str, Any]) -> Any:
         """Run a prebuilt Core statement on the session's connection (same transaction), without
         the ORM's per-call machinery. Only for statements that never depend on unflushed ORM
         changes: inserts into other tables and look-ups of rows written the same way."""
@@ -82,22 +82,22 @@ class Repo:
     def next_ticket_number(self, desk: str) -> int:
         """Unique under concurrent writers: the UPDATE takes the counter row's lock until commit.
         The row is made the first time a desk needs it."""
-        number = self._x(_NEXT_NUMBER, {"d": desk}).scalar_one_or_none()
+        number = self.core(_NEXT_NUMBER, {"d": desk}).scalar_one_or_none()
         if number is None:
-            self._x(self._up["counter"], {"desk": desk, "next_number": 1})
-            number = self._x(_NEXT_NUMBER, {"d": desk}).scalar_one()
+            self.core(self._up["counter"], {"desk": desk, "next_number": 1})
+            number = self.core(_NEXT_NUMBER, {"d": desk}).scalar_one()
         return int(number)
 
     # -- lookups (threading.Lookup for one desk) ------------------------------------------------
     def key_for_message_id(self, desk: str, message_id: str) -> str | None:
-        row = self._x(_KEY_FOR_MSGID, {"d": desk, "m": message_id}).first()
+        row = self.core(_KEY_FOR_MSGID, {"d": desk, "m": message_id}).first()
         return row[0] if row else None
 
     def ticket_by_key(self, key: str) -> Ticket | None:
         return self.session.execute(select(Ticket).where(Ticket.key == key.upper())).scalar_one_or_none()
 
     def key_exists(self, key: str) -> bool:
-        return self._x(_KEY_EXISTS, {"k": key.upper()}).first() is not None
+        return self.core(_KEY_EXISTS, {"k": key.upper()}).first() is not None
 
     # -- writes ---------------------------------------------------------------------------------
     def add(self, obj: Any) -> Any:
@@ -108,7 +108,7 @@ class Repo:
     def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int) -> None:
         if not message_id:
             return
-        result = self._x(
+        result = self.core(
             self._up["thread_ref"], {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
         )
         if result.rowcount and ticket_id in self._threads:
@@ -119,14 +119,14 @@ class Repo:
 
         A plain INSERT, not an ORM add + flush: events are written many times per message and
         never read back in the same transaction by id."""
-        self._x(
+        self.core(
             _INSERT_EVENT,
             {"ticket_id": ticket_id, "kind": what, "actor": actor, "data": data, "created_at": now_utc()},
         )
 
     def add_participant(self, ticket_id: int, address: str, role: str, name: str = "") -> bool:
         """True when the address is new on the ticket."""
-        result = self._x(
+        result = self.core(
             self._up["participant"],
             {"ticket_id": ticket_id, "address": address.lower(), "role": role, "name": name, "notify": True},
         )
@@ -170,17 +170,17 @@ class Repo:
         values.setdefault("claimed_at", None)
         values.setdefault("last_error", None)
         values.setdefault("sent_at", None)
-        self._x(_INSERT_OUTBOX, values)
+        self.core(_INSERT_OUTBOX, values)
 
     def log_send(self, recipient: str, ticket_id: int | None) -> None:
         """One automatic mail to `recipient`, for the loop limits' sliding windows."""
-        self._x(_INSERT_SENDLOG, {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()})
+        self.core(_INSERT_SENDLOG, {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()})
 
     def thread_ids(self, ticket_id: int, limit: int = 20) -> list[str]:
         """Message-IDs of this ticket's conversation, oldest first: the References of our next mail."""
         ids = self._threads.get(ticket_id)
         if ids is None:
-            ids = self._threads[ticket_id] = list(self._x(_THREAD_IDS, {"t": ticket_id}).scalars())
+            ids = self._threads[ticket_id] = list(self.core(_THREAD_IDS, {"t": ticket_id}).scalars())
         ids = list(ids)
         return ids[:1] + ids[-(limit - 1) :] if len(ids) > limit else ids
 
@@ -195,7 +195,7 @@ class Repo:
         values.setdefault("created_at", now_utc())
         values.setdefault("inbox_id", None)
         values.setdefault("message_id", None)
-        self._x(_INSERT_MESSAGE, values)
+        self.core(_INSERT_MESSAGE, values)
 
     def insert_many(self, model: type, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
