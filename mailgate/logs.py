@@ -42,3 +42,10 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     # Alembic announces its plugins and migrations at INFO on every start: in a pipe transport
     # that text would land in the MTA's delivery status. `mailgate db upgrade` prints its own line.
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+
+
+def current_settings() -> tuple[str, bool]:
+    """The level and format in force, for a child process to log the same way."""
+    root = logging.getLogger()
+    json_lines = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+    return logging.getLevelName(root.level), json_lines

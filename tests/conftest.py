@@ -194,13 +194,16 @@ def deliver(
 class RunningDaemon:
     """A real `Daemon` on loopback ports, with helpers to wait for the pipeline to settle."""
 
-    def __init__(self, config_path: Path) -> None:
+    def __init__(self, config_path: Path, *, worker: str = "thread") -> None:
+        """`worker="thread"` (the default here) keeps the worker in this process, so a test can
+        look inside it or patch it; `mailgate run`'s own default, a worker process, is run by
+        tests/test_worker_process.py and by every test that starts `mailgate run` itself."""
         from mailgate.config import load_config
         from mailgate.daemon import Daemon
 
         self.config_path = config_path
         self.config = load_config(config_path, env={"MAILGATE_SECRET": "test-secret"})
-        self.daemon = Daemon(self.config)
+        self.daemon = Daemon(self.config, worker=worker)
         self.daemon.start()
 
     @property
@@ -244,8 +247,9 @@ class RunningDaemon:
                 )
             if not busy:
                 return
-            self.daemon.runner.wake.set()
-            self.daemon.sender.wake.set()
+            self.daemon.wake()
+            if self.daemon.sender is not None:  # thread mode; a worker process's sender polls
+                self.daemon.sender.wake.set()
             time.sleep(0.02)
         raise AssertionError("pipeline did not settle")
 

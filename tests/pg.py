@@ -94,13 +94,15 @@ class EnvDaemon(RunningDaemon):
     The database URL goes through the env, not config.toml: `write_config`'s `extra` lands at top
     level before `[[desks]]`, where a `[database]` table would swallow the keys after it."""
 
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, env: dict[str, str] | None = None, *, worker: str = "thread"
+    ) -> None:
         from mailgate.config import load_config
         from mailgate.daemon import Daemon
 
         self.config_path = config_path
         self.config = load_config(config_path, env=config_env(env))
-        self.daemon = Daemon(self.config)
+        self.daemon = Daemon(self.config, worker=worker)
         self.daemon.start()
 
 

@@ -133,7 +133,7 @@ class ImapDaemon(RunningDaemon):
 
         self.config_path = config_path
         self.config = load_config(config_path, env=ENV)
-        self.daemon = Daemon(self.config)
+        self.daemon = Daemon(self.config, worker="thread")
         self.daemon.start()
 
 

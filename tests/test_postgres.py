@@ -67,7 +67,7 @@ def test_jira_seed_agent_commands_on_each_backend(
         team=jira.TEAM,
         routing=jira.ROUTING,
     )
-    d = EnvDaemon(cfg, backend)
+    d = EnvDaemon(cfg, backend, worker="process")  # as `mailgate run` runs it
     try:
         start_counter(d, "SUP", 20)
         jira.test_sup20_incident_from_first_mail_to_closed(d, sink)
@@ -181,7 +181,11 @@ def test_three_daemons_on_one_database_take_each_message_once(
 ) -> None:
     """Several MX hosts hand the same message to different mailgate processes at the same time."""
     daemons = [
-        EnvDaemon(write_config(tmp_path / f"mx{i}", relay_port=sink.port), {"MAILGATE_DATABASE_URL": pg_url})
+        EnvDaemon(
+            write_config(tmp_path / f"mx{i}", relay_port=sink.port),
+            {"MAILGATE_DATABASE_URL": pg_url},
+            worker="process",  # as `mailgate run`: each daemon with its worker process
+        )
         for i in range(3)
     ]
     try:

@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
@@ -180,13 +181,7 @@ class Runner:
         held longer, which is why the daemon, which answers SMTP clients, does not use it."""
         # With a parse pool, the next messages are parsed on the other core while this one is
         # handled: parsing is a quarter of the work and needs no database.
-        own = self.config.own_addresses
-        pool = self.parse_pool
-        ahead: dict[int, Future[ParsedMail]] = (
-            {j: pool.submit(parse_message, item.raw, own_addresses=own) for j, item in enumerate(items)}
-            if pool is not None
-            else {}
-        )
+        ahead = self._parse_ahead(items, self.parse_pool, first=0)
         i = 0
         while i < len(items):
             first = i
@@ -313,13 +308,7 @@ class Runner:
                 fn()
             return len(items)
         # A backlog: parse the rest of the batch ahead on the other core (see parse_processes).
-        pool = self._daemon_pool() if len(items) > 1 else None
-        own = self.config.own_addresses
-        ahead = (
-            {j: pool.submit(parse_message, it.raw, own_addresses=own) for j, it in enumerate(items) if j}
-            if pool
-            else {}
-        )
+        ahead = self._parse_ahead(items, self._daemon_pool() if len(items) > 1 else None, first=1)
         for j, item in enumerate(items):
             self.process(item, ahead.get(j))
             for fn in self.after_commit:
@@ -340,6 +329,32 @@ class Runner:
                 self._pool_failed = True
                 log.warning("no parse process (%s): parsing in the worker thread", exc)
         return self.parse_pool
+
+    def _parse_ahead(
+        self, items: list[InboxItem], pool: Executor | None, first: int
+    ) -> dict[int, Future[ParsedMail]]:
+        """Hand items[first:] to the parse pool; their results are picked up by `_begin`."""
+        if pool is None:
+            return {}
+        own = self.config.own_addresses
+        try:
+            return {
+                j: pool.submit(parse_message, item.raw, own_addresses=own)
+                for j, item in enumerate(items)
+                if j >= first
+            }
+        except BrokenProcessPool as exc:
+            # The parse process died (killed, out of memory): parse here for this batch and start
+            # a fresh pool at the next backlog, instead of failing every batch after this one.
+            log.warning("parse process lost (%s): parsing here, a new one at the next backlog", exc)
+            self._drop_pool()
+            return {}
+
+    def _drop_pool(self) -> None:
+        pool, self.parse_pool = self.parse_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._own_pool = False
 
     def run_until_idle(self, max_batches: int = 10_000) -> int:
         total = 0
