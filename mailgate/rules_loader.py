@@ -17,6 +17,7 @@ database or send mail.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +71,27 @@ def _fingerprint(rules_dir: Path, templates_dir: Path) -> str:
         h.update(path.name.encode() + b"\0" + data + b"\0")
     h.update("\0".join(sorted(template_names(templates_dir))).encode())
     return h.hexdigest()[:12]
+
+
+FULL_CHECK_SECONDS = 2.0
+
+
+def _stat_signature(rules_dir: Path, templates_dir: Path) -> tuple[object, ...]:
+    """What a few stat calls tell of the rules files and the template directories (a template
+    added or removed changes its directory's mtime)."""
+    parts: list[object] = []
+    for path in sorted(rules_dir.glob("*.toml")):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        parts.append((path.name, st.st_mtime_ns, st.st_size, st.st_ino))
+    for directory in (templates_dir, SHIPPED_TEMPLATES):
+        try:
+            parts.append(directory.stat().st_mtime_ns)
+        except OSError:
+            parts.append(None)
+    return tuple(parts)
 
 
 def _display(path: Path) -> str:
@@ -156,12 +178,23 @@ class RulesWatcher:
         self.current = current
         self.last_errors: tuple[RulesError, ...] = ()
         self._seen = current.version if current else None
+        self._stats: tuple[object, ...] | None = None
+        self._hashed_at = float("-inf")
 
     def poll(self) -> ReloadResult:
-        """Look at the files once. Cost: reading and hashing the rules files, about 0.5 ms for the
-        shipped ones: negligible at one poll every few seconds, and immune to coarse mtimes."""
+        """Look at the files once. The pipeline polls before every batch, so the usual answer
+        comes from a few stat calls (about 0.05 ms); the content hash (about 0.8 ms: every rules
+        file read, every template listed) runs when a stat changed, and at least every
+        FULL_CHECK_SECONDS, which catches an edit that kept size and mtime tick."""
+        stats = _stat_signature(self.rules_dir, self.templates_dir)
+        now = time.monotonic()
+        if stats == self._stats and now - self._hashed_at < FULL_CHECK_SECONDS:
+            return ReloadResult("unchanged", self.current)
+        if being_written(*self.rules_dir.glob("*.toml")):
+            return ReloadResult("unchanged", self.current)
+        self._stats, self._hashed_at = stats, now
         version = _fingerprint(self.rules_dir, self.templates_dir)
-        if version == self._seen or being_written(*self.rules_dir.glob("*.toml")):
+        if version == self._seen:
             return ReloadResult("unchanged", self.current)
         self._seen = version
         try:

@@ -3,9 +3,13 @@ refused with its errors (once), and the last good rules keep routing."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from mailgate import rules_loader
 from mailgate.domain.routing import evaluate
 from mailgate.mail.model import ParsedMail
 from mailgate.rules_loader import RulesWatcher, load_rules
@@ -44,14 +48,25 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     return rules, templates
 
 
-def test_edit_is_picked_up_and_broken_edit_keeps_last_good_rules(tmp_path: Path) -> None:
+def test_edit_is_picked_up_and_broken_edit_keeps_last_good_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rules_dir, templates = setup(tmp_path)
     watcher = RulesWatcher(rules_dir, templates, current=load_rules(rules_dir, templates))
     assert watcher.poll().status == "unchanged"
     assert group_for(watcher.current) == "Network"
 
-    # Same size, likely the same mtime tick: only the content differs. Still seen.
-    (rules_dir / "routing.toml").write_text(RULE.format(group="Servers"))
+    # Same size and the same mtime tick (forced here; coarse timestamps do it by themselves):
+    # the stat calls see nothing, the periodic content hash sees the edit within FULL_CHECK_SECONDS.
+    path = rules_dir / "routing.toml"
+    before = path.stat()
+    path.write_text(RULE.format(group="Servers"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    clock = [1000.0]
+    monkeypatch.setattr(rules_loader.time, "monotonic", lambda: clock[0])
+    watcher._hashed_at = clock[0]
+    assert watcher.poll().status == "unchanged"
+    clock[0] += rules_loader.FULL_CHECK_SECONDS
     result = watcher.poll()
     assert result.status == "reloaded" and result.errors == ()
     assert group_for(result.rules) == "Servers"

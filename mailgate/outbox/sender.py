@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 
@@ -24,6 +25,11 @@ from mailgate.store.models import OutboxItem, now_utc, utc
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=5)
+_OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
+
+
+def _update_outbox(item_id: int, **values: object) -> Any:
+    return update(_OUTBOX).where(_OUTBOX.c.id == item_id).values(**values)
 
 
 class Sender:
@@ -78,8 +84,8 @@ class Sender:
             )
 
     def _finish(self, item_id: int, **values: object) -> None:
-        with self.db.session() as s:
-            s.execute(update(OutboxItem).where(OutboxItem.id == item_id).values(claimed_by=None, **values))
+        with self.db.session() as s:  # Core on the connection: no ORM state is involved
+            s.connection().execute(_update_outbox(item_id, claimed_by=None, **values))
 
     def run_once(self, now: datetime | None = None) -> int:
         """Send what is due. Returns how many were handed over."""

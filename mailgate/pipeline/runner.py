@@ -121,6 +121,11 @@ class Runner:
         or ahead of time in the parse pool)."""
         desk = self.config.desk_by_key(item.desk)
         ctx = Context(item=item, desk=desk)  # type: ignore[arg-type]
+        if parsed is not None and not parsed.done():
+            # Not parsed yet (the pool is still starting, or fell behind): parse it here rather
+            # than wait, so both cores parse until the pool is ahead again.
+            parsed.cancel()
+            parsed = None
         if parsed is not None:
             try:
                 ctx.parsed = parsed.result()
