@@ -104,6 +104,18 @@ def corpus(
     return mbox, json.loads(manifest.read_text())
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of a running process (Linux /proc)."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out.extend(int(c) for c in fh.read().split())
+    except OSError:
+        pass
+    return out
+
+
 def vm_hwm_kb(pid: int) -> int:
     """The peak resident set of a running process (VmHWM, reset at exec).
 

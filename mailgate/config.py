@@ -73,6 +73,7 @@ class Relay:
     username: str = ""
     password: str = field(default="", repr=False)
     timeout: float = 30.0
+    connections: int = 4
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     give_up_after_seconds: float = 3 * 86400.0
@@ -254,6 +255,8 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
     if transport not in ("file", "smtp"):
         raise ConfigError(f"outgoing.transport: expected 'file' or 'smtp', got {transport!r}")
     password_env = _get(o, "password_env", str, "MAILGATE_RELAY_PASSWORD", "outgoing")
+    if _get(o, "connections", int, 4, "outgoing") < 1:
+        raise ConfigError("outgoing.connections: at least 1")
     relay = Relay(
         transport=transport,
         directory=_get(o, "directory", str, "", "outgoing") or str(state_dir / "outgoing"),
@@ -264,6 +267,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         username=_get(o, "username", str, "", "outgoing"),
         password=_env(env, password_env),
         timeout=_get(o, "timeout", float, 30.0, "outgoing"),
+        connections=_get(o, "connections", int, 4, "outgoing"),
         retry_base_seconds=_get(o, "retry_base_seconds", float, 30.0, "outgoing"),
         retry_max_seconds=_get(o, "retry_max_seconds", float, 3600.0, "outgoing"),
         give_up_after_seconds=_get(o, "give_up_after_seconds", float, 3 * 86400.0, "outgoing"),

@@ -19,6 +19,7 @@ holds, then let the worker finish its message and the sender its mail, then clos
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import multiprocessing
 import os
@@ -50,7 +51,6 @@ class Worker:
 
     def __init__(self, config: Config, db: Database, *, transport: Any = None, wake: Any = None) -> None:
         from mailgate.outbox.sender import Sender
-        from mailgate.outbox.transports import make_transport
         from mailgate.pipeline.runner import Runner
 
         pipeline = config.raw.get("pipeline", {})
@@ -58,7 +58,7 @@ class Worker:
         self.runner = Runner(db, config, parse_processes=int(pipeline.get("parse_processes", 1)))
         if wake is not None:  # the intake's commits set it, across the process boundary
             self.runner.wake = wake
-        self.sender = Sender(db, config, transport or make_transport(config.relay))
+        self.sender = Sender(db, config, transport)
         self.runner.after_commit.append(self.sender.wake.set)
         self.threads: list[threading.Thread] = []
         self.stops: list[Callable[[], None]] = []
@@ -144,6 +144,7 @@ def _worker_main(config: Config, log_settings: tuple[str, bool], reader: Any, pa
     from mailgate.logs import setup_logging
 
     setup_logging(log_settings[0], json_lines=log_settings[1])
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it hangs, if it ever does
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -206,7 +207,8 @@ class Daemon:
             self.worker.start()
         else:
             self._start_process()
-            threading.Thread(target=self._supervise, name="worker-watch", daemon=True).start()
+            self._watch = threading.Thread(target=self._supervise, name="worker-watch", daemon=True)
+            self._watch.start()
         if self.config.smtp.enabled:
             from mailgate.intake.smtp import start_listener
 
@@ -259,10 +261,15 @@ class Daemon:
         proc = self._process
         if proc is None:
             return
+        self._watch.join()  # one waiter only: two threads reaping one child race in waitpid
+        proc = self._process
         proc.terminate()  # SIGTERM: the worker finishes its message and its mail, then exits
         proc.join(timeout=60)
         if proc.is_alive():
-            log.error("worker process %s did not stop in 60s: killing it", proc.pid)
+            log.error("worker process %s did not stop in 60s: its threads, then SIGKILL", proc.pid)
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGUSR1)  # faulthandler in the worker prints every stack
+            time.sleep(1)
             proc.kill()
             proc.join(timeout=10)
 
