@@ -203,6 +203,9 @@ class Daemon:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
+        # The listener's event loop shares the interpreter lock with the accept writer (and, in
+        # thread mode, the pipeline): a short switch interval lets it answer without waiting.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         if self.worker is not None:
             self.worker.start()
         else:

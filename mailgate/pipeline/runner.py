@@ -168,13 +168,13 @@ class Runner:
         ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
         try:
             ctx = self._begin(item, parsed)
-            with self.db.session() as session:
+            with self.db.session(durable=False) as session:
                 self._apply(ctx, session)
         except ProcessingError as exc:
-            with self.db.session() as session:
+            with self.db.session(durable=False) as session:
                 self._stopped(ctx, session, exc)
         except Exception as exc:  # noqa: BLE001 - the one catch-all
-            with self.db.session() as session:
+            with self.db.session(durable=False) as session:
                 self._crashed(ctx, session, exc)
         self._log(ctx, t0)
         return ctx
@@ -204,7 +204,7 @@ class Runner:
         """One group transaction from `items[first]`; returns the index after the last one done."""
         i = first
         start = time.perf_counter()
-        with self.db.session() as session:
+        with self.db.session(durable=False) as session:
             conn = session.connection()
             while i < len(items) and (i == first or (time.perf_counter() - start) * 1000 < self.group_ms):
                 item = items[i]
@@ -298,7 +298,7 @@ class Runner:
     def run_once(self) -> int:
         """Claim and process one batch. Returns how many messages were processed."""
         self.refresh_rules()
-        with self.db.session() as session:
+        with self.db.session(durable=False) as session:
             ids = inbox.claim(session, self.batch_size)
             items = (
                 session.execute(select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id))

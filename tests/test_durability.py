@@ -1,0 +1,56 @@
+"""What the intake acknowledges is on disk; the pipeline's own commits may skip the wait.
+
+`Database.session(durable=False)` commits with synchronous=NORMAL for pipeline work that can be
+redone from the inbox; every other session — the intake's before its 250, the sender's claim
+before it hands mail to the relay — must wait for the disk (synchronous=FULL). Connections are
+pooled, so the one thing that must never happen is a pipeline session leaving its connection at
+NORMAL for the next intake commit, even when it fails half-way."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from mailgate.store.db import Database
+
+FULL, NORMAL = 2, 1
+
+
+def _level(session) -> int:  # type: ignore[no-untyped-def]
+    return int(session.execute(text("PRAGMA synchronous")).scalar_one())
+
+
+def test_a_pipeline_session_never_leaves_a_pooled_connection_undurable(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'state' / 'mailgate.db'}")
+    try:
+        with db.session() as s:
+            s.execute(text("CREATE TABLE note (x INTEGER)"))
+        for i in range(20):
+            with db.session(durable=False) as s:
+                assert _level(s) == NORMAL
+                s.execute(text("INSERT INTO note VALUES (:x)"), {"x": i})
+            with pytest.raises(RuntimeError), db.session(durable=False) as s:
+                s.execute(text("INSERT INTO note VALUES (-1)"))
+                raise RuntimeError("a message that crashed the pipeline")
+
+        seen: list[int] = []
+
+        def intake() -> None:  # other threads take other pooled connections
+            for _ in range(10):
+                with db.session() as s:
+                    seen.append(_level(s))
+
+        threads = [threading.Thread(target=intake) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(seen) == {FULL}
+        with db.session() as s:
+            rows = [r[0] for r in s.execute(text("SELECT x FROM note ORDER BY x"))]
+        assert rows == list(range(20))  # committed and visible; the failed ones rolled back
+    finally:
+        db.dispose()
