@@ -32,7 +32,7 @@ from mailgate.pipeline.handlers import Handler, Services, registry
 from mailgate.pipeline.live_rules import LiveRules
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
-from mailgate.store import inbox
+from mailgate.store import fastwrite, inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, now_utc
@@ -270,7 +270,7 @@ class Runner:
             "processed_at": now_utc(),
             "claimed_by": None,
         }
-        session.connection().execute(_FINISH, {"row_id": item.id, **values})  # Core: no ORM state
+        fastwrite.write(session.connection(), _FINISH, {"row_id": item.id, **values})  # no ORM state
         for key, value in values.items():  # keep the detached row in step for callers and tests
             setattr(item, key, value)
 
