@@ -692,6 +692,7 @@ class NewTicketHandler:
             )
         )
         ctx.ticket = ticket
+        repo.new_thread(ticket.id)
         repo.add_participant(ticket.id, m.from_addr, "requester", m.from_name)
         watchers = add_watchers(ctx, repo, s, ticket)
         for w in decision.watchers:

@@ -189,6 +189,10 @@ class Repo:
         """One automatic mail to `recipient`, for the loop limits' sliding windows."""
         self.write(_INSERT_SENDLOG, {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()})
 
+    def new_thread(self, ticket_id: int) -> None:
+        """A ticket made in this transaction has no conversation yet: `thread_ids` need not ask."""
+        self._threads[ticket_id] = []
+
     def thread_ids(self, ticket_id: int, limit: int = 20) -> list[str]:
         """Message-IDs of this ticket's conversation, oldest first: the References of our next mail."""
         ids = self._threads.get(ticket_id)
