@@ -245,8 +245,10 @@ class Daemon:
         while not self._stopping.is_set():
             proc = self._process
             proc.join(timeout=1.0)
-            if proc.is_alive() or self._stopping.is_set():
+            if proc.is_alive():
                 continue
+            if self._stopping.wait(0.5):  # SIGTERM to the process group reached the worker first
+                return
             if time.monotonic() - self._started_at > 60:
                 delay = 1.0
             log.error(
