@@ -266,7 +266,9 @@ class Daemon:
         proc = self._process
         if proc is None:
             return
-        self._watch.join()  # one waiter only: two threads reaping one child race in waitpid
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.join()  # one waiter only: two threads reaping one child race in waitpid
         proc = self._process
         proc.terminate()  # SIGTERM: the worker finishes its message and its mail, then exits
         proc.join(timeout=60)
@@ -307,6 +309,12 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            # e.g. the SMTP port is taken: stop what did start, the worker process above all
+            # (multiprocessing would otherwise wait for it at exit, for ever).
+            self.stop()
+            raise
         done.wait()
         self.stop()

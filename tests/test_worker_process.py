@@ -155,3 +155,31 @@ def test_a_parse_process_that_dies_does_not_stall_the_pipeline(tmp_path: Path) -
     finally:
         runner.close()
         db.dispose()
+
+
+def test_a_taken_port_is_a_clear_error_and_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """The listener starts after the worker process: when the port is taken, `mailgate run` must
+    say so and exit, stopping the worker it had started (multiprocessing would otherwise wait for
+    it at exit, and the command would hang for ever)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "desk", smtp_port=port)
+        env = {**os.environ, "MAILGATE_SECRET": "test-secret"}
+        env.pop("MAILGATE_CONFIG", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mailgate", "--config", str(config), "run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 71, proc.stderr[-2000:]
+    assert "mailgate: cannot run:" in proc.stderr and "address already in use" in proc.stderr
+    started = [int(p) for p in re.findall(r"worker process (\d+) started", proc.stderr)]
+    assert all(not _alive(pid) for pid in started)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mailgate.cli.common import config_of
+
+EX_OSERR = 71  # sysexits: an operating system error (a port in use, a directory not writable)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -15,7 +18,11 @@ def _run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         config = replace(config, smtp=replace(config.smtp, port=args.port))
-    Daemon(config).run_forever()
+    try:
+        Daemon(config).run_forever()
+    except OSError as exc:  # e.g. the SMTP port is taken, or the state directory not writable
+        print(f"mailgate: cannot run: {exc}", file=sys.stderr)
+        return EX_OSERR
     return 0
 
 
