@@ -273,6 +273,14 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         give_up_after_seconds=_get(o, "give_up_after_seconds", float, 3 * 86400.0, "outgoing"),
     )
 
+    # [pipeline] is read where it is used (daemon.py, the runner); its values are checked here so
+    # that `mailgate config check` refuses what `mailgate run` would.
+    pipeline = data.get("pipeline", {})
+    if _get(pipeline, "worker", str, "process", "pipeline") not in ("process", "thread"):
+        raise ConfigError(f'pipeline.worker: write "process" or "thread", not {pipeline["worker"]!r}')
+    if _get(pipeline, "parse_processes", int, 1, "pipeline") < 0:
+        raise ConfigError("pipeline.parse_processes: 0 or more")
+
     lim = data.get("limits", {})
     limits = Limits(
         max_attempts=_get(lim, "max_attempts", int, 3, "limits"),

@@ -141,6 +141,14 @@ def test_config_check_names_file_and_line_of_each_problem(desk: Path) -> None:
     assert r.returncode == 78
     assert r.stdout.startswith(f"{cfg}:{key_line}: desks[0].key:"), r.stdout
 
+    # A misspelt worker mode is refused here, not only when `mailgate run` starts.
+    (desk / "config.toml").write_text(
+        text.replace('key = "help-desk"', 'key = "HELP"') + '\n[pipeline]\nworker = "proces"\n'
+    )
+    r = cli("--config", cfg, "config", "check")
+    assert r.returncode == 78
+    assert 'pipeline.worker: write "process" or "thread"' in r.stdout, r.stdout
+
 
 def test_status_is_quiet_when_healthy_and_exits_1_with_reasons(desk: Path) -> None:
     cfg = str(desk / "config.toml")
