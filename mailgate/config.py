@@ -80,6 +80,11 @@ class Relay:
     from_name: str = "{desk}"
 
 
+# Where `mailgate run` runs its pipeline, sender and scheduler: a child process, or threads of
+# the daemon's own (mailgate/daemon.py).
+WORKER_MODES = ("process", "thread")
+
+
 @dataclass(frozen=True)
 class Limits:
     max_attempts: int = 3
@@ -255,7 +260,8 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
     if transport not in ("file", "smtp"):
         raise ConfigError(f"outgoing.transport: expected 'file' or 'smtp', got {transport!r}")
     password_env = _get(o, "password_env", str, "MAILGATE_RELAY_PASSWORD", "outgoing")
-    if _get(o, "connections", int, 4, "outgoing") < 1:
+    connections = _get(o, "connections", int, 4, "outgoing")
+    if connections < 1:
         raise ConfigError("outgoing.connections: at least 1")
     relay = Relay(
         transport=transport,
@@ -267,7 +273,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         username=_get(o, "username", str, "", "outgoing"),
         password=_env(env, password_env),
         timeout=_get(o, "timeout", float, 30.0, "outgoing"),
-        connections=_get(o, "connections", int, 4, "outgoing"),
+        connections=connections,
         retry_base_seconds=_get(o, "retry_base_seconds", float, 30.0, "outgoing"),
         retry_max_seconds=_get(o, "retry_max_seconds", float, 3600.0, "outgoing"),
         give_up_after_seconds=_get(o, "give_up_after_seconds", float, 3 * 86400.0, "outgoing"),
@@ -276,7 +282,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
     # [pipeline] is read where it is used (daemon.py, the runner); its values are checked here so
     # that `mailgate config check` refuses what `mailgate run` would.
     pipeline = data.get("pipeline", {})
-    if _get(pipeline, "worker", str, "process", "pipeline") not in ("process", "thread"):
+    if _get(pipeline, "worker", str, "process", "pipeline") not in WORKER_MODES:
         raise ConfigError(f'pipeline.worker: write "process" or "thread", not {pipeline["worker"]!r}')
     if _get(pipeline, "parse_processes", int, 1, "pipeline") < 0:
         raise ConfigError("pipeline.parse_processes: 0 or more")

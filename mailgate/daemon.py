@@ -8,7 +8,7 @@ By default (`[pipeline] worker = "process"`) the worker runs in a child process 
 Postfix's master keeps smtpd apart from cleanup and qmgr: the pipeline is CPU-bound Python, and
 sharing one interpreter lock with the listener made every SMTP command wait for it (tens of ms
 to the 250) and left the pipeline a fraction of one core. The two meet only in the database and
-a wake-up event. The child dies with the parent (a SIGKILL of the daemon leaves no orphan), and
+a wake-up pipe. The child dies with the parent (a SIGKILL of the daemon leaves no orphan), and
 the parent starts a new child if the worker dies on its own. `worker = "thread"` keeps everything
 in one process (the tests that look inside the running worker use it).
 
@@ -30,34 +30,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mailgate.config import Config, ConfigError
+from mailgate.config import Config
 from mailgate.intake.accept import Acceptor, GroupCommitter
 from mailgate.store.db import Database
 
 log = logging.getLogger(__name__)
-SWITCH_INTERVAL = 0.0005  # seconds; see Worker.start
-WORKER_MODES = ("process", "thread")
+SWITCH_INTERVAL = 0.0005  # seconds; see Worker.start and Daemon.start
 
 
 def worker_mode(config: Config) -> str:
-    mode = str(config.raw.get("pipeline", {}).get("worker", "process"))
-    if mode not in WORKER_MODES:
-        raise ConfigError(f'[pipeline] worker = "{mode}": write "process" or "thread"')
-    return mode
+    """`[pipeline] worker`, checked by load_config."""
+    return str(config.raw.get("pipeline", {}).get("worker", "process"))
 
 
 class Worker:
     """The pipeline worker, the sender and the scheduler, over one database."""
 
-    def __init__(self, config: Config, db: Database, *, transport: Any = None, wake: Any = None) -> None:
+    def __init__(self, config: Config, db: Database, *, transport: Any = None) -> None:
         from mailgate.outbox.sender import Sender
         from mailgate.pipeline.runner import Runner
 
         pipeline = config.raw.get("pipeline", {})
         self.config = config
         self.runner = Runner(db, config, parse_processes=int(pipeline.get("parse_processes", 1)))
-        if wake is not None:  # the intake's commits set it, across the process boundary
-            self.runner.wake = wake
         self.sender = Sender(db, config, transport)
         self.runner.after_commit.append(self.sender.wake.set)
         self.threads: list[threading.Thread] = []
@@ -179,6 +174,7 @@ class Daemon:
         self.runner: Any = None
         self.sender: Any = None
         self._process: Any = None
+        self._watch: threading.Thread | None = None
         if self.mode == "thread":
             self.worker = Worker(config, self.db, transport=transport)
             self.runner, self.sender = self.worker.runner, self.worker.sender
@@ -197,10 +193,6 @@ class Daemon:
     @property
     def smtp_port(self) -> int | None:
         return self.controller.port if self.controller is not None else None
-
-    @property
-    def worker_pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         # The listener's event loop shares the interpreter lock with the accept writer (and, in
@@ -266,10 +258,9 @@ class Daemon:
         proc = self._process
         if proc is None:
             return
-        watch = getattr(self, "_watch", None)
-        if watch is not None:
-            watch.join()  # one waiter only: two threads reaping one child race in waitpid
-        proc = self._process
+        if self._watch is not None:
+            self._watch.join()  # one waiter only: two threads reaping one child race in waitpid
+        proc = self._process  # the watch may have started a new one
         proc.terminate()  # SIGTERM: the worker finishes its message and its mail, then exits
         proc.join(timeout=60)
         if proc.is_alive():

@@ -18,14 +18,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 _Compiled = tuple[str, tuple[str, ...], Mapping[str, Callable[[Any], Any]], Any]
-_cache: dict[tuple[int, str, frozenset[str]], _Compiled] = {}
+_cache: dict[tuple[int, frozenset[str]], _Compiled] = {}  # (statement, parameter names)
 
 
 def write(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> int:
     """Run `stmt` (a module-level INSERT or UPDATE without RETURNING) with `params`; the row count."""
     if conn.dialect.name != "sqlite":
         return int(conn.execute(stmt, dict(params)).rowcount)
-    key = (id(stmt), conn.dialect.name, frozenset(params))
+    key = (id(stmt), frozenset(params))  # the compiled entry keeps `stmt` alive: ids never reused
     entry = _cache.get(key)
     if entry is None:
         compiled = stmt.compile(dialect=conn.dialect, column_keys=list(params))
