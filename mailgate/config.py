@@ -284,8 +284,10 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
     pipeline = data.get("pipeline", {})
     if _get(pipeline, "worker", str, "process", "pipeline") not in WORKER_MODES:
         raise ConfigError(f'pipeline.worker: write "process" or "thread", not {pipeline["worker"]!r}')
-    if _get(pipeline, "parse_processes", int, 1, "pipeline") < 0:
-        raise ConfigError("pipeline.parse_processes: 0 or more")
+    if _get(pipeline, "parse_processes", int, 1, "pipeline") not in (0, 1):
+        raise ConfigError(
+            "pipeline.parse_processes: 1 (a helper process parses ahead) or 0 (the worker parses)"
+        )
 
     lim = data.get("limits", {})
     limits = Limits(

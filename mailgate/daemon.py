@@ -32,6 +32,7 @@ from typing import Any
 
 from mailgate.config import Config
 from mailgate.intake.accept import Acceptor, GroupCommitter
+from mailgate.proc import die_with_parent
 from mailgate.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Worker:
 
         pipeline = config.raw.get("pipeline", {})
         self.config = config
-        self.runner = Runner(db, config, parse_processes=int(pipeline.get("parse_processes", 1)))
+        self.runner = Runner(db, config, parse_ahead=int(pipeline.get("parse_processes", 1)) > 0)
         self.sender = Sender(db, config, transport)
         self.runner.after_commit.append(self.sender.wake.set)
         self.threads: list[threading.Thread] = []
@@ -83,18 +84,6 @@ class Worker:
         for t in self.threads:
             t.join(timeout=30)
         self.runner.close()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the daemon that started it dies (prctl
-    PR_SET_PDEATHSIG), so a killed daemon leaves no worker behind to race its successor."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent watch in _worker_main covers it
-        pass
 
 
 class WakePipe:
@@ -133,7 +122,7 @@ def _pump(reader: Any, wake: threading.Event, stop: threading.Event) -> None:
 def _worker_main(config: Config, log_settings: tuple[str, bool], reader: Any, parent: int) -> None:
     """The worker process: runs until SIGTERM (from the daemon's stop, or from systemd or a
     terminal's Ctrl-C, which reach the whole process group) or until the daemon is gone."""
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent:  # the daemon died before prctl took effect
         return
     from mailgate.logs import setup_logging

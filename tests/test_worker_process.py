@@ -127,7 +127,7 @@ def test_a_parse_process_that_dies_does_not_stall_the_pipeline(tmp_path: Path) -
     config = load_config(write_config(tmp_path / "desk"), env={"MAILGATE_SECRET": "test-secret"})
     db = Database(config.database_url)
     acceptor = Acceptor(db, config)
-    runner = Runner(db, config, parse_processes=1)
+    runner = Runner(db, config, parse_ahead=True)
     try:
 
         def arrive(*subjects: str) -> None:
@@ -139,9 +139,8 @@ def test_a_parse_process_that_dies_does_not_stall_the_pipeline(tmp_path: Path) -
 
         arrive("a one", "b two", "c three")
         assert runner.run_once() == 3
-        assert runner.parse_pool is not None
-        for pid in list(runner.parse_pool._processes):  # type: ignore[attr-defined]
-            os.kill(pid, signal.SIGKILL)
+        assert runner.ahead is not None and runner.ahead.pid is not None
+        os.kill(runner.ahead.pid, signal.SIGKILL)
         time.sleep(0.5)
         arrive("d four", "e five", "f six")
         assert runner.run_until_idle() == 3

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 import mailbox
-import multiprocessing
 import sys
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -27,16 +25,6 @@ from mailgate.cli.common import config_of
 log = logging.getLogger(__name__)
 EX_NOUSER = 67
 BATCH = 200
-POOL_FROM = 200  # messages: below this a second process costs more than it saves
-
-
-def _parse_pool() -> Executor | None:
-    """One worker process for parsing ("spawn": nothing of this process's state is inherited)."""
-    try:
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    except (OSError, NotImplementedError) as exc:
-        log.warning("no parse process (%s): parsing in this one", exc)
-        return None
 
 
 class TooBig(Exception):
@@ -134,12 +122,11 @@ def _ingest(args: argparse.Namespace) -> int:
         try:
             # Bulk work: group commit (one fsync per quarter second of work, not per message),
             # and for a migration, parsing ahead in a second process on the other core.
-            pool = _parse_pool() if source != "pipe" and stored >= POOL_FROM else None
+            runner = Runner(db, config, batch_size=200, group_ms=250, parse_ahead=source != "pipe")
             try:
-                processed = Runner(db, config, batch_size=200, group_ms=250, parse_pool=pool).run_until_idle()
+                processed = runner.run_until_idle()
             finally:
-                if pool is not None:
-                    pool.shutdown(cancel_futures=True)
+                runner.close()
         except Exception as exc:  # noqa: BLE001 - stored is stored: the daemon will pick it up
             log.error("processing after ingest failed (the messages are stored): %s", exc)
     if args.verbose or source != "pipe":

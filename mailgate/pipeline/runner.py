@@ -10,20 +10,15 @@ stops the loop (STYLE.md habit 3).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from mailgate.config import Config
-from mailgate.mail.model import ParsedMail
-from mailgate.mail.parse import parse_message
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline import stages
 from mailgate.pipeline.context import Context
@@ -31,6 +26,7 @@ from mailgate.pipeline.errors import ProcessingError
 from mailgate.pipeline.handlers import Handler, Services, registry
 from mailgate.pipeline.live_rules import LiveRules
 from mailgate.pipeline.notify import Notifier
+from mailgate.pipeline.parse_ahead import ParseAhead
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.store import fastwrite, inbox
 from mailgate.store.blobs import BlobStore
@@ -76,17 +72,15 @@ class Runner:
         *,
         batch_size: int = 50,
         group_ms: float = 0,
-        parse_pool: Executor | None = None,
-        parse_processes: int = 0,
+        parse_ahead: bool = False,
     ) -> None:
         self.db = db
         self.config = config
         self.batch_size = batch_size
         self.group_ms = group_ms  # > 0: group commit (process_group); 0: a transaction per message
-        self.parse_pool = parse_pool  # parse ahead in another process (given, or made on a backlog)
-        self.parse_processes = parse_processes
-        self._own_pool = False
-        self._pool_failed = False
+        # A helper process parses a batch ahead (pipeline/parse_ahead.py); started on the first
+        # batch of more than one message, so a quiet daemon never starts it.
+        self.ahead = ParseAhead(config.own_addresses) if parse_ahead else None
         self.renderer = Renderer(config.templates_dir)
         self.notifier = Notifier(config, self.renderer)
         self.rules = LiveRules(config)
@@ -116,21 +110,13 @@ class Runner:
             self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
         self._finish(session, ctx.item, ctx, "done", None, None)
 
-    def _begin(self, item: InboxItem, parsed: Future[ParsedMail] | None = None) -> Context:
+    def _begin(self, item: InboxItem, ahead: bool = False) -> Context:
         """Context for a claimed message, parsed (parsing reads no table: done outside the lock,
-        or ahead of time in the parse pool)."""
+        or ahead of time by the parse helper)."""
         desk = self.config.desk_by_key(item.desk)
         ctx = Context(item=item, desk=desk)  # type: ignore[arg-type]
-        if parsed is not None and not parsed.done():
-            # Not parsed yet (the pool is still starting, or fell behind): parse it here rather
-            # than wait, so both cores parse until the pool is ahead again.
-            parsed.cancel()
-            parsed = None
-        if parsed is not None:
-            try:
-                ctx.parsed = parsed.result()
-            except Exception as exc:  # noqa: BLE001 - a broken pool: parse here instead
-                log.warning("parse pool failed (%s): parsing message %s here", exc, item.id)
+        if ahead and self.ahead is not None:
+            ctx.parsed = self.ahead.take(item.id)  # None: not parsed there, parse here
         if desk is None:
             raise ProcessingError(f"desk {item.desk} is no longer configured")
         ctx.stage = "parse"
@@ -160,14 +146,14 @@ class Runner:
             ctx.ticket = None
         self._finish(session, ctx.item, ctx, "failed", reason, ctx.stage)
 
-    def process(self, item: InboxItem, parsed: Future[ParsedMail] | None = None) -> Context:
+    def process(self, item: InboxItem, ahead: bool = False) -> Context:
         """Process one claimed message in its own transaction: short transactions keep the write
         lock free for the intake. A ProcessingError or a crash rolls the message's writes back
         and records the outcome in a fresh transaction."""
         t0 = time.perf_counter()
         ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
         try:
-            ctx = self._begin(item, parsed)
+            ctx = self._begin(item, ahead)
             with self.db.session(durable=False) as session:
                 self._apply(ctx, session)
         except ProcessingError as exc:
@@ -184,14 +170,14 @@ class Runner:
         until `group_ms` have passed, each inside a SAVEPOINT, so a failing message rolls back
         only its own writes. One fsync per group instead of one per message; the write lock is
         held longer, which is why the daemon, which answers SMTP clients, does not use it."""
-        # With a parse pool, the next messages are parsed on the other core while this one is
-        # handled: parsing is a quarter of the work and needs no database.
-        ahead = self._parse_ahead(items, self.parse_pool, first=0)
+        # The next messages are parsed on the other core while this one is handled.
+        if len(items) > 1:
+            self._parse_ahead(items)
         i = 0
         while i < len(items):
             first = i
             try:
-                i = self._group(items, first, ahead)
+                i = self._group(items, first)
             except _GroupBroken as broken:
                 # The session itself failed (e.g. a flush error): the whole group was rolled back.
                 # Do its messages again one by one, each in its own transaction.
@@ -200,7 +186,7 @@ class Runner:
                     self.process(item)
                 i = end
 
-    def _group(self, items: list[InboxItem], first: int, ahead: dict[int, Future[ParsedMail]]) -> int:
+    def _group(self, items: list[InboxItem], first: int) -> int:
         """One group transaction from `items[first]`; returns the index after the last one done."""
         i = first
         start = time.perf_counter()
@@ -213,7 +199,7 @@ class Runner:
                 ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
                 conn.exec_driver_sql("SAVEPOINT mg_message")
                 try:
-                    ctx = self._begin(item, ahead.pop(i - 1, None))
+                    ctx = self._begin(item, ahead=True)
                     self._apply(ctx, session)
                     session.flush()
                 except Exception as exc:  # noqa: BLE001 - sorted below
@@ -312,54 +298,17 @@ class Runner:
             for fn in self.after_commit:
                 fn()
             return len(items)
-        # A backlog: parse the rest of the batch ahead on the other core (see parse_processes).
-        ahead = self._parse_ahead(items, self._daemon_pool() if len(items) > 1 else None, first=1)
+        # A backlog: the rest of the batch is parsed ahead on the other core.
+        self._parse_ahead(items[1:])
         for j, item in enumerate(items):
-            self.process(item, ahead.get(j))
+            self.process(item, ahead=j > 0)
             for fn in self.after_commit:
                 fn()
         return len(items)
 
-    def _daemon_pool(self) -> Executor | None:
-        """The parse-ahead pool of a long-running worker, made on the first backlog (a daemon that
-        only ever sees one message at a time never starts it). `[pipeline] parse_processes = 0`
-        turns it off."""
-        if self.parse_pool is None and self.parse_processes > 0 and not self._pool_failed:
-            try:
-                self.parse_pool = ProcessPoolExecutor(
-                    max_workers=self.parse_processes, mp_context=multiprocessing.get_context("spawn")
-                )
-                self._own_pool = True
-            except (OSError, NotImplementedError) as exc:
-                self._pool_failed = True
-                log.warning("no parse process (%s): parsing in the worker thread", exc)
-        return self.parse_pool
-
-    def _parse_ahead(
-        self, items: list[InboxItem], pool: Executor | None, first: int
-    ) -> dict[int, Future[ParsedMail]]:
-        """Hand items[first:] to the parse pool; their results are picked up by `_begin`."""
-        if pool is None:
-            return {}
-        own = self.config.own_addresses
-        try:
-            return {
-                j: pool.submit(parse_message, item.raw, own_addresses=own)
-                for j, item in enumerate(items)
-                if j >= first
-            }
-        except BrokenProcessPool as exc:
-            # The parse process died (killed, out of memory): parse here for this batch and start
-            # a fresh pool at the next backlog, instead of failing every batch after this one.
-            log.warning("parse process lost (%s): parsing here, a new one at the next backlog", exc)
-            self._drop_pool()
-            return {}
-
-    def _drop_pool(self) -> None:
-        pool, self.parse_pool = self.parse_pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        self._own_pool = False
+    def _parse_ahead(self, items: list[InboxItem]) -> None:
+        if self.ahead is not None and items:
+            self.ahead.submit([(item.id, item.raw) for item in items])
 
     def run_until_idle(self, max_batches: int = 10_000) -> int:
         total = 0
@@ -397,7 +346,6 @@ class Runner:
         self.wake.set()
 
     def close(self) -> None:
-        """Stop the parse pool this runner started (call after the serve thread has ended)."""
-        if self._own_pool and self.parse_pool is not None:
-            self.parse_pool.shutdown(wait=True, cancel_futures=True)
-            self.parse_pool = None
+        """Stop the parse helper (call after the serve thread has ended)."""
+        if self.ahead is not None:
+            self.ahead.close()

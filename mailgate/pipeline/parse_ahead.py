@@ -1,0 +1,186 @@
+"""Parsing ahead: a helper process parses a batch's messages while the worker applies the earlier
+ones.
+
+Parsing needs no database and is about a third of a message's work, so on a second core it is
+nearly free, but only if neither side waits for the other:
+- A batch goes to the helper in one queue put, not a job per message. Jobs through an executor
+  each needed its management thread, and so the busy worker's interpreter lock, twice; the helper
+  sat idle between them and the worker ended up parsing a third of the messages itself.
+- The worker reads results itself, in order, when it needs the next message.
+- A message the helper has not reached yet is parsed in place, and the helper is told to skip it
+  (a shared counter). A message the helper is parsing right now is waited for.
+- The helper stays a bounded distance ahead (messages and bytes), so a batch of large messages
+  never piles up parsed in memory.
+A helper that dies (the OOM killer, a kill by hand) costs only speed: its messages are parsed in
+place and a new helper starts with the next batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from mailgate.mail.model import ParsedMail
+from mailgate.mail.parse import parse_message
+from mailgate.proc import die_with_parent
+
+log = logging.getLogger(__name__)
+AHEAD_MESSAGES = 16  # parsed and not yet taken, at most
+AHEAD_BYTES = 32 * 1024 * 1024  # ... and at most this much raw mail behind them
+
+
+def _serve(
+    jobs: Any, results: Any, taken: Any, current: Any, wanted: Any, own: tuple[str, ...], parent: int
+) -> None:
+    """The helper: parse each (seq, raw) of each batch, unless the worker took it already."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the parent's to handle
+    ahead: deque[tuple[int, int]] = deque()  # (seq, size) handed over, maybe not yet taken
+    while os.getppid() == parent:
+        try:
+            batch = jobs.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if batch is None:
+            return
+        for seq, raw in batch:
+            while ahead and ahead[0][0] <= wanted.value:
+                ahead.popleft()
+            while len(ahead) >= AHEAD_MESSAGES or (
+                ahead and sum(s for _, s in ahead) + len(raw) > AHEAD_BYTES
+            ):
+                time.sleep(0.0005)
+                if os.getppid() != parent:
+                    return
+                while ahead and ahead[0][0] <= wanted.value:
+                    ahead.popleft()
+            if seq <= taken.value:
+                continue
+            current.value = seq
+            try:
+                parsed: ParsedMail | None = parse_message(raw, own_addresses=own)
+            except Exception:  # noqa: BLE001 - the worker parses it again and reports it properly
+                parsed = None
+            results.put((seq, parsed))
+            ahead.append((seq, len(raw)))
+
+
+class ParseAhead:
+    """The worker's side: `submit` a batch, then `take` each message's parse in order."""
+
+    def __init__(self, own_addresses: Sequence[str]) -> None:
+        self._own = tuple(own_addresses)
+        self._ctx = multiprocessing.get_context("spawn")  # nothing of the worker is inherited
+        self._proc: Any = None
+        self._seq = 0
+        self._seqs: dict[int, int] = {}  # caller's key -> seq
+        self._done: dict[int, ParsedMail | None] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _start(self) -> bool:
+        try:
+            self._jobs, self._results = self._ctx.Queue(), self._ctx.Queue()
+            self._taken, self._current, self._wanted = (self._ctx.RawValue("q", 0) for _ in range(3))
+            self._proc = self._ctx.Process(
+                target=_serve,
+                args=(
+                    self._jobs,
+                    self._results,
+                    self._taken,
+                    self._current,
+                    self._wanted,
+                    self._own,
+                    os.getpid(),
+                ),
+                name="mailgate-parse",
+                daemon=True,
+            )
+            self._proc.start()
+            return True
+        except (OSError, NotImplementedError) as exc:
+            log.warning("no parse helper process (%s): parsing in the worker", exc)
+            self._proc = None
+            return False
+
+    def submit(self, items: Sequence[tuple[int, bytes]]) -> None:
+        """Hand these (key, raw) to the helper, starting one if there is none."""
+        if self._proc is None and not self._start():
+            return
+        # A new batch: whatever of the last one was not taken never will be.
+        self._seqs.clear()
+        self._taken.value = self._seq
+        batch = []
+        for key, raw in items:
+            self._seq += 1
+            self._seqs[key] = self._seq
+            batch.append((self._seq, raw))
+        self._jobs.put(batch)
+
+    def take(self, key: int) -> ParsedMail | None:
+        """The parse of message `key`, or None: then the caller parses it (the helper had not got
+        to it, failed on it, or is gone)."""
+        seq = self._seqs.pop(key, None)
+        if seq is None or self._proc is None:
+            return None
+        self._wanted.value = seq
+        self._drain(seq, block=False)
+        for old in [s for s in self._done if s < seq]:  # parsed, then never asked for
+            del self._done[old]
+        if seq in self._done:
+            return self._done.pop(seq)
+        if self._current.value < seq:
+            self._taken.value = seq  # not reached: parse it here, the helper skips it
+            return None
+        while seq not in self._done:  # being parsed right now: a few ms at most
+            if not self._drain(seq, block=True):
+                self._lost()
+                return None
+        return self._done.pop(seq)
+
+    def _drain(self, seq: int, *, block: bool) -> bool:
+        """Move arrived results into `_done` (dropping any before `seq`); False if the helper died."""
+        while True:
+            try:
+                got, parsed = self._results.get(block=block, timeout=0.5 if block else None)
+            except queue.Empty:
+                return not block or self._proc.is_alive()
+            except (EOFError, OSError):
+                return False
+            if got >= seq:
+                self._done[got] = parsed
+            if block:
+                return True
+
+    def _lost(self) -> None:
+        log.warning(
+            "parse helper process %s is gone: parsing in the worker, a new one with the next batch", self.pid
+        )
+        self.close(wait=False)
+
+    def close(self, *, wait: bool = True) -> None:
+        proc, self._proc = self._proc, None
+        self._seqs.clear()
+        self._done.clear()
+        if proc is None:
+            return
+        if proc.is_alive():
+            with contextlib.suppress(OSError, ValueError):
+                self._jobs.put(None)
+            proc.join(timeout=5 if wait else 0.1)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+        for q in (self._jobs, self._results):
+            q.cancel_join_thread()  # never block on a queue whose reader is gone
+            q.close()
