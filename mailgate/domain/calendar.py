@@ -84,7 +84,18 @@ class BusinessCalendar:
     means midnight at the end of that day. Missing weekdays are closed.
     """
 
-    __slots__ = ("name", "tz", "_zone", "_hours", "_holidays", "_sorted_holidays", "_week", "_always", "_day")
+    __slots__ = (
+        "name",
+        "tz",
+        "_zone",
+        "_hours",
+        "_holidays",
+        "_sorted_holidays",
+        "_week",
+        "_always",
+        "_day",
+        "_span_cache",
+    )
 
     def __init__(
         self,
@@ -131,6 +142,9 @@ class BusinessCalendar:
         if day_length <= timedelta(0):
             raise ValueError("day_length must be positive")
         self._day = day_length
+        # A day's opening intervals as UTC instants, worked out once: every message's SLA due
+        # times walk the same few days, and the zone arithmetic was most of their cost.
+        self._span_cache: dict[date, tuple[tuple[datetime, datetime], ...]] = {}
 
     @classmethod
     def always(cls, tz: str = "UTC", *, name: str = "24x7") -> BusinessCalendar:
@@ -249,16 +263,21 @@ class BusinessCalendar:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _spans(self, day: date) -> list[tuple[datetime, datetime]]:
+    def _spans(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
         """The opening intervals of a local date as UTC instants (empty on holidays)."""
-        if day in self._holidays:
-            return []
+        cached = self._span_cache.get(day)
+        if cached is not None:
+            return cached
         spans = []
-        for s, e in self._hours[day.weekday()]:
-            opens, closes = self._instant(day, s), self._instant(day, e)
-            if closes > opens:  # an interval entirely inside a skipped hour vanishes
-                spans.append((opens, closes))
-        return spans
+        if day not in self._holidays:
+            for s, e in self._hours[day.weekday()]:
+                opens, closes = self._instant(day, s), self._instant(day, e)
+                if closes > opens:  # an interval entirely inside a skipped hour vanishes
+                    spans.append((opens, closes))
+        if len(self._span_cache) >= 4096:  # a long-running daemon walks forward in time
+            self._span_cache.clear()
+        self._span_cache[day] = result = tuple(spans)
+        return result
 
     def _instant(self, day: date, seconds: int) -> datetime:
         """The UTC instant of a wall-clock time on a local date, resolving gaps and folds."""
