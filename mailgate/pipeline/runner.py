@@ -286,15 +286,16 @@ class Runner:
         self.refresh_rules()
         with self.db.session(durable=False) as session:
             ids = inbox.claim(session, self.batch_size)
-            items = (
-                session.execute(select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id))
-                .scalars()
-                .all()
-                if ids
-                else []
-            )
+        items: list[InboxItem] = []
+        if ids:
+            with self.db.reading() as session:  # the raw mail is read outside the write lock
+                items = list(
+                    session.execute(
+                        select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id)
+                    ).scalars()
+                )
         if self.group_ms > 0 and items:
-            self.process_group(list(items))
+            self.process_group(items)
             for fn in self.after_commit:
                 fn()
             return len(items)

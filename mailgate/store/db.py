@@ -87,6 +87,22 @@ class Database:
                 finally:
                     raw.execute("PRAGMA synchronous=FULL")
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session that only reads. On SQLite it neither queues on the gate nor takes the write
+        lock (a WAL reader never waits for the writer), so reading a batch of raw mail does not
+        keep the SMTP intake from committing."""
+        # Closing the session rolls its transaction back: there is nothing to commit.
+        if not self.is_sqlite:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+            return
+        with (
+            self.engine.connect().execution_options(mailgate_read=True) as conn,
+            Session(bind=conn, expire_on_commit=False) as session,
+        ):
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -140,4 +156,5 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 def _sqlite_begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
     # Take the write lock at BEGIN: two writers never deadlock on a read-to-write upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # `Database.reading` sessions only read: a plain BEGIN, no lock.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("mailgate_read") else "BEGIN IMMEDIATE")
