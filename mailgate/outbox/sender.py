@@ -1,9 +1,8 @@
 """The sender: the only code that sends mail. The outbox only moves forward (STYLE.md habit 9).
 
 pending → (claimed: sending) → sent | pending again with a later next_attempt_at | failed.
-Each delivery is recorded right after the relay accepted it, and the lane waits for that commit
-(shared with the other lanes' results of the moment) before its next mail, so a crash can at
-worst resend the one message each lane has in flight, never lose one. A relay that is down is logged once per
+Each delivery is recorded in its own commit right after the relay accepted it, so a crash can at
+worst resend the one message in flight, never lose one. A relay that is down is logged once per
 outage, not once per try; temporary failures back off exponentially with jitter up to a deadline;
 a permanent 5xx is recorded and shown by `mailgate outbox failed`.
 """
@@ -35,58 +34,6 @@ def _update_outbox(item_id: int, **values: object) -> Any:
     return update(_OUTBOX).where(_OUTBOX.c.id == item_id).values(**values)
 
 
-class _Recorder:
-    """Group commit of delivery results across the lanes. A lane waits until its result is
-    committed, as before, so a crash resends at most the one mail each lane has in flight; but
-    results that arrive while a commit is running share the next one. One commit per mail per
-    lane held the database's write lock about as long as the whole pipeline did, and the SMTP
-    intake queued behind it."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._cv = threading.Condition()
-        self._waiting: list[_Result] = []
-        self._busy = False
-
-    def record(self, item_id: int, values: dict[str, object]) -> None:
-        mine = _Result(item_id, values)
-        with self._cv:
-            self._waiting.append(mine)
-            while not mine.done:
-                if self._busy:
-                    self._cv.wait()
-                    continue
-                # No commit running: this lane commits everything waiting, its own result too.
-                batch, self._waiting, self._busy = self._waiting, [], True
-                self._cv.release()
-                error: BaseException | None = None
-                try:
-                    with self.db.session() as s:  # Core on the connection: no ORM state involved
-                        conn = s.connection()
-                        for r in batch:
-                            conn.execute(_update_outbox(r.item_id, claimed_by=None, **r.values))
-                except BaseException as exc:
-                    error = exc
-                finally:
-                    self._cv.acquire()
-                    self._busy = False
-                    for r in batch:
-                        r.done, r.error = True, error
-                    self._cv.notify_all()
-        if mine.error is not None:
-            raise mine.error
-
-
-class _Result:
-    __slots__ = ("item_id", "values", "done", "error")
-
-    def __init__(self, item_id: int, values: dict[str, object]) -> None:
-        self.item_id = item_id
-        self.values = values
-        self.done = False
-        self.error: BaseException | None = None
-
-
 class Sender:
     """Claims due mail and hands it to the relay over `[outgoing] connections` lanes at once.
 
@@ -112,7 +59,6 @@ class Sender:
         self._stop = threading.Event()
         self._outage_since: datetime | None = None
         self._lock = threading.Lock()  # _outage_since, shared by the lanes
-        self._recorder = _Recorder(db)
         self._lanes: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(len(self.transports), thread_name_prefix="sender-lane")
             if len(self.transports) > 1
@@ -161,7 +107,8 @@ class Sender:
             )
 
     def _finish(self, item_id: int, **values: object) -> None:
-        self._recorder.record(item_id, values)
+        with self.db.session() as s:  # Core on the connection: no ORM state is involved
+            s.connection().execute(_update_outbox(item_id, claimed_by=None, **values))
 
     def run_once(self, now: datetime | None = None) -> int:
         """Send what is due. Returns how many were handed over."""
