@@ -256,3 +256,21 @@ def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
         "relay" in r["msg"].lower() or "login" in r["msg"].lower() or "auth" in r["msg"].lower()
         for r in records
     )
+
+
+def test_every_command_is_known_and_found_when_only_its_module_is_loaded() -> None:
+    """`mailgate CMD` loads only CMD's module (an MTA pipe pays for ingest alone); a command a
+    module registers but COMMANDS does not name would vanish from the command line."""
+    import argparse
+
+    from mailgate.cli import COMMANDS, build_parser
+
+    def names(parser: argparse.ArgumentParser) -> list[str]:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return list(sub.choices)
+
+    assert names(build_parser()) == list(COMMANDS)
+    for command, module in COMMANDS.items():
+        loaded = names(build_parser(["--config", "x.toml", "--log-level", "INFO", command, "--help"]))
+        assert command in loaded
+        assert {COMMANDS[c] for c in loaded} == {module}

@@ -12,17 +12,24 @@ import sys
 
 from mailgate.config import ConfigError
 
-# Order is the order in `mailgate --help`. Add a module name to register its subcommands.
-COMMAND_MODULES = [
-    "mailgate.cli.run",
-    "mailgate.cli.ingest",
-    "mailgate.cli.tickets",
-    "mailgate.cli.queues",
-    "mailgate.cli.parse",
-    "mailgate.cli.rules",
-    "mailgate.cli.imap",
-    "mailgate.cli.ops",
-]
+# Each command and the module that registers it; the order is the order in `mailgate --help`.
+# Only the named command's module is imported: an MTA piping each message to `mailgate ingest`
+# pays for what ingest needs, not for every command (tests/test_ops_cli.py keeps this in step).
+COMMANDS = {
+    "run": "mailgate.cli.run",
+    "db": "mailgate.cli.run",
+    "ingest": "mailgate.cli.ingest",
+    "tickets": "mailgate.cli.tickets",
+    "inbox": "mailgate.cli.queues",
+    "outbox": "mailgate.cli.queues",
+    "parse": "mailgate.cli.parse",
+    "rules": "mailgate.cli.rules",
+    "imap": "mailgate.cli.imap",
+    "init": "mailgate.cli.ops",
+    "status": "mailgate.cli.ops",
+    "config": "mailgate.cli.ops",
+}
+_GLOBAL_WITH_VALUE = ("--config", "-c", "--log-level")
 
 EX_OK = 0
 EX_USAGE = 64
@@ -33,7 +40,19 @@ EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the command line, past the global options before it."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _GLOBAL_WITH_VALUE:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: with a known command, only that command's module is loaded."""
     parser = argparse.ArgumentParser(prog="mailgate", description="Inbound email-to-ticket gateway.")
     parser.add_argument(
         "--config", "-c", help="config.toml (default: $MAILGATE_CONFIG, else the embedded default)"
@@ -42,13 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    command = _command_in(argv) if argv is not None else None
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     from mailgate.logs import setup_logging
 
