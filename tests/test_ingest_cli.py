@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from conftest import make_mail, write_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from mailgate.cli import main
@@ -192,3 +194,33 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
         states = {r.message_id: (r.state, r.disposition) for r in s.execute(select(InboxItem)).scalars()}
     assert states["p-reply@acme.com"] == ("done", "reply")
     assert all(state == "done" for state, _ in states.values())
+
+
+_MBOX_PARTS = [
+    b"From x@y Mon Jan 1 00:00:00 2024\n",
+    b"\n",
+    b"a line\n",
+    b">From quoted\n",
+    b"\r\n",
+    b"tail",
+    b"From ",
+    b"From",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_MBOX_PARTS), max_size=14))
+def test_mbox_is_split_exactly_as_the_stdlib_splits_it(parts: list[bytes]) -> None:
+    """`ingest --mbox` reads an mbox with its own fast splitter: every message must come out as
+    the stdlib's mailbox.mbox gives it (From_ lines, blank separators, CRLF, a file cut short)."""
+    import tempfile
+
+    from mailgate.cli.ingest import mbox_messages
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "box"
+        path.write_bytes(b"".join(parts))
+        box = mailbox.mbox(path, create=False)
+        expected = [box.get_bytes(k) for k in box.iterkeys()]
+        box.close()
+        assert list(mbox_messages(path)) == expected

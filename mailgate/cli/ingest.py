@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 import mailbox
+import mmap
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,16 +33,33 @@ class TooBig(Exception):
     """A single message over smtp.max_message_size: refused like SMTP's 552, never read whole."""
 
 
+def mbox_messages(path: Path) -> Iterator[bytes]:
+    """The messages of an mbox, as the stdlib's `mailbox.mbox` reads them (every line starting
+    "From " begins a message; the blank line before it is the separator), without its per-line
+    Python loop: a 50 MB mbox took 0.3 s of a 1,000-message import to index. The file is mapped,
+    not read, so a mailbox of any size costs one message of memory at a time."""
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            starts = [0] if data[:5] == b"From " else []
+            at = data.find(b"\nFrom ")
+            while at >= 0:
+                starts.append(at + 1)
+                at = data.find(b"\nFrom ", at + 1)
+            ends = [*starts[1:], len(data)] if starts else []
+            for start, end in zip(starts, ends, strict=True):
+                body = data.find(b"\n", start, end)
+                body = end - 1 if body < 0 else body  # a From_ line and nothing else: empty
+                stop = end - 1 if end - start >= 2 and data[end - 2 : end] == b"\n\n" else end
+                yield data[body + 1 : max(stop, body + 1)]
+
+
 def _messages(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:
     """The messages to store; None for one of an mbox/maildir over the size limit (counted)."""
     if args.mbox:
-        box = mailbox.mbox(args.file, create=False)
-        try:
-            for key in box.iterkeys():
-                raw = box.get_bytes(key)
-                yield raw if len(raw) <= limit else None
-        finally:
-            box.close()
+        for raw in mbox_messages(Path(args.file)):
+            yield raw if len(raw) <= limit else None
     elif args.maildir:
         md = mailbox.Maildir(args.file, factory=None, create=False)
         for key in sorted(md.iterkeys()):
