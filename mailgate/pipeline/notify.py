@@ -10,6 +10,7 @@ ticket and per recipient overall, in sliding windows (Zammad's defaults: 10 per 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,6 +52,26 @@ _LIMIT_COUNTS = select(
         _SENDLOG.c.ticket_id == bindparam("t"), _SENDLOG.c.created_at > bindparam("ticket_since")
     ),
 ).where(_SENDLOG.c.recipient == bindparam("r"), _SENDLOG.c.created_at > bindparam("since"))
+
+
+class SurveyLinks(Mapping[int, str]):
+    """Rating n (1..5) -> a mailto link that rates the ticket by one reply. Made when a template
+    reads one: every mail may use them, few do (the resolved mail)."""
+
+    def __init__(self, reply_address: str, key: str) -> None:
+        self._reply = reply_address
+        self._key = key
+
+    def __getitem__(self, n: int) -> str:
+        if n not in range(1, 6):
+            raise KeyError(n)
+        return f"mailto:{self._reply}?subject={quote(f'Rating {n} for {self._key}')}&body={n}"
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(1, 6))
+
+    def __len__(self) -> int:
+        return 5
 
 
 class Notifier:
@@ -155,10 +176,7 @@ class Notifier:
             "reply_address": reply_address,
             "help": HELP,
             "unsubscribe_address": unsubscribe,
-            "survey_links": {
-                n: f"mailto:{reply_address}?subject={quote(f'Rating {n} for {ticket.key}')}&body={n}"
-                for n in range(1, 6)
-            },
+            "survey_links": SurveyLinks(reply_address, ticket.key),
             **context,
         }
         text, html = self.renderer.render(desk.key, template, ctx)
