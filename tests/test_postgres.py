@@ -118,9 +118,9 @@ def test_two_workers_and_two_senders_never_take_the_same_row(
         runner = runners[i]
         real = runner.process
 
-        def recording(item: Any, parsed: Any = None) -> Any:
+        def recording(item: Any, ahead: bool = False) -> Any:
             done[i].append(item.id)
-            return real(item, parsed)
+            return real(item, ahead)
 
         runner.process = recording  # type: ignore[method-assign]
         start.wait()
