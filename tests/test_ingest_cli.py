@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_mail, write_config
+from conftest import RunningDaemon, Sink, make_mail, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -224,3 +224,43 @@ def test_mbox_is_split_exactly_as_the_stdlib_splits_it(parts: list[bytes]) -> No
         expected = [box.get_bytes(k) for k in box.iterkeys()]
         box.close()
         assert list(mbox_messages(path)) == expected
+
+
+def test_a_piped_message_goes_to_the_running_daemon(
+    daemon: RunningDaemon, sink: Sink, desk_dir: Path
+) -> None:
+    """With the daemon listening, Postfix's pipe (`mailgate ingest`) hands the message to it over
+    SMTP and exits 0 only after the daemon's 250, which follows its commit. The daemon makes the
+    ticket and the acknowledgement; the piping process never loads the database layer. A message
+    the daemon refuses gets the exit code that makes the MTA bounce it or keep it."""
+    cfg = desk_dir / "config.toml"
+    raw = make_mail("printer on fire", sender="alice@acme.com")
+    env = {**os.environ, "MAILGATE_SECRET": "test-secret"}
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mailgate", "--config", str(cfg), "ingest"]
+        + ["--sender", "alice@acme.com", "--recipient", "support@localhost"],
+        input=raw,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported = {line.rsplit(b"|", 1)[-1].strip() for line in r.stderr.splitlines() if b"import time:" in line}
+    assert b"mailgate.config" in imported  # the listing works
+    assert not {b"sqlalchemy", b"sqlmodel", b"mailgate.pipeline.runner"} & imported
+    daemon.settle()
+    [ticket] = daemon.tickets()
+    assert ticket.subject == "printer on fire"
+    assert [i.source for i in daemon.inbox()] == ["smtp"]
+    [ack] = sink.wait_to("alice@acme.com", 1)
+    assert ticket.key in str(ack["Subject"])
+    # The same message again is the same message: stored once, still exit 0.
+    assert (
+        run_cli(cfg, "ingest", "-f", "alice@acme.com", "-r", "support@localhost", stdin=raw).returncode == 0
+    )
+    daemon.settle()
+    assert len(daemon.inbox()) == 1
+    # A daemon that is shutting down answers 421: the MTA must keep the message and try again.
+    daemon.daemon.handler.accepting = False
+    late = run_cli(cfg, "ingest", "-r", "support@localhost", stdin=make_mail("during the shutdown"))
+    assert late.returncode == 75, late.stderr

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mailgate.config import Config, load_config
-from mailgate.store.db import Database
+
+if TYPE_CHECKING:  # the import costs half a second; `mailgate ingest` may hand over without it
+    from mailgate.store.db import Database
 
 
 def config_of(args: argparse.Namespace) -> Config:
@@ -13,4 +16,6 @@ def config_of(args: argparse.Namespace) -> Config:
 
 
 def open_db(config: Config) -> Database:
+    from mailgate.store.db import Database
+
     return Database(config.database_url)

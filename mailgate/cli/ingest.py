@@ -6,11 +6,18 @@ EX_TEMPFAIL when the database is unavailable (the MTA keeps the mail and retries
 when no desk takes the recipient, 66 EX_NOINPUT for a missing file, 65 EX_DATAERR for empty input.
 Processing happens after the commit; a processing problem never changes the exit code, because
 the message is already safe in the inbox.
+
+One piped message with its envelope recipient goes to the running daemon's listener when one
+answers on the configured `[smtp]` address, as rt-mailgate hands mail to a running RT: the
+daemon's 250 comes after its commit, so exit 0 means the same, and the process never loads the
+database layer and the pipeline (about a second of CPU per message). With no daemon answering,
+or `--direct`, it stores and processes the message itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import mailbox
 import mmap
@@ -19,10 +26,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy.exc import DBAPIError, OperationalError
-
 from mailgate.cli import EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL
 from mailgate.cli.common import config_of
+from mailgate.config import Config
 
 log = logging.getLogger(__name__)
 EX_NOUSER = 67
@@ -87,27 +93,91 @@ def _messages(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:
         yield path.read_bytes()
 
 
-def _ingest(args: argparse.Namespace) -> int:
-    from mailgate.intake.accept import Acceptor, Envelope
-    from mailgate.pipeline.runner import Runner
-    from mailgate.store.db import Database
+def _hand_to_daemon(config: Config, raw: bytes, mail_from: str, rcpts: tuple[str, ...]) -> int | None:
+    """Deliver one message to the running daemon by SMTP (or LMTP); the exit code for the MTA, or
+    None when no daemon answers (then the caller stores it itself)."""
+    import smtplib
 
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.smtp.host, config.smtp.host)
+    try:
+        conn = (smtplib.LMTP if config.smtp.lmtp else smtplib.SMTP)(host, config.smtp.port, timeout=60)
+    except (OSError, smtplib.SMTPException):
+        return None  # nobody listening: no daemon, or not on this address
+    try:
+        refused = conn.sendmail(mail_from, list(rcpts), raw)
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+        codes = (
+            [c for c, _ in exc.recipients.values()]
+            if isinstance(exc, smtplib.SMTPRecipientsRefused)
+            else [exc.smtp_code]
+        )
+        print(f"mailgate ingest: the daemon refused the message: {exc}", file=sys.stderr)
+        if any(400 <= c < 500 for c in codes):
+            return EX_TEMPFAIL
+        return EX_NOUSER if isinstance(exc, smtplib.SMTPRecipientsRefused) else EX_DATAERR
+    except (OSError, smtplib.SMTPException) as exc:
+        # Cut off before the answer: it may or may not be stored. The MTA tries again later; if
+        # it was stored, the second copy is recognised by its Message-ID and dropped.
+        print(f"mailgate ingest: the daemon did not answer: {exc}; try again later", file=sys.stderr)
+        return EX_TEMPFAIL
+    finally:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            conn.quit()
+    if refused:
+        print(f"mailgate ingest: the daemon refused {', '.join(refused)}", file=sys.stderr)
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
     if args.file not in (None, "-") and not Path(args.file).exists():
         print(f"mailgate ingest: no such file: {args.file}", file=sys.stderr)
         return EX_NOINPUT
     config = config_of(args)
     source = "mbox" if args.mbox else "maildir" if args.maildir else "pipe"
-    envelope = Envelope(
-        mail_from=(args.sender or "").lower(),
-        rcpt_tos=tuple(r.lower() for r in args.recipient or ()),
-        source=source,
-    )
-    if envelope.rcpt_tos and not all(config.desk_for(r) for r in envelope.rcpt_tos):
-        unknown = [r for r in envelope.rcpt_tos if not config.desk_for(r)]
+    mail_from = (args.sender or "").lower()
+    rcpts = tuple(r.lower() for r in args.recipient or ())
+    unknown = [r for r in rcpts if not config.desk_for(r)]
+    if unknown:
         print(f"mailgate ingest: no desk for {', '.join(unknown)}", file=sys.stderr)
         return EX_NOUSER
+    messages: Iterator[bytes | None] = _messages(args, config.smtp.max_message_size)
+    if source == "pipe" and rcpts and not args.direct and not args.no_process:
+        try:
+            raw = next(messages)
+        except TooBig as exc:
+            print(
+                f"mailgate ingest: message too big ({exc}; smtp.max_message_size): not stored",
+                file=sys.stderr,
+            )
+            return EX_DATAERR
+        except OSError as exc:
+            print(f"mailgate ingest: cannot read input: {exc}", file=sys.stderr)
+            return EX_TEMPFAIL
+        if raw is not None and raw.strip():
+            code = _hand_to_daemon(config, raw, mail_from, rcpts)
+            if code is not None:
+                return code
+        messages = iter([raw])
+    return _store(args, config, source, mail_from, rcpts, messages)
+
+
+def _store(
+    args: argparse.Namespace,
+    config: Config,
+    source: str,
+    mail_from: str,
+    rcpts: tuple[str, ...],
+    messages: Iterator[bytes | None],
+) -> int:
+    """Store the messages here and now (then process them unless --no-process)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from mailgate.intake.accept import Acceptor, Envelope
+    from mailgate.pipeline.runner import Runner
+    from mailgate.store.db import Database
+
+    envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, source=source)
     stored = duplicates = no_desk = too_big = 0
-    limit = config.smtp.max_message_size
     try:
         db = Database(config.database_url)
         acceptor = Acceptor(db, config)
@@ -121,7 +191,7 @@ def _ingest(args: argparse.Namespace) -> int:
                 no_desk += 0 if res.desks else 1
             batch.clear()
 
-        for raw in _messages(args, limit):
+        for raw in messages:
             if raw is None:
                 too_big += 1
                 continue
@@ -175,5 +245,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipient", "-r", action="append", help="envelope recipient (the MTA's ${recipient})")
     p.add_argument("--sender", "-f", help="envelope sender (the MTA's ${sender})")
     p.add_argument("--no-process", action="store_true", help="only store; the daemon processes later")
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="store and process here even when a daemon listens (default: hand a piped message to it)",
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=_ingest)
