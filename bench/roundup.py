@@ -6,7 +6,8 @@ mail goes to a file), and feeds it the corpus:
 
 * batch: `roundup-mailgw TRACKER mailbox FILE` against `mailgate ingest --mbox FILE`;
 * one process per message, as an MTA pipe runs them: `roundup-mailgw TRACKER < msg` against
-  `mailgate ingest < msg` (p50/p90 per message).
+  `mailgate ingest < msg` (p50/p90 per message), with no mailgate daemon (ingest stores and
+  processes the message itself) and with `mailgate run` up (ingest hands it to the daemon).
 
 The two are alternated in pairs on this noisy shared machine and every ratio is taken inside a
 pair. Roundup gets the same messages with its own subject designator ([issue12] where mailgate
@@ -19,16 +20,20 @@ manifest. Prints figures only; it never asserts a timing and never touches mailg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import mailbox
 import re
 import shutil
+import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,6 +126,32 @@ def per_message(
     return times
 
 
+@contextlib.contextmanager
+def running_daemon(config: Path, cwd: Path, port: int) -> Iterator[None]:
+    """`mailgate run` on the desk until the block ends (its SMTP port answering first)."""
+    proc = subprocess.Popen(
+        [common.PYTHON, "-m", "mailgate", "--config", str(config), "--log-level", "WARNING", "run"],
+        env=common.mailgate_env(),
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("mailgate run did not start") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=300, help="messages per batch run (default 300)")
@@ -151,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         mailgw = str(bin_dir / "roundup-mailgw")
         pairs: list[tuple[float, float]] = []
         singles: list[tuple[list[float], list[float]]] = []
+        handed: list[list[float]] = []
         for i in range(args.pairs):
             # mailgate: a fresh desk, the whole mbox in one process, verified.
             with tempfile.TemporaryDirectory(prefix="mailgate-bench-pair-") as d:
@@ -191,14 +223,27 @@ def main(argv: list[str] | None = None) -> int:
                     mg_t = per_message(
                         mg_argv, first_messages(mbox, k), env=common.mailgate_env(), cwd=Path(d)
                     )
+                # The same pipe with `mailgate run` up on the desk: ingest hands each message to it.
+                with tempfile.TemporaryDirectory(prefix="mailgate-bench-pipe-daemon-") as d:
+                    port = common.free_port()
+                    config = common.write_config(Path(d), smtp_port=port)
+                    mg_argv[mg_argv.index("--config") + 1] = str(config)
+                    with running_daemon(config, Path(d), port):
+                        hand_t = per_message(
+                            mg_argv, first_messages(mbox, k), env=common.mailgate_env(), cwd=Path(d)
+                        )
                 home = make_tracker(bin_dir, tmp / f"tracker-pipe-{i}")
                 ru_t = per_message([mailgw, str(home)], first_messages(r_mbox, k), env=None, cwd=tmp)
                 singles.append((mg_t, ru_t))
+                handed.append(hand_t)
                 mg_p50, ru_p50 = statistics.median(mg_t), statistics.median(ru_t)
+                hand_p50 = statistics.median(hand_t)
                 print(
-                    f"pair {i + 1} one process per message ({k} msgs): mailgate p50 {mg_p50 * 1000:.0f} ms "
-                    f"p90 {common.percentile(mg_t, 90) * 1000:.0f} ms | Roundup p50 {ru_p50 * 1000:.0f} ms "
-                    f"p90 {common.percentile(ru_t, 90) * 1000:.0f} ms | ratio {ru_p50 / mg_p50:.1f}x"
+                    f"pair {i + 1} one process per message ({k} msgs): mailgate alone p50 {mg_p50 * 1000:.0f} ms "
+                    f"p90 {common.percentile(mg_t, 90) * 1000:.0f} ms, handed to its running daemon p50 "
+                    f"{hand_p50 * 1000:.0f} ms p90 {common.percentile(hand_t, 90) * 1000:.0f} ms | Roundup p50 "
+                    f"{ru_p50 * 1000:.0f} ms p90 {common.percentile(ru_t, 90) * 1000:.0f} ms | ratio "
+                    f"{ru_p50 / mg_p50:.1f}x alone, {ru_p50 / hand_p50:.1f}x handed"
                 )
                 sys.stdout.flush()
         ratios = [a / b for a, b in pairs]
@@ -209,9 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if singles:
             r2 = [statistics.median(b) / statistics.median(a) for a, b in singles]
+            r3 = [
+                statistics.median(b) / statistics.median(h) for (_, b), h in zip(singles, handed, strict=True)
+            ]
             print(
                 f"one process per message, {args.per_message} msgs/run: ratio of p50 per pair "
-                f"{', '.join(f'{x:.1f}x' for x in r2)}"
+                f"{', '.join(f'{x:.1f}x' for x in r2)} (mailgate alone), "
+                f"{', '.join(f'{x:.1f}x' for x in r3)} (handed to its running daemon)"
             )
         print(json.dumps({"pairs": pairs, "version": version}))
     return 1 if failed else 0

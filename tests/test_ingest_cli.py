@@ -260,6 +260,14 @@ def test_a_piped_message_goes_to_the_running_daemon(
     )
     daemon.settle()
     assert len(daemon.inbox()) == 1
+    # A line over SMTP's 1000 bytes: the daemon's listener refuses it (500), the pipe stores it.
+    long_line = run_cli(
+        cfg, "ingest", "-r", "support@localhost", stdin=make_mail("one long line", "y" * 1500)
+    )
+    assert long_line.returncode == 0, long_line.stderr
+    daemon.settle()
+    assert [i.source for i in daemon.inbox()] == ["smtp", "pipe"]
+    assert [t.subject for t in daemon.tickets()] == ["printer on fire", "one long line"]
     # A daemon that is shutting down answers 421: the MTA must keep the message and try again.
     daemon.daemon.handler.accepting = False
     late = run_cli(cfg, "ingest", "-r", "support@localhost", stdin=make_mail("during the shutdown"))

@@ -95,7 +95,7 @@ def _messages(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:
 
 def _hand_to_daemon(config: Config, raw: bytes, mail_from: str, rcpts: tuple[str, ...]) -> int | None:
     """Deliver one message to the running daemon by SMTP (or LMTP); the exit code for the MTA, or
-    None when no daemon answers (then the caller stores it itself)."""
+    None when no daemon answers or it refuses what SMTP forbids (then the caller stores it)."""
     import smtplib
 
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.smtp.host, config.smtp.host)
@@ -111,10 +111,13 @@ def _hand_to_daemon(config: Config, raw: bytes, mail_from: str, rcpts: tuple[str
             if isinstance(exc, smtplib.SMTPRecipientsRefused)
             else [exc.smtp_code]
         )
-        print(f"mailgate ingest: the daemon refused the message: {exc}", file=sys.stderr)
-        if any(400 <= c < 500 for c in codes):
+        if any(400 <= c < 500 for c in codes):  # shutting down, or its store failed: later
+            print(f"mailgate ingest: the daemon cannot take it now: {exc}; try again later", file=sys.stderr)
             return EX_TEMPFAIL
-        return EX_NOUSER if isinstance(exc, smtplib.SMTPRecipientsRefused) else EX_DATAERR
+        # Refused for what SMTP forbids and a pipe allows (a line over 1000 bytes, RFC 5321
+        # 4.5.3.1.6): the MTA already accepted it, so store it here rather than bounce it.
+        log.info("the daemon refused the message (%s): storing it here", exc)
+        return None
     except (OSError, smtplib.SMTPException) as exc:
         # Cut off before the answer: it may or may not be stored. The MTA tries again later; if
         # it was stored, the second copy is recognised by its Message-ID and dropped.
