@@ -234,7 +234,8 @@ def test_a_piped_message_goes_to_the_running_daemon(
     ticket and the acknowledgement; the piping process never loads the database layer. A message
     the daemon refuses gets the exit code that makes the MTA bounce it or keep it."""
     cfg = desk_dir / "config.toml"
-    raw = make_mail("printer on fire", sender="alice@acme.com")
+    # Piped as an MTA pipes it: LF line ends.
+    raw = make_mail("printer on fire", sender="alice@acme.com").replace(b"\r\n", b"\n")
     env = {**os.environ, "MAILGATE_SECRET": "test-secret"}
     r = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "mailgate", "--config", str(cfg), "ingest"]
@@ -261,9 +262,10 @@ def test_a_piped_message_goes_to_the_running_daemon(
     daemon.settle()
     assert len(daemon.inbox()) == 1
     # A line over SMTP's 1000 bytes: the daemon's listener refuses it (500), the pipe stores it.
-    long_line = run_cli(
-        cfg, "ingest", "-r", "support@localhost", stdin=make_mail("one long line", "y" * 1500)
+    head = (
+        b"From: bob@acme.com\nTo: support@localhost\nSubject: one long line\nMessage-ID: <long@acme.com>\n\n"
     )
+    long_line = run_cli(cfg, "ingest", "-r", "support@localhost", stdin=head + b"y" * 1500 + b"\n")
     assert long_line.returncode == 0, long_line.stderr
     daemon.settle()
     assert [i.source for i in daemon.inbox()] == ["smtp", "pipe"]

@@ -103,8 +103,10 @@ def _hand_to_daemon(config: Config, raw: bytes, mail_from: str, rcpts: tuple[str
         conn = (smtplib.LMTP if config.smtp.lmtp else smtplib.SMTP)(host, config.smtp.port, timeout=60)
     except (OSError, smtplib.SMTPException):
         return None  # nobody listening: no daemon, or not on this address
+    # An MTA pipes mail with LF line ends; SMTP wants CRLF, and smtplib sends bytes as they are.
+    wire = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     try:
-        refused = conn.sendmail(mail_from, list(rcpts), raw)
+        refused = conn.sendmail(mail_from, list(rcpts), wire)
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
         codes = (
             [c for c, _ in exc.recipients.values()]
