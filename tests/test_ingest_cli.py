@@ -274,3 +274,13 @@ def test_a_piped_message_goes_to_the_running_daemon(
     daemon.daemon.handler.accepting = False
     late = run_cli(cfg, "ingest", "-r", "support@localhost", stdin=make_mail("during the shutdown"))
     assert late.returncode == 75, late.stderr
+
+
+def test_a_pipe_never_hands_mail_to_a_server_that_is_not_mailgate(tmp_path: Path, sink: Sink) -> None:
+    """If something else answers on the `[smtp]` address (the MTA itself, say), the pipe must not
+    give it the mail, which could loop straight back: ingest stores the message itself."""
+    cfg = write_config(tmp_path / "desk", smtp_port=sink.port)
+    r = run_cli(cfg, "ingest", "-r", "support@localhost", stdin=make_mail("not for the stranger"))
+    assert r.returncode == 0, r.stderr
+    assert [t.subject for t in _tickets(cfg)] == ["not for the stranger"]
+    assert sink.messages == []

@@ -140,12 +140,14 @@ def test_a_parse_process_that_dies_does_not_stall_the_pipeline(tmp_path: Path) -
         arrive("a one", "b two", "c three")
         assert runner.run_once() == 3
         assert runner.ahead is not None and runner.ahead.pid is not None
-        os.kill(runner.ahead.pid, signal.SIGKILL)
+        killed = runner.ahead.pid
+        os.kill(killed, signal.SIGKILL)
         time.sleep(0.5)
         arrive("d four", "e five", "f six")
         assert runner.run_until_idle() == 3
         arrive("g seven", "h eight")
         assert runner.run_until_idle() == 2
+        assert runner.ahead.pid not in (None, killed)  # a new helper took over
         with sqlite3.connect(config.state_dir / "mailgate.db") as conn:
             states = conn.execute(
                 "SELECT state, disposition, count(*) FROM inboxitem GROUP BY 1, 2"

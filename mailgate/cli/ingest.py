@@ -99,10 +99,16 @@ def _hand_to_daemon(config: Config, raw: bytes, mail_from: str, rcpts: tuple[str
     import smtplib
 
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.smtp.host, config.smtp.host)
+    conn = (smtplib.LMTP if config.smtp.lmtp else smtplib.SMTP)(timeout=60)
     try:
-        conn = (smtplib.LMTP if config.smtp.lmtp else smtplib.SMTP)(host, config.smtp.port, timeout=60)
+        _, banner = conn.connect(host, config.smtp.port)
     except (OSError, smtplib.SMTPException):
         return None  # nobody listening: no daemon, or not on this address
+    if b"mailgate" not in banner:
+        # Something else holds the port (the MTA itself?): giving it the mail could loop it back.
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            conn.quit()
+        return None
     # An MTA pipes mail with LF line ends; SMTP wants CRLF, and smtplib sends bytes as they are.
     wire = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     try:

@@ -114,7 +114,9 @@ class ParseAhead:
             return False
 
     def submit(self, items: Sequence[tuple[int, bytes]]) -> None:
-        """Hand these (key, raw) to the helper, starting one if there is none."""
+        """Hand these (key, raw) to the helper, starting one if there is none (or it died)."""
+        if self._proc is not None and not self._proc.is_alive():
+            self._lost()
         if self._proc is None and not self._start():
             return
         # A new batch: whatever of the last one was not taken never will be.
