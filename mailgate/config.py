@@ -86,6 +86,14 @@ WORKER_MODES = ("process", "thread")
 
 
 @dataclass(frozen=True)
+class Pipeline:
+    """[pipeline]: where `mailgate run` works off its mail (mailgate/daemon.py)."""
+
+    worker: str = "process"  # one of WORKER_MODES
+    parse_ahead: bool = True  # parse_processes = 1: a helper process parses a backlog ahead
+
+
+@dataclass(frozen=True)
 class Limits:
     max_attempts: int = 3
     max_attachment_size: int = 20 * 1024 * 1024
@@ -138,6 +146,7 @@ class Config:
     instance_id: str = "mailgate"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     imap: tuple[ImapAccount, ...] = ()
+    pipeline: Pipeline = Pipeline()
 
     def desk_for(self, address: str) -> Desk | None:
         """The desk an envelope or header address belongs to, plus-addresses included."""
@@ -279,15 +288,16 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         give_up_after_seconds=_get(o, "give_up_after_seconds", float, 3 * 86400.0, "outgoing"),
     )
 
-    # [pipeline] is read where it is used (daemon.py, the runner); its values are checked here so
-    # that `mailgate config check` refuses what `mailgate run` would.
-    pipeline = data.get("pipeline", {})
-    if _get(pipeline, "worker", str, "process", "pipeline") not in WORKER_MODES:
-        raise ConfigError(f'pipeline.worker: write "process" or "thread", not {pipeline["worker"]!r}')
-    if _get(pipeline, "parse_processes", int, 1, "pipeline") not in (0, 1):
+    p = data.get("pipeline", {})
+    worker = _get(p, "worker", str, "process", "pipeline")
+    if worker not in WORKER_MODES:
+        raise ConfigError(f'pipeline.worker: write "process" or "thread", not {worker!r}')
+    parse_processes = _get(p, "parse_processes", int, 1, "pipeline")
+    if parse_processes not in (0, 1):
         raise ConfigError(
             "pipeline.parse_processes: 1 (a helper process parses ahead) or 0 (the worker parses)"
         )
+    pipeline = Pipeline(worker=worker, parse_ahead=parse_processes == 1)
 
     lim = data.get("limits", {})
     limits = Limits(
@@ -329,6 +339,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         instance_id=_get(data, "instance_id", str, "mailgate", "config"),
         raw=data,
         imap=_imap_accounts(data.get("imap", []), desks, env),
+        pipeline=pipeline,
     )
 
 

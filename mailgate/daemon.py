@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL = 0.0005  # seconds; see Worker.start and Daemon.start
 
 
-def worker_mode(config: Config) -> str:
-    """`[pipeline] worker`, checked by load_config."""
-    return str(config.raw.get("pipeline", {}).get("worker", "process"))
-
-
 class Worker:
     """The pipeline worker, the sender and the scheduler, over one database."""
 
@@ -51,9 +46,8 @@ class Worker:
         from mailgate.outbox.sender import Sender
         from mailgate.pipeline.runner import Runner
 
-        pipeline = config.raw.get("pipeline", {})
         self.config = config
-        self.runner = Runner(db, config, parse_ahead=int(pipeline.get("parse_processes", 1)) > 0)
+        self.runner = Runner(db, config, parse_ahead=config.pipeline.parse_ahead)
         self.sender = Sender(db, config, transport)
         self.runner.after_commit.append(self.sender.wake.set)
         self.threads: list[threading.Thread] = []
@@ -157,7 +151,7 @@ class Daemon:
         worker: str | None = None,
     ) -> None:
         self.config = config
-        self.mode = worker or ("thread" if transport is not None else worker_mode(config))
+        self.mode = worker or ("thread" if transport is not None else config.pipeline.worker)
         self.db = db or Database(config.database_url)
         self.worker: Worker | None = None
         self.runner: Any = None

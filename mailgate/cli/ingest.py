@@ -72,25 +72,28 @@ def mbox_messages(path: Path) -> Iterator[bytes]:
 
 
 def _messages(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:
-    """The messages to store; None for one of an mbox/maildir over the size limit (counted)."""
+    """The messages of an mbox or maildir; None for one over the size limit (counted, skipped)."""
     if args.mbox:
         for raw in mbox_messages(Path(args.file)):
             yield raw if len(raw) <= limit else None
-    elif args.maildir:
+    else:
         md = mailbox.Maildir(args.file, factory=None, create=False)
         for key in sorted(md.iterkeys()):
             raw = md.get_bytes(key)
             yield raw if len(raw) <= limit else None
-    elif args.file in (None, "-"):
+
+
+def _read_one(args: argparse.Namespace, limit: int) -> bytes:
+    """The one message from stdin or a file, read no further than the size limit."""
+    if args.file in (None, "-"):
         raw = sys.stdin.buffer.read(limit + 1)
         if len(raw) > limit:
             raise TooBig(f"over {limit} bytes")
-        yield raw
-    else:
-        path = Path(args.file)
-        if path.stat().st_size > limit:
-            raise TooBig(f"{path.stat().st_size} bytes, over {limit}")
-        yield path.read_bytes()
+        return raw
+    path = Path(args.file)
+    if path.stat().st_size > limit:
+        raise TooBig(f"{path.stat().st_size} bytes, over {limit}")
+    return path.read_bytes()
 
 
 def _hand_to_daemon(config: Config, raw: bytes, mail_from: str, rcpts: tuple[str, ...]) -> int | None:
@@ -104,14 +107,12 @@ def _hand_to_daemon(config: Config, raw: bytes, mail_from: str, rcpts: tuple[str
         _, banner = conn.connect(host, config.smtp.port)
     except (OSError, smtplib.SMTPException):
         return None  # nobody listening: no daemon, or not on this address
-    if b"mailgate" not in banner:
-        # Something else holds the port (the MTA itself?): giving it the mail could loop it back.
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            conn.quit()
-        return None
     # An MTA pipes mail with LF line ends; SMTP wants CRLF, and smtplib sends bytes as they are.
     wire = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     try:
+        if b"mailgate" not in banner:
+            # Something else holds the port (the MTA itself?): giving it the mail could loop it.
+            return None
         refused = conn.sendmail(mail_from, list(rcpts), wire)
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
         codes = (
@@ -151,25 +152,22 @@ def _ingest(args: argparse.Namespace) -> int:
     if unknown:
         print(f"mailgate ingest: no desk for {', '.join(unknown)}", file=sys.stderr)
         return EX_NOUSER
-    messages: Iterator[bytes | None] = _messages(args, config.smtp.max_message_size)
-    if source == "pipe" and rcpts and not args.direct and not args.no_process:
-        try:
-            raw = next(messages)
-        except TooBig as exc:
-            print(
-                f"mailgate ingest: message too big ({exc}; smtp.max_message_size): not stored",
-                file=sys.stderr,
-            )
-            return EX_DATAERR
-        except OSError as exc:
-            print(f"mailgate ingest: cannot read input: {exc}", file=sys.stderr)
-            return EX_TEMPFAIL
-        if raw is not None and raw.strip():
-            code = _hand_to_daemon(config, raw, mail_from, rcpts)
-            if code is not None:
-                return code
-        messages = iter([raw])
-    return _store(args, config, source, mail_from, rcpts, messages)
+    limit = config.smtp.max_message_size
+    if source != "pipe":
+        return _store(args, config, source, mail_from, rcpts, _messages(args, limit))
+    try:
+        raw = _read_one(args, limit)
+    except TooBig as exc:
+        print(f"mailgate ingest: message too big ({exc}; smtp.max_message_size): not stored", file=sys.stderr)
+        return EX_DATAERR
+    except OSError as exc:
+        print(f"mailgate ingest: cannot read input: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    if rcpts and raw.strip() and not args.direct and not args.no_process:
+        code = _hand_to_daemon(config, raw, mail_from, rcpts)
+        if code is not None:
+            return code
+    return _store(args, config, source, mail_from, rcpts, iter([raw]))
 
 
 def _store(
@@ -215,9 +213,6 @@ def _store(
             if len(batch) >= BATCH:
                 flush()
         flush()
-    except TooBig as exc:
-        print(f"mailgate ingest: message too big ({exc}; smtp.max_message_size): not stored", file=sys.stderr)
-        return EX_DATAERR
     except (OperationalError, DBAPIError) as exc:
         print(f"mailgate ingest: database unavailable, try again later: {exc}", file=sys.stderr)
         return EX_TEMPFAIL

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from mailgate.config import Config, Desk
-from mailgate.domain.rulesfile import RulesInvalid, being_written
+from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.domain.sla import Category, SlaRules, StatusInterval, load_sla, policy_for, sla_clock
 from mailgate.domain.timers import (
     Action,
@@ -133,7 +133,7 @@ class SlaRulesSource:
             stat: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
         except OSError:
             stat = None
-        if stat == self._stat or being_written(self.path):
+        if stat == self._stat or (stat is not None and stat[1] == 0):  # unchanged, or being written
             return self._rules
         stat, digest = self._fingerprint()
         self._stat = stat
