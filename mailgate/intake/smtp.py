@@ -3,7 +3,7 @@
 RCPT TO is checked against the desks (550 for an unknown mailbox); SIZE is advertised and
 enforced (552); DATA is handed to the group committer and the reply waits for its commit. A
 storage failure answers 451 so the sending MTA keeps the message and retries (RFC 5321 4.2.5).
-No parsing or business logic runs on the event loop.
+No parsing or business logic runs on the event loop, and DATA is read in bulk (smtp_data.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 
 from mailgate.config import Config
 from mailgate.intake.accept import Envelope, GroupCommitter
+from mailgate.intake.smtp_data import BulkData
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,22 @@ class IntakeHandler:
         return status
 
 
+class _SMTP(BulkData, SMTP):
+    pass
+
+
+class _LMTP(BulkData, LMTP):
+    pass
+
+
 class _LMTPController(Controller):
     def factory(self) -> LMTP:
-        return LMTP(self.handler, **self.SMTP_kwargs)
+        return _LMTP(self.handler, **self.SMTP_kwargs)
 
 
 class _SMTPController(Controller):
     def factory(self) -> SMTP:
-        return SMTP(self.handler, **self.SMTP_kwargs)
+        return _SMTP(self.handler, **self.SMTP_kwargs)
 
 
 def start_listener(config: Config, committer: GroupCommitter) -> tuple[Controller, IntakeHandler]:
