@@ -86,10 +86,8 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
             lines.append(f"added {addr} as a watcher")
         repo.event(tid, "cc", actor=actor, added=addr)
     for addr in plan.cc_remove:
-        for p in repo.participants(tid):
-            if p.address == addr and p.role == "watcher":
-                repo.session.delete(p)
-                lines.append(f"removed {addr} from the watchers")
+        if repo.remove_participant(tid, addr, "watcher"):
+            lines.append(f"removed {addr} from the watchers")
         repo.event(tid, "cc", actor=actor, removed=addr)
     for key in plan.links:
         other = repo.ticket_by_key(key)

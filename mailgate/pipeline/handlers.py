@@ -670,26 +670,24 @@ class NewTicketHandler:
                 initial = st.id
         number = repo.next_ticket_number(desk.key)
         now = now_utc()
-        ticket = repo.add(
-            Ticket(
-                key=f"{desk.key}-{number}",
-                desk=desk.key,
-                number=number,
-                subject=strip_prefixes(m.subject)[:500] or "(no subject)",
-                requester=m.from_addr,
-                requester_name=m.from_name,
-                status=initial,
-                status_category=workflow.category(initial),
-                priority=decision.priority,
-                type=decision.type,
-                category=decision.category,
-                group=decision.group,
-                assignee=decision.assignee or None,
-                tags=list(decision.tags),
-                fields=dict(decision.fields),
-                created_at=now,
-                updated_at=now,
-            )
+        ticket = repo.create_ticket(
+            key=f"{desk.key}-{number}",
+            desk=desk.key,
+            number=number,
+            subject=strip_prefixes(m.subject)[:500] or "(no subject)",
+            requester=m.from_addr,
+            requester_name=m.from_name,
+            status=initial,
+            status_category=workflow.category(initial),
+            priority=decision.priority,
+            type=decision.type,
+            category=decision.category,
+            group=decision.group,
+            assignee=decision.assignee or None,
+            tags=list(decision.tags),
+            fields=dict(decision.fields),
+            created_at=now,
+            updated_at=now,
         )
         ctx.ticket = ticket
         repo.new_thread(ticket.id)

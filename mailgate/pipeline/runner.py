@@ -28,7 +28,7 @@ from mailgate.pipeline.live_rules import LiveRules
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.parse_ahead import ParseAhead
 from mailgate.pipeline.sla_apply import SlaService
-from mailgate.store import fastwrite, inbox
+from mailgate.store import direct, inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, now_utc
@@ -256,7 +256,7 @@ class Runner:
             "processed_at": now_utc(),
             "claimed_by": None,
         }
-        fastwrite.write(session.connection(), _FINISH, {"row_id": item.id, **values})  # no ORM state
+        direct.write(session.connection(), _FINISH, {"row_id": item.id, **values})  # no ORM state
         for key, value in values.items():  # keep the detached row in step for callers and tests
             setattr(item, key, value)
 

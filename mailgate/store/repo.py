@@ -7,13 +7,13 @@ message, its audit events and the outbox rows it causes commit together or not a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from mailgate.store import fastwrite
+from mailgate.store import direct
 from mailgate.store.models import (
     Counter,
     Event,
@@ -42,10 +42,18 @@ _KEY_FOR_MSGID = (
     .limit(1)
 )
 _KEY_EXISTS = select(_T[Ticket].c.id).where(_T[Ticket].c.key == bindparam("k")).limit(1)
+_INSERT_TICKET = _T[Ticket].insert().returning(_T[Ticket].c.id)
 _INSERT_EVENT = _T[Event].insert()
 _INSERT_MESSAGE = _T[Message].insert()
 _INSERT_OUTBOX = _T[OutboxItem].insert()
 _INSERT_SENDLOG = _T[SendLog].insert()
+_P = _T[Participant].c
+_PEOPLE = (
+    select(_P.address, _P.role, _P.name, _P.notify).where(_P.ticket_id == bindparam("t")).order_by(_P.id)
+)
+_REMOVE_PERSON = delete(_T[Participant]).where(
+    _P.ticket_id == bindparam("t"), _P.address == bindparam("a"), _P.role == bindparam("r")
+)
 _THREAD_IDS = (
     select(_T[ThreadRef].c.message_id)
     .where(_T[ThreadRef].c.ticket_id == bindparam("t"))
@@ -65,6 +73,15 @@ def _upserts(dialect: str) -> dict[str, Any]:
 _UPSERTS = {name: _upserts(name) for name in ("sqlite", "postgresql")}
 
 
+class Person(NamedTuple):
+    """One participant of a ticket, as read (store.models.Participant is the table)."""
+
+    address: str
+    role: str
+    name: str
+    notify: bool
+
+
 class Repo:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -73,16 +90,16 @@ class Repo:
         self._up = _UPSERTS["postgresql" if dialect == "postgresql" else "sqlite"]
         self._threads: dict[int, list[str]] = {}  # thread_ids per ticket, kept in step by add_thread_ref
 
-    def core(self, stmt: Any, params: dict[str, Any]) -> Any:
-        """Run a prebuilt Core statement on the session's connection (same transaction), without
-        the ORM's per-call machinery. Only for statements that never depend on unflushed ORM
-        changes: inserts into other tables and look-ups of rows written the same way."""
-        return self.session.connection().execute(stmt, params)
+    def core(self, stmt: Any, params: dict[str, Any]) -> direct.Rows:
+        """Run a prebuilt Core SELECT (or write with RETURNING) in this transaction, without the
+        ORM's per-call machinery (store/direct.py). Only for statements that never depend on
+        unflushed ORM changes: look-ups of rows written with `write`, counters, counts."""
+        return direct.read(self.session.connection(), stmt, params)
 
     def write(self, stmt: Any, params: dict[str, Any]) -> int:
         """Run a prebuilt INSERT or UPDATE (no RETURNING) in this transaction; the row count.
-        Same caveat as `core`, and faster: see store/fastwrite.py."""
-        return fastwrite.write(self.session.connection(), stmt, params)
+        Same caveat as `core`, and faster: see store/direct.py."""
+        return direct.write(self.session.connection(), stmt, params)
 
     # -- ticket numbers -------------------------------------------------------------------------
     def next_ticket_number(self, desk: str) -> int:
@@ -106,10 +123,14 @@ class Repo:
         return self.core(_KEY_EXISTS, {"k": key.upper()}).first() is not None
 
     # -- writes ---------------------------------------------------------------------------------
-    def add(self, obj: Any) -> Any:
-        self.session.add(obj)
-        self.session.flush()
-        return obj
+    def create_ticket(self, **values: Any) -> Ticket:
+        """Insert a ticket (every column without a default given) and return it as the ORM object
+        that later changes are made on. A plain INSERT and a load by primary key: SQLModel's
+        constructor and the ORM's insert flush cost four times as much (cProfile, bench/README.md)."""
+        ticket_id = self.core(_INSERT_TICKET, values).scalar_one()
+        ticket = self.session.get(Ticket, ticket_id)
+        assert ticket is not None
+        return ticket
 
     def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int) -> None:
         if not message_id:
@@ -157,12 +178,14 @@ class Repo:
                 .values(notify=False)
             )
 
-    def participants(self, ticket_id: int) -> list[Participant]:
-        return list(
-            self.session.execute(
-                select(Participant).where(Participant.ticket_id == ticket_id).order_by(Participant.id)
-            ).scalars()
-        )
+    def participants(self, ticket_id: int) -> list[Person]:
+        """The ticket's people, in the order they joined (read-only rows: change them with
+        `add_participant`, `remove_participant` and `mute`)."""
+        return [Person(*row) for row in self.core(_PEOPLE, {"t": ticket_id}).rows]
+
+    def remove_participant(self, ticket_id: int, address: str, role: str) -> bool:
+        """True when the address had that role on the ticket."""
+        return bool(self.write(_REMOVE_PERSON, {"t": ticket_id, "a": address.lower(), "r": role}))
 
     def messages(self, ticket_id: int) -> list[Message]:
         return list(
