@@ -123,7 +123,16 @@ def test_upgrade_from_the_first_schema_keeps_every_ticket_and_message(old_db: st
     from mailgate.pipeline.runner import Runner
     from mailgate.store.db import Database
     from mailgate.store.migrate import current_revision, head_revision
-    from mailgate.store.models import InboxItem, Message, OutboxItem, Participant, ThreadRef, Ticket, utc
+    from mailgate.store.models import (
+        InboxItem,
+        InboxRaw,
+        Message,
+        OutboxItem,
+        Participant,
+        ThreadRef,
+        Ticket,
+        utc,
+    )
 
     _fill_0001(old_db)
     # `mailgate db upgrade`, the operator's command, as a subprocess against this database.
@@ -153,8 +162,8 @@ def test_upgrade_from_the_first_schema_keeps_every_ticket_and_message(old_db: st
         ]
         assert len(s.execute(select(ThreadRef)).scalars().all()) == 2
         assert len(s.execute(select(Participant)).scalars().all()) == 2
-        raws = [r.raw for r in s.execute(select(InboxItem).order_by(InboxItem.id)).scalars()]
-        assert raws[0].startswith(b"Subject: printer on fire")
+        raws = list(s.execute(select(InboxRaw.raw).order_by(InboxRaw.id)).scalars())
+        assert raws[0].startswith(b"Subject: printer on fire") and len(raws) == 2
         [ack] = s.execute(select(OutboxItem)).scalars().all()
         assert (ack.state, ack.recipients) == ("pending", ["a@acme.com"])
 

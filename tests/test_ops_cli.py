@@ -183,7 +183,6 @@ def test_status_is_quiet_when_healthy_and_exits_1_with_reasons(desk: Path) -> No
             InboxItem(
                 desk="HELP",
                 source="pipe",
-                raw=b"x",
                 state="failed",
                 stage="parse",
                 reason="boom",

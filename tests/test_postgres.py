@@ -118,9 +118,9 @@ def test_two_workers_and_two_senders_never_take_the_same_row(
         runner = runners[i]
         real = runner.process
 
-        def recording(item: Any, ahead: bool = False) -> Any:
+        def recording(item: Any, raw: bytes | None, ahead: bool = False) -> Any:
             done[i].append(item.id)
-            return real(item, ahead)
+            return real(item, raw, ahead)
 
         runner.process = recording  # type: ignore[method-assign]
         start.wait()

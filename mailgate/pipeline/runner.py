@@ -60,6 +60,9 @@ _FINISH = (
 )
 
 
+Claimed = tuple[InboxItem, bytes | None]  # a claimed row and its message (None: the bytes are missing)
+
+
 class _GroupBroken(Exception):
     """The group transaction can no longer be used; carries how far the group had got."""
 
@@ -110,11 +113,13 @@ class Runner:
             self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
         self._finish(session, ctx.item, ctx, "done", None, None)
 
-    def _begin(self, item: InboxItem, ahead: bool = False) -> Context:
+    def _begin(self, item: InboxItem, raw: bytes | None, ahead: bool = False) -> Context:
         """Context for a claimed message, parsed (parsing reads no table: done outside the lock,
         or ahead of time by the parse helper)."""
         desk = self.config.desk_by_key(item.desk)
-        ctx = Context(item=item, desk=desk)  # type: ignore[arg-type]
+        ctx = Context(item=item, desk=desk, raw=raw or b"")  # type: ignore[arg-type]
+        if raw is None:
+            raise RuntimeError(f"inbox row {item.id} has no message bytes (inboxraw)")
         if ahead and self.ahead is not None:
             ctx.parsed = self.ahead.take(item.id)  # None: not parsed there, parse here
         if desk is None:
@@ -146,14 +151,14 @@ class Runner:
             ctx.ticket = None
         self._finish(session, ctx.item, ctx, "failed", reason, ctx.stage)
 
-    def process(self, item: InboxItem, ahead: bool = False) -> Context:
+    def process(self, item: InboxItem, raw: bytes | None, ahead: bool = False) -> Context:
         """Process one claimed message in its own transaction: short transactions keep the write
         lock free for the intake. A ProcessingError or a crash rolls the message's writes back
         and records the outcome in a fresh transaction."""
         t0 = time.perf_counter()
         ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
         try:
-            ctx = self._begin(item, ahead)
+            ctx = self._begin(item, raw, ahead)
             with self.db.session(durable=False) as session:
                 self._apply(ctx, session)
         except ProcessingError as exc:
@@ -165,7 +170,7 @@ class Runner:
         self._log(ctx, t0)
         return ctx
 
-    def process_group(self, items: list[InboxItem]) -> None:
+    def process_group(self, items: list[Claimed]) -> None:
         """Group commit for bulk work (`mailgate ingest --mbox`): messages share one transaction
         until `group_ms` have passed, each inside a SAVEPOINT, so a failing message rolls back
         only its own writes. One fsync per group instead of one per message; the write lock is
@@ -182,24 +187,24 @@ class Runner:
                 # The session itself failed (e.g. a flush error): the whole group was rolled back.
                 # Do its messages again one by one, each in its own transaction.
                 end = broken.args[0]
-                for item in items[first:end]:
-                    self.process(item)
+                for item, raw in items[first:end]:
+                    self.process(item, raw)
                 i = end
 
-    def _group(self, items: list[InboxItem], first: int) -> int:
+    def _group(self, items: list[Claimed], first: int) -> int:
         """One group transaction from `items[first]`; returns the index after the last one done."""
         i = first
         start = time.perf_counter()
         with self.db.session(durable=False) as session:
             conn = session.connection()
             while i < len(items) and (i == first or (time.perf_counter() - start) * 1000 < self.group_ms):
-                item = items[i]
+                item, raw = items[i]
                 i += 1
                 t0 = time.perf_counter()
                 ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
                 conn.exec_driver_sql("SAVEPOINT mg_message")
                 try:
-                    ctx = self._begin(item, ahead=True)
+                    ctx = self._begin(item, raw, ahead=True)
                     self._apply(ctx, session)
                     session.flush()
                 except Exception as exc:  # noqa: BLE001 - sorted below
@@ -286,14 +291,14 @@ class Runner:
         self.refresh_rules()
         with self.db.session(durable=False) as session:
             ids = inbox.claim(session, self.batch_size)
-        items: list[InboxItem] = []
+        items: list[Claimed] = []
         if ids:
             with self.db.reading() as session:  # the raw mail is read outside the write lock
-                items = list(
-                    session.execute(
-                        select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id)
-                    ).scalars()
-                )
+                rows = session.execute(
+                    select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id)
+                ).scalars()
+                raws = inbox.raws(session, ids)
+                items = [(item, raws.get(item.id)) for item in rows]  # type: ignore[arg-type]
         if self.group_ms > 0 and items:
             self.process_group(items)
             for fn in self.after_commit:
@@ -301,15 +306,15 @@ class Runner:
             return len(items)
         # A backlog: the rest of the batch is parsed ahead on the other core.
         self._parse_ahead(items[1:])
-        for j, item in enumerate(items):
-            self.process(item, ahead=j > 0)
+        for j, (item, raw) in enumerate(items):
+            self.process(item, raw, ahead=j > 0)
             for fn in self.after_commit:
                 fn()
         return len(items)
 
-    def _parse_ahead(self, items: list[InboxItem]) -> None:
+    def _parse_ahead(self, items: list[Claimed]) -> None:
         if self.ahead is not None and items:
-            self.ahead.submit([(item.id, item.raw) for item in items])
+            self.ahead.submit([(item.id, raw) for item, raw in items if raw is not None])
 
     def run_until_idle(self, max_batches: int = 10_000) -> int:
         total = 0

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
 
 from mailgate.config import Config, Desk
 from mailgate.domain.rulesfile import RulesInvalid
@@ -163,8 +163,24 @@ class SlaRulesSource:
 # --- facts from stored rows ------------------------------------------------------------------------
 
 
+class TrailEvent(NamedTuple):
+    """An audit-trail entry as the SLA clock reads it (store.models.Event is the table)."""
+
+    kind: str
+    data: dict[str, Any] | None
+    created_at: datetime
+
+
+_E = Event.__table__.c  # type: ignore[attr-defined]
+_STATUS_TRAIL = (  # or_, not in_: a prebuilt IN list would be expanded at every run
+    select(_E.kind, _E.data, _E.created_at)
+    .where(_E.ticket_id == bindparam("t"), or_(_E.kind == "created", _E.kind == "status"))
+    .order_by(_E.id)
+)
+
+
 def status_history(
-    events: Sequence[Event], ticket: Ticket, workflow: Workflow
+    events: Sequence[TrailEvent], ticket: Ticket, workflow: Workflow
 ) -> tuple[list[StatusInterval], datetime]:
     """The ticket's status intervals with their category, and when the current status began.
 
@@ -217,21 +233,12 @@ def ticket_facts(
     ticket: Ticket,
     workflow: Workflow,
     rules: SlaRules | None = None,
-    events: list[Event] | None = None,
+    events: Sequence[TrailEvent] | None = None,
 ) -> TicketFacts:
     """Everything the jobs decide on, from the ticket row and its audit trail (or `events`, the
     trail the caller already knows)."""
-    events = (
-        events
-        if events is not None
-        else list(
-            repo.session.execute(
-                select(Event)
-                .where(Event.ticket_id == ticket.id, Event.kind.in_(("created", "status")))  # type: ignore[attr-defined]
-                .order_by(Event.id)  # type: ignore[arg-type]
-            ).scalars()
-        )
-    )
+    if events is None:  # events are plain INSERTs (Repo.event): all of them are in the table
+        events = [TrailEvent(*row) for row in repo.core(_STATUS_TRAIL, {"t": ticket.id}).rows]
     intervals, since = status_history(events, ticket, workflow)
     status = workflow.statuses.get(ticket.status)
     category = intervals[-1].category
@@ -284,7 +291,7 @@ def refresh_due(
     workflow: Workflow,
     sla_rules: SlaRules | None,
     now: datetime,
-    events: list[Event] | None = None,
+    events: Sequence[TrailEvent] | None = None,
 ) -> TicketFacts | None:
     """Store the ticket's current first-response and resolution due times (None: no target, or
     the resolution clock is paused with time left). Writes only when a value changed."""
@@ -373,18 +380,7 @@ class SlaService:
         allowed to quarantine the mail that caused the change. `new`: the ticket was made by this
         message, so its whole status history is its creation (no need to read the audit trail)."""
         try:
-            history = (
-                [
-                    Event(
-                        ticket_id=ticket.id,
-                        kind="created",
-                        data={"status": ticket.status},
-                        created_at=ticket.created_at,
-                    )
-                ]
-                if new
-                else None
-            )
+            history = [TrailEvent("created", {"status": ticket.status}, ticket.created_at)] if new else None
             refresh_due(repo, ticket, self.rules.workflow(desk), self.sla, now or now_utc(), events=history)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("could not compute SLA due times of %s: %s", ticket.key, exc)

@@ -19,7 +19,8 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from mailgate.store.models import InboxItem, now_utc, utc
+from mailgate.store import direct
+from mailgate.store.models import InboxItem, InboxRaw, now_utc, utc
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 LEASE = timedelta(minutes=10)
@@ -58,15 +59,23 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
             "source_key": item.source_key,
             "mail_from": item.mail_from,
             "rcpt_tos": list(item.rcpt_tos),
-            "raw": item.raw,
             "size": len(item.raw),
             "state": "new",
             "attempts": 0,
             "trace": [],
             "received_at": now,
         }
-        ids.append(conn.execute(stmt, params).scalar_one_or_none())
+        row_id = conn.execute(stmt, params).scalar_one_or_none()
+        if row_id is not None:
+            direct.write(conn, _INSERT_RAW, {"id": row_id, "raw": item.raw})
+        ids.append(row_id)
     return ids
+
+
+def raws(session: Session, ids: Sequence[int]) -> dict[int, bytes]:
+    """The message bytes of these inbox rows (read once, by the worker that claimed them)."""
+    rows = session.execute(select(InboxRaw.id, InboxRaw.raw).where(InboxRaw.id.in_(ids)))  # type: ignore[attr-defined]
+    return {row_id: bytes(raw) for row_id, raw in rows}
 
 
 def _insert_statement(ins: Any) -> Any:
@@ -76,6 +85,7 @@ def _insert_statement(ins: Any) -> Any:
 
 
 _INSERT = {"sqlite": _insert_statement(sqlite.insert), "postgresql": _insert_statement(postgresql.insert)}
+_INSERT_RAW = InboxRaw.__table__.insert()  # type: ignore[attr-defined]
 
 
 def _lock_keys(session: Session, items: Sequence[NewItem]) -> None:

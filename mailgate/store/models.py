@@ -60,8 +60,7 @@ class InboxItem(SQLModel, table=True):
     source_key: str | None = None  # e.g. imap "<uidvalidity>:<uid>"
     mail_from: str = ""
     rcpt_tos: list[str] = _json(list)
-    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    size: int = 0
+    size: int = 0  # of the message, whose bytes are in InboxRaw
     state: str = Field(default="new", index=False)
     disposition: str | None = None  # ticket-created, reply, ignored:auto-reply, bounce …
     attempts: int = 0
@@ -73,6 +72,15 @@ class InboxItem(SQLModel, table=True):
     ticket_id: int | None = Field(default=None, index=True)
     received_at: datetime = _ts(nullable=False, default=now_utc)
     processed_at: datetime | None = _ts(nullable=True)
+
+
+class InboxRaw(SQLModel, table=True):
+    """The bytes of an inbox row's message, in a table of their own (same id). The inbox row
+    changes state three times or more (claimed, done, retried), and SQLite writes a whole row
+    again on every UPDATE, blob included: a 25 MB message was written to the WAL three times."""
+
+    id: int = Field(primary_key=True)  # InboxItem.id
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class Ticket(SQLModel, table=True):
