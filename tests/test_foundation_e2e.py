@@ -106,7 +106,10 @@ def test_unknown_recipient_550_and_oversize_552(daemon: RunningDaemon) -> None:
 
 
 def test_a_failing_message_is_quarantined_and_the_next_is_processed(
-    daemon: RunningDaemon, sink: Sink, monkeypatch: pytest.MonkeyPatch
+    daemon: RunningDaemon,
+    sink: Sink,
+    monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
     from mailgate.pipeline import stages
 
@@ -118,12 +121,22 @@ def test_a_failing_message_is_quarantined_and_the_next_is_processed(
         return real(ctx, config, repo)
 
     monkeypatch.setattr(stages, "thread", exploding)
-    daemon.send(make_mail("please explode"))
+    explode = make_mail("please explode")
+    daemon.send(explode)
     daemon.send(make_mail("a normal request"))
     daemon.settle()
     first, second = daemon.inbox()
     assert first.state == "failed" and first.stage == "thread"
     assert "simulated bug" in (first.reason or "")
+    # The admin can take the quarantined message out as it came, to look at it in a mail client.
+    from mailgate.cli import main
+
+    capsysbinary.readouterr()
+    assert (
+        main(["--config", str(daemon.config.root / "config.toml"), "inbox", "show", str(first.id), "--raw"])
+        == 0
+    )
+    assert capsysbinary.readouterr().out.replace(b"\r\n", b"\n") == explode.replace(b"\r\n", b"\n")
     assert second.state == "done" and second.disposition == "ticket-created"
     assert [t.subject for t in daemon.tickets()] == ["a normal request"]
     # fixed: retry processes it

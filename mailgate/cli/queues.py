@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from sqlalchemy import select
 
 from mailgate.cli.common import config_of, open_db
 from mailgate.store import inbox
-from mailgate.store.models import InboxItem, OutboxItem, Ticket, utc
+from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, utc
 
 
 def _inbox_list(args: argparse.Namespace) -> int:
@@ -44,6 +45,11 @@ def _inbox_show(args: argparse.Namespace) -> int:
         if r is None:
             print(f"no inbox item {args.id}")
             return 1
+        if args.raw:  # the message exactly as received, e.g. to open a quarantined one in a mail client
+            raw = s.get(InboxRaw, args.id)
+            sys.stdout.buffer.write(raw.raw if raw is not None else b"")
+            sys.stdout.buffer.flush()
+            return 0
         key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
     if args.json:
         print(
@@ -134,6 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh = isub.add_parser("show", help="what each stage decided about one message, and why")
     sh.add_argument("id", type=int)
     sh.add_argument("--json", action="store_true")
+    sh.add_argument("--raw", action="store_true", help="print the message as received (> message.eml)")
     sh.set_defaults(func=_inbox_show)
     rt = isub.add_parser("retry", help="process a quarantined message again")
     rt.add_argument("id", type=int)

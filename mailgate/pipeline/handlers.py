@@ -615,7 +615,7 @@ class NewTicketHandler:
                 "is kept in the inbox as held:flood and not ticketed; replies to their existing\n"
                 "tickets still thread. This notice is sent once per sender per window.\n\n"
                 "See them with `mailgate inbox list`; each keeps its raw message\n"
-                "(`mailgate inbox show ID`).\n",
+                "(`mailgate inbox show ID --raw`).\n",
             )
         raise held
 
