@@ -8,7 +8,9 @@ Here each statement is compiled once by SQLAlchemy, for the dialect and the para
 use; later runs bind its values with SQLAlchemy's own type processors (datetimes, JSON), hand
 them to the driver's cursor, and convert what comes back with SQLAlchemy's own result processors:
 the same SQL and the same values, on the same connection, inside the same transaction. Only for
-module-level Core statements, and only on SQLite; PostgreSQL keeps the ordinary path.
+module-level Core statements, and only on SQLite; PostgreSQL keeps the ordinary path. Python-side
+column defaults are not run here (SQLAlchemy runs them in its execution context): callers give
+every value.
 """
 
 from __future__ import annotations
