@@ -131,6 +131,7 @@ def test_a_failing_message_is_quarantined_and_the_next_is_processed(
     # The admin can take the quarantined message out as it came, to look at it in a mail client.
     from mailgate.cli import main
 
+    monkeypatch.setenv("MAILGATE_DATABASE_URL", daemon.config.database_url)  # the daemon's, on either backend
     capsysbinary.readouterr()
     assert (
         main(["--config", str(daemon.config.root / "config.toml"), "inbox", "show", str(first.id), "--raw"])

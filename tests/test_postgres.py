@@ -41,14 +41,18 @@ def test_foundation_behaviour_on_each_backend(
     tmp_path: Path,
     sink: Sink,
     monkeypatch: pytest.MonkeyPatch,
+    capsysbinary: pytest.CaptureFixture[bytes],
 ) -> None:
     fn = getattr(foundation, name)
     d = EnvDaemon(write_config(tmp_path / "desk", relay_port=sink.port), backend)
     try:
         assert d.db.is_sqlite == (not backend)
         extra: dict[str, Any] = {}
-        if "monkeypatch" in inspect.signature(fn).parameters:
+        wants = inspect.signature(fn).parameters
+        if "monkeypatch" in wants:
             extra["monkeypatch"] = monkeypatch
+        if "capsysbinary" in wants:
+            extra["capsysbinary"] = capsysbinary
         fn(d, sink, **extra)
     finally:
         d.stop()

@@ -40,17 +40,20 @@ def _inbox_list(args: argparse.Namespace) -> int:
 
 def _inbox_show(args: argparse.Namespace) -> int:
     db = open_db(config_of(args))
-    with db.session() as s:
-        r = s.get(InboxItem, args.id)
-        if r is None:
-            print(f"no inbox item {args.id}")
-            return 1
-        if args.raw:  # the message exactly as received, e.g. to open a quarantined one in a mail client
-            raw = s.get(InboxRaw, args.id)
-            sys.stdout.buffer.write(raw.raw if raw is not None else b"")
-            sys.stdout.buffer.flush()
-            return 0
-        key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
+    try:
+        with db.session() as s:
+            r = s.get(InboxItem, args.id)
+            if r is None:
+                print(f"no inbox item {args.id}")
+                return 1
+            if args.raw:  # the message exactly as received, e.g. to open a quarantined one in a mail client
+                raw = s.get(InboxRaw, args.id)
+                sys.stdout.buffer.write(raw.raw if raw is not None else b"")
+                sys.stdout.buffer.flush()
+                return 0
+            key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
+    finally:
+        db.dispose()  # also when called in-process (tests): no connection left open
     if args.json:
         print(
             json.dumps(
