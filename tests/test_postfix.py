@@ -127,11 +127,12 @@ def test_pipe_delivery_defers_on_temporary_failure_and_delivers_once_fixed(env: 
     good = dotenv.read_text()
     dotenv.write_text(good + f"MAILGATE_DATABASE_URL=postgresql://mailgate@127.0.0.1:{pf.free_port()}/x\n")
     send(postfix.port, make_mail("Printer jams", message_id="<jam-1@acme.com>"), DESK)
+    # Kept and retried: with this fixture's one-second backoff the message moves between the
+    # deferred, incoming and active queues, so any queue will do as long as it holds the reason.
     postfix.wait(
         "the message deferred by the pipe",
         lambda: any(
-            q["queue_name"] == "deferred"
-            and "temporary failure" in str(q["recipients"][0].get("delay_reason", ""))  # type: ignore[index]
+            "temporary failure" in str(q["recipients"][0].get("delay_reason", ""))  # type: ignore[index]
             for q in postfix.queue()
         ),
     )
