@@ -289,6 +289,9 @@ class Runner:
     def run_once(self) -> int:
         """Claim and process one batch. Returns how many messages were processed."""
         self.refresh_rules()
+        with self.db.reading() as session:  # most wake-ups after a batch find nothing new
+            if not inbox.has_new(session):
+                return 0
         with self.db.session(durable=False) as session:
             ids = inbox.claim(session, self.batch_size)
         items: list[Claimed] = []

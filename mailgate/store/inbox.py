@@ -114,6 +114,12 @@ def is_known(session: Session, desk: str, message_id: str | None, source_key: st
     return session.execute(select(InboxItem.id).where(or_(*conds)).limit(1)).first() is not None
 
 
+def has_new(session: Session) -> bool:
+    """Whether any row waits. For a `Database.reading()` session: it takes no write lock, so a
+    worker woken for nothing does not make the intake wait for the lock."""
+    return session.execute(select(InboxItem.id).where(InboxItem.state == "new").limit(1)).first() is not None
+
+
 def claim(session: Session, limit: int, worker: str = WORKER_ID) -> list[int]:
     """Take up to `limit` new rows, oldest first. The caller commits before processing them.
 
