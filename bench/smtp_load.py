@@ -60,11 +60,9 @@ class _SinkController(Controller):
     floor, it is the same server as mailgate's, answering at once."""
 
     def factory(self) -> Any:
-        from aiosmtpd.smtp import SMTP
-
         from mailgate.intake.smtp_data import BulkData
 
-        return type("SinkSMTP", (BulkData, SMTP), {})(self.handler, **self.SMTP_kwargs)
+        return BulkData(self.handler, **self.SMTP_kwargs)
 
 
 def _sink_main(port: int, conn: Any) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mailgate.config import Config, load_config
@@ -15,7 +17,14 @@ def config_of(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None))
 
 
-def open_db(config: Config) -> Database:
+@contextmanager
+def open_db(config: Config) -> Iterator[Database]:
+    """The database for one command, its connections closed at the end: a command run in-process
+    (tests, `mailgate.cli.main`) leaves no PostgreSQL connection open behind it."""
     from mailgate.store.db import Database
 
-    return Database(config.database_url)
+    db = Database(config.database_url)
+    try:
+        yield db
+    finally:
+        db.dispose()

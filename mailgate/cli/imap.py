@@ -69,21 +69,17 @@ def _position(config: Config, account: str, folder: str, uidvalidity: int) -> st
     from mailgate.cli.common import open_db
     from mailgate.store import imap_state
 
-    db = open_db(config)
-    try:
-        with db.session() as s:
-            state = imap_state.get_state(s, account, folder)
-            stuck = [f for f in imap_state.failures(s, account) if f.given_up and f.folder == folder]
-        if state is None:
-            return "not started yet (the first run selects what to take)"
-        text = f"last UID {state.last_uid}"
-        if state.uidvalidity != uidvalidity:
-            text += f" under old UIDVALIDITY {state.uidvalidity}: will resynchronise"
-        if stuck:
-            text += f"; given up on UID(s) {', '.join(str(f.uid) for f in stuck)} (see the log)"
-        return text
-    finally:
-        db.dispose()
+    with open_db(config) as db, db.session() as s:
+        state = imap_state.get_state(s, account, folder)
+        stuck = [f for f in imap_state.failures(s, account) if f.given_up and f.folder == folder]
+    if state is None:
+        return "not started yet (the first run selects what to take)"
+    text = f"last UID {state.last_uid}"
+    if state.uidvalidity != uidvalidity:
+        text += f" under old UIDVALIDITY {state.uidvalidity}: will resynchronise"
+    if stuck:
+        text += f"; given up on UID(s) {', '.join(str(f.uid) for f in stuck)} (see the log)"
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -128,11 +128,8 @@ def _status(args: argparse.Namespace) -> int:
     from mailgate.status import gather, render_text
 
     config = config_of(args)
-    db = open_db(config)
-    try:
+    with open_db(config) as db:
         st = gather(config, db, max_unsent_age=timedelta(minutes=args.max_unsent_minutes))
-    finally:
-        db.dispose()
     if args.json:
         print(json.dumps(st.to_dict(), indent=2, sort_keys=True))
     else:

@@ -15,8 +15,7 @@ from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, utc
 
 
 def _inbox_list(args: argparse.Namespace) -> int:
-    db = open_db(config_of(args))
-    with db.session() as s:
+    with open_db(config_of(args)) as db, db.session() as s:
         stmt = select(InboxItem).order_by(InboxItem.id.desc()).limit(args.limit)
         if args.failed:
             stmt = stmt.where(InboxItem.state == "failed")
@@ -39,21 +38,17 @@ def _inbox_list(args: argparse.Namespace) -> int:
 
 
 def _inbox_show(args: argparse.Namespace) -> int:
-    db = open_db(config_of(args))
-    try:
-        with db.session() as s:
-            r = s.get(InboxItem, args.id)
-            if r is None:
-                print(f"no inbox item {args.id}")
-                return 1
-            if args.raw:  # the message exactly as received, e.g. to open a quarantined one in a mail client
-                raw = s.get(InboxRaw, args.id)
-                sys.stdout.buffer.write(raw.raw if raw is not None else b"")
-                sys.stdout.buffer.flush()
-                return 0
-            key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
-    finally:
-        db.dispose()  # also when called in-process (tests): no connection left open
+    with open_db(config_of(args)) as db, db.session() as s:
+        r = s.get(InboxItem, args.id)
+        if r is None:
+            print(f"no inbox item {args.id}")
+            return 1
+        if args.raw:  # the message exactly as received, e.g. to open a quarantined one in a mail client
+            raw = s.get(InboxRaw, args.id)
+            sys.stdout.buffer.write(raw.raw if raw is not None else b"")
+            sys.stdout.buffer.flush()
+            return 0
+        key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
     if args.json:
         print(
             json.dumps(
@@ -96,16 +91,14 @@ def _inbox_show(args: argparse.Namespace) -> int:
 
 
 def _inbox_retry(args: argparse.Namespace) -> int:
-    db = open_db(config_of(args))
-    with db.session() as s:
+    with open_db(config_of(args)) as db, db.session() as s:
         ok = inbox.retry(s, args.id)
     print(f"inbox item {args.id} queued again" if ok else f"inbox item {args.id} is not quarantined")
     return 0 if ok else 1
 
 
 def _outbox_list(args: argparse.Namespace) -> int:
-    db = open_db(config_of(args))
-    with db.session() as s:
+    with open_db(config_of(args)) as db, db.session() as s:
         stmt = select(OutboxItem).order_by(OutboxItem.id.desc()).limit(args.limit)
         if args.failed:
             stmt = stmt.where(OutboxItem.state == "failed")
@@ -126,7 +119,8 @@ def _outbox_list(args: argparse.Namespace) -> int:
 def _outbox_retry(args: argparse.Namespace) -> int:
     from mailgate.outbox.sender import retry_failed
 
-    n = retry_failed(open_db(config_of(args)), args.id)
+    with open_db(config_of(args)) as db:
+        n = retry_failed(db, args.id)
     print(f"{n} mail(s) queued again")
     return 0 if n else 1
 

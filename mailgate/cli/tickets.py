@@ -19,8 +19,7 @@ def _fmt(dt: object) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    db = open_db(config_of(args))
-    with db.session() as s:
+    with open_db(config_of(args)) as db, db.session() as s:
         stmt = select(Ticket).order_by(Ticket.id.desc()).limit(args.limit)
         if args.desk:
             stmt = stmt.where(Ticket.desk == args.desk.upper())
@@ -82,8 +81,7 @@ def _sla_line(args: argparse.Namespace, repo: Repo, t: Ticket) -> str | None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    db = open_db(config_of(args))
-    with db.session() as s:
+    with open_db(config_of(args)) as db, db.session() as s:
         repo = Repo(s)
         t = repo.ticket_by_key(args.key)
         if t is None:

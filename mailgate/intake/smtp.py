@@ -84,12 +84,8 @@ class IntakeHandler:
         return status
 
 
-class _SMTP(BulkData, SMTP):
-    pass
-
-
 class _LMTP(BulkData, LMTP):
-    pass
+    """LMTP with the bulk DATA reader (BulkData itself is the SMTP server)."""
 
 
 class _LMTPController(Controller):
@@ -99,7 +95,7 @@ class _LMTPController(Controller):
 
 class _SMTPController(Controller):
     def factory(self) -> SMTP:
-        return _SMTP(self.handler, **self.SMTP_kwargs)
+        return BulkData(self.handler, **self.SMTP_kwargs)
 
 
 def start_listener(config: Config, committer: GroupCommitter) -> tuple[Controller, IntakeHandler]:

@@ -85,7 +85,7 @@ def lines_within(content: bytes, longest: int) -> bool:
 
 
 class BulkData(SMTP):
-    """aiosmtpd's SMTP with `read_data` for DATA (mix in before SMTP or LMTP)."""
+    """aiosmtpd's SMTP server with `read_data` for DATA; mix it in before LMTP for LMTP."""
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

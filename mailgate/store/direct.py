@@ -49,7 +49,11 @@ def _run(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> tuple[Any, _
     binds = entry.binds
     args = [binds[n](values[n]) if n in binds else values[n] for n in entry.names]
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    cursor.execute(entry.sql, args)
+    try:
+        cursor.execute(entry.sql, args)
+    except BaseException:
+        cursor.close()
+        raise
     return cursor, entry
 
 
