@@ -96,6 +96,7 @@ _MOBILE_RE = re.compile(
     _FLAGS,
 )
 _QUOTED_RE = re.compile(r"^\s*>")
+_COLONS = (":", "：")  # the ASCII colon and the full-width one (zh, ja)
 _BLANKS_RE = re.compile(r"\n{3,}")
 _INVISIBLE = "\ufeff\u200b\u200e\u200f"
 
@@ -130,13 +131,16 @@ def _attribution_len(lines: list[str], i: int) -> int:
     line = _clean(lines[i])
     if not line or len(line) > 400:
         return 0
-    if _ATTRIBUTION_RE.match(line):
-        return 1
-    if _WROTE_END_RE.search(line) and _quoted_follows(lines, i):
-        return 1
+    # Every header form ends in a colon: the regexes below, with their long backtracking
+    # alternatives, only run on lines that could match (most lines of a mail cannot).
+    if line.endswith(_COLONS):
+        if _ATTRIBUTION_RE.match(line):
+            return 1
+        if _WROTE_END_RE.search(line) and _quoted_follows(lines, i):
+            return 1
     if i + 1 < len(lines) and _ATTRIBUTION_START_RE.match(line):
-        joined = line + " " + _clean(lines[i + 1])
-        if _ATTRIBUTION_RE.match(joined) and len(_clean(lines[i + 1])) < 120:
+        nxt = _clean(lines[i + 1])
+        if nxt.endswith(_COLONS) and len(nxt) < 120 and _ATTRIBUTION_RE.match(line + " " + nxt):
             return 2
     return 0
 
