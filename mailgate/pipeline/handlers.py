@@ -483,7 +483,7 @@ class ReplyHandler:
         tell_rejected_attachments(s, repo, ctx, ticket)
         repo.add_participant(ticket.id, m.from_addr, "watcher", m.from_name)  # type: ignore[arg-type]
         add_watchers(ctx, repo, s, ticket)
-        ticket.updated_at = now_utc()
+        repo.set_ticket(ticket, updated_at=now_utc())
         repo.event(ticket.id, "reply", actor=m.from_addr)  # type: ignore[arg-type]
         text = m.reply_text or extract_reply(m.body_text)
         done = status is not None and status.category == "closed"

@@ -305,9 +305,7 @@ def refresh_due(
         first_due = clock.first_response.due if clock.first_response else None
         resolution_due = clock.resolution.due if clock.resolution else None
     if utc(ticket.first_response_due) != first_due or utc(ticket.resolution_due) != resolution_due:
-        ticket.first_response_due = first_due
-        ticket.resolution_due = resolution_due
-        repo.session.add(ticket)
+        repo.set_ticket(ticket, first_response_due=first_due, resolution_due=resolution_due)
     return facts
 
 
