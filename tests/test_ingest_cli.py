@@ -154,20 +154,35 @@ def test_group_commit_rolls_back_only_the_failing_message(tmp_path: Path, monkey
     ]
 
 
+def _with_attachment(raw: bytes, name: str, content: bytes) -> bytes:
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(raw, policy=policy.default)
+    msg.add_attachment(content, maintype="application", subtype="octet-stream", filename=name)
+    return msg.as_bytes()
+
+
 def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path) -> None:
     """Bulk ingest parses ahead in a helper process; the result must not differ, and a helper
-    that is killed costs nothing but speed (its messages are parsed in place, none quarantined)."""
+    that is killed costs nothing but speed (its messages are parsed in place, none quarantined).
+    The helper also stores the attachments the worker keeps: each must be in the blob store,
+    byte for byte, and one over the size limit must still be refused."""
+    import hashlib
     import os
     import signal
 
     from mailgate.intake.accept import Acceptor, Envelope
     from mailgate.pipeline.runner import Runner
-    from mailgate.store.models import InboxItem
+    from mailgate.store.blobs import BlobStore
+    from mailgate.store.models import InboxItem, Message
 
-    cfg = write_config(tmp_path / "desk")
+    cfg = write_config(tmp_path / "desk", extra="[limits]\nmax_attachment_size = 100000\n")
     config = load_config(cfg, env={"MAILGATE_SECRET": "x"})
     db = Database(config.database_url)
     raws = [make_mail(f"request {i}", message_id=f"<p{i}@acme.com>") for i in range(12)]
+    report, huge = os.urandom(60_000), os.urandom(150_000)
+    raws[4] = _with_attachment(raws[4], "report.bin", report)
+    raws[7] = _with_attachment(_with_attachment(raws[7], "small.bin", b"tiny"), "huge.bin", huge)
     raws.append(make_mail("Re: [SUP-3] request 2", "more", message_id="<p-reply@acme.com>"))
     Acceptor(db, config).accept_many([(r, Envelope(source="mbox")) for r in raws])
     runner = Runner(db, config, group_ms=10_000, parse_ahead=True)
@@ -194,6 +209,50 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
         states = {r.message_id: (r.state, r.disposition) for r in s.execute(select(InboxItem)).scalars()}
     assert states["p-reply@acme.com"] == ("done", "reply")
     assert all(state == "done" for state, _ in states.values())
+    with db.session() as s:
+        stored = {m.message_id: m.attachments for m in s.execute(select(Message)).scalars()}
+    blobs = BlobStore(config.state_dir / "attachments")
+    [entry] = stored["p4@acme.com"]
+    assert entry["filename"] == "report.bin" and entry["size"] == len(report)
+    assert entry["sha256"] == hashlib.sha256(report).hexdigest() and blobs.get(entry["sha256"]) == report
+    small, refused = stored["p7@acme.com"]
+    assert blobs.get(small["sha256"]) == b"tiny"
+    assert "huge.bin" in refused["rejected"] and "over the" in refused["rejected"]
+    assert not blobs.exists(hashlib.sha256(huge).hexdigest())
+
+
+def test_the_parse_helper_stores_kept_attachments_and_hands_over_only_their_digests(
+    tmp_path: Path,
+) -> None:
+    """The helper puts each attachment the worker will keep into the blob store before it hands
+    the parse over, so the bytes need not cross the pipe; one over the limits stays with the
+    worker (which refuses it) and is never stored."""
+    import hashlib
+    import time
+
+    from mailgate.pipeline.parse_ahead import ParseAhead
+    from mailgate.store.blobs import BlobStore
+
+    blobs = BlobStore(tmp_path / "attachments")
+    report, huge = os.urandom(60_000), os.urandom(150_000)
+    raw = _with_attachment(_with_attachment(make_mail("two files"), "report.bin", report), "huge.bin", huge)
+    ahead = ParseAhead(("support@localhost",), blobs=blobs.root, limits=(100_000, 50))
+    try:
+        ahead.submit([(1, raw)])
+        digest = hashlib.sha256(report).hexdigest()
+        deadline = time.monotonic() + 60
+        while not blobs.exists(digest):  # the helper has started and reached the message
+            assert time.monotonic() < deadline, "the parse helper never stored the attachment"
+            time.sleep(0.02)
+        parsed = ahead.take(1)
+    finally:
+        ahead.close()
+    assert parsed is not None
+    kept, over = parsed.attachments
+    assert (kept.filename, kept.sha256, kept.size, kept.content) == ("report.bin", digest, 60_000, b"")
+    assert blobs.get(digest) == report
+    assert (over.filename, over.sha256, over.content) == ("huge.bin", None, huge)
+    assert not blobs.exists(hashlib.sha256(huge).hexdigest())
 
 
 _MBOX_PARTS = [

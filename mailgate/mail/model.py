@@ -5,7 +5,7 @@ It must stay a plain value: no database handles, no file paths built from mail c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 
@@ -18,10 +18,19 @@ class Attachment:
     content: bytes
     content_id: str | None = None
     inline: bool = False
+    # Set when the content is already in the blob store (the parse helper put it there): then
+    # `content` is empty, and the bytes are read from the store by this digest.
+    sha256: str | None = None
+    stored_size: int | None = None
 
     @property
     def size(self) -> int:
-        return len(self.content)
+        return self.stored_size if self.stored_size is not None else len(self.content)
+
+    def stored(self, digest: str) -> Attachment:
+        """This attachment once its content is in the blob store under `digest`: the same
+        description without the bytes, which then need not travel between processes."""
+        return replace(self, content=b"", sha256=digest, stored_size=self.size)
 
 
 @dataclass(frozen=True)

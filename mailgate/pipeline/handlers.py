@@ -95,7 +95,9 @@ def store_message(
     attachments: list[dict[str, Any]] = []
     for att in kept:
         entry: dict[str, Any] = {"filename": att.filename, "content_type": att.content_type, "size": att.size}
-        if services.blobs is not None:
+        if att.sha256 is not None:  # stored already, durably, by the parse helper
+            entry["sha256"] = att.sha256
+        elif services.blobs is not None:
             entry["sha256"] = services.blobs.put(att.content)
         attachments.append(entry)
     attachments.extend({"rejected": why} for why in rejected)

@@ -83,13 +83,21 @@ class Runner:
         self.group_ms = group_ms  # > 0: group commit (process_group); 0: a transaction per message
         # A helper process parses a batch ahead (pipeline/parse_ahead.py); started on the first
         # batch of more than one message, so a quiet daemon never starts it.
-        self.ahead = ParseAhead(config.own_addresses) if parse_ahead else None
+        blobs = BlobStore(config.state_dir / "attachments")
+        lim = config.limits
+        self.ahead = (
+            ParseAhead(
+                config.own_addresses,
+                blobs=blobs.root,
+                limits=(lim.max_attachment_size, lim.max_attachments),
+            )
+            if parse_ahead
+            else None
+        )
         self.renderer = Renderer(config.templates_dir)
         self.notifier = Notifier(config, self.renderer)
         self.rules = LiveRules(config)
-        self.services = Services(
-            config, self.notifier, self.rules, blobs=BlobStore(config.state_dir / "attachments")
-        )
+        self.services = Services(config, self.notifier, self.rules, blobs=blobs)
         self.handlers: list[Handler] = registry(self.services)
         self.sla = SlaService(config, self.rules, self.notifier)
         self.after_commit: list[Callable[[], None]] = []  # e.g. wake the sender
