@@ -1,5 +1,5 @@
 """`python -m mailgate` is the `mailgate` command."""
 
-from mailgate.cli import main
+from mailgate.cli import entry
 
-raise SystemExit(main())
+entry()
