@@ -14,7 +14,8 @@ nearly free, but only if neither side waits for the other:
 A helper that dies (the OOM killer, a kill by hand) costs only speed: its messages are parsed in
 place and a new helper starts with the next batch.
 
-The helper also puts the attachments the worker will keep (within the size and count limits)
+The helper also tokenises the subject and body for routing (`conditions.words_of`), and puts
+the attachments the worker will keep (within the size and count limits)
 into the blob store, each fsynced before its parse is handed over, and hands over only their
 digests. The fsyncs were the worker's slowest step on mail with attachments, and the bytes no
 longer cross the pipe. The store is by content hash, so this is idempotent: a message that is
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mailgate.domain.conditions import words_of
 from mailgate.mail.attachments import apply_limits
 from mailgate.mail.model import ParsedMail
 from mailgate.mail.parse import parse_message
@@ -101,8 +103,10 @@ def _serve(
             current.value = seq
             try:
                 parsed: ParsedMail | None = parse_message(raw, own_addresses=own)
-                if blobs is not None and parsed is not None and parsed.attachments:
-                    _store_attachments(parsed, blobs, limits)
+                if parsed is not None:
+                    parsed.words = words_of(parsed)  # for routing, if it is a new ticket
+                    if blobs is not None and parsed.attachments:
+                        _store_attachments(parsed, blobs, limits)
             except Exception:  # noqa: BLE001 - the worker parses it again and reports it properly
                 parsed = None
             results.put((seq, parsed))
