@@ -11,13 +11,15 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import write_config
 from pg import fresh_database
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, inspect, select, text
 
 T0 = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 
@@ -190,3 +192,55 @@ def test_the_head_written_in_code_is_alembics_head() -> None:
     from mailgate.store.migrate import HEAD, head_revision
 
     assert head_revision() == HEAD
+
+
+def _schema(engine: Any) -> dict[str, Any]:
+    insp = inspect(engine)
+    return {
+        t: {
+            # By name: migrations append columns, the models list them where they belong, and
+            # mailgate names every column it reads or writes.
+            "columns": sorted(
+                (c["name"], str(c["type"]), c["nullable"], c.get("default")) for c in insp.get_columns(t)
+            ),
+            "primary key": insp.get_pk_constraint(t)["constrained_columns"],
+            "foreign keys": sorted(
+                (fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
+                for fk in insp.get_foreign_keys(t)
+            ),
+            "indexes": sorted((i["name"], i["column_names"], i["unique"]) for i in insp.get_indexes(t)),
+            "unique": sorted((u["name"], u["column_names"]) for u in insp.get_unique_constraints(t)),
+        }
+        for t in sorted(insp.get_table_names())
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_new_database_gets_exactly_the_schema_the_migrations_give(backend: str, tmp_path: Path) -> None:
+    """An empty database is made from the models in one transaction, not by running every
+    migration (migrate._create_fresh): both ways must give the same tables, columns, keys and
+    indexes, and Alembic must see nothing to change, or the next migration would meet two schemas."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    from mailgate.store.migrate import HEAD, _create_fresh, current_revision, upgrade_to_head
+
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            urls = [f"sqlite:///{tmp_path / name}" for name in ("migrated.db", "fresh.db")]
+        else:
+            urls = [stack.enter_context(fresh_database()) for _ in range(2)]
+        migrated, fresh = (create_engine(u.replace("postgresql://", "postgresql+psycopg://")) for u in urls)
+        stack.callback(migrated.dispose)
+        stack.callback(fresh.dispose)
+        upgrade_to_head(migrated, revision=HEAD)  # a revision by name: Alembic runs every migration
+        assert _create_fresh(fresh)
+        assert not _create_fresh(fresh)  # not empty any more: touches nothing
+        assert current_revision(fresh) == current_revision(migrated) == HEAD
+        assert _schema(fresh) == _schema(migrated)
+        with migrated.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            assert compare_metadata(ctx, SQLModel.metadata) == []

@@ -2,7 +2,8 @@
 
 SQLite runs in WAL mode with synchronous=FULL, so a commit that returned is on disk even after a
 power cut: intakes acknowledge mail only after such a commit. PostgreSQL is durable by default.
-The schema is always brought to the latest Alembic revision at open, never `create_all`.
+The schema is always brought to the latest Alembic revision at open; an empty database is made at
+that revision in one go (store.migrate._create_fresh).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 Message-ID and desk, one per IMAP uid, one ticket per key, one outbox row per Message-ID.
 
 Times are timezone-aware UTC (stored naive-UTC by SQLite, aware by PostgreSQL; `utc()` normalises).
-Schema changes go through Alembic (mailgate/store/migrations), never `create_all` on a live database.
+Schema changes go through Alembic (mailgate/store/migrations), never `create_all` on a live database
+(an empty one is made from these models at the head revision: store.migrate._create_fresh).
 """
 
 from __future__ import annotations
