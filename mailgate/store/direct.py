@@ -16,11 +16,23 @@ every value.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 _Processor = Callable[[Any], Any] | None
+
+
+@cache
+def insert_for(dialect: str) -> Callable[..., Any]:
+    """The dialect's INSERT (the one with ON CONFLICT), imported when first asked for: the
+    PostgreSQL dialect costs 30-60 ms to import, and a SQLite daemon or MTA pipe never needs it."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 class _Entry:

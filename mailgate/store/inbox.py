@@ -13,10 +13,10 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from mailgate.store import direct
@@ -47,7 +47,7 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         _lock_keys(session, items)
-    stmt = _INSERT["postgresql" if dialect == "postgresql" else "sqlite"]
+    stmt = _insert_statement(dialect)
     conn = session.connection()
     ids: list[int | None] = []
     now = now_utc()
@@ -78,13 +78,13 @@ def raws(session: Session, ids: Sequence[int]) -> dict[int, bytes]:
     return {row_id: bytes(raw) for row_id, raw in rows}
 
 
-def _insert_statement(ins: Any) -> Any:
+@cache
+def _insert_statement(dialect: str) -> Any:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id, built once per dialect (it runs per message)."""
     table = InboxItem.__table__  # type: ignore[attr-defined]
-    return ins(table).on_conflict_do_nothing().returning(table.c.id)
+    return direct.insert_for(dialect)(table).on_conflict_do_nothing().returning(table.c.id)
 
 
-_INSERT = {"sqlite": _insert_statement(sqlite.insert), "postgresql": _insert_statement(postgresql.insert)}
 _INSERT_RAW = InboxRaw.__table__.insert()  # type: ignore[attr-defined]
 
 

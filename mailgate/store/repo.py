@@ -7,10 +7,10 @@ message, its audit events and the outbox rows it causes commit together or not a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import attributes, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
@@ -67,16 +67,14 @@ _THREAD_IDS = (
 )
 
 
+@cache
 def _upserts(dialect: str) -> dict[str, Any]:
-    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    ins = direct.insert_for(dialect)
     return {
         "counter": ins(_T[Counter]).on_conflict_do_nothing(),
         "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing(),
         "participant": ins(_T[Participant]).on_conflict_do_nothing(),
     }
-
-
-_UPSERTS = {name: _upserts(name) for name in ("sqlite", "postgresql")}
 
 
 class Person(NamedTuple):
@@ -92,8 +90,8 @@ class Repo:
     def __init__(self, session: Session) -> None:
         self.session = session
         dialect = session.get_bind().dialect.name
-        self._ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self._up = _UPSERTS["postgresql" if dialect == "postgresql" else "sqlite"]
+        self._ins = direct.insert_for(dialect)
+        self._up = _upserts(dialect)
         self._threads: dict[int, list[str]] = {}  # thread_ids per ticket, kept in step by add_thread_ref
 
     def core(self, stmt: Any, params: dict[str, Any]) -> direct.Rows:
