@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,6 +170,32 @@ def test_bounces_name_the_failed_recipient_and_our_original(
     assert mail.bounce.status == status
     assert mail.bounce.permanent is permanent
     assert mail.is_auto_reply  # never answered
+
+
+@pytest.mark.parametrize(
+    "wording",
+    [
+        "Hi. This is the qmail-send program at mx.example.net.",
+        "This message was created automatically by mail delivery software.",
+        "This is the mail system at host mx.example.net.",
+        "I'm sorry to have to inform you that your message could not be delivered.",
+        "Delivery has failed to these recipients or groups:",
+        "Your message to gone@customer.example couldn't be delivered.",
+        "Diagnostic information for administrators:",
+    ],
+)
+@pytest.mark.parametrize("case", [str, str.upper, str.lower, str.title])
+def test_non_standard_bounce_wording_is_recognised_in_any_letter_case(wording: str, case: Any) -> None:
+    """A relay that is not a known robot address, a plain subject, no DSN: only the wording says
+    it is a bounce, whatever letter case the relay writes it in."""
+    raw = (
+        "From: Mail Relay <relay@mx.example.net>\r\nTo: support@localhost\r\nSubject: Notice\r\n"
+        "Message-ID: <n1@mx.example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{case(wording)}\r\n\r\n  gone@customer.example\r\n"
+    ).encode()
+    mail = parse_message(raw, own_addresses=OWN)
+    assert mail.bounce is not None, case(wording)
+    assert mail.bounce.failed_recipients == ("gone@customer.example",)
 
 
 def test_dsn_details() -> None:

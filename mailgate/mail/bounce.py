@@ -34,18 +34,26 @@ _COPY_MARKERS = re.compile(
     r"-----\s*the following addresses had permanent fatal errors\s*-----)",
     re.IGNORECASE | re.MULTILINE,
 )
-# Markers of the well-known non-standard formats, each with its name for the diagnostic.
-_TEXT_FORMATS: list[tuple[str, re.Pattern[str]]] = [
-    ("qmail", re.compile(r"Hi\. This is the qmail-send program", re.IGNORECASE)),
-    ("exim", re.compile(r"This message was created automatically by mail delivery software", re.IGNORECASE)),
+# Markers of the well-known non-standard formats, each with its name for the diagnostic, and
+# words every match contains (lower case): searching the lowered text for those first costs a
+# fraction of the case-blind regexes, which took a tenth of parsing an ordinary message.
+_TEXT_FORMATS: list[tuple[str, tuple[str, ...], re.Pattern[str]]] = [
+    ("qmail", ("qmail-send",), re.compile(r"Hi\. This is the qmail-send program", re.IGNORECASE)),
+    (
+        "exim",
+        ("mail delivery software",),
+        re.compile(r"This message was created automatically by mail delivery software", re.IGNORECASE),
+    ),
     (
         "postfix",
+        ("the mail system at host", "sorry to have to inform you"),
         re.compile(
             r"This is the mail system at host|I'm sorry to have to inform you that your message", re.I
         ),
     ),
     (
         "exchange",
+        ("delivery has failed", "be delivered", "information for administrators"),
         re.compile(
             r"Delivery has failed to these recipients or groups|Your message to .{1,200} couldn't be delivered|"
             r"Diagnostic information for administrators",
@@ -185,7 +193,15 @@ def _from_text(mail: ParsedMail, msg: Message) -> Bounce | None:
     """Non-standard bounces: recognised by their well-known wording (or a robot sender + bounce subject)."""
     body = mail.body_text or ""
     head = body[:20000]
-    fmt = next((name for name, pattern in _TEXT_FORMATS if pattern.search(head)), None)
+    lowered = head.lower()
+    fmt = next(
+        (
+            name
+            for name, words, pattern in _TEXT_FORMATS
+            if any(w in lowered for w in words) and pattern.search(head)
+        ),
+        None,
+    )
     if fmt is None:
         robot = bool(_ROBOT_FROM_RE.match(mail.from_addr or ""))
         if not (robot and _BOUNCE_SUBJECT_RE.search(mail.subject or "")):
