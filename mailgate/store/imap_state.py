@@ -15,15 +15,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, DateTime, select, update
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session
 
-from mailgate.store.models import now_utc
+from mailgate.store.models import TableModel, now_utc
 
 # UIDs and UIDVALIDITY are unsigned 32-bit numbers (RFC 3501 9, nz-number): too big for a signed
 # INTEGER on PostgreSQL, hence BIGINT.
 
 
-class ImapFolderState(SQLModel, table=True):
+class ImapFolderState(TableModel, table=True):
     """One row per polled (account, folder)."""
 
     __tablename__ = "imap_folder_state"
@@ -38,7 +38,7 @@ class ImapFolderState(SQLModel, table=True):
     )
 
 
-class ImapFailure(SQLModel, table=True):
+class ImapFailure(TableModel, table=True):
     """A message the poller could not fetch or store; given up after a few tries, left on the server."""
 
     __tablename__ = "imap_failure"
