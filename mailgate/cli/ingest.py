@@ -25,10 +25,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailgate.cli import EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL
 from mailgate.cli.common import config_of
 from mailgate.config import Config
+
+if TYPE_CHECKING:
+    from mailgate.pipeline.runner import Runner
 
 log = logging.getLogger(__name__)
 EX_NOUSER = 67
@@ -187,8 +191,18 @@ def _store(
 
     envelope = Envelope(mail_from=mail_from, rcpt_tos=rcpts, source=source)
     stored = duplicates = no_desk = too_big = 0
+    runner: Runner | None = None
     try:
         db = Database(config.database_url)
+        if not args.no_process:
+            # Bulk work: group commit (one fsync per quarter second of work, not per message),
+            # and for a migration, parsing ahead in a second process on the other core, started
+            # now so that its start-up overlaps the storing.
+            try:
+                runner = Runner(db, config, batch_size=200, group_ms=250, parse_ahead=source != "pipe")
+                runner.start_helper()
+            except Exception as exc:  # noqa: BLE001 - storing goes on: the daemon processes later
+                log.error("cannot process here (the daemon processes what is stored): %s", exc)
         acceptor = Acceptor(db, config)
         batch: list[tuple[bytes, Envelope]] = []
 
@@ -207,7 +221,7 @@ def _store(
             if not raw.strip():
                 if source == "pipe":
                     print("mailgate ingest: empty message", file=sys.stderr)
-                    return EX_DATAERR
+                    return _closed(runner, EX_DATAERR)
                 continue
             batch.append((raw, envelope))
             if len(batch) >= BATCH:
@@ -215,31 +229,34 @@ def _store(
         flush()
     except (OperationalError, DBAPIError) as exc:
         print(f"mailgate ingest: database unavailable, try again later: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+        return _closed(runner, EX_TEMPFAIL)
     except OSError as exc:
         print(f"mailgate ingest: cannot read input: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL if source == "pipe" else EX_NOINPUT
+        return _closed(runner, EX_TEMPFAIL if source == "pipe" else EX_NOINPUT)
     if source == "pipe" and stored == 0 and duplicates == 0 and no_desk:
         print("mailgate ingest: no desk takes this message (no matching recipient)", file=sys.stderr)
-        return EX_NOUSER
+        return _closed(runner, EX_NOUSER)
     processed = 0
-    if not args.no_process:
+    if runner is not None:
         try:
-            # Bulk work: group commit (one fsync per quarter second of work, not per message),
-            # and for a migration, parsing ahead in a second process on the other core.
-            runner = Runner(db, config, batch_size=200, group_ms=250, parse_ahead=source != "pipe")
-            try:
-                processed = runner.run_until_idle()
-            finally:
-                runner.close()
+            processed = runner.run_until_idle()
         except Exception as exc:  # noqa: BLE001 - stored is stored: the daemon will pick it up
             log.error("processing after ingest failed (the messages are stored): %s", exc)
+        finally:
+            runner.close()
     if args.verbose or source != "pipe":
         print(
             f"stored {stored}, duplicates {duplicates}, without desk {no_desk}, processed {processed}"
             + (f", over the size limit (not stored) {too_big}" if too_big else "")
         )
     return 0
+
+
+def _closed(runner: Runner | None, code: int) -> int:
+    """`code`, after stopping the runner's parse helper if one was started."""
+    if runner is not None:
+        runner.close()
+    return code
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -44,7 +44,7 @@ from mailgate.proc import die_with_parent
 from mailgate.store.blobs import BlobStore
 
 log = logging.getLogger(__name__)
-AHEAD_MESSAGES = 16  # parsed and not yet taken, at most
+AHEAD_MESSAGES = 64  # parsed and not yet taken, at most
 AHEAD_BYTES = 32 * 1024 * 1024  # ... and at most this much raw mail behind them
 
 
@@ -133,6 +133,13 @@ class ParseAhead:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the helper now, if there is none, rather than with the first batch: it takes a
+        few hundred ms to import what it needs, which can overlap the caller's other work (the
+        ingest command stores the messages meanwhile)."""
+        if self._proc is None:
+            self._start()
 
     def _start(self) -> bool:
         try:

@@ -82,7 +82,7 @@ class Runner:
         self.batch_size = batch_size
         self.group_ms = group_ms  # > 0: group commit (process_group); 0: a transaction per message
         # A helper process parses a batch ahead (pipeline/parse_ahead.py); started on the first
-        # batch of more than one message, so a quiet daemon never starts it.
+        # batch of more than one message, so a quiet daemon never starts it (or by start_helper).
         blobs = BlobStore(config.state_dir / "attachments")
         lim = config.limits
         self.ahead = (
@@ -210,7 +210,7 @@ class Runner:
                 i += 1
                 t0 = time.perf_counter()
                 ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
-                conn.exec_driver_sql("SAVEPOINT mg_message")
+                direct.run_sql(conn, "SAVEPOINT mg_message")
                 try:
                     ctx = self._begin(item, raw, ahead=True)
                     self._apply(ctx, session)
@@ -218,17 +218,19 @@ class Runner:
                 except Exception as exc:  # noqa: BLE001 - sorted below
                     if not session.is_active:
                         raise _GroupBroken(i) from exc
-                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT mg_message")
+                    direct.run_sql(conn, "ROLLBACK TO SAVEPOINT mg_message")
                     session.expunge_all()  # objects of the rolled-back writes must never be flushed
                     if isinstance(exc, ProcessingError):
                         self._stopped(ctx, session, exc)
                     else:
                         self._crashed(ctx, session, exc)
-                conn.exec_driver_sql("RELEASE SAVEPOINT mg_message")
+                direct.run_sql(conn, "RELEASE SAVEPOINT mg_message")
                 self._log(ctx, t0)
         return i
 
     def _log(self, ctx: Context, t0: float) -> None:
+        if not log.isEnabledFor(logging.INFO):  # the record's fields cost more than the call
+            return
         item = ctx.item
         ms = (time.perf_counter() - t0) * 1000
         message_id = ctx.mail.message_id
@@ -361,6 +363,12 @@ class Runner:
     def stop(self) -> None:
         self._stop.set()
         self.wake.set()
+
+    def start_helper(self) -> None:
+        """Start the parse helper ahead of the first batch (only with parse_ahead): for a caller
+        that knows a backlog is coming, so the helper's start-up overlaps its own work."""
+        if self.ahead is not None:
+            self.ahead.start()
 
     def close(self) -> None:
         """Stop the parse helper (call after the serve thread has ended)."""

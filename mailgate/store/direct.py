@@ -36,14 +36,33 @@ def insert_for(dialect: str) -> Callable[..., Any]:
 
 
 class _Entry:
-    __slots__ = ("binds", "compiled", "names", "results", "sql")
+    """A statement compiled for one set of parameter names, with how to bind each position."""
 
-    def __init__(self, compiled: Any, results: tuple[_Processor, ...]) -> None:
+    __slots__ = ("binds", "compiled", "names", "plan", "results", "sql")
+
+    def __init__(self, compiled: Any, results: tuple[_Processor, ...], params: Mapping[str, Any]) -> None:
         self.sql: str = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
         self.binds: Mapping[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
         self.compiled = compiled  # keeps the statement alive, so its id is never reused
         self.results = results if any(results) else ()
+        self.plan = self._plan(compiled, params)
+
+    def _plan(self, compiled: Any, params: Mapping[str, Any]) -> tuple[tuple[str | None, Any], ...] | None:
+        """Per position: the caller's parameter to take, or None and the statement's own value (a
+        literal such as LIMIT 1 or `+ 1`), worked out once as construct_params does it per call
+        (a tenth of running a statement). None where that would not be the same: a bind whose
+        value is computed per call, an IN list expanded per call, escaped names."""
+        values = compiled.construct_params(dict(params))  # also raises now for a missing value
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        if compiled.escaped_bind_names or any(b.callable or b.expanding for b in by_name.values()):
+            return None
+        plan: list[tuple[str | None, Any]] = []
+        for name in self.names:
+            key = by_name[name].key
+            source = key if key in params else name if name in params else None
+            plan.append((source, None if source else values[name]))
+        return tuple(plan)
 
 
 _cache: dict[tuple[int, frozenset[str]], _Entry] = {}  # (statement, parameter names)
@@ -56,10 +75,17 @@ def _run(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> tuple[Any, _
     if entry is None:
         compiled = stmt.compile(dialect=dialect, column_keys=list(params))
         results = tuple(c.type._cached_result_processor(dialect, None) for c in compiled._result_columns)
-        entry = _cache[key] = _Entry(compiled, results)
-    values = entry.compiled.construct_params(dict(params))  # adds the statement's own literal binds
+        entry = _cache[key] = _Entry(compiled, results, params)
     binds = entry.binds
-    args = [binds[n](values[n]) if n in binds else values[n] for n in entry.names]
+    if entry.plan is not None:
+        args = []
+        for name, (source, own) in zip(entry.names, entry.plan, strict=True):
+            value = params[source] if source is not None else own
+            bind = binds.get(name)
+            args.append(bind(value) if bind is not None else value)
+    else:
+        values = entry.compiled.construct_params(dict(params))
+        args = [binds[n](values[n]) if n in binds else values[n] for n in entry.names]
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(entry.sql, args)
@@ -67,6 +93,15 @@ def _run(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> tuple[Any, _
         cursor.close()
         raise
     return cursor, entry
+
+
+def run_sql(conn: Connection, sql: str) -> None:
+    """Run a plain SQL command with no parameters and no rows (SAVEPOINT, RELEASE): on SQLite
+    straight on the driver, which the transaction's own bookkeeping never sees either way."""
+    if conn.dialect.name != "sqlite":
+        conn.exec_driver_sql(sql)
+        return
+    conn.connection.dbapi_connection.execute(sql).close()  # type: ignore[union-attr]
 
 
 def write(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> int:
