@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -368,3 +369,66 @@ def test_word_index_never_skips_a_rule_that_would_hit(
     ahead = msg(subject, text)
     ahead.words = pickle.loads(pickle.dumps(words_of(ahead)))
     assert evaluate(rules, ahead, desk_address="s@l", now=NOW).matched == expected
+
+
+# Regex rules of the shapes admins write, and texts that come close to them: other letter cases,
+# the long s and dotless i that a case-blind regex takes for 's' and 'i', typographic quotes.
+REGEXES = [
+    r"(?m)^\s*category:\s*database",
+    r"(?m)^\s*category:\s*websites?\b",
+    r"(?-i:Order) #\d+ was",
+    r"invoice|receipt",
+    r"(abc)?defg",
+    r"mis+ing (?=item)",
+    r"don't work",
+    r"(?x) cat \s* egory : ",
+    r"Kelvin\W+scale",
+]
+NEAR = [
+    "category: database",
+    "  CATEGORY:\tDATABASE",
+    "Category: Databaſe",
+    "category:websites",
+    "category: webſite",
+    "Order #12 was lost",
+    "ORDER #12 was",
+    "Receipt",
+    "defg",
+    "abcdefg",
+    "MISSING ITEM",
+    "miſſing item",
+    "mıssıng item",
+    "don\u2019t work",
+    "DON'T WORK",
+    "\u212aelvin scale",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.sampled_from(NEAR), st.text(alphabet="aceimnorstwy :\n\u017f\u0131\u212a'", max_size=12)
+        ),
+        max_size=6,
+    ),
+    field=st.sampled_from(["subject", "body"]),
+)
+def test_a_regex_rule_hits_exactly_when_its_regex_matches(
+    tmp_path: Path, parts: list[str], field: str
+) -> None:
+    """Regex tests first look for the plain text every match must contain (routing's cheap skip
+    of long bodies); the rule must still hit on every text the regex matches, and only there."""
+    rules = load(
+        tmp_path,
+        "".join(
+            f'[[rules]]\nname = "r{i}"\nwhen.{field}.regex = {json.dumps(rx)}\ncontinue = true\n'
+            f'[rules.then]\ntags = ["t{i}"]\n\n'
+            for i, rx in enumerate(REGEXES)
+        ),
+    )
+    text = "".join(parts)
+    mail = msg(subject=text) if field == "subject" else msg(body=text)
+    decision = evaluate(rules, mail, desk_address="support@localhost", now=NOW)
+    hit = {f"t{i}" for i, rx in enumerate(REGEXES) if re.search(rx, text, re.IGNORECASE)}
+    assert set(decision.tags) == hit
