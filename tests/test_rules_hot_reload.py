@@ -3,6 +3,7 @@ edit is refused, the last good rules stay in force, and the admin is told by mai
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from conftest import RunningDaemon, Sink, body_of, make_mail
@@ -65,3 +66,19 @@ def test_a_broken_sla_edit_is_refused_and_the_admin_told(
     [notice] = sink.wait_to("admin@example.com", 1)
     assert "sla.toml:" in body_of(notice)
     assert daemon.tickets()[-1].first_response_due is not None  # the last good SLA rules still apply
+
+
+def test_a_template_edit_shows_in_the_next_mail(daemon: RunningDaemon, sink: Sink, desk_dir: Path) -> None:
+    """Templates are read again when their file changes: the acknowledgement sent a moment after
+    the admin saved the file is the new one (the daemon asks the file system at most once a
+    second whether a template changed)."""
+    ack = desk_dir / "templates" / "acknowledgement.txt"
+    daemon.send(make_mail("printer jam", "tray 2\n", message_id="<t1@acme.com>"))
+    [first] = sink.wait_to("customer1@acme.com", 1)
+    assert "Thanks from the new desk" not in body_of(first)
+
+    ack.write_text("Thanks from the new desk: {{ ticket.key }}.\n")
+    time.sleep(1.2)
+    daemon.send(make_mail("scanner jam", "again\n", message_id="<t2@acme.com>"))
+    second = sink.wait_to("customer1@acme.com", 2)[-1]
+    assert body_of(second) == "Thanks from the new desk: SUP-2.\n", body_of(second)
