@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.header
 import email.policy
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,10 @@ def test_what_a_client_reads_is_what_was_written(
     assert all(len(line) <= 78 or b" " not in line.split(b": ", 1)[-1].strip() for line in head)
     msg = _read(raw)
     assert not msg.defects
+    # Date: now, in the local zone with its offset (a client shows it in the reader's time).
+    sent = msg["Date"].datetime
+    assert sent.utcoffset() == datetime.now().astimezone().utcoffset()
+    assert abs((datetime.now(UTC) - sent).total_seconds()) < 5
     assert str(msg["Subject"]) == clean_header(subject, 900)
     assert msg["From"].addresses[0].addr_spec == "support@example.com"
     raw_from = email.message_from_bytes(raw)["From"]  # compat32: the raw header, unfolded
