@@ -163,7 +163,7 @@ def _with_attachment(raw: bytes, name: str, content: bytes) -> bytes:
 
 
 def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path) -> None:
-    """Bulk ingest parses ahead in a helper process; the result must not differ, and a helper
+    """Bulk ingest parses ahead in a helper process, across batches; the result must not differ, and a helper
     that is killed costs nothing but speed (its messages are parsed in place, none quarantined).
     The helper also stores the attachments the worker keeps: each must be in the blob store,
     byte for byte, and one over the size limit must still be refused."""
@@ -185,7 +185,9 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
     raws[7] = _with_attachment(_with_attachment(raws[7], "small.bin", b"tiny"), "huge.bin", huge)
     raws.append(make_mail("Re: [SUP-3] request 2", "more", message_id="<p-reply@acme.com>"))
     Acceptor(db, config).accept_many([(r, Envelope(source="mbox")) for r in raws])
-    runner = Runner(db, config, group_ms=10_000, parse_ahead=True)
+    # Batches of four: each next batch is claimed and handed to the helper before this one is
+    # done, and the reply to SUP-3 comes three batches after it.
+    runner = Runner(db, config, batch_size=4, group_ms=10_000, parse_ahead=True)
     try:
         assert runner.run_until_idle() == 13
         assert runner.ahead is not None and runner.ahead.pid is not None

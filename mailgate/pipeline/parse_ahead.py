@@ -168,15 +168,17 @@ class ParseAhead:
             self._proc = None
             return False
 
-    def submit(self, items: Sequence[tuple[int, bytes]]) -> None:
-        """Hand these (key, raw) to the helper, starting one if there is none (or it died)."""
+    def submit(self, items: Sequence[tuple[int, bytes]], *, behind: bool = False) -> None:
+        """Hand these (key, raw) to the helper, starting one if there is none (or it died).
+        `behind`: they come after those still to be taken (the next batch, handed over before
+        this one is done); otherwise they replace them."""
         if self._proc is not None and not self._proc.is_alive():
             self._lost()
         if self._proc is None and not self._start():
             return
-        # A new batch: whatever of the last one was not taken never will be.
-        self._seqs.clear()
-        self._taken.value = self._seq
+        if not behind:  # a new batch: whatever of the last one was not taken never will be
+            self._seqs.clear()
+            self._taken.value = self._seq
         batch = []
         for key, raw in items:
             self._seq += 1

@@ -101,6 +101,7 @@ class Runner:
         self.handlers: list[Handler] = registry(self.services)
         self.sla = SlaService(config, self.rules, self.notifier)
         self.after_commit: list[Callable[[], None]] = []  # e.g. wake the sender
+        self._next: list[Claimed] = []  # group mode with the helper: the batch claimed ahead
         self.wake = threading.Event()
         self._stop = threading.Event()
 
@@ -178,13 +179,14 @@ class Runner:
         self._log(ctx, t0)
         return ctx
 
-    def process_group(self, items: list[Claimed]) -> None:
+    def process_group(self, items: list[Claimed], *, handed_over: bool = False) -> None:
         """Group commit for bulk work (`mailgate ingest --mbox`): messages share one transaction
         until `group_ms` have passed, each inside a SAVEPOINT, so a failing message rolls back
         only its own writes. One fsync per group instead of one per message; the write lock is
-        held longer, which is why the daemon, which answers SMTP clients, does not use it."""
+        held longer, which is why the daemon, which answers SMTP clients, does not use it.
+        `handed_over`: the items are with the parse helper already."""
         # The next messages are parsed on the other core while this one is handled.
-        if len(items) > 1:
+        if len(items) > 1 and not handed_over:
             self._parse_ahead(items)
         i = 0
         while i < len(items):
@@ -296,22 +298,49 @@ class Runner:
                 + "\n\nFix the lines above; `mailgate rules check` shows the same list.\n",
             )
 
+    def _claim(self) -> list[Claimed]:
+        """Claim a batch (committed) and read its rows and mail."""
+        with self.db.reading() as session:  # most wake-ups after a batch find nothing new
+            if not inbox.has_new(session):
+                return []
+        with self.db.session(durable=False) as session:
+            ids = inbox.claim(session, self.batch_size)
+        if not ids:
+            return []
+        with self.db.reading() as session:  # the raw mail is read outside the write lock
+            rows = session.execute(
+                select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id)
+            ).scalars()
+            raws = inbox.raws(session, ids)
+            return [(item, raws.get(item.id)) for item in rows]  # type: ignore[arg-type]
+
+    def _run_group_ahead(self) -> int:
+        """Group commit with the parse helper: the batch after this one is claimed before this
+        one is processed and handed to the helper behind it, so the helper parses on across the
+        boundary. Handing each batch over only when it came up had the worker wait at every
+        boundary for the helper to receive the batch and catch up, message by message (20 to 40
+        waits and 0.1 to 0.2 s in an ingest of 1,000). Two batches are claimed at a time; a
+        crash leaves both to `recover`, as it left one."""
+        items = self._next or self._claim()
+        handed_over = bool(self._next)
+        if not items:
+            return 0
+        if not handed_over:
+            self._parse_ahead(items)
+        self._next = self._claim()
+        if self._next and self.ahead is not None:
+            self.ahead.submit([(item.id, raw) for item, raw in self._next if raw is not None], behind=True)
+        self.process_group(items, handed_over=True)
+        for fn in self.after_commit:
+            fn()
+        return len(items)
+
     def run_once(self) -> int:
         """Claim and process one batch. Returns how many messages were processed."""
         self.refresh_rules()
-        with self.db.reading() as session:  # most wake-ups after a batch find nothing new
-            if not inbox.has_new(session):
-                return 0
-        with self.db.session(durable=False) as session:
-            ids = inbox.claim(session, self.batch_size)
-        items: list[Claimed] = []
-        if ids:
-            with self.db.reading() as session:  # the raw mail is read outside the write lock
-                rows = session.execute(
-                    select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id)
-                ).scalars()
-                raws = inbox.raws(session, ids)
-                items = [(item, raws.get(item.id)) for item in rows]  # type: ignore[arg-type]
+        if self.group_ms > 0 and self.ahead is not None:
+            return self._run_group_ahead()
+        items = self._claim()
         if self.group_ms > 0 and items:
             self.process_group(items)
             for fn in self.after_commit:
