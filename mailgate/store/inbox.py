@@ -65,7 +65,7 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
             "trace": [],
             "received_at": now,
         }
-        row_id = conn.execute(stmt, params).scalar_one_or_none()
+        row_id = direct.read(conn, stmt, params).scalar_one_or_none()  # every column given
         if row_id is not None:
             direct.write(conn, _INSERT_RAW, {"id": row_id, "raw": item.raw})
         ids.append(row_id)
