@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import mailbox
 import mmap
@@ -201,6 +202,9 @@ def _store(
             try:
                 runner = Runner(db, config, batch_size=200, group_ms=250, parse_ahead=source != "pipe")
                 runner.start_helper()
+                # What is loaded now lives as long as the process: the collector's full passes
+                # need not walk it again for every batch (gc.freeze, as servers do after start).
+                gc.freeze()
             except Exception as exc:  # noqa: BLE001 - storing goes on: the daemon processes later
                 log.error("cannot process here (the daemon processes what is stored): %s", exc)
         acceptor = Acceptor(db, config)
