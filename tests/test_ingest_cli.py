@@ -184,12 +184,17 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
     raws[4] = _with_attachment(raws[4], "report.bin", report)
     raws[7] = _with_attachment(_with_attachment(raws[7], "small.bin", b"tiny"), "huge.bin", huge)
     raws.append(make_mail("Re: [SUP-3] request 2", "more", message_id="<p-reply@acme.com>"))
+    # Looks like a reply (the helper does not tokenise it) but threads onto nothing: a new ticket,
+    # routed by its words all the same.
+    password = ("forgot my password", "locked out since this morning")
+    raws.append(make_mail(*password, message_id="<p-pw1@acme.com>", in_reply_to="<n-7@news.example>"))
+    raws.append(make_mail(*password, message_id="<p-pw2@acme.com>", sender="customer2@acme.com"))
     Acceptor(db, config).accept_many([(r, Envelope(source="mbox")) for r in raws])
     # Batches of four: each next batch is claimed and handed to the helper before this one is
     # done, and the reply to SUP-3 comes three batches after it.
     runner = Runner(db, config, batch_size=4, group_ms=10_000, parse_ahead=True)
     try:
-        assert runner.run_until_idle() == 13
+        assert runner.run_until_idle() == 15
         assert runner.ahead is not None and runner.ahead.pid is not None
         os.kill(runner.ahead.pid, signal.SIGKILL)
         Acceptor(db, config).accept_many(
@@ -204,9 +209,12 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
         assert runner.run_until_idle() == 3
     finally:
         runner.close()
-    assert [t.subject for t in _tickets(cfg)] == [f"request {i}" for i in range(12)] + [
+    tickets = _tickets(cfg)
+    assert [t.subject for t in tickets] == [f"request {i}" for i in range(12)] + [password[0]] * 2 + [
         f"after the helper died {i}" for i in range(3)
     ]
+    routed = {(t.group, t.category) for t in tickets if t.subject == password[0]}
+    assert routed == {("IT", "Accounts and passwords")}
     with db.session() as s:
         states = {r.message_id: (r.state, r.disposition) for r in s.execute(select(InboxItem)).scalars()}
     assert states["p-reply@acme.com"] == ("done", "reply")

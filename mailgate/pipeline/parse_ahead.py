@@ -16,8 +16,8 @@ nearly free, but only if neither side waits for the other:
 A helper that dies (the OOM killer, a kill by hand) costs only speed: its messages are parsed in
 place and a new helper starts with the next batch.
 
-The helper also tokenises the subject and body for routing (`conditions.words_of`), and puts
-the attachments the worker will keep (within the size and count limits)
+The helper also tokenises the subject and body for routing (`conditions.words_of`) of mail that
+is not a reply, and puts the attachments the worker will keep (within the size and count limits)
 into the blob store, each fsynced before its parse is handed over, and hands over only their
 digests. The fsyncs were the worker's slowest step on mail with attachments, and the bytes no
 longer cross the pipe. The store is by content hash, so this is idempotent: a message that is
@@ -109,8 +109,10 @@ def _serve(
             current.value = seq
             try:
                 parsed: ParsedMail | None = parse_message(raw, own_addresses=own)
-                if parsed is not None:
-                    parsed.words = words_of(parsed)  # for routing, if it is a new ticket
+                if parsed is not None and not (parsed.in_reply_to or parsed.references):
+                    # For routing. A reply is threaded, not routed; one that is not threaded
+                    # after all is tokenised by routing in the worker.
+                    parsed.words = words_of(parsed)
                     if blobs is not None and parsed.attachments:
                         _store_attachments(parsed, blobs, limits)
             except Exception:  # noqa: BLE001 - the worker parses it again and reports it properly
