@@ -169,7 +169,8 @@ class Checkpointer:
 
     def checkpoint(self) -> None:
         try:
-            conn = sqlite3.connect(self.path, timeout=5)
+            # mode=rw: a database removed meanwhile is not made again, empty.
+            conn = sqlite3.connect(Path(self.path).as_uri() + "?mode=rw", uri=True, timeout=5)
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             finally:

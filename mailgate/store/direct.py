@@ -50,8 +50,11 @@ def _fast_datetime_bind(slow: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _fast_datetime_result(slow: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A datetime from text in exactly SQLAlchemy's form ("2026-01-02 03:04:05.000006"); any
+    other text (an offset, a date alone) goes to SQLAlchemy's own parser."""
+
     def process(value: Any) -> Any:
-        if value.__class__ is str:
+        if value.__class__ is str and len(value) == 26 and value[10] == " " and value[19] == ".":
             try:
                 return datetime.fromisoformat(value)
             except ValueError:
