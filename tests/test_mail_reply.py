@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mailgate.mail import reply
 from mailgate.mail.parse import parse_message
 from mailgate.mail.reply import extract_reply
 from mailgate.mail.thanks import is_thanks_only
@@ -158,3 +162,64 @@ def test_thanks_fixtures() -> None:
 )
 def test_header_forms_without_a_fixture(text: str) -> None:
     assert extract_reply(text) == "NEW"
+
+
+# The first words of every kind of line reply extraction looks for, as clients write them.
+_MARKS = [
+    "> quoted",
+    "-- ",
+    "--",
+    "---------- Forwarded message ---------",
+    "Begin forwarded message:",
+    "Début du message réexpédié :",
+    "Sent from my iPhone",
+    "Gesendet von meinem iPad",
+    "iPhoneから送信",
+    "-----Original Message-----",
+    "From: Alice <a@example.com>",
+    "**From:** Alice",
+    "发件人: 张三",
+    "_" * 32,
+    "On Mon, 15 Jan 2024 at 10:23, Alice wrote:",
+    "Am 15.01.2024 um 10:23 schrieb Alice:",
+    "Den mån 15 jan. 2024 kl 10:23 skrev Alice <a@x>:",
+    "在 2024年1月15日 10:23，Alice 写道：",
+    "Le lun. 15 janv. 2024, Alice a écrit :",
+    "Thanks, it works now",
+    "see the attached log",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    mark=st.sampled_from(_MARKS),
+    lead=st.sampled_from(["", " ", "\t", "\u200b", "\ufeff ", " \u200b"]),
+    case=st.sampled_from([str, str.upper, str.lower, str.title]),
+    tail=st.text(alphabet="abcisſıK: ：>-_", max_size=8),
+)
+def test_no_line_a_marker_test_would_take_is_passed_over_as_plain(
+    mark: str, lead: str, case: Any, tail: str
+) -> None:
+    """Reply extraction passes over plain lines with one combined test; every line that any of
+    its own tests (quote, signature, forward, mobile footer, Outlook block, quote header) would
+    take must be caught by that combined test, whatever its letter case or leading space."""
+    line = lead + case(mark) + tail
+    clean = reply._clean(line)
+    taken = (
+        reply._QUOTED_RE.match(line)
+        or reply._SIG_RE.match(line.strip(reply._INVISIBLE))
+        or any(
+            rx.match(clean)
+            for rx in (
+                reply._FORWARD_RE,
+                reply._MOBILE_RE,
+                reply._ORIGINAL_RE,
+                reply._FROM_RE,
+                reply._UNDERSCORES_RE,
+                reply._ATTRIBUTION_START_RE,
+            )
+        )
+        or clean.endswith(reply._COLONS)
+    )
+    if taken:
+        assert clean.endswith(reply._COLONS) or reply._ANY_MARK_RE.match(clean), repr(line)

@@ -99,6 +99,26 @@ _QUOTED_RE = re.compile(r"^\s*>")
 _COLONS = (":", "：")  # the ASCII colon and the full-width one (zh, ja)
 _BLANKS_RE = re.compile(r"\n{3,}")
 _INVISIBLE = "\ufeff\u200b\u200e\u200f"
+# Every line test of `extract_reply` in one alternation, on the cleaned line: a line it does not
+# match, and that does not end in a colon, is the writer's text, without eight separate tests
+# (most lines of a mail are plain text). Each test below implies a match here: a quoted line and a
+# signature mark start with ">" and "--" once cleaned; the others are tested on the cleaned line.
+_ANY_MARK_RE = re.compile(
+    "|".join(
+        f"(?:{rx.pattern})"
+        for rx in (
+            re.compile(r"^>"),
+            re.compile(r"^--"),
+            _FORWARD_RE,
+            _MOBILE_RE,
+            _ORIGINAL_RE,
+            _FROM_RE,
+            _UNDERSCORES_RE,
+            _ATTRIBUTION_START_RE,
+        )
+    ),
+    _FLAGS,
+)
 
 
 def _clean(line: str) -> str:
@@ -156,6 +176,12 @@ def extract_reply(text: str) -> str:
     while i < n:
         line = lines[i]
         clean = _clean(line)
+        # Plain text: none of the tests below can take it (a new test below goes into
+        # _ANY_MARK_RE too).
+        if not clean.endswith(_COLONS) and not _ANY_MARK_RE.match(clean):
+            kept.append(line.rstrip())
+            i += 1
+            continue
         if _QUOTED_RE.match(line):
             i += 1
             continue
