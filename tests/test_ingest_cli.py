@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import RunningDaemon, Sink, make_mail, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -231,12 +232,14 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
     assert not blobs.exists(hashlib.sha256(huge).hexdigest())
 
 
+@pytest.mark.parametrize("in_reply_to", [None, "<earlier@acme.com>"])
 def test_the_parse_helper_stores_kept_attachments_and_hands_over_only_their_digests(
-    tmp_path: Path,
+    tmp_path: Path, in_reply_to: str | None
 ) -> None:
     """The helper puts each attachment the worker will keep into the blob store before it hands
     the parse over, so the bytes need not cross the pipe; one over the limits stays with the
-    worker (which refuses it) and is never stored."""
+    worker (which refuses it) and is never stored. A reply's attachments too (its words are
+    not tokenised there, its attachments are stored all the same)."""
     import hashlib
     import time
 
@@ -245,7 +248,8 @@ def test_the_parse_helper_stores_kept_attachments_and_hands_over_only_their_dige
 
     blobs = BlobStore(tmp_path / "attachments")
     report, huge = os.urandom(60_000), os.urandom(150_000)
-    raw = _with_attachment(_with_attachment(make_mail("two files"), "report.bin", report), "huge.bin", huge)
+    mail = make_mail("two files", in_reply_to=in_reply_to)
+    raw = _with_attachment(_with_attachment(mail, "report.bin", report), "huge.bin", huge)
     ahead = ParseAhead(("support@localhost",), blobs=blobs.root, limits=(100_000, 50))
     try:
         ahead.submit([(1, raw)])

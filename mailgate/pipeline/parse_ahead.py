@@ -113,8 +113,8 @@ def _serve(
                     # For routing. A reply is threaded, not routed; one that is not threaded
                     # after all is tokenised by routing in the worker.
                     parsed.words = words_of(parsed)
-                    if blobs is not None and parsed.attachments:
-                        _store_attachments(parsed, blobs, limits)
+                if parsed is not None and blobs is not None and parsed.attachments:
+                    _store_attachments(parsed, blobs, limits)
             except Exception:  # noqa: BLE001 - the worker parses it again and reports it properly
                 parsed = None
             try:
