@@ -328,8 +328,7 @@ class Runner:
         if not handed_over:
             self._parse_ahead(items)
         self._next = self._claim()
-        if self._next and self.ahead is not None:
-            self.ahead.submit([(item.id, raw) for item, raw in self._next if raw is not None], behind=True)
+        self._parse_ahead(self._next, behind=True)
         self.process_group(items, handed_over=True)
         for fn in self.after_commit:
             fn()
@@ -354,9 +353,9 @@ class Runner:
                 fn()
         return len(items)
 
-    def _parse_ahead(self, items: list[Claimed]) -> None:
+    def _parse_ahead(self, items: list[Claimed], *, behind: bool = False) -> None:
         if self.ahead is not None and items:
-            self.ahead.submit([(item.id, raw) for item, raw in items if raw is not None])
+            self.ahead.submit([(item.id, raw) for item, raw in items if raw is not None], behind=behind)
 
     def run_until_idle(self, max_batches: int = 10_000) -> int:
         total = 0

@@ -71,29 +71,30 @@ _SAMPLE_TIMES = (
 )
 
 
+# Texts as SQLite DATETIME columns hold them, and one without the fraction.
+_SAMPLE_TEXTS = (
+    *(t.replace(tzinfo=None).isoformat(" ", "microseconds") for t in _SAMPLE_TIMES),
+    "2026-01-02 03:04:05",
+)
+
+
 def _faster(
-    type_: Any, slow: _Processor, fast: Callable[[Callable[[Any], Any]], Callable[[Any], Any]], bind: bool
+    type_: Any,
+    slow: _Processor,
+    quick_of: Callable[[Callable[[Any], Any]], Callable[[Any], Any]],
+    samples: Any,
 ) -> _Processor:
-    """The faster processor for a SQLite DATETIME, if it gives exactly what SQLAlchemy's gives
-    on sample values (it would not for a column with its own storage format); else `slow`."""
+    """The quicker processor for a SQLite DATETIME, if it gives exactly what SQLAlchemy's gives
+    on the samples (it would not for a column with its own storage format); else `slow`."""
     if slow is None or not isinstance(type_, sqltypes.DateTime):
         return slow
-    quick = fast(slow)
+    quick = quick_of(slow)
     try:
-        samples = _SAMPLE_TIMES if bind else _sample_texts(type_)
         if all(quick(v) == slow(v) for v in samples):
             return quick
     except Exception:  # noqa: BLE001 - keep SQLAlchemy's own
         pass
     return slow
-
-
-def _sample_texts(type_: Any) -> tuple[str, ...]:
-    from sqlalchemy.dialects.sqlite.base import DATETIME
-
-    impl = type_ if isinstance(type_, DATETIME) else DATETIME()
-    to_text = impl.bind_processor(None)  # type: ignore[arg-type]
-    return (*(to_text(v) for v in _SAMPLE_TIMES), "2026-01-02 03:04:05")
 
 
 class _Entry:
@@ -124,7 +125,7 @@ class _Entry:
         plan: list[tuple[str | None, Any, _Processor]] = []
         for name in self.names:
             bind = by_name[name]
-            process = _faster(bind.type, self.binds.get(name), _fast_datetime_bind, True)
+            process = _faster(bind.type, self.binds.get(name), _fast_datetime_bind, _SAMPLE_TIMES)
             source = bind.key if bind.key in params else name if name in params else None
             if source is None:
                 own = values[name]
@@ -144,7 +145,9 @@ def _run(conn: Connection, stmt: Any, params: Mapping[str, Any]) -> tuple[Any, _
         dialect = conn.dialect
         compiled = stmt.compile(dialect=dialect, column_keys=list(params))
         results = tuple(
-            _faster(c.type, c.type._cached_result_processor(dialect, None), _fast_datetime_result, False)
+            _faster(
+                c.type, c.type._cached_result_processor(dialect, None), _fast_datetime_result, _SAMPLE_TEXTS
+            )
             for c in compiled._result_columns
         )
         entry = _cache[key] = _Entry(compiled, results, params)
