@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mailgate.domain.routing import evaluate
 from mailgate.mail.parse import parse_message
-from mailgate.rules_loader import load_rules
+from mailgate.ruleset import load as load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "routing"

@@ -30,6 +30,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, meta, nodes
 
 from mailgate.config import Config, ConfigError, load_config
+from mailgate.ruleset import load
 
 EX_OK, EX_DATAERR, EX_CONFIG = 0, 65, 78
 
@@ -147,7 +148,7 @@ class RulesFacts:
 
     status_templates: set[str] = field(default_factory=set)
     auto_reply_templates: set[str] = field(default_factory=set)
-    live: Any = None  # the LiveRules (or RulesSet) that loaded, for sample contexts
+    live: Any = None  # the rules Snapshot that loaded, for sample contexts
 
 
 def check_rules(config: Config, config_path: Path) -> tuple[RulesFacts, list[Problem]]:
@@ -156,42 +157,23 @@ def check_rules(config: Config, config_path: Path) -> tuple[RulesFacts, list[Pro
     facts = RulesFacts()
     problems: list[Problem] = []
     try:
-        from mailgate.pipeline.live_rules import LiveRules
-    except ImportError:  # a build without workflows
-        LiveRules = None  # type: ignore[assignment,misc]  # noqa: N806
-    try:
-        if LiveRules is not None:
-            live = LiveRules(config)
-            rules = live.rules
-            for wf in live.workflows.values():
-                facts.status_templates.update(st.template for st in wf.statuses.values())
-        else:
-            from mailgate.rules_loader import load_rules
-
-            live = rules = load_rules(config.rules_dir, config.templates_dir)
-        facts.live = live
+        rules = load(config.rules_dir, config.templates_dir, config.desks)
+    except RulesInvalid as exc:
+        problems.extend(
+            Problem("rules", e.file, e.line, f"{e.reason} ({e.hint})" if e.hint else e.reason)
+            for e in exc.errors
+            # A template's syntax error is reported by check_templates, with the rest of its checks.
+            if not e.file.endswith(TEMPLATE_SUFFIXES)
+        )
+    else:
+        facts.live = rules
+        for wf in rules.workflows.values():
+            facts.status_templates.update(st.template for st in wf.statuses.values())
         facts.auto_reply_templates.update(
             r.actions.auto_reply for r in rules.routing.rules if r.actions.auto_reply
         )
         if rules.routing.defaults.auto_reply:
             facts.auto_reply_templates.add(rules.routing.defaults.auto_reply)
-    except RulesInvalid as exc:
-        problems.extend(
-            Problem("rules", e.file, e.line, f"{e.reason} ({e.hint})" if e.hint else e.reason)
-            for e in exc.errors
-        )
-    except ConfigError as exc:  # e.g. a desk's workflow that workflow.toml does not define
-        problems.append(Problem("rules", str(config_path), _config_line(config_path, "desks:"), str(exc)))
-    sla = config.rules_dir / "sla.toml"
-    if sla.exists():
-        try:
-            from mailgate.domain.sla import load_sla
-
-            load_sla(sla, str(sla))
-        except ImportError:
-            pass
-        except RulesInvalid as exc:
-            problems.extend(Problem("rules", e.file, e.line, str(e).split(": ", 2)[-1]) for e in exc.errors)
     return facts, problems
 
 
@@ -199,7 +181,7 @@ def check_rules(config: Config, config_path: Path) -> tuple[RulesFacts, list[Pro
 
 
 def _environment(search: list[Path]) -> Environment:
-    # The same settings as outbox/render.py's Renderer, so what passes here renders there.
+    # The same settings as mailgate/ruleset/templates.py (the Renderer's), so what passes here renders there.
     from jinja2 import ChoiceLoader, select_autoescape
 
     return Environment(

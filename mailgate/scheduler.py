@@ -168,7 +168,7 @@ class Scheduler:
 
     def _candidates(self, session: Session, job: str, desk: Desk) -> list[Ticket]:
         """The tickets a job can act on at all; the pure decision makes the final call."""
-        workflow = self.runner.rules.workflow(desk)
+        workflow = self.runner.rules.current.workflow(desk)
         q = select(Ticket).where(Ticket.desk == desk.key)
         if job in ("sla_check", "digest"):
             q = q.where(Ticket.status_category != "closed")
@@ -203,7 +203,7 @@ class Scheduler:
         raise ValueError(job)
 
     def _per_ticket(self, repo: Repo, job: str, desk: Desk, rules: SlaRules, now: datetime) -> int:
-        workflow = self.runner.rules.workflow(desk)
+        workflow = self.runner.rules.current.workflow(desk)
         done = 0
         for ticket in self._candidates(repo.session, job, desk):
             # One ticket that cannot be handled (bad data) must not hold up the others: its own
@@ -225,7 +225,7 @@ class Scheduler:
         return done
 
     def _digest(self, repo: Repo, desk: Desk, rules: SlaRules, state: JobState, now: datetime) -> int:
-        workflow = self.runner.rules.workflow(desk)
+        workflow = self.runner.rules.current.workflow(desk)
         tickets = self._candidates(repo.session, "digest", desk)
         facts = [ticket_facts(repo, t, workflow, rules) for t in tickets]
         found = timers.digests(facts, rules, utc(state.last_digest_at), now)

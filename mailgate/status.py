@@ -71,26 +71,15 @@ def listeners(config: Config) -> list[str]:
 
 
 def rules_fingerprint(config: Config) -> tuple[str | None, list[str]]:
-    """(version, errors) of the rules files on disk, computed as the daemon computes the version it
-    records on every routed ticket, so the two can be compared."""
-    from mailgate.config import ConfigError
+    """(version, errors) of the rules files and templates on disk, by the daemon's own loader, so
+    the version compares with the one the daemon records on every routed ticket."""
     from mailgate.domain.rulesfile import RulesInvalid
+    from mailgate.ruleset import load
 
     try:
-        from mailgate.pipeline.live_rules import LiveRules
-    except ImportError:  # a build without workflows: the routing loader's fingerprint
-        from mailgate.rules_loader import load_rules
-
-        try:
-            return load_rules(config.rules_dir, config.templates_dir).version, []
-        except RulesInvalid as exc:
-            return None, [str(e) for e in exc.errors]
-    try:
-        return LiveRules(config).version, []
+        return load(config.rules_dir, config.templates_dir, config.desks).version, []
     except RulesInvalid as exc:
         return None, [str(e) for e in exc.errors]
-    except ConfigError as exc:
-        return None, [str(exc)]
 
 
 def _imap(db: Database) -> list[ImapMailbox]:

@@ -16,7 +16,8 @@ from mailgate.domain.conditions import Facts, words_of
 from mailgate.domain.routing import evaluate
 from mailgate.domain.team import Team
 from mailgate.mail.model import Attachment, ParsedMail
-from mailgate.rules_loader import RulesSet, load_rules
+from mailgate.ruleset import Snapshot
+from mailgate.ruleset import load as load_rules
 
 TEAM = """
 triage = "triage@localhost"
@@ -45,7 +46,7 @@ members = ["solo@localhost"]
 NOW = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)  # a Tuesday
 
 
-def load(tmp_path: Path, routing: str, team: str = TEAM) -> RulesSet:
+def load(tmp_path: Path, routing: str, team: str = TEAM) -> Snapshot:
     rules, templates = tmp_path / "rules", tmp_path / "templates"
     rules.mkdir(exist_ok=True)
     templates.mkdir(exist_ok=True)
@@ -61,7 +62,7 @@ def msg(subject: str = "", body: str = "", **kw: object) -> ParsedMail:
     )  # type: ignore[arg-type]
 
 
-def groups(rules: RulesSet, mail: ParsedMail, now: datetime = NOW) -> str | None:
+def groups(rules: Snapshot, mail: ParsedMail, now: datetime = NOW) -> str | None:
     return evaluate(rules, mail, desk_address="support@localhost", now=now).group
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from mailgate.domain.routing import RoutingDecision, evaluate
 from mailgate.mail.parse import parse_message
-from mailgate.rules_loader import RulesSet, load_rules
+from mailgate.ruleset import Snapshot
+from mailgate.ruleset import load as load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "routing"
@@ -20,11 +21,11 @@ DESK = "support@localhost"
 
 
 @pytest.fixture(scope="module")
-def shipped() -> RulesSet:
+def shipped() -> Snapshot:
     return load_rules(ROOT / "rules", ROOT / "templates")
 
 
-def route(rules: RulesSet, name: str, **kw: object) -> RoutingDecision:
+def route(rules: Snapshot, name: str, **kw: object) -> RoutingDecision:
     mail = parse_message((FIXTURES / f"{name}.eml").read_bytes(), own_addresses=[DESK])
     assert mail.date is not None
     return evaluate(rules, mail, desk_address=DESK, now=mail.date, **kw)  # type: ignore[arg-type]
@@ -253,7 +254,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_shipped_rules_route_realistic_mail(shipped: RulesSet, name: str) -> None:
+def test_shipped_rules_route_realistic_mail(shipped: Snapshot, name: str) -> None:
     matched, group, assignee, priority, type_, category, auto_reply, tags = EXPECTED[name]
     d = route(shipped, name)
     assert list(d.matched) == matched, d.trace
@@ -269,13 +270,13 @@ def test_shipped_rules_route_realistic_mail(shipped: RulesSet, name: str) -> Non
     assert d.triaged == (group is None)
 
 
-def test_every_shipped_rule_is_exercised_by_a_fixture(shipped: RulesSet) -> None:
+def test_every_shipped_rule_is_exercised_by_a_fixture(shipped: Snapshot) -> None:
     exercised = {rule for expected in EXPECTED.values() for rule in expected[0]}
     assert {r.name for r in shipped.routing.rules} == exercised
     assert {p.stem for p in FIXTURES.glob("*.eml")} == set(EXPECTED)
 
 
-def test_enterprise_customer_gets_plan_field_and_sales_watcher(shipped: RulesSet) -> None:
+def test_enterprise_customer_gets_plan_field_and_sales_watcher(shipped: Snapshot) -> None:
     d = route(shipped, "enterprise_customer_bug")
     assert d.fields == {"plan": "enterprise"}
     assert d.watchers == ("sales-lead@localhost",)
@@ -283,7 +284,7 @@ def test_enterprise_customer_gets_plan_field_and_sales_watcher(shipped: RulesSet
     assert "rule 'enterprise-customer': hit (from domain is 'bigcorp.example')" in d.trace
 
 
-def test_trace_answers_why_it_went_to_billing(shipped: RulesSet) -> None:
+def test_trace_answers_why_it_went_to_billing(shipped: Snapshot) -> None:
     d = route(shipped, "sales_billing_cc_alias")
     assert "rule 'sales-billing': hit (cc is 'billing@localhost')" in d.trace
     assert "stopped at rule 'sales-billing' (first match wins)" in d.trace
@@ -293,14 +294,14 @@ def test_trace_answers_why_it_went_to_billing(shipped: RulesSet) -> None:
     assert d.trace[-2] == "assign: sales-lead@localhost (lead of group 'Sales and Billing')"
 
 
-def test_unmatched_mail_goes_to_triage_and_says_so(shipped: RulesSet) -> None:
+def test_unmatched_mail_goes_to_triage_and_says_so(shipped: Snapshot) -> None:
     d = route(shipped, "triage_unmatched")
     assert d.assignee == "angel@localhost" and d.group is None
     assert "assign: angel@localhost (no rule chose a group; triage person)" in d.trace
     assert len([line for line in d.trace if line.startswith("rule ")]) == len(shipped.routing.rules)
 
 
-def test_it_round_robin_continues_after_last_assignee(shipped: RulesSet) -> None:
+def test_it_round_robin_continues_after_last_assignee(shipped: Snapshot) -> None:
     d = route(shipped, "care_it_vpn", last_assigned=lambda group: "it-tech1@localhost")
     assert d.assignee == "it-tech2@localhost"
     assert "round-robin in 'IT' after it-tech1@localhost" in d.assignment_reason
@@ -308,14 +309,14 @@ def test_it_round_robin_continues_after_last_assignee(shipped: RulesSet) -> None
     assert d.assignee == "it-lead@localhost"
 
 
-def test_maintenance_least_open_picks_the_quieter_member(shipped: RulesSet) -> None:
+def test_maintenance_least_open_picks_the_quieter_member(shipped: Snapshot) -> None:
     counts = {"maintenance-lead@localhost": 7, "maintenance-tech@localhost": 2}
     d = route(shipped, "care_maintenance_leak", open_counts=counts.__getitem__)
     assert d.assignee == "maintenance-tech@localhost"
     assert d.assignment_reason == "least-open in 'Maintenance': maintenance-tech@localhost has 2 open"
 
 
-def test_after_hours_uses_the_rules_time_zone(shipped: RulesSet) -> None:
+def test_after_hours_uses_the_rules_time_zone(shipped: Snapshot) -> None:
     mail = parse_message((FIXTURES / "care_it_vpn.eml").read_bytes())
     # 17:30 UTC on a Tuesday in May is 18:30 in London: after hours there.
     late = evaluate(shipped, mail, desk_address=DESK, now=datetime(2024, 5, 14, 17, 30, tzinfo=UTC))

@@ -14,7 +14,7 @@ import pytest
 
 from mailgate.cli import main
 from mailgate.domain.rulesfile import PositionIndex, RulesError, RulesInvalid
-from mailgate.rules_loader import load_rules
+from mailgate.ruleset import load as load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "routing"

@@ -13,7 +13,7 @@ from mailgate.domain.commands import TicketView, plan, split_commands
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.domain.team import Team
 from mailgate.domain.workflow import load_workflows, parse_workflows
-from mailgate.rules_loader import load_rules
+from mailgate.ruleset import load as load_rules
 
 FLOWS = load_workflows(REPO / "rules" / "workflow.toml")
 TEAM: Team = load_rules(REPO / "rules", REPO / "templates").team

@@ -23,7 +23,7 @@ from mailgate.config import Config, load_config
 from mailgate.domain.routing import RoutingDecision, evaluate
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.mail.parse import parse_message
-from mailgate.rules_loader import RulesSet, load_rules
+from mailgate.ruleset import Snapshot, load
 
 EX_OK = 0
 EX_DATAERR = 65
@@ -67,11 +67,12 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None), env=env)
 
 
-def _load(args: argparse.Namespace, cfg: Config) -> RulesSet | None:
+def _load(args: argparse.Namespace, cfg: Config) -> Snapshot | None:
+    """Every rules file and template through the daemon's own loader (mailgate/ruleset)."""
     rules_dir = args.rules_dir or cfg.rules_dir
     templates_dir = args.templates_dir or cfg.templates_dir
     try:
-        return load_rules(rules_dir, templates_dir)
+        return load(rules_dir, templates_dir, cfg.desks)
     except RulesInvalid as exc:
         for error in exc.errors:
             print(error)
@@ -79,55 +80,16 @@ def _load(args: argparse.Namespace, cfg: Config) -> RulesSet | None:
         return None
 
 
-def _check_other_files(args: argparse.Namespace, cfg: Config) -> tuple[list[str], list[str]]:
-    """workflow.toml and sla.toml: (errors as FILE:LINE: reason, one summary line per good file)."""
-    from mailgate.domain.sla import load_sla
-    from mailgate.domain.workflow import load_workflows
-    from mailgate.pipeline.live_rules import WORKFLOW_FILE
-    from mailgate.rules_loader import template_names
-
-    rules_dir = args.rules_dir or cfg.rules_dir
-    templates_dir = args.templates_dir or cfg.templates_dir
-    errors: list[str] = []
-    summary: list[str] = []
-    wf_path = rules_dir / WORKFLOW_FILE
-    if not wf_path.exists():  # the shipped presets apply (see pipeline/live_rules.workflow_path)
-        wf_path = Path(__file__).resolve().parent.parent / "defaults" / "rules" / WORKFLOW_FILE
-    try:
-        flows = load_workflows(wf_path, template_names(templates_dir), name=str(wf_path))
-    except RulesInvalid as exc:
-        errors.extend(str(e) for e in exc.errors)
-    else:
-        for desk in cfg.desks:
-            if desk.workflow not in flows:
-                errors.append(
-                    f"{wf_path}:1: desk {desk.key} uses workflow '{desk.workflow}', which is not defined"
-                    f" (defined: {', '.join(flows)})"
-                )
-        summary.append(f"workflows: {', '.join(flows)}")
-    sla_path = rules_dir / "sla.toml"
-    if sla_path.exists():
-        try:
-            sla = load_sla(sla_path, name=str(sla_path))
-        except RulesInvalid as exc:
-            errors.extend(str(e) for e in exc.errors)
-        else:
-            summary.append(f"sla: {len(sla.policies)} policies")
-    return errors, summary
-
-
 def run_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     rules = _load(args, cfg)
-    errors, summary = _check_other_files(args, cfg)
-    for error in errors:
-        print(error)
-    if rules is None or errors:
+    if rules is None:
         return EX_DATAERR
     team = rules.team
+    sla = f"sla: {len(rules.sla.policies)} policies" if rules.sla is not None else "no sla.toml"
     print(
         f"ok: {len(rules.routing.rules)} rules, {len(team.groups)} groups, {len(team.agents)} agents, "
-        f"triage {team.triage} (version {rules.version}); " + "; ".join(summary)
+        f"triage {team.triage} (version {rules.version}); workflows: {', '.join(rules.workflows)}; {sla}"
     )
     return EX_OK
 

@@ -8,7 +8,6 @@ import json
 from sqlalchemy import select
 
 from mailgate.cli.common import config_of, open_db
-from mailgate.config import ConfigError
 from mailgate.store.models import Event, OutboxItem, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
@@ -65,19 +64,18 @@ def _ticket_dict(t: Ticket) -> dict[str, object]:
 def _sla_line(args: argparse.Namespace, repo: Repo, t: Ticket) -> str | None:
     """Where the ticket's SLA clocks stand now (rules/sla.toml); None without SLA rules."""
     from mailgate.domain.rulesfile import RulesInvalid
-    from mailgate.pipeline.live_rules import LiveRules
-    from mailgate.pipeline.sla_apply import SlaRulesSource, sla_summary
+    from mailgate.pipeline.sla_apply import sla_summary
+    from mailgate.ruleset import load
 
     config = config_of(args)
     desk = config.desk_by_key(t.desk)
     try:
-        source = SlaRulesSource(config.rules_dir)
-        workflow = LiveRules(config).workflow(desk) if desk is not None else None
-    except (RulesInvalid, ConfigError) as exc:
+        rules = load(config.rules_dir, config.templates_dir, config.desks)
+    except RulesInvalid as exc:
         return f"unknown (the rules do not load: {exc})"
-    if workflow is None:
+    if desk is None:
         return None
-    return sla_summary(repo, t, workflow, source.current(), now_utc())
+    return sla_summary(repo, t, rules.workflow(desk), rules.sla, now_utc())
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -268,7 +268,7 @@ def evaluate(
 ) -> RoutingDecision:
     """Route one new ticket's first message.
 
-    `rules` is a `Routing` or anything with a `.routing` attribute (the loader's `RulesSet`).
+    `rules` is a `Routing` or anything with a `.routing` attribute (the rules `Snapshot`).
     `now` should be timezone-aware (naive means UTC); time conditions convert it to their zone.
     `open_counts(address)` serves least-open groups; `last_assigned(group)` round-robin groups.
     """

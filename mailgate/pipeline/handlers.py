@@ -25,8 +25,8 @@ from mailgate.pipeline.apply import agent_side, apply_plan, change_status, reque
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import BounceUnmatched, FloodHeld, ProcessingError
 from mailgate.pipeline.identity import prove
-from mailgate.pipeline.live_rules import LiveRules
 from mailgate.pipeline.notify import Notifier
+from mailgate.ruleset import RulesSource, Snapshot
 from mailgate.store.models import InboxItem, Message, Ticket, now_utc
 from mailgate.store.repo import Repo
 
@@ -53,16 +53,22 @@ class Services:
     """What handlers need, constructed once by the runner and passed in."""
 
     def __init__(
-        self, config: Config, notifier: Notifier, rules: LiveRules, blobs: Any | None = None
+        self, config: Config, notifier: Notifier, rules: RulesSource, blobs: Any | None = None
     ) -> None:
         self.config = config
         self.notifier = notifier
-        self.rules = rules
+        self.rules_source = rules
         self.blobs = blobs
         self.flood_limit = config.limits.new_tickets_per_sender
         self.flood_window = timedelta(minutes=config.limits.flood_window_minutes)
         security = config.raw.get("security", {})
         self.trusted_authserv_ids: tuple[str, ...] = tuple(security.get("trusted_authserv_ids", []))
+
+    @property
+    def rules(self) -> Snapshot:
+        """The rules snapshot in force. Only the runner's thread swaps it, between batches, so
+        every read during one message sees the same snapshot."""
+        return self.rules_source.current
 
     def agents(self) -> set[str]:
         return set(self.rules.team.agents)
@@ -648,7 +654,7 @@ class NewTicketHandler:
         desk = ctx.desk
         workflow = s.rules.workflow(desk)
         decision = routing_mod.evaluate(
-            s.rules.rules,
+            s.rules,
             m,
             desk_address=desk.address,
             now=now_utc(),

@@ -24,10 +24,10 @@ from mailgate.pipeline import stages
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import ProcessingError
 from mailgate.pipeline.handlers import Handler, Services, registry
-from mailgate.pipeline.live_rules import LiveRules
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.parse_ahead import ParseAhead
 from mailgate.pipeline.sla_apply import SlaService
+from mailgate.ruleset import RulesSource
 from mailgate.store import direct, inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
@@ -94,9 +94,9 @@ class Runner:
             if parse_ahead
             else None
         )
-        self.renderer = Renderer(config.templates_dir)
+        self.rules = RulesSource(config.rules_dir, config.templates_dir, config.desks)
+        self.renderer = Renderer(self.rules)
         self.notifier = Notifier(config, self.renderer)
-        self.rules = LiveRules(config)
         self.services = Services(config, self.notifier, self.rules, blobs=blobs)
         self.handlers: list[Handler] = registry(self.services)
         self.sla = SlaService(config, self.rules, self.notifier)
@@ -280,21 +280,15 @@ class Runner:
     # -- batches --------------------------------------------------------------------------------
     def refresh_rules(self) -> None:
         """Pick up rules edits; a refused edit is logged and mailed to the admin, once per edit."""
-        refused = self.rules.refresh()
-        self.sla.source.current()  # rules/sla.toml edits
-        lines = (
-            [*(str(e) for e in refused.errors), *self.sla.source.take_refused()]
-            if refused
-            else list(self.sla.source.take_refused())
-        )
-        if not lines:
+        refused = self.rules.poll()
+        if refused is None:
             return
         with self.db.session() as session:
             self.notifier.send_admin(
                 Repo(session),
                 "mailgate: a rules edit was refused, the previous rules stay in force",
                 "The last edit of the rules files has errors, so mailgate keeps using the previous rules.\n\n"
-                + "\n".join(lines)
+                + "\n".join(refused.lines())
                 + "\n\nFix the lines above; `mailgate rules check` shows the same list.\n",
             )
 

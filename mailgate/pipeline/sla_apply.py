@@ -12,25 +12,23 @@ all, which is what makes every job idempotent and lets a restart lose nothing.
 tickets show` and queries see the current due times without recomputing the clock.
 
 It must not read the clock (callers pass `now`), decide policy (the domain does), commit, or
-send mail (the outbox does). The only file it reads is rules/sla.toml.
+send mail (the outbox does). It reads no file: rules/sla.toml comes in the rules snapshot
+(mailgate/ruleset), with the workflows and the team it is used with.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, or_, select
 
 from mailgate.config import Config, Desk
-from mailgate.domain.rulesfile import RulesInvalid
-from mailgate.domain.sla import Category, SlaRules, StatusInterval, load_sla, policy_for, sla_clock
+from mailgate.domain.sla import Category, SlaRules, StatusInterval, policy_for, sla_clock
 from mailgate.domain.timers import (
     Action,
     AutoClose,
@@ -44,14 +42,13 @@ from mailgate.domain.timers import (
 )
 from mailgate.domain.workflow import Workflow, norm
 from mailgate.pipeline.apply import change_status, requester_side
-from mailgate.pipeline.live_rules import LiveRules
 from mailgate.pipeline.notify import Notifier
+from mailgate.ruleset import RulesSource, Snapshot
 from mailgate.store.models import Event, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
 log = logging.getLogger(__name__)
 
-SLA_FILE = "sla.toml"
 TARGET_LABELS = {"first_response": "first response", "resolution": "resolution"}
 
 # What each template of the periodic jobs is given on top of Notifier.send's own variables
@@ -98,66 +95,6 @@ def sample_context() -> dict[str, Any]:
         "breached": [],
         "date": "Mon 23 Nov 2026",
     }
-
-
-# --- sla.toml in force -----------------------------------------------------------------------------
-
-
-class SlaRulesSource:
-    """rules/sla.toml as in force. Loaded at start (an invalid file is an error there: the daemon
-    does not start on rules it cannot trust); later edits are picked up by `current()`, and a bad
-    edit is logged once and the last good rules stay. No file: no SLA and no periodic jobs."""
-
-    def __init__(self, rules_dir: Path) -> None:
-        self.path = Path(rules_dir) / SLA_FILE
-        self._stat: tuple[int, int] | None = None
-        self._digest = ""
-        self._rules: SlaRules | None = None
-        self.last_errors: tuple[str, ...] = ()
-        self._unreported: tuple[str, ...] = ()
-        if self.path.exists():
-            self._rules = load_sla(self.path, str(self.path))
-            self._stat, self._digest = self._fingerprint()
-
-    def _fingerprint(self) -> tuple[tuple[int, int] | None, str]:
-        try:
-            st = self.path.stat()
-            return (st.st_mtime_ns, st.st_size), hashlib.sha256(self.path.read_bytes()).hexdigest()
-        except OSError:
-            return None, ""
-
-    def current(self) -> SlaRules | None:
-        """The rules in force, after picking up an edit. A stat per call; re-read only on change."""
-        try:
-            st = self.path.stat()
-            stat: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            stat = None
-        if stat == self._stat or (stat is not None and stat[1] == 0):  # unchanged, or being written
-            return self._rules
-        stat, digest = self._fingerprint()
-        self._stat = stat
-        if digest == self._digest:
-            return self._rules
-        self._digest = digest
-        if stat is None:
-            log.warning("%s was removed: the last loaded SLA rules stay in force", self.path)
-            return self._rules
-        try:
-            self._rules = load_sla(self.path, str(self.path))
-            self.last_errors = ()
-            log.info("SLA rules reloaded from %s", self.path)
-        except RulesInvalid as exc:
-            self.last_errors = tuple(str(e) for e in exc.errors)
-            self._unreported = self.last_errors
-            for line in self.last_errors:
-                log.error("SLA rules edit refused, the previous rules stay in force: %s", line)
-        return self._rules
-
-    def take_refused(self) -> tuple[str, ...]:
-        """The errors of a refused edit, once per edit (for the admin mail)."""
-        errors, self._unreported = self._unreported, ()
-        return errors
 
 
 # --- facts from stored rows ------------------------------------------------------------------------
@@ -357,15 +294,19 @@ class Applied:
 class SlaService:
     """The SLA side of the pipeline, constructed once by the runner and shared with the scheduler."""
 
-    def __init__(self, config: Config, rules: LiveRules, notifier: Notifier) -> None:
+    def __init__(self, config: Config, rules: RulesSource, notifier: Notifier) -> None:
         self.config = config
-        self.rules = rules
+        self.rules_source = rules
         self.notifier = notifier
-        self.source = SlaRulesSource(config.rules_dir)
+
+    @property
+    def rules(self) -> Snapshot:
+        """The rules snapshot in force (swapped only by the runner's thread, between batches)."""
+        return self.rules_source.current
 
     @property
     def sla(self) -> SlaRules | None:
-        return self.source.current()
+        return self.rules_source.current.sla
 
     def tz(self) -> str:
         sla = self.sla
@@ -586,7 +527,6 @@ class SlaService:
 __all__ = [
     "TEMPLATE_VARIABLES",
     "Applied",
-    "SlaRulesSource",
     "SlaService",
     "priority_rank",
     "refresh_due",

@@ -1,0 +1,241 @@
+"""All the rules in one immutable, validated snapshot: team, routing, workflows, SLA, templates.
+
+`load(rules_dir, templates_dir, desks)` reads the files once (files.read_sources), validates every
+file against the others — routing against the team and the template names, workflows against the
+template names and the presets the desks name, every admin template's jinja syntax — and returns
+a `Snapshot` whose `version` is the fingerprint of exactly the bytes it was built from. On any
+problem it raises `RulesInvalid` carrying ALL errors of ALL files as `FILE:LINE: reason`, so an
+admin fixes them in one go, and nothing of a bad edit is ever used: the unit of acceptance is the
+whole snapshot, never one file.
+
+It must not touch the database or send mail, and it must not import the pipeline: the pipeline,
+the CLI and `status` all stand on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+
+from jinja2 import Environment, TemplateSyntaxError
+
+from mailgate.domain.routing import Routing, parse_routing
+from mailgate.domain.rulesfile import RulesError, RulesInvalid, TomlFile
+from mailgate.domain.sla import SlaRules
+from mailgate.domain.sla import parse_sla as _parse_sla_text
+from mailgate.domain.team import Team, check_team
+from mailgate.domain.workflow import Workflow, parse_workflows
+from mailgate.ruleset.files import (
+    ROUTING_FILE,
+    SLA_FILE,
+    TEAM_FILE,
+    WORKFLOW_FILE,
+    Sources,
+    TemplateFile,
+    Unreadable,
+    read_sources,
+)
+
+
+class DeskLike(Protocol):
+    """What the loader needs of a configured desk: its key and the workflow preset it names."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def workflow(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Templates:
+    """The templates of one snapshot. A name is looked up in the desk's own directory
+    (templates/<KEY>/), then templates/, then the shipped set, so admins override only what
+    they change and a desk only what differs for it."""
+
+    shared: Mapping[str, TemplateFile]
+    desks: Mapping[str, Mapping[str, TemplateFile]]
+    shipped: Mapping[str, TemplateFile]
+
+    def find(self, desk_key: str, filename: str) -> TemplateFile | None:
+        """The file `filename` (e.g. "acknowledgement.txt") as desk `desk_key` sees it."""
+        own = self.desks.get(desk_key)
+        if own is not None and filename in own:
+            return own[filename]
+        return self.shared.get(filename) or self.shipped.get(filename)
+
+    def names(self) -> frozenset[str]:
+        """Event names a rule or workflow may use: `<name>.txt` anywhere but a desk directory
+        (a desk's file only overrides), partials (`_x.txt`) excepted."""
+        return frozenset(
+            n[:-4] for n in (*self.shared, *self.shipped) if n.endswith(".txt") and not n.startswith("_")
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent version of every rules file and template, as the pipeline uses it."""
+
+    team: Team
+    routing: Routing
+    workflows: Mapping[str, Workflow]
+    sla: SlaRules | None  # None: no rules/sla.toml, so no SLA and no periodic jobs
+    templates: Templates
+    version: str  # the fingerprint of the files' bytes; recorded on every routed ticket
+    files: tuple[Path, ...]
+    loaded_at: datetime = field(compare=False)
+
+    def workflow(self, desk: DeskLike) -> Workflow:
+        """The preset the desk names (checked at load, so it exists)."""
+        return self.workflows[desk.workflow]
+
+
+def display(path: Path) -> str:
+    """Paths in errors as the admin would type them: relative to the working directory if below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _toml(path: Path, data: bytes, errors: list[RulesError]) -> TomlFile | None:
+    name = display(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        errors.append(RulesError(name, 1, f"not UTF-8 text ({exc.reason})"))
+        return None
+    try:
+        return TomlFile.parse(text, name)
+    except RulesInvalid as exc:
+        errors.extend(exc.errors)
+        return None
+
+
+def _templates(sources: Sources, errors: list[RulesError]) -> Templates:
+    """Decode every template and check the admin's for jinja syntax (the shipped ones are the
+    package's own and tested with it)."""
+    env = Environment()  # syntax only; rendering settings do not change what parses
+
+    def files(raw: Mapping[str, tuple[Path, bytes]], check: bool) -> Mapping[str, TemplateFile]:
+        out: dict[str, TemplateFile] = {}
+        for name, (path, data) in raw.items():
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.append(RulesError(display(path), 1, f"template is not UTF-8 text ({exc.reason})"))
+                continue
+            if check:
+                try:
+                    env.parse(text, name, str(path))
+                except TemplateSyntaxError as exc:
+                    errors.append(
+                        RulesError(display(path), exc.lineno or 1, f"template syntax: {exc.message}")
+                    )
+                    continue
+            out[name] = TemplateFile(text, path)
+        return MappingProxyType(out)
+
+    return Templates(
+        shared=files(sources.shared, True),
+        desks=MappingProxyType({key: files(raw, True) for key, raw in sources.desks.items()}),
+        shipped=files(sources.shipped, False),
+    )
+
+
+def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
+    """Validate what `read_sources` read and compile it. Raises RulesInvalid with every error.
+
+    team.toml is required; routing.toml is optional (no file: every ticket goes to triage);
+    workflow.toml falls back to the shipped presets; sla.toml is optional (no SLA)."""
+    errors: list[RulesError] = []
+    templates = _templates(sources, errors)
+    names = templates.names()
+
+    team: Team | None = None
+    team_entry = sources.rules.get(TEAM_FILE)
+    if team_entry is None:
+        errors.append(RulesError(display(sources.rules_dir / TEAM_FILE), 1, "file is missing"))
+    else:
+        team_file = _toml(*team_entry, errors)
+        if team_file is not None:
+            team, team_errors = check_team(team_file)
+            if team_errors:
+                errors.extend(team_errors)
+
+    routing: Routing | None = None
+    routing_entry = sources.rules.get(ROUTING_FILE)
+    if routing_entry is None:
+        routing = Routing(rules=(), team=team) if team is not None else None
+    else:
+        routing_file = _toml(*routing_entry, errors)
+        if routing_file is not None:
+            # Checked against the team as far as it is valid, so one pass reports everything;
+            # with no team at all, references to groups and agents cannot be judged.
+            against = team or Team(agents={}, groups={}, triage="")
+            try:
+                routing = parse_routing(routing_file, against, names)
+            except RulesInvalid as exc:
+                errors.extend(
+                    e
+                    for e in exc.errors
+                    if team is not None or not e.reason.startswith(("unknown group", "unknown agent"))
+                )
+
+    workflows: dict[str, Workflow] = {}
+    wf_path, wf_bytes = sources.rules[WORKFLOW_FILE]
+    wf_file = _toml(wf_path, wf_bytes, errors)
+    if wf_file is not None:
+        try:
+            workflows = parse_workflows(wf_file, names)
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+        else:
+            for desk in desks:
+                if desk.workflow not in workflows:
+                    errors.append(
+                        RulesError(
+                            wf_file.name,
+                            1,
+                            f"desk {desk.key} uses workflow '{desk.workflow}', which is not defined",
+                            f"defined: {', '.join(workflows)}",
+                        )
+                    )
+
+    sla: SlaRules | None = None
+    sla_entry = sources.rules.get(SLA_FILE)
+    if sla_entry is not None:
+        path, data = sla_entry
+        try:
+            sla = _parse_sla_text(data.decode("utf-8"), display(path))
+        except UnicodeDecodeError as exc:
+            errors.append(RulesError(display(path), 1, f"not UTF-8 text ({exc.reason})"))
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+
+    if errors or team is None or routing is None:
+        raise RulesInvalid(errors)
+    return Snapshot(
+        team=team,
+        routing=routing,
+        workflows=MappingProxyType(workflows),
+        sla=sla,
+        templates=templates,
+        version=sources.fingerprint,
+        files=tuple(path for path, _ in sources.rules.values()),
+        loaded_at=datetime.now(UTC),
+    )
+
+
+def load(rules_dir: Path, templates_dir: Path, desks: Iterable[DeskLike] = ()) -> Snapshot:
+    """Read and validate everything: the one loader of the daemon, `rules check`, `config check`
+    and `status`. Raises RulesInvalid with every error found."""
+    try:
+        sources = read_sources(Path(rules_dir), Path(templates_dir))
+    except Unreadable as exc:
+        raise RulesInvalid([RulesError(display(exc.path), 1, f"cannot read: {exc.strerror}")]) from None
+    return build(sources, desks)
