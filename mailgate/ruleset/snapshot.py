@@ -132,11 +132,10 @@ def _templates(sources: Sources, errors: list[RulesError]) -> Templates:
             if check:
                 try:
                     env.parse(text, name, str(path))
-                except TemplateSyntaxError as exc:
+                except TemplateSyntaxError as exc:  # still a name rules may use: one error, not two
                     errors.append(
                         RulesError(display(path), exc.lineno or 1, f"template syntax: {exc.message}")
                     )
-                    continue
             out[name] = TemplateFile(text, path)
         return MappingProxyType(out)
 
