@@ -175,7 +175,7 @@ def test_devrev_stages_through_every_stage(devrev_desk: RunningDaemon, sink: Sin
     by_key = {t.key: t.status for t in d.tickets()}
     assert by_key == {"SUP-1": "resolved", "SUP-2": "accepted", "SUP-3": "canceled"}
     seen += ["accepted", "canceled"]
-    assert set(seen) == {s for s in d.daemon.runner.rules.workflows["devrev"].statuses}
+    assert set(seen) == {s for s in d.daemon.runner.rules.current.workflows["devrev"].statuses}
 
 
 def test_forged_agent_mail_runs_nothing(triage_desk: RunningDaemon, sink: Sink) -> None:

@@ -138,7 +138,7 @@ class Desk:
             assert t is not None
             desk = self.config.desk_by_key(t.desk)
             assert desk is not None
-            wf = self.runner.rules.workflow(desk)
+            wf = self.runner.rules.current.workflow(desk)
             change_status(repo, t, wf, wf.status(status), TECH, "test")
             # change_status stamps the wall clock; this test lives on the injected clock.
             ev = (
