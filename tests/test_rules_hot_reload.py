@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import RunningDaemon, Sink, body_of, make_mail
+from conftest import RunningDaemon, Sink, body_of, make_mail, write_config
 
 from mailgate.ruleset import load
 
@@ -165,3 +165,23 @@ def test_a_workflow_edit_applies_to_the_next_mail_and_status_tells_a_refused_one
     assert "rules:    INVALID" in r.stdout
     assert f"workflow.toml:{line}: " in r.stdout
     assert "the daemon keeps the last good rules" in r.stdout
+
+
+def test_mailgate_run_on_broken_rules_does_not_start_and_says_where(tmp_path: Path) -> None:
+    """At start there is no last good snapshot to keep: `mailgate run` refuses, with every error
+    as FILE:LINE: reason, before it opens a port or starts a worker."""
+    desk = tmp_path / "desk"
+    config = write_config(desk)
+    routing = desk / "rules" / "routing.toml"
+    routing.write_text(routing.read_text().replace('group = "IT"', 'group = "ITT"', 1))
+    line = next(i for i, t in enumerate(routing.read_text().splitlines(), 1) if 'group = "ITT"' in t)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "mailgate"), "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MAILGATE_SECRET": "test-secret", "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 65, r.stderr
+    assert f"{routing}:{line}: unknown group 'ITT'" in r.stderr
+    assert "does not start" in r.stderr

@@ -7,13 +7,23 @@ import sys
 
 from mailgate.cli.common import config_of
 
+EX_DATAERR = 65  # sysexits: the rules do not load
 EX_OSERR = 71  # sysexits: an operating system error (a port in use, a directory not writable)
 
 
 def _run(args: argparse.Namespace) -> int:
     from mailgate.daemon import Daemon
+    from mailgate.domain.rulesfile import RulesInvalid
+    from mailgate.ruleset import load
 
     config = config_of(args)
+    try:  # here, before any listener or worker process starts: one clear refusal, file and line
+        load(config.rules_dir, config.templates_dir, config.desks)
+    except RulesInvalid as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        print("mailgate: the rules do not load, so the daemon does not start", file=sys.stderr)
+        return EX_DATAERR
     if args.port is not None:
         from dataclasses import replace
 
