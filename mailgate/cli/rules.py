@@ -1,6 +1,7 @@
 """`mailgate rules check` and `mailgate rules test MESSAGE.eml`: the admin's view of the rules.
 
-check: validates every file under rules/ against each other and templates/; prints each error as
+check: validates every file under rules/ against each other and templates/ (and the templates'
+syntax) with the daemon's own loader (mailgate/ruleset); prints each error as
 `FILE:LINE: reason (hint)`. Exit 0 when valid, 65 (EX_DATAERR) when not.
 test: a dry run of routing for one message: which rules hit or missed and why, the ticket fields
 that would result, who would be assigned and notified. Exit 0, 65 on invalid rules, 66 when the

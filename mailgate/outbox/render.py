@@ -42,9 +42,6 @@ class Renderer:
             env = envs[desk_key] = environment(snapshot.templates, desk_key)
         return snapshot, env
 
-    def has(self, desk_key: str, name: str) -> bool:
-        return self.rules.current.templates.find(desk_key, f"{name}.txt") is not None
-
     def render(self, desk_key: str, name: str, context: dict[str, Any]) -> tuple[str, str | None]:
         """The text part, and the HTML part when the admin wrote one."""
         snapshot, env = self._env(desk_key)
