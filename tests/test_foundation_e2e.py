@@ -9,7 +9,6 @@ import pytest
 from conftest import RunningDaemon, Sink, make_mail
 from sqlalchemy import select
 
-from mailgate.intake import smtp as codes
 
 
 def test_new_mail_makes_ticket_and_acknowledgement(daemon: RunningDaemon, sink: Sink) -> None:
@@ -98,11 +97,10 @@ def test_unknown_recipient_550_and_oversize_552(daemon: RunningDaemon) -> None:
         smtp.ehlo()
         assert int(smtp.esmtp_features["size"]) == daemon.config.smtp.max_message_size
         big = make_mail(body="x" * 100) + b"y" * (daemon.config.smtp.max_message_size + 10)
-        with pytest.raises(smtplib.SMTPException) as err2:
+        with pytest.raises(smtplib.SMTPResponseException) as err2:
             smtp.sendmail("a@b.c", ["support@localhost"], big)
-        assert "552" in str(err2.value)
+        assert err2.value.smtp_code == 552
     assert daemon.inbox() == []
-    assert codes.TOO_BIG.startswith("552")
 
 
 def test_a_failing_message_is_quarantined_and_the_next_is_processed(
