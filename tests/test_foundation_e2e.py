@@ -10,7 +10,6 @@ from conftest import RunningDaemon, Sink, make_mail
 from sqlalchemy import select
 
 
-
 def test_new_mail_makes_ticket_and_acknowledgement(daemon: RunningDaemon, sink: Sink) -> None:
     raw = make_mail("system is down", message_id="<orig-1@acme.com>")
     assert daemon.send(raw) == {}
