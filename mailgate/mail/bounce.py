@@ -13,10 +13,10 @@ import email.policy
 import re
 from email.message import Message
 
-from mailgate.domain.threading import parse_msgids
 from mailgate.literals import required_literals
 from mailgate.mail.decode import bare_address, decode_header_value
 from mailgate.mail.model import Bounce, ParsedMail
+from mailgate.mail.msgid import parse_msgids
 
 _STATUS_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _SMTP_CODE_RE = re.compile(r"\b([45])\d\d[ -]")

@@ -19,12 +19,12 @@ from datetime import UTC
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from mailgate.domain.threading import parse_msgids
 from mailgate.mail.attachments import attachment_filename, tnef_content_type
 from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
 from mailgate.mail.html import html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
+from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.reply import extract_reply
 from mailgate.mail.screen import auto_reply_reason
 

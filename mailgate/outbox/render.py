@@ -22,8 +22,10 @@ from jinja2 import (
     select_autoescape,
 )
 
-from mailgate.rules_loader import SHIPPED_TEMPLATES
-
+# The templates shipped inside the package (rules_loader.SHIPPED_TEMPLATES names the same
+# directory): a path of its own here, so that the outbox does not import the rules loader and,
+# through it, the domain.
+SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "defaults" / "templates"
 HTML_RECHECK_SECONDS = 5.0
 EDIT_RECHECK_SECONDS = 1.0
 

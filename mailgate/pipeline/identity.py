@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mailgate.domain.threading import parse_msgids
 from mailgate.domain.tokens import read_token, verify_token
 from mailgate.mail.model import ParsedMail
+from mailgate.mail.msgid import parse_msgids
 
 _RESINFO = re.compile(r"\b(dkim|spf)\s*=\s*(\w+)([^;]*)", re.IGNORECASE)
 _PROP = re.compile(r"\b(header\.d|header\.i|smtp\.mailfrom)\s*=\s*([^\s;]+)", re.IGNORECASE)
