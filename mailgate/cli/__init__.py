@@ -10,6 +10,7 @@ import argparse
 import gc
 import importlib
 import sys
+from os import EX_CONFIG
 
 from mailgate.config import ConfigError
 
@@ -31,14 +32,6 @@ COMMANDS = {
     "config": "mailgate.cli.ops",
 }
 _GLOBAL_WITH_VALUE = ("--config", "-c", "--log-level")
-
-EX_OK = 0
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_SOFTWARE = 70
-EX_TEMPFAIL = 75
-EX_CONFIG = 78
 
 
 def _command_in(argv: list[str]) -> str | None:

@@ -25,10 +25,10 @@ import mmap
 import os
 import sys
 from collections.abc import Iterator
+from os import EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_TEMPFAIL
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailgate.cli import EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL
 from mailgate.cli.common import config_of
 from mailgate.config import Config
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from mailgate.pipeline.runner import Runner
 
 log = logging.getLogger(__name__)
-EX_NOUSER = 67
 BATCH = 200
 _RELEASE_EVERY = 16 * 1024 * 1024  # bytes of a mapped mbox read before its pages are let go
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from os import EX_CONFIG
 from pathlib import Path
 
 import mailgate
-from mailgate.cli import EX_CONFIG
 from mailgate.config import ADDRESS_RE, KEY_RE
 
 # The shipped rules/ and templates/: package data under mailgate/defaults (in a checkout, links to
