@@ -18,6 +18,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from mailgate.mail.decode import plus_parts
+
 DEFAULT_SMTP_PORT = 2525
 ADDRESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
@@ -151,8 +153,7 @@ class Config:
     def desk_for(self, address: str) -> Desk | None:
         """The desk an envelope or header address belongs to, plus-addresses included."""
         address = address.lower()
-        local, _, domain = address.partition("@")
-        base = f"{local.split('+', 1)[0]}@{domain}"
+        base, _ = plus_parts(address)
         for desk in self.desks:
             if address in desk.addresses or base in desk.addresses:
                 return desk

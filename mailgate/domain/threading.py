@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mailgate.domain.tokens import TokenClaim, read_token
+from mailgate.mail.decode import plus_parts
 from mailgate.mail.msgid import parse_msgids
 
 # [SUP-20], (SUP-20), [JIRA] (SUP-20), "SUP-20:" is not a tag: brackets or parentheses are required.
@@ -74,9 +75,9 @@ def key_from_token(
 ) -> ThreadHit | None:
     """A signed token of ours, first in a recipient plus-address, then in a referenced Message-ID."""
     for addr in recipients:
-        local = addr.split("@", 1)[0]
-        if "+" in local:
-            claim = read_token(secret, local.split("+", 1)[1])
+        _, tag = plus_parts(addr)
+        if tag is not None:
+            claim = read_token(secret, tag)
             if claim and claim.desk_key == desk_key:
                 return ThreadHit(claim.ticket_key, "token", f"reply token in recipient {addr}", claim)
     for mid in msgids:
