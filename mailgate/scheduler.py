@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlmodel import Session
 
-from mailgate.config import Config, ConfigError, Desk
+from mailgate.config import Desk, SchedulerSettings
 from mailgate.domain import timers
 from mailgate.domain.sla import SlaRules
 from mailgate.domain.timers import TicketFacts
@@ -46,34 +46,6 @@ Clock = Callable[[], datetime]
 # Run order inside one "timers" tick: closing first, so a ticket closed now is not also reviewed.
 TIMER_JOBS = ("auto_close", "waiting_customer", "triage_reminder", "deferred_review", "digest")
 JOBS = ("sla_check", *TIMER_JOBS)
-
-
-@dataclass(frozen=True)
-class SchedulerSettings:
-    """`[scheduler]` of config.toml."""
-
-    enabled: bool = True
-    sla_check_seconds: float = 300.0  # how late a warning or escalation may be, at most
-    timers_seconds: float = 900.0  # reminders, auto-close, reviews, the digest hour
-
-    @classmethod
-    def from_config(cls, config: Config) -> SchedulerSettings:
-        table = config.raw.get("scheduler", {})
-        if not isinstance(table, dict):
-            raise ConfigError("scheduler: expected a [scheduler] table")
-        unknown = sorted(set(table) - {"enabled", "sla_check_seconds", "timers_seconds"})
-        if unknown:
-            raise ConfigError(f"scheduler.{unknown[0]}: unknown setting")
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"scheduler.enabled: expected true or false, got {enabled!r}")
-        values: dict[str, float] = {}
-        for key, default in (("sla_check_seconds", 300.0), ("timers_seconds", 900.0)):
-            value = table.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-                raise ConfigError(f"scheduler.{key}: expected a number of seconds >= 1, got {value!r}")
-            values[key] = float(value)
-        return cls(enabled=enabled, **values)
 
 
 @dataclass(frozen=True)
@@ -125,7 +97,7 @@ class Scheduler:
         self.config = runner.config
         self.sla: SlaService = runner.sla
         self.clock = clock
-        self.settings = settings or SchedulerSettings.from_config(runner.config)
+        self.settings = settings or runner.config.scheduler
         self._scheduler: Any = None
         self._lock = threading.Lock()  # one tick at a time in this process
 

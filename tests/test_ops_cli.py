@@ -150,6 +150,34 @@ def test_config_check_names_file_and_line_of_each_problem(desk: Path) -> None:
     assert 'pipeline.worker: write "process" or "thread"' in r.stdout, r.stdout
 
 
+def test_a_misspelt_security_or_scheduler_setting_is_refused_with_its_key(desk: Path) -> None:
+    """A typo in `trusted_authserv_ids` would leave the default (no trusted MTA) in force and turn
+    proof by DKIM/SPF off without a word: the installed command refuses the file instead."""
+    cfg = desk / "config.toml"
+    good = cfg.read_text()
+    cfg.write_text(good + '\n[security]\ntrusted_authserv_id = ["mx.example.org"]\n')
+    r = mailgate("--config", str(cfg), "config", "check")
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert "security.trusted_authserv_id: unknown setting" in r.stdout, r.stdout
+
+    cfg.write_text(good + '\n[security]\ntrusted_authserv_ids = "mx.example.org"\n')
+    r = cli("--config", str(cfg), "config", "check")
+    assert r.returncode == 78
+    assert "security.trusted_authserv_ids: expected list" in r.stdout, r.stdout
+
+    cfg.write_text(good + "\n[scheduler]\nsla_check_second = 60\n")
+    r = cli("--config", str(cfg), "config", "check")
+    assert r.returncode == 78
+    assert "scheduler.sla_check_second: unknown setting" in r.stdout, r.stdout
+
+    cfg.write_text(good + '\n[security]\ntrusted_authserv_ids = ["mx.example.org"]\n')
+    assert cli("--config", str(cfg), "config", "check").returncode == 0
+    from mailgate.config import load_config
+
+    config = load_config(cfg, env={"MAILGATE_SECRET": "s"})
+    assert config.security.trusted_authserv_ids == ("mx.example.org",)
+
+
 def test_status_is_quiet_when_healthy_and_exits_1_with_reasons(desk: Path) -> None:
     cfg = str(desk / "config.toml")
     # Outgoing mail to a relay nobody listens on: the acknowledgement stays pending.

@@ -62,8 +62,7 @@ class Services:
         self.blobs = blobs
         self.flood_limit = config.limits.new_tickets_per_sender
         self.flood_window = timedelta(minutes=config.limits.flood_window_minutes)
-        security = config.raw.get("security", {})
-        self.trusted_authserv_ids: tuple[str, ...] = tuple(security.get("trusted_authserv_ids", []))
+        self.trusted_authserv_ids = config.security.trusted_authserv_ids
 
     def agents(self) -> set[str]:
         return set(self.rules.team.agents)
