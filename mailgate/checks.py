@@ -160,7 +160,7 @@ def check_rules(config: Config, config_path: Path) -> tuple[RulesFacts, list[Pro
         LiveRules = None  # type: ignore[assignment,misc]  # noqa: N806
     try:
         if LiveRules is not None:
-            live = LiveRules(config)
+            live: Any = LiveRules(config)
             rules = live.rules
             for wf in live.workflows.values():
                 facts.status_templates.update(st.template for st in wf.statuses.values())

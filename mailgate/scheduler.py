@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mailgate.config import Desk, SchedulerSettings
 from mailgate.domain import timers
@@ -141,24 +141,24 @@ class Scheduler:
     def _candidates(self, session: Session, job: str, desk: Desk) -> list[Ticket]:
         """The tickets a job can act on at all; the pure decision makes the final call."""
         workflow = self.runner.rules.workflow(desk)
-        q = select(Ticket).where(Ticket.desk == desk.key)
+        q = select(Ticket).where(col(Ticket.desk) == desk.key)
         if job in ("sla_check", "digest"):
-            q = q.where(Ticket.status_category != "closed")
+            q = q.where(col(Ticket.status_category) != "closed")
         elif job == "triage_reminder":
             q = q.where(
-                Ticket.status_category == "open",
-                Ticket.first_response_at.is_(None),  # type: ignore[union-attr]
-                Ticket.triage_reminded_at.is_(None),  # type: ignore[union-attr]
+                col(Ticket.status_category) == "open",
+                col(Ticket.first_response_at).is_(None),
+                col(Ticket.triage_reminded_at).is_(None),
             )
         elif job == "waiting_customer":
-            q = q.where(Ticket.status_category == "waiting")
+            q = q.where(col(Ticket.status_category) == "waiting")
         elif job == "auto_close":
             resolved = [s.id for s in workflow.statuses.values() if s.resolved and not s.final]
-            q = q.where(Ticket.status.in_(resolved or [""]))  # type: ignore[attr-defined]
+            q = q.where(col(Ticket.status).in_(resolved or [""]))
         elif job == "deferred_review":
             deferred = [s.id for s in workflow.statuses.values() if s.deferred]
-            q = q.where(Ticket.status.in_(deferred or [""]))  # type: ignore[attr-defined]
-        return list(session.execute(q.order_by(Ticket.id)).scalars())  # type: ignore[arg-type]
+            q = q.where(col(Ticket.status).in_(deferred or [""]))
+        return list(session.execute(q.order_by(col(Ticket.id))).scalars())
 
     def _decide(self, job: str, facts: TicketFacts, rules: SlaRules, now: datetime) -> list[timers.Action]:
         settings = rules.timers

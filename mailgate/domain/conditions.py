@@ -64,6 +64,12 @@ class Facts:
         "now",
         "text",
     )
+    attach_names: tuple[str, ...]
+    attach_types: tuple[str, ...]
+    has_attachment: bool
+    headers: dict[str, tuple[str, ...]]
+    now: datetime
+    text: dict[str, tuple[str, ...]]
 
     def __init__(self) -> None:
         self._tokens: dict[str, frozenset[str]] = {}
@@ -142,7 +148,8 @@ class Cond(Protocol):
     """A compiled condition. `desc` says what it needs (used for misses, free at test time);
     `test` returns a short description of what matched, or None on a miss."""
 
-    desc: str
+    @property
+    def desc(self) -> str: ...
 
     def test(self, facts: Facts) -> str | None: ...
 

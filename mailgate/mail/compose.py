@@ -145,8 +145,8 @@ def _part(text: str, subtype: str) -> tuple[list[str], str]:
         ], text.replace("\n", "\r\n")
     # Encoded with LF line ends, then made CRLF: binascii takes its soft breaks' line end from the
     # first line of its input, and a text of one line has none.
-    body = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
-    body = body.decode("ascii").replace("\n", "\r\n")
+    qp = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    body = qp.decode("ascii").replace("\n", "\r\n")
     return [
         f'Content-Type: text/{subtype}; charset="utf-8"',
         "Content-Transfer-Encoding: quoted-printable",

@@ -56,9 +56,10 @@ class _Walk:
         ctype = _content_type(part)
         maintype = ctype.split("/", 1)[0]
         if part.is_multipart() and maintype == "multipart":
-            children = part.get_payload()
-            if not isinstance(children, list):
+            payload = part.get_payload()
+            if not isinstance(payload, list):
                 return
+            children = [c for c in payload if isinstance(c, Message)]  # a multipart holds parts
             if ctype == "multipart/alternative":
                 self._alternative(children, depth)
             else:
@@ -157,7 +158,7 @@ class _Walk:
         except Exception as exc:
             self.errors.append(f"attachment could not be decoded: {exc}")
             content = None
-        if content is None:
+        if not isinstance(content, bytes):  # bytes for every leaf part; None for a multipart
             payload = part.get_payload()
             content = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
         filename = attachment_filename(part)
@@ -185,7 +186,7 @@ class _Walk:
         except Exception as exc:
             self.errors.append(f"{ctype} part could not be decoded: {exc}")
             data = None
-        if data is None:
+        if not isinstance(data, bytes):  # bytes for every leaf part; None for a multipart
             payload = part.get_payload()
             data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
         try:
