@@ -55,21 +55,11 @@ class SinkHandler:
         return "250 OK"
 
 
-class _SinkController(Controller):
-    """aiosmtpd with mailgate's own DATA reader (mailgate/intake/smtp_data.py): as the harness
-    floor, it is the same server as mailgate's, answering at once."""
-
-    def factory(self) -> Any:
-        from mailgate.intake.smtp_data import BulkData
-
-        return BulkData(self.handler, **self.SMTP_kwargs)
-
-
 def _sink_main(port: int, conn: Any) -> None:
     """The relay sink in a process of its own, so that it answers mailgate's sender at once rather
     than waiting for the interpreter lock of this script's client threads (a real relay answers
     in well under a millisecond; a sink that doesn't would be measured as mailgate's delay)."""
-    controller = _SinkController(SinkHandler(conn), hostname="127.0.0.1", port=port)
+    controller = Controller(SinkHandler(conn), hostname="127.0.0.1", port=port)
     controller.start()
     conn.send("ready")
     with contextlib.suppress(EOFError, OSError):

@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from os import EX_CONFIG, EX_DATAERR, EX_OK
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSynta
 
 from mailgate.config import Config, ConfigError, load_config
 from mailgate.ruleset import load
-
-EX_OK, EX_DATAERR, EX_CONFIG = 0, 65, 78
 
 # What Notifier.send gives every template (pipeline/notify.py).
 BASE_VARIABLES = frozenset(

@@ -18,6 +18,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from mailgate.mail.decode import plus_parts
+
 DEFAULT_SMTP_PORT = 2525
 ADDRESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
@@ -94,6 +96,24 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class Security:
+    """[security]: whose word mailgate takes on who sent a mail (pipeline/identity.py)."""
+
+    # authserv-ids (RFC 8601 2.5) of the MTAs in front of mailgate whose topmost
+    # Authentication-Results may prove an agent by DKIM or SPF; empty: only reply tokens prove.
+    trusted_authserv_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """[scheduler]: whether this daemon runs the periodic jobs, and how often they look."""
+
+    enabled: bool = True
+    sla_check_seconds: float = 300.0  # how late a warning or escalation may be, at most
+    timers_seconds: float = 900.0  # reminders, auto-close, reviews, the digest hour
+
+
+@dataclass(frozen=True)
 class Limits:
     max_attempts: int = 3
     max_attachment_size: int = 20 * 1024 * 1024
@@ -147,12 +167,13 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     imap: tuple[ImapAccount, ...] = ()
     pipeline: Pipeline = Pipeline()
+    security: Security = Security()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     def desk_for(self, address: str) -> Desk | None:
         """The desk an envelope or header address belongs to, plus-addresses included."""
         address = address.lower()
-        local, _, domain = address.partition("@")
-        base = f"{local.split('+', 1)[0]}@{domain}"
+        base, _ = plus_parts(address)
         for desk in self.desks:
             if address in desk.addresses or base in desk.addresses:
                 return desk
@@ -179,6 +200,42 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}.{key}: expected {name}, got {value!r}")
     return value
+
+
+def _table(data: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
+    """The table `[name]`, refused when it holds a key nobody reads: a misspelt setting must not
+    silently leave its default in force (a typo in `trusted_authserv_ids` would turn proof by
+    DKIM/SPF off without a word)."""
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a [{name}] table")
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+    return table
+
+
+def _security(data: dict[str, Any]) -> Security:
+    t = _table(data, "security", {"trusted_authserv_ids"})
+    ids = _get(t, "trusted_authserv_ids", list, [], "security")
+    for i, value in enumerate(ids):
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+            raise ConfigError(
+                f"security.trusted_authserv_ids[{i}]: expected an authserv-id such as "
+                f'"mx.example.com", got {value!r}'
+            )
+    return Security(trusted_authserv_ids=tuple(v.strip() for v in ids))
+
+
+def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
+    t = _table(data, "scheduler", {"enabled", "sla_check_seconds", "timers_seconds"})
+    values: dict[str, float] = {}
+    for key, default in (("sla_check_seconds", 300.0), ("timers_seconds", 900.0)):
+        value = _get(t, key, float, default, "scheduler")
+        if value < 1:
+            raise ConfigError(f"scheduler.{key}: expected a number of seconds >= 1, got {value!r}")
+        values[key] = value
+    return SchedulerSettings(enabled=_get(t, "enabled", bool, True, "scheduler"), **values)
 
 
 def _env(env: dict[str, str], name: str) -> str:
@@ -340,6 +397,8 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         raw=data,
         imap=_imap_accounts(data.get("imap", []), desks, env),
         pipeline=pipeline,
+        security=_security(data),
+        scheduler=_scheduler(data),
     )
 
 

@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from mailgate.config import Config, ConfigError, Desk
+from mailgate.config import Desk, SchedulerSettings
 from mailgate.domain import timers
 from mailgate.domain.sla import SlaRules
 from mailgate.domain.timers import TicketFacts
@@ -46,34 +46,6 @@ Clock = Callable[[], datetime]
 # Run order inside one "timers" tick: closing first, so a ticket closed now is not also reviewed.
 TIMER_JOBS = ("auto_close", "waiting_customer", "triage_reminder", "deferred_review", "digest")
 JOBS = ("sla_check", *TIMER_JOBS)
-
-
-@dataclass(frozen=True)
-class SchedulerSettings:
-    """`[scheduler]` of config.toml."""
-
-    enabled: bool = True
-    sla_check_seconds: float = 300.0  # how late a warning or escalation may be, at most
-    timers_seconds: float = 900.0  # reminders, auto-close, reviews, the digest hour
-
-    @classmethod
-    def from_config(cls, config: Config) -> SchedulerSettings:
-        table = config.raw.get("scheduler", {})
-        if not isinstance(table, dict):
-            raise ConfigError("scheduler: expected a [scheduler] table")
-        unknown = sorted(set(table) - {"enabled", "sla_check_seconds", "timers_seconds"})
-        if unknown:
-            raise ConfigError(f"scheduler.{unknown[0]}: unknown setting")
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"scheduler.enabled: expected true or false, got {enabled!r}")
-        values: dict[str, float] = {}
-        for key, default in (("sla_check_seconds", 300.0), ("timers_seconds", 900.0)):
-            value = table.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-                raise ConfigError(f"scheduler.{key}: expected a number of seconds >= 1, got {value!r}")
-            values[key] = float(value)
-        return cls(enabled=enabled, **values)
 
 
 @dataclass(frozen=True)
@@ -125,7 +97,7 @@ class Scheduler:
         self.config = runner.config
         self.sla: SlaService = runner.sla
         self.clock = clock
-        self.settings = settings or SchedulerSettings.from_config(runner.config)
+        self.settings = settings or runner.config.scheduler
         self._scheduler: Any = None
         self._lock = threading.Lock()  # one tick at a time in this process
 
@@ -169,24 +141,24 @@ class Scheduler:
     def _candidates(self, session: Session, job: str, desk: Desk) -> list[Ticket]:
         """The tickets a job can act on at all; the pure decision makes the final call."""
         workflow = self.runner.rules.current.workflow(desk)
-        q = select(Ticket).where(Ticket.desk == desk.key)
+        q = select(Ticket).where(col(Ticket.desk) == desk.key)
         if job in ("sla_check", "digest"):
-            q = q.where(Ticket.status_category != "closed")
+            q = q.where(col(Ticket.status_category) != "closed")
         elif job == "triage_reminder":
             q = q.where(
-                Ticket.status_category == "open",
-                Ticket.first_response_at.is_(None),  # type: ignore[union-attr]
-                Ticket.triage_reminded_at.is_(None),  # type: ignore[union-attr]
+                col(Ticket.status_category) == "open",
+                col(Ticket.first_response_at).is_(None),
+                col(Ticket.triage_reminded_at).is_(None),
             )
         elif job == "waiting_customer":
-            q = q.where(Ticket.status_category == "waiting")
+            q = q.where(col(Ticket.status_category) == "waiting")
         elif job == "auto_close":
             resolved = [s.id for s in workflow.statuses.values() if s.resolved and not s.final]
-            q = q.where(Ticket.status.in_(resolved or [""]))  # type: ignore[attr-defined]
+            q = q.where(col(Ticket.status).in_(resolved or [""]))
         elif job == "deferred_review":
             deferred = [s.id for s in workflow.statuses.values() if s.deferred]
-            q = q.where(Ticket.status.in_(deferred or [""]))  # type: ignore[attr-defined]
-        return list(session.execute(q.order_by(Ticket.id)).scalars())  # type: ignore[arg-type]
+            q = q.where(col(Ticket.status).in_(deferred or [""]))
+        return list(session.execute(q.order_by(col(Ticket.id))).scalars())
 
     def _decide(self, job: str, facts: TicketFacts, rules: SlaRules, now: datetime) -> list[timers.Action]:
         settings = rules.timers

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, inspect, select, text
+from sqlmodel import col
 
 from mailgate.config import Config
 from mailgate.store.db import Database
@@ -125,16 +126,16 @@ def gather(
     now = now or now_utc()
     with db.session() as s:
         inbox_counts = dict(
-            s.execute(select(InboxItem.state, func.count()).group_by(InboxItem.state)).all()  # type: ignore[arg-type]
+            s.execute(select(col(InboxItem.state), func.count()).group_by(col(InboxItem.state))).all()
         )
         outbox_counts = dict(
-            s.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state)).all()  # type: ignore[arg-type]
+            s.execute(select(col(OutboxItem.state), func.count()).group_by(col(OutboxItem.state))).all()
         )
         oldest = s.execute(
-            select(func.min(OutboxItem.created_at)).where(OutboxItem.state == "pending")
+            select(func.min(col(OutboxItem.created_at))).where(col(OutboxItem.state) == "pending")
         ).scalar_one()
         last_routed = s.execute(
-            select(Event.data).where(Event.kind == "routed").order_by(Event.id.desc()).limit(1)
+            select(col(Event.data)).where(col(Event.kind) == "routed").order_by(col(Event.id).desc()).limit(1)
         ).scalar_one_or_none()
     oldest_age = (now - utc(oldest)).total_seconds() if oldest is not None else None
     on_disk, rules_errors = rules_fingerprint(config)
@@ -165,7 +166,11 @@ def _attention(st: Status, max_unsent_age: timedelta, oldest_age: float | None) 
         out.append(f"{st.outbox_failed} outgoing mail(s) failed for good: see `mailgate outbox failed`")
     # The age as measured, not as shown: rounded to a tenth, a mail queued 40 ms ago was not
     # over a limit of zero.
-    if oldest_age is not None and oldest_age > max_unsent_age.total_seconds():
+    if (
+        st.oldest_unsent_seconds is not None
+        and oldest_age is not None
+        and oldest_age > max_unsent_age.total_seconds()
+    ):
         out.append(
             f"oldest unsent mail is {_age(st.oldest_unsent_seconds)} old (limit {_age(max_unsent_age.total_seconds())}):"
             " is the relay reachable? see `mailgate outbox list`"

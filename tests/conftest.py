@@ -12,14 +12,17 @@ import smtplib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiosmtpd.controller import Controller
+
+if TYPE_CHECKING:
+    from dovecot import Dovecot
 
 REPO = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -261,6 +264,21 @@ class RunningDaemon:
         with self.db.session() as s:
             return list(s.execute(select(Ticket).order_by(Ticket.id)).scalars())
 
+    def outbox(self) -> list[Any]:
+        """Every mail queued, sent or not. After `settle()` these rows are all the mail there will
+        be until something new arrives: asserting on them (rather than on the relay after a
+        sleep) is how a test says "and nothing more was sent"."""
+        from sqlalchemy import select
+
+        from mailgate.store.models import OutboxItem
+
+        with self.db.session() as s:
+            return list(s.execute(select(OutboxItem).order_by(OutboxItem.id)).scalars())
+
+    def outbox_to(self, address: str) -> list[Any]:
+        """`outbox()` for one recipient."""
+        return [r for r in self.outbox() if address in r.recipients]
+
     def inbox(self) -> list[Any]:
         from sqlalchemy import select
 
@@ -343,3 +361,24 @@ def start_counter(daemon: RunningDaemon, desk: str, next_number: int) -> None:
 
     with daemon.db.session() as s:
         s.add(Counter(desk=desk, next_number=next_number))
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait for a state (a row, a flag, a log line) to come true; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot for the IMAP tests (tests/dovecot.py), skipped when not installed."""
+    from dovecot import Dovecot, available
+
+    need(available(), "dovecot (Debian dovecot-imapd) is not installed")
+    d = Dovecot().start()
+    yield d
+    d.cleanup()

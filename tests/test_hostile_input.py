@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import Sink, free_port, make_mail, write_config
 from sqlalchemy import select
-from test_crash import DaemonProcess, wait_settled
-from test_ops_cli import cli
+from support.cli import cli
+from support.daemon_process import DaemonProcess, wait_settled
 
 MB = 1024 * 1024
 EVIL_DIR = Path("/tmp") / f"mailgate-traversal-{os.getpid()}"

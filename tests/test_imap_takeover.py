@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -10,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, make_mail, write_config
+import pytest
+from conftest import REPO, make_mail, wait_until, write_config
+from dovecot import Dovecot
 from pg import fresh_database
-from test_imap import ENV, append, count, dovecot, imap_table, poller, wait_until  # noqa: F401
+from support.imap import ENV, append, count, imap_table, poller
 
 from mailgate.config import load_config
 from mailgate.store.db import Database
@@ -35,7 +38,12 @@ time.sleep(600)
 """
 
 
-def test_one_poller_per_mailbox_and_takeover_when_it_dies(tmp_path: Path, dovecot) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_one_poller_per_mailbox_and_takeover_when_it_dies(
+    tmp_path: Path,
+    dovecot: Dovecot,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailgate.intake.imap")
     with fresh_database() as url:
         path = write_config(tmp_path / "desk", extra=imap_table(dovecot))
         env = {**os.environ, **ENV, "MAILGATE_DATABASE_URL": url, "PYTHONPATH": str(REPO)}
@@ -54,8 +62,9 @@ def test_one_poller_per_mailbox_and_takeover_when_it_dies(tmp_path: Path, doveco
             standby = poller(config, db).start()
             append(dovecot, make_mail("while A polls", message_id="<a1@acme.com>"))
             wait_until(lambda: count(db, InboxItem) == 1, what="the holder to store the first mail")
-            time.sleep(1.0)
-            assert not standby.lock.held  # the second process stands by: one poller per mailbox
+            # The second process tried the lock, found it held and stands by: one poller per mailbox.
+            wait_until(lambda: "standing by" in caplog.text, what="the standby to find the lock held")
+            assert not standby.lock.held
 
             holder.send_signal(signal.SIGKILL)
             holder.wait(10)

@@ -214,3 +214,17 @@ def test_a_success_dsn_is_not_a_bounce() -> None:
 
 def test_an_out_of_office_is_not_a_bounce() -> None:
     assert load("auto_reply_exchange_ooo.eml").bounce is None
+
+
+def test_one_reading_of_plus_addresses_feeds_every_loop_decision() -> None:
+    """The desk lookup, the own-address loop guard and the reply-token finders all read an address
+    through `plus_parts`: the mailbox is the address without its tag, the domain after the last @."""
+    from mailgate.mail.decode import plus_parts
+    from mailgate.mail.screen import is_own_address
+
+    assert plus_parts(" Support+SUP-20-k3J@LocalHost ") == ("support@localhost", "SUP-20-k3J")
+    assert plus_parts("a+b+c-off@example.com") == ("a@example.com", "b+c-off")
+    assert plus_parts("plain@example.com") == ("plain@example.com", None)
+    assert plus_parts('"x@evil.example"+t@example.com') == ('"x@evil.example"@example.com', "t")
+    assert is_own_address("SUPPORT+anything@localhost", ["support@localhost"])
+    assert not is_own_address("support+x@localhost.evil.example", ["support@localhost"])

@@ -4,50 +4,19 @@ and the promise that secrets never reach a log line."""
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import logging
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from conftest import Sink, free_port, make_mail
+from support.cli import PY, cli, mailgate
 
 from mailgate.store.models import InboxItem, now_utc
-
-PY = sys.executable
-
-
-def mailgate(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """The real command in a child process (for stdin, as a pipe transport runs it)."""
-    return subprocess.run(
-        [PY, "-m", "mailgate", *args],
-        input=input.decode() if input is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The same command in this process (`mailgate.cli.main`): exit code and output, faster."""
-    from mailgate.cli import main
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        root.handlers[:] = handlers  # main() pointed logging at the redirected stderr
-        root.setLevel(level)
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -150,6 +119,34 @@ def test_config_check_names_file_and_line_of_each_problem(desk: Path) -> None:
     assert 'pipeline.worker: write "process" or "thread"' in r.stdout, r.stdout
 
 
+def test_a_misspelt_security_or_scheduler_setting_is_refused_with_its_key(desk: Path) -> None:
+    """A typo in `trusted_authserv_ids` would leave the default (no trusted MTA) in force and turn
+    proof by DKIM/SPF off without a word: the installed command refuses the file instead."""
+    cfg = desk / "config.toml"
+    good = cfg.read_text()
+    cfg.write_text(good + '\n[security]\ntrusted_authserv_id = ["mx.example.org"]\n')
+    r = mailgate("--config", str(cfg), "config", "check")
+    assert r.returncode == 78, r.stdout + r.stderr
+    assert "security.trusted_authserv_id: unknown setting" in r.stdout, r.stdout
+
+    cfg.write_text(good + '\n[security]\ntrusted_authserv_ids = "mx.example.org"\n')
+    r = cli("--config", str(cfg), "config", "check")
+    assert r.returncode == 78
+    assert "security.trusted_authserv_ids: expected list" in r.stdout, r.stdout
+
+    cfg.write_text(good + "\n[scheduler]\nsla_check_second = 60\n")
+    r = cli("--config", str(cfg), "config", "check")
+    assert r.returncode == 78
+    assert "scheduler.sla_check_second: unknown setting" in r.stdout, r.stdout
+
+    cfg.write_text(good + '\n[security]\ntrusted_authserv_ids = ["mx.example.org"]\n')
+    assert cli("--config", str(cfg), "config", "check").returncode == 0
+    from mailgate.config import load_config
+
+    config = load_config(cfg, env={"MAILGATE_SECRET": "s"})
+    assert config.security.trusted_authserv_ids == ("mx.example.org",)
+
+
 def test_status_is_quiet_when_healthy_and_exits_1_with_reasons(desk: Path) -> None:
     cfg = str(desk / "config.toml")
     # Outgoing mail to a relay nobody listens on: the acknowledgement stays pending.
@@ -239,8 +236,19 @@ def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
                     break
                 except OSError:
                     time.sleep(0.1)
-            # Wait for the sender to try the relay (aiosmtpd offers no AUTH: login is refused).
-            time.sleep(2.0)
+            # Wait for the sender to have tried the relay (aiosmtpd offers no AUTH: login is
+            # refused): it logs the failure before it records the attempt on the outbox row.
+            import sqlite3
+
+            db = tmp_path / "d" / "state" / "mailgate.db"
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+                    tried = conn.execute("SELECT count(*) FROM outboxitem WHERE attempts >= 1").fetchone()[0]
+                if tried:
+                    break
+                assert time.monotonic() < deadline, "the sender never tried the relay"
+                time.sleep(0.05)
         finally:
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=30)

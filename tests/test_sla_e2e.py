@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import reply
 from sqlalchemy import select
-from test_scheduler import CUSTOMER, TECH, Desk, make_desk
+from support.sla_desk import CUSTOMER, TECH, Desk, make_desk
 
 from mailgate.store.models import Event, utc
 

@@ -1,76 +1,127 @@
-"""DATA read in bulk gives exactly what aiosmtpd's line-by-line reader gives (RFC 5321 4.5.2).
+"""DATA over the real listener: aiosmtpd's own reader, configured by its public options only.
 
-Any wire content, cut into any pieces as TCP may deliver it, with limits small enough that
-hypothesis reaches them: the message (or the same error reply), and the bytes after the end mark
-left in the stream for the next command (a client that pipelines QUIT after the dot).
+mailgate once read DATA itself on aiosmtpd's private stream (for event-loop time); these
+transcripts pin what a sending MTA sees now that aiosmtpd reads it: RFC 5321 4.5.2 dot-unstuffing,
+the size limit answered with 552 only after the whole message was read (4.2.5) so the session
+stays in step, over-long lines answered with 500 (4.5.3.1.6), and commands pipelined after the
+end mark (RFC 2920) answered rather than eaten.
 """
 
 from __future__ import annotations
 
-import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import pytest
+from conftest import RunningDaemon, Sink, make_mail, write_config
+from sqlalchemy import select
 
-from mailgate.intake.smtp_data import TOO_LONG, TOO_MUCH, lines_within, read_data
+from mailgate.store.models import InboxRaw
 
-# Wire lines: any bytes but CRLF (which ends a line) and never the lone dot (which ends DATA).
-_line = st.binary(max_size=40).filter(lambda b: b"\r\n" not in b and b != b"." and not b.endswith(b"\r"))
-_dotted = st.builds(
-    lambda b: b"." + b, _line.filter(bool)
-)  # a dot-stuffed line, or a client that did not stuff
-
-
-def aiosmtpd_reading(lines: list[bytes], size_limit: int, line_limit: int) -> bytes | str:
-    """What aiosmtpd 1.4's smtp_DATA makes of these wire lines: dot-unstuffed, CRLF kept."""
-    wire = [line + b"\r\n" for line in lines]
-    if sum(map(len, wire)) > size_limit:
-        return TOO_MUCH
-    if any(len(w) > line_limit for w in wire):
-        return TOO_LONG
-    return b"".join(w[1:] if w.startswith(b".") else w for w in wire)
+LIMIT = 20_000
 
 
-async def _read(
-    chunks: list[bytes], size_limit: int, line_limit: int, piece_size: int = 64 * 1024
-) -> tuple[bytes | str, bytes]:
-    reader = asyncio.StreamReader(limit=16)  # aiosmtpd's reader is small too (1001)
-
-    async def feed() -> None:
-        for chunk in chunks:
-            reader.feed_data(chunk)
-            await asyncio.sleep(0)  # the reader sees the stream arrive piece by piece
-        reader.feed_eof()
-
-    feeder = asyncio.ensure_future(feed())
-    result = await read_data(reader, size_limit, line_limit, piece_size)
-    await feeder
-    return result, await reader.read()
+@pytest.fixture
+def small_daemon(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
+    """A daemon whose `[smtp] max_message_size` is small enough to cross in a test."""
+    path = write_config(tmp_path / "desk", relay_port=sink.port)
+    path.write_text(path.read_text().replace("[smtp]\n", f"[smtp]\nmax_message_size = {LIMIT}\n"))
+    d = RunningDaemon(path)
+    yield d
+    d.stop()
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    lines=st.lists(st.one_of(_line, _dotted), max_size=30),
-    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=12),
-    size_limit=st.sampled_from([60, 300, 10_000]),
-    line_limit=st.sampled_from([12, 30, 1001]),
-    pipelined=st.sampled_from([b"", b"QUIT\r\n", b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"]),
-    piece_size=st.sampled_from([4, 9, 64 * 1024]),  # small: lines longer than a piece
-)
-def test_bulk_data_reads_as_aiosmtpd_does(
-    lines: list[bytes], cuts: list[int], size_limit: int, line_limit: int, pipelined: bytes, piece_size: int
+class Wire:
+    """A raw SMTP client: what is written is exactly what the server reads."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        assert self.reply()[0] == 220
+
+    def reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = self.file.readline().decode()
+            assert line, "connection closed"
+            lines.append(line[4:].rstrip("\r\n"))
+            if line[3] == " ":
+                return int(line[:3]), "\n".join(lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def envelope(self) -> None:
+        """EHLO, MAIL, RCPT and DATA, each answered as it should be."""
+        self.send(b"EHLO client.example\r\n")
+        assert self.reply()[0] == 250
+        self.send(b"MAIL FROM:<customer1@acme.com>\r\n")
+        assert self.reply()[0] == 250
+        self.send(b"RCPT TO:<support@localhost>\r\n")
+        assert self.reply()[0] == 250
+        self.send(b"DATA\r\n")
+        assert self.reply()[0] == 354
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _wire(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def test_dot_stuffed_lines_are_stored_unstuffed_and_a_pipelined_command_is_answered(
+    small_daemon: RunningDaemon,
 ) -> None:
-    stream = b"".join(line + b"\r\n" for line in lines) + b".\r\n" + pipelined
-    bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-    chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-    got, rest = asyncio.run(_read(chunks, size_limit, line_limit, piece_size))
-    assert got == aiosmtpd_reading(lines, size_limit, line_limit)
-    assert rest == pipelined  # nothing after the end mark was eaten
+    body = "first line\n.a line that starts with a dot\n..two dots\n."  # the last is not an end mark
+    raw = _wire(make_mail("Dots", body=body))
+    stuffed = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in raw.split(b"\r\n"))
+    w = Wire(small_daemon.port)
+    try:
+        w.envelope()
+        w.send(stuffed + (b"" if stuffed.endswith(b"\r\n") else b"\r\n") + b".\r\nNOOP\r\n")
+        assert w.reply()[0] == 250  # queued
+        assert w.reply() == (250, "OK")  # NOOP, sent in the same packet as the end mark
+    finally:
+        w.close()
+    small_daemon.settle()
+    with small_daemon.db.session() as s:
+        stored = s.execute(select(InboxRaw.raw)).scalar_one()
+    assert b"\r\n.a line that starts with a dot\r\n..two dots\r\n." in stored
+    assert stored.rstrip(b"\r\n").endswith(b"..two dots\r\n.")
 
 
-def test_a_large_attachment_is_read_whole_and_lines_are_checked_without_a_step_per_line() -> None:
-    body = b"".join(b"%075d\r\n" % i for i in range(40_000))  # 3 MB of 77-byte lines
-    got, rest = asyncio.run(_read([body[:70_000], body[70_000:], b".\r\n"], 10**8, 1001))
-    assert got == body and rest == b""
-    assert lines_within(body, 998)
-    assert not lines_within(body[:-10] + b"x" * 1000 + b"\r\n", 998)
+def test_an_oversized_message_gets_552_after_its_end_and_the_session_stays_in_step(
+    small_daemon: RunningDaemon,
+) -> None:
+    w = Wire(small_daemon.port)
+    try:
+        w.envelope()
+        # Lines that look like commands inside the data: answered early, they would be read as
+        # commands and their replies would come before NOOP's.
+        line = b"RSET " + b"y" * 70 + b"\r\n"
+        w.send(_wire(make_mail("Big")) + line * (2 * LIMIT // len(line)) + b".\r\nNOOP\r\n")
+        code, text = w.reply()
+        assert code == 552, text
+        assert w.reply() == (250, "OK")
+    finally:
+        w.close()
+    assert small_daemon.inbox() == []
+
+
+def test_an_over_long_line_gets_500_and_the_next_message_is_taken(small_daemon: RunningDaemon) -> None:
+    w = Wire(small_daemon.port)
+    try:
+        w.envelope()
+        w.send(_wire(make_mail("Long line")) + b"z" * 1200 + b"\r\n.\r\n")  # RFC 5321 allows 998
+        code, text = w.reply()
+        assert code == 500, text
+        w.envelope()
+        w.send(_wire(make_mail("Short lines")) + b"\r\n.\r\n")
+        assert w.reply()[0] == 250
+    finally:
+        w.close()
+    small_daemon.settle()
+    assert [t.subject for t in small_daemon.tickets()] == ["Short lines"]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from conftest import Sink, body_of, deliver, free_port, make_mail, reply, write_config
-from test_crash import DaemonProcess
+from support.daemon_process import DaemonProcess
 
 
 def _alive(pid: int) -> bool:

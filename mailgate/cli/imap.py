@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from os import EX_CONFIG, EX_NOHOST, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE
 
-from mailgate.cli import EX_CONFIG, EX_TEMPFAIL
 from mailgate.cli.common import config_of
 from mailgate.config import Config
 
 # sysexits.h codes for the failures an admin fixes in different places.
-EX_NOHOST = 68  # unknown host
-EX_UNAVAILABLE = 69  # refused, TLS or certificate problem, missing folder
-EX_NOPERM = 77  # the server refused the login
 EXIT_FOR_KIND = {
     "host": EX_NOHOST,
     "refused": EX_UNAVAILABLE,

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from os import EX_CONFIG
 from pathlib import Path
 
 import mailgate
-from mailgate.cli import EX_CONFIG
 from mailgate.config import ADDRESS_RE, KEY_RE
+from mailgate.mail.decode import plus_parts
 
 # The shipped rules/ and templates/: package data under mailgate/defaults (in a checkout, links to
 # the top-level rules/ and templates/ admins edit), so an installed wheel has them too.
@@ -75,7 +76,7 @@ def _init(args: argparse.Namespace) -> int:
     if not ADDRESS_RE.match(address):
         print(f"mailgate init: --desk-address: not an address: {address!r}", file=sys.stderr)
         return EX_CONFIG
-    key = args.key or address.split("@", 1)[0].split("+", 1)[0].upper()[:16]
+    key = args.key or plus_parts(address)[0].rpartition("@")[0].upper()[:16]
     key = "".join(c for c in key if c.isalnum()) or "SUP"
     if not KEY_RE.match(key):
         print(

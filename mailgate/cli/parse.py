@@ -10,15 +10,13 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
+from os import EX_NOINPUT, EX_OK
 from pathlib import Path
 from typing import Any
 
 from mailgate.domain.threading import subject_tags
 from mailgate.mail.model import ParsedMail
 from mailgate.mail.parse import parse_message
-
-EX_OK = 0
-EX_NOINPUT = 66
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,6 +8,7 @@ import json
 import sys
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from mailgate.cli.common import config_of, open_db
 from mailgate.store import inbox
@@ -16,14 +17,14 @@ from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, utc
 
 def _inbox_list(args: argparse.Namespace) -> int:
     with open_db(config_of(args)) as db, db.session() as s:
-        stmt = select(InboxItem).order_by(InboxItem.id.desc()).limit(args.limit)
+        stmt = select(InboxItem).order_by(col(InboxItem.id).desc()).limit(args.limit)
         if args.failed:
-            stmt = stmt.where(InboxItem.state == "failed")
+            stmt = stmt.where(col(InboxItem.state) == "failed")
         rows = list(s.execute(stmt).scalars())
         keys = {
             t.id: t.key
             for t in s.execute(
-                select(Ticket).where(Ticket.id.in_([r.ticket_id for r in rows if r.ticket_id]))
+                select(Ticket).where(col(Ticket.id).in_([r.ticket_id for r in rows if r.ticket_id]))
             ).scalars()
         }
     if not rows:
@@ -99,11 +100,11 @@ def _inbox_retry(args: argparse.Namespace) -> int:
 
 def _outbox_list(args: argparse.Namespace) -> int:
     with open_db(config_of(args)) as db, db.session() as s:
-        stmt = select(OutboxItem).order_by(OutboxItem.id.desc()).limit(args.limit)
+        stmt = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(args.limit)
         if args.failed:
-            stmt = stmt.where(OutboxItem.state == "failed")
+            stmt = stmt.where(col(OutboxItem.state) == "failed")
         else:
-            stmt = stmt.where(OutboxItem.state.in_(["pending", "sending", "failed"]))
+            stmt = stmt.where(col(OutboxItem.state).in_(["pending", "sending", "failed"]))
         rows = list(s.execute(stmt).scalars())
     if not rows:
         print("no failed mail" if args.failed else "outbox is empty")

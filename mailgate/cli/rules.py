@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from os import EX_DATAERR, EX_NOINPUT, EX_OK
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,6 @@ from mailgate.domain.routing import RoutingDecision, evaluate
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.mail.parse import parse_message
 from mailgate.ruleset import Snapshot, load
-
-EX_OK = 0
-EX_DATAERR = 65
-EX_NOINPUT = 66
 
 
 def register(sub: argparse._SubParsersAction) -> None:

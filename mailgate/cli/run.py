@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from os import EX_DATAERR, EX_OSERR
 
 from mailgate.cli.common import config_of
-
-EX_DATAERR = 65  # sysexits: the rules do not load
-EX_OSERR = 71  # sysexits: an operating system error (a port in use, a directory not writable)
 
 
 def _run(args: argparse.Namespace) -> int:

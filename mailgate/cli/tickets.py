@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from mailgate.cli.common import config_of, open_db
 from mailgate.store.models import Event, OutboxItem, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
 
-def _fmt(dt: object) -> str:
-    value = utc(dt)  # type: ignore[arg-type]
+def _fmt(dt: datetime | None) -> str:
+    value = utc(dt)
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 def _list(args: argparse.Namespace) -> int:
     with open_db(config_of(args)) as db, db.session() as s:
-        stmt = select(Ticket).order_by(Ticket.id.desc()).limit(args.limit)
+        stmt = select(Ticket).order_by(col(Ticket.id).desc()).limit(args.limit)
         if args.desk:
-            stmt = stmt.where(Ticket.desk == args.desk.upper())
+            stmt = stmt.where(col(Ticket.desk) == args.desk.upper())
         if args.status:
-            stmt = stmt.where(Ticket.status == args.status)
+            stmt = stmt.where(col(Ticket.status) == args.status)
         rows = list(s.execute(stmt).scalars())
     if args.json:
         print(json.dumps([_ticket_dict(t) for t in rows], indent=2, default=str))
@@ -87,10 +89,12 @@ def _show(args: argparse.Namespace) -> int:
             return 1
         messages = repo.messages(t.id)  # type: ignore[arg-type]
         people = repo.participants(t.id)  # type: ignore[arg-type]
-        events = list(s.execute(select(Event).where(Event.ticket_id == t.id).order_by(Event.id)).scalars())
+        events = list(
+            s.execute(select(Event).where(col(Event.ticket_id) == t.id).order_by(col(Event.id))).scalars()
+        )
         outgoing = list(
             s.execute(
-                select(OutboxItem).where(OutboxItem.ticket_id == t.id).order_by(OutboxItem.id)
+                select(OutboxItem).where(col(OutboxItem.ticket_id) == t.id).order_by(col(OutboxItem.id))
             ).scalars()
         )
         sla = _sla_line(args, repo, t)

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailgate.domain.team import Team
+from mailgate.domain.team import Agent, Team
 from mailgate.domain.workflow import Status, Workflow
 
 COMMAND_LINE = re.compile(r"^\s*#([A-Za-z][\w-]*)\s*(.*?)\s*$")
@@ -297,7 +297,7 @@ def _group(team: Team, name: str) -> str | None:
     return None
 
 
-def _agent_by_name(team: Team, name: str) -> object | None:
+def _agent_by_name(team: Team, name: str) -> Agent | None:
     low = name.strip().lower()
     for agent in team.agents.values():
         if agent.name.lower() == low or agent.name.split()[0].lower() == low:

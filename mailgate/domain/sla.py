@@ -535,19 +535,19 @@ def sla_clock(
             (s, None if (e == now and cat == current) else e) for s, e, cat in timeline if cat == "open"
         ]
         elapsed = sum((cal.between(s, e if e is not None else now) for s, e in running), timedelta(0))
-        due = _reach(cal, running, goal)
-        warn_due = _reach(cal, running, goal * policy.warn_at)
+        reach = _reach(cal, running, goal)  # None: the clock stopped before the goal
+        warn_reach = _reach(cal, running, goal * policy.warn_at)
         until = closed_at if closed_at is not None else now
         resolution = TargetClock(
             target="resolution",
             goal=goal,
             elapsed=elapsed,
-            due=due,
-            warn_due=warn_due,
+            due=reach,
+            warn_due=warn_reach,
             completed_at=closed_at,
             paused=current == "waiting",
-            breached=due is not None and until > due,
-            warned=warn_due is not None and until >= warn_due,
+            breached=reach is not None and until > reach,
+            warned=warn_reach is not None and until >= warn_reach,
         )
     return SlaClock(policy=policy.name, first_response=first, resolution=resolution)
 
@@ -568,9 +568,9 @@ def _timeline(
         ((_utc(iv.start), _utc(iv.end) if iv.end is not None else None, iv.category) for iv in intervals),
         key=lambda iv: iv[0],
     )
-    for _, _, cat in ordered:
-        if cat not in CATEGORIES:
-            raise ValueError(f"status category must be one of {CATEGORIES}, got {cat!r}")
+    for _, _, category in ordered:
+        if category not in CATEGORIES:
+            raise ValueError(f"status category must be one of {CATEGORIES}, got {category!r}")
     cuts = {created_at, now}
     for s, e, _ in ordered:
         for t in (s, e):

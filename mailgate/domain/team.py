@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from mailgate.domain.rulesfile import Checker, RulesError, RulesInvalid, TomlFile, suggest
+from mailgate.domain.rulesfile import Checker, PathKey, RulesError, RulesInvalid, TomlFile, suggest
 
 ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 STRATEGIES = ("lead", "round-robin", "least-open")
@@ -89,7 +89,7 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
         check.add(("agents",), "at least one [[agents]] table is needed", "e.g. address = 'tech1@localhost'")
         raw_agents = []
     for i, raw in enumerate(raw_agents):
-        path = ("agents", i)
+        path: PathKey = ("agents", i)
         if check.table(path, raw, "an [[agents]] entry") is None:
             continue
         check.unknown_keys(path, raw, AGENT_KEYS, "agent key")

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mailgate.domain.tokens import TokenClaim, read_token
+from mailgate.mail.decode import plus_parts
+from mailgate.mail.msgid import parse_msgids
 
-MSGID_RE = re.compile(r"<([^<>\s]+)>")
 # [SUP-20], (SUP-20), [JIRA] (SUP-20), "SUP-20:" is not a tag: brackets or parentheses are required.
 TAG_RE = re.compile(r"[\[(]\s*([A-Za-z][A-Za-z0-9]{0,15})-(\d{1,9})\s*[\])]")
 _SPACES = re.compile(r"\s{2,}")
@@ -29,19 +30,6 @@ PREFIX_RE = re.compile(
     r"回复|回覆|转发|轉寄|答复|返信|転送)\s*(?:\[\d+\])?\s*[:：]\s*)+",
     re.IGNORECASE,
 )
-
-
-def parse_msgids(value: str | None) -> list[str]:
-    """Message-IDs in a header value, without brackets, in order.
-
-    Tolerates commas and any whitespace between ids (Exchange, iOS) and bare ids without brackets.
-    """
-    if not value:
-        return []
-    found = MSGID_RE.findall(value)
-    if found:
-        return found
-    return [p for p in re.split(r"[\s,]+", value.strip()) if "@" in p]
 
 
 def subject_tags(subject: str) -> list[tuple[str, int]]:
@@ -87,9 +75,9 @@ def key_from_token(
 ) -> ThreadHit | None:
     """A signed token of ours, first in a recipient plus-address, then in a referenced Message-ID."""
     for addr in recipients:
-        local = addr.split("@", 1)[0]
-        if "+" in local:
-            claim = read_token(secret, local.split("+", 1)[1])
+        _, tag = plus_parts(addr)
+        if tag is not None:
+            claim = read_token(secret, tag)
             if claim and claim.desk_key == desk_key:
                 return ThreadHit(claim.ticket_key, "token", f"reply token in recipient {addr}", claim)
     for mid in msgids:

@@ -20,7 +20,7 @@ from email.policy import compat32
 from email.utils import getaddresses
 
 from mailgate.config import Config, Desk
-from mailgate.domain.threading import parse_msgids
+from mailgate.mail.msgid import parse_msgids
 from mailgate.store.db import Database
 from mailgate.store.inbox import NewItem, insert_items
 

@@ -177,7 +177,7 @@ class ImapPoller:
             if state is not None and state.uidvalidity == uidvalidity:
                 return state.last_uid, state.horizon_uid
             first = state is None
-            if first:
+            if state is None:
                 log.info(
                     "imap %s: first visit to %s (first_run = %s)", acct.name, acct.folder, acct.first_run
                 )

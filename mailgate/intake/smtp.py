@@ -1,9 +1,16 @@
 """SMTP and LMTP intake on aiosmtpd: a thin edge that answers 250 only after the commit.
 
-RCPT TO is checked against the desks (550 for an unknown mailbox); SIZE is advertised and
-enforced (552); DATA is handed to the group committer and the reply waits for its commit. A
-storage failure answers 451 so the sending MTA keeps the message and retries (RFC 5321 4.2.5).
-No parsing or business logic runs on the event loop, and DATA is read in bulk (smtp_data.py).
+RCPT TO is checked against the desks (550 for an unknown mailbox); DATA is handed to the group
+committer and the reply waits for its commit. A storage failure answers 451 so the sending MTA
+keeps the message and retries (RFC 5321 4.2.5). No parsing or business logic runs on the event
+loop.
+
+DATA itself is aiosmtpd's, configured through its public options only: SIZE is advertised and
+enforced by `data_size_limit` (552 once the whole message was read, RFC 5321 4.2.5, keeping
+nothing past the limit), over-long lines answer 500 (4.5.3.1.6), dot-unstuffing is RFC 5321
+4.5.2. aiosmtpd reads DATA one line per `await`, which costs the event loop more for a large
+attachment than a bulk reader did; mailgate no longer carries its own reader on aiosmtpd's
+private stream, so a minor release of aiosmtpd cannot silently break receipt.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ from aiosmtpd.smtp import Session as SmtpSession
 
 from mailgate.config import Config
 from mailgate.intake.accept import Envelope, GroupCommitter
-from mailgate.intake.smtp_data import BulkData
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +34,7 @@ log = logging.getLogger(__name__)
 OK = "250 2.0.0 OK: queued as {id}"
 OK_DUPLICATE = "250 2.0.0 OK: already have it"
 UNKNOWN_MAILBOX = "550 5.1.1 <{rcpt}>: no such mailbox here"
-TOO_BIG = "552 5.3.4 Message too big for system"
+TOO_MUCH = "552 Error: Too much mail data"  # aiosmtpd's own reply to data_size_limit
 TEMP_FAILURE = "451 4.3.0 Temporary failure storing the message, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 
@@ -63,8 +69,6 @@ class IntakeHandler:
         raw = envelope.original_content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        if len(raw) > self.config.smtp.max_message_size:
-            return TOO_BIG
         env = Envelope(
             mail_from=(envelope.mail_from or "").lower(),
             rcpt_tos=tuple(r.lower() for r in envelope.rcpt_tos),
@@ -84,18 +88,11 @@ class IntakeHandler:
         return status
 
 
-class _LMTP(BulkData, LMTP):
-    """LMTP with the bulk DATA reader (BulkData itself is the SMTP server)."""
-
-
 class _LMTPController(Controller):
+    """aiosmtpd's Controller serving LMTP: `factory` is the documented place to choose the server."""
+
     def factory(self) -> LMTP:
-        return _LMTP(self.handler, **self.SMTP_kwargs)
-
-
-class _SMTPController(Controller):
-    def factory(self) -> SMTP:
-        return BulkData(self.handler, **self.SMTP_kwargs)
+        return LMTP(self.handler, **self.SMTP_kwargs)
 
 
 def start_listener(config: Config, committer: GroupCommitter) -> tuple[Controller, IntakeHandler]:
@@ -107,7 +104,7 @@ def start_listener(config: Config, committer: GroupCommitter) -> tuple[Controlle
         "decode_data": False,
         "ident": "mailgate ESMTP",
     }
-    cls = _LMTPController if config.smtp.lmtp else _SMTPController
+    cls = _LMTPController if config.smtp.lmtp else Controller
     controller = cls(handler, hostname=config.smtp.host, port=config.smtp.port, **kwargs)
     controller.start()
     log.info(

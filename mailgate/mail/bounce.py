@@ -13,10 +13,10 @@ import email.policy
 import re
 from email.message import Message
 
-from mailgate.domain.threading import parse_msgids
 from mailgate.literals import required_literals
 from mailgate.mail.decode import bare_address, decode_header_value
 from mailgate.mail.model import Bounce, ParsedMail
+from mailgate.mail.msgid import parse_msgids
 
 _STATUS_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _SMTP_CODE_RE = re.compile(r"\b([45])\d\d[ -]")
@@ -113,7 +113,7 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
             if isinstance(block, Message):
                 blocks.append({k.lower(): decode_header_value(v) for k, v in block.items()})
         return blocks
-    text = part.get_payload(decode=True) or b""
+    text = _decoded(part)
     for chunk in re.split(r"\r?\n\s*\r?\n", text.decode("utf-8", "replace")):
         fields: dict[str, str] = {}
         for line in re.sub(r"\r?\n[ \t]+", " ", chunk).splitlines():
@@ -144,8 +144,7 @@ def _from_dsn(report: Message) -> Bounce | None:
                 ids = parse_msgids(decode_header_value(inner[0].get("Message-ID", "")))
                 original_id = ids[0] if ids else None
         elif ctype in ("text/rfc822-headers", "message/global-headers") and original_id is None:
-            data = child.get_payload(decode=True) or b""
-            headers = email.message_from_bytes(data, policy=email.policy.compat32)
+            headers = email.message_from_bytes(_decoded(child), policy=email.policy.compat32)
             ids = parse_msgids(decode_header_value(headers.get("Message-ID", "")))
             original_id = ids[0] if ids else None
     envelope_id = None
@@ -249,3 +248,10 @@ _DIAG_RE = re.compile(
 def _diagnostic_line(notice: str) -> str | None:
     match = _DIAG_RE.search(notice)
     return match.group(0).strip()[:300] if match else None
+
+
+def _decoded(part: Message) -> bytes:
+    """A leaf part's body with its transfer encoding undone (`get_payload(decode=True)` is bytes
+    for a non-multipart part; anything else reads as empty)."""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""

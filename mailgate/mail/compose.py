@@ -136,7 +136,7 @@ def _address(addr: str, name: str = "") -> str:
 
 def _part(text: str, subtype: str) -> tuple[list[str], str]:
     """Headers and CRLF body of one text part: 7bit when ASCII, else quoted-printable UTF-8
-    (binascii's C encoder: the stdlib's pure-Python one cost 0.3 ms a part)."""
+    (binascii's C encoder: the stdlib's pure-Python one is several times slower)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text.isascii() and all(len(line) <= 998 for line in text.split("\n")):
         return [
@@ -145,8 +145,8 @@ def _part(text: str, subtype: str) -> tuple[list[str], str]:
         ], text.replace("\n", "\r\n")
     # Encoded with LF line ends, then made CRLF: binascii takes its soft breaks' line end from the
     # first line of its input, and a text of one line has none.
-    body = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
-    body = body.decode("ascii").replace("\n", "\r\n")
+    qp = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    body = qp.decode("ascii").replace("\n", "\r\n")
     return [
         f'Content-Type: text/{subtype}; charset="utf-8"',
         "Content-Transfer-Encoding: quoted-printable",

@@ -141,6 +141,20 @@ def bare_address(addr: str) -> str | None:
     return addr.lower()
 
 
+def plus_parts(addr: str) -> tuple[str, str | None]:
+    """(`local@domain` lowercased without its `+tag`, the tag as written or None).
+
+    `support+t1a2@localhost` reaches the mailbox `support@localhost` and carries `t1a2`: one
+    reading for every decision made on it (whose desk, our own address or not, which reply
+    token), so that a loop guard and the threading never disagree on what an address is. The
+    domain is after the last `@`; the tag starts at the first `+` of the local part."""
+    local, at, domain = addr.strip().rpartition("@")
+    if not at:
+        return addr.strip().lower(), None
+    base, plus, tag = local.partition("+")
+    return f"{base}@{domain}".lower(), (tag if plus else None)
+
+
 def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
     """(display name, bare lowercase address) pairs from raw header values, in order, deduplicated.
 

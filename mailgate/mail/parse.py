@@ -19,12 +19,12 @@ from datetime import UTC
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from mailgate.domain.threading import parse_msgids
 from mailgate.mail.attachments import attachment_filename, tnef_content_type
 from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
 from mailgate.mail.html import html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
+from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.reply import extract_reply
 from mailgate.mail.screen import auto_reply_reason
 
@@ -56,9 +56,10 @@ class _Walk:
         ctype = _content_type(part)
         maintype = ctype.split("/", 1)[0]
         if part.is_multipart() and maintype == "multipart":
-            children = part.get_payload()
-            if not isinstance(children, list):
+            payload = part.get_payload()
+            if not isinstance(payload, list):
                 return
+            children = [c for c in payload if isinstance(c, Message)]  # a multipart holds parts
             if ctype == "multipart/alternative":
                 self._alternative(children, depth)
             else:
@@ -157,7 +158,7 @@ class _Walk:
         except Exception as exc:
             self.errors.append(f"attachment could not be decoded: {exc}")
             content = None
-        if content is None:
+        if not isinstance(content, bytes):  # bytes for every leaf part; None for a multipart
             payload = part.get_payload()
             content = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
         filename = attachment_filename(part)
@@ -185,7 +186,7 @@ class _Walk:
         except Exception as exc:
             self.errors.append(f"{ctype} part could not be decoded: {exc}")
             data = None
-        if data is None:
+        if not isinstance(data, bytes):  # bytes for every leaf part; None for a multipart
             payload = part.get_payload()
             data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
         try:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 from mailgate.mail.bounce import detect_bounce
+from mailgate.mail.decode import plus_parts
 from mailgate.mail.model import ParsedMail
 
 __all__ = ["auto_reply_reason", "detect_bounce", "is_own_address"]
@@ -54,18 +55,12 @@ _SUPPRESS_VALUES = {"all", "oof", "autoreply"}
 _BULK_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 
 
-def _base(addr: str) -> str:
-    """`local+tag@domain` -> `local@domain`, lowercased (plus-addresses reach the same mailbox)."""
-    local, _, domain = addr.strip().lower().rpartition("@")
-    return f"{local.split('+', 1)[0]}@{domain}" if local else addr.lower()
-
-
 def is_own_address(addr: str, own_addresses: Iterable[str]) -> bool:
     """Is `addr` one of ours, plus-addressed forms included?"""
     if not addr:
         return False
-    base = _base(addr)
-    return any(base == _base(own) for own in own_addresses if own)
+    base, _ = plus_parts(addr)
+    return any(base == plus_parts(own)[0] for own in own_addresses if own)
 
 
 def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | None:

@@ -15,9 +15,10 @@ import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
+from sqlmodel import col
 
 from mailgate.config import Config
 from mailgate.outbox.transports import PermanentFailure, TemporaryFailure, Transport, make_transport
@@ -30,7 +31,7 @@ LEASE = timedelta(minutes=5)
 _OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
 
 
-def _update_outbox(item_id: int, **values: object) -> Any:
+def _update_outbox(item_id: int | None, **values: object) -> Any:
     return update(_OUTBOX).where(_OUTBOX.c.id == item_id).values(**values)
 
 
@@ -71,10 +72,10 @@ class Sender:
         return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
     def _claim(self, now: datetime) -> list[OutboxItem]:
-        due = select(OutboxItem.id).where(
+        due = select(col(OutboxItem.id)).where(
             or_(
-                (OutboxItem.state == "pending") & (OutboxItem.next_attempt_at <= now),
-                (OutboxItem.state == "sending") & (OutboxItem.claimed_at < now - LEASE),
+                (col(OutboxItem.state) == "pending") & (col(OutboxItem.next_attempt_at) <= now),
+                (col(OutboxItem.state) == "sending") & (col(OutboxItem.claimed_at) < now - LEASE),
             )
         )
         # Most passes after a send find nothing due: asking first takes no write lock, so the
@@ -88,7 +89,7 @@ class Sender:
             # due row, not n (see store/inbox.claim).
             due_ids = (
                 s.execute(
-                    due.order_by(OutboxItem.id).limit(self.batch_size).with_for_update(skip_locked=True)
+                    due.order_by(col(OutboxItem.id)).limit(self.batch_size).with_for_update(skip_locked=True)
                 )
                 .scalars()
                 .all()
@@ -98,9 +99,9 @@ class Sender:
             ids = (
                 s.execute(
                     update(OutboxItem)
-                    .where(OutboxItem.id.in_(due_ids))
+                    .where(col(OutboxItem.id).in_(due_ids))
                     .values(state="sending", claimed_by=WORKER_ID, claimed_at=now)
-                    .returning(OutboxItem.id)
+                    .returning(col(OutboxItem.id))
                 )
                 .scalars()
                 .all()
@@ -108,10 +109,12 @@ class Sender:
             if not ids:
                 return []
             return list(
-                s.execute(select(OutboxItem).where(OutboxItem.id.in_(ids)).order_by(OutboxItem.id)).scalars()
+                s.execute(
+                    select(OutboxItem).where(col(OutboxItem.id).in_(ids)).order_by(col(OutboxItem.id))
+                ).scalars()
             )
 
-    def _finish(self, item_id: int, **values: object) -> None:
+    def _finish(self, item_id: int | None, **values: object) -> None:
         with self.db.session() as s:  # Core on the connection: no ORM state is involved
             s.connection().execute(_update_outbox(item_id, claimed_by=None, **values))
 
@@ -162,7 +165,7 @@ class Sender:
 
     def _temporary(self, item: OutboxItem, error: str, now: datetime) -> None:
         attempts = item.attempts + 1
-        deadline = utc(item.created_at) + timedelta(seconds=self.config.relay.give_up_after_seconds)  # type: ignore[operator]
+        deadline = utc(item.created_at) + timedelta(seconds=self.config.relay.give_up_after_seconds)
         with self._lock:
             first, self._outage_since = self._outage_since is None, self._outage_since or now
         if first:
@@ -181,11 +184,13 @@ class Sender:
     def recover(self) -> int:
         """Rows a dead process of this host was sending go back to pending now, not after the lease."""
         with self.db.session() as s:
-            rows = s.execute(select(OutboxItem).where(OutboxItem.state == "sending")).scalars().all()
+            rows = s.execute(select(OutboxItem).where(col(OutboxItem.state) == "sending")).scalars().all()
             dead = [r.id for r in rows if r.claimed_by != WORKER_ID and not worker_alive(r.claimed_by)]
             if dead:
                 s.execute(
-                    update(OutboxItem).where(OutboxItem.id.in_(dead)).values(state="pending", claimed_by=None)
+                    update(OutboxItem)
+                    .where(col(OutboxItem.id).in_(dead))
+                    .values(state="pending", claimed_by=None)
                 )
         if dead:
             log.warning("%d outgoing mail(s) were being sent when a process died: sending again", len(dead))
@@ -216,7 +221,8 @@ class Sender:
 def retry_failed(db: Database, item_id: int | None = None) -> int:
     """`mailgate outbox retry`: failed rows back to pending, due now."""
     with db.session() as s:
-        stmt = update(OutboxItem).where(OutboxItem.state == "failed")
+        stmt = update(OutboxItem).where(col(OutboxItem.state) == "failed")
         if item_id is not None:
-            stmt = stmt.where(OutboxItem.id == item_id)
-        return s.execute(stmt.values(state="pending", next_attempt_at=now_utc(), last_error=None)).rowcount
+            stmt = stmt.where(col(OutboxItem.id) == item_id)
+        done = s.execute(stmt.values(state="pending", next_attempt_at=now_utc(), last_error=None))
+        return cast("CursorResult[Any]", done).rowcount  # an UPDATE's result is a CursorResult

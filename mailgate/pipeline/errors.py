@@ -8,10 +8,9 @@ from __future__ import annotations
 
 
 class ProcessingError(Exception):
-    """Stop here; record `disposition` and `reason`. `tell_sender` says whether a reply is due."""
+    """Stop here; record `disposition` and `reason`."""
 
     disposition = "rejected"
-    tell_sender = False
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -25,17 +24,9 @@ class LoopDetected(ProcessingError):
     disposition = "ignored:loop"
 
 
-class AutoReplyIgnored(ProcessingError):
-    disposition = "ignored:auto-reply"
-
-
 class BounceUnmatched(ProcessingError):
     disposition = "bounce:unmatched"
 
 
 class FloodHeld(ProcessingError):
     disposition = "held:flood"
-
-
-class EmptyMessage(ProcessingError):
-    disposition = "ignored:empty"

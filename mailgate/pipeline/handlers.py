@@ -19,6 +19,7 @@ from mailgate.domain.commands import HELP, TicketView, plan, split_commands
 from mailgate.domain.threading import strip_prefixes
 from mailgate.domain.tokens import read_token, verify_token
 from mailgate.mail.attachments import apply_limits
+from mailgate.mail.decode import plus_parts
 from mailgate.mail.reply import extract_reply
 from mailgate.mail.thanks import is_thanks_only
 from mailgate.pipeline.apply import agent_side, apply_plan, change_status, requester_side
@@ -61,8 +62,7 @@ class Services:
         self.blobs = blobs
         self.flood_limit = config.limits.new_tickets_per_sender
         self.flood_window = timedelta(minutes=config.limits.flood_window_minutes)
-        security = config.raw.get("security", {})
-        self.trusted_authserv_ids: tuple[str, ...] = tuple(security.get("trusted_authserv_ids", []))
+        self.trusted_authserv_ids = config.security.trusted_authserv_ids
 
     @property
     def rules(self) -> Snapshot:
@@ -248,9 +248,9 @@ class UnsubscribeHandler:
 
     def _token(self, ctx: Context) -> str | None:
         for addr in ctx.recipients:
-            local = addr.split("@", 1)[0]
-            if "+" in local and local.endswith("-off"):
-                return local.split("+", 1)[1][: -len("-off")]
+            _, tag = plus_parts(addr)
+            if tag is not None and tag.endswith("-off"):
+                return tag[: -len("-off")]
         return None
 
     def can_handle(self, ctx: Context) -> bool:

@@ -16,9 +16,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mailgate.domain.threading import parse_msgids
 from mailgate.domain.tokens import read_token, verify_token
+from mailgate.mail.decode import plus_parts
 from mailgate.mail.model import ParsedMail
+from mailgate.mail.msgid import parse_msgids
 
 _RESINFO = re.compile(r"\b(dkim|spf)\s*=\s*(\w+)([^;]*)", re.IGNORECASE)
 _PROP = re.compile(r"\b(header\.d|header\.i|smtp\.mailfrom)\s*=\s*([^\s;]+)", re.IGNORECASE)
@@ -34,9 +35,9 @@ def token_proof(
     secret: str, ticket_key: str, sender: str, recipients: Iterable[str], msgids: Sequence[str]
 ) -> Proof:
     for addr in recipients:
-        local = addr.split("@", 1)[0]
-        if "+" in local:
-            claim = read_token(secret, local.split("+", 1)[1])
+        _, tag = plus_parts(addr)
+        if tag is not None:
+            claim = read_token(secret, tag)
             if claim and claim.ticket_key == ticket_key and verify_token(secret, claim, sender):
                 return Proof(True, f"reply token issued to {sender} in recipient {addr}")
     for mid in msgids:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import bindparam, func, select
+from sqlmodel import col
 
 from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
@@ -117,11 +118,11 @@ class Notifier:
         since = now_utc() - self.notice_window
         return (
             repo.session.execute(
-                select(Event.id)
+                select(col(Event.id))
                 .where(
-                    Event.kind == "mail-held",
-                    Event.created_at > since,
-                    Event.data["recipient"].as_string() == recipient,
+                    col(Event.kind) == "mail-held",
+                    col(Event.created_at) > since,
+                    col(Event.data)["recipient"].as_string() == recipient,
                 )
                 .limit(1)
             ).first()

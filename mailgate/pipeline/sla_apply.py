@@ -149,7 +149,7 @@ def status_history(
 
 def _category(workflow: Workflow, status: object, stored: object) -> Category:
     if stored in ("open", "waiting", "closed"):
-        return stored  # type: ignore[return-value]
+        return stored
     value = workflow.category(str(status)) if status is not None else "open"
     return value if value in ("open", "waiting", "closed") else "open"  # type: ignore[return-value]
 

@@ -224,7 +224,7 @@ class WriteGate:
             self._lock.release()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # Python's sqlite3 opens transactions lazily; take control so BEGIN IMMEDIATE is ours.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
@@ -236,7 +236,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
-def _sqlite_begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_begin_immediate(conn) -> None:
     # Take the write lock at BEGIN: two writers never deadlock on a read-to-write upgrade.
     # `Database.reading` sessions only read: a plain BEGIN, no lock.
     conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("mailgate_read") else "BEGIN IMMEDIATE")

@@ -13,9 +13,10 @@ This module only reads and writes these rows; it never talks IMAP and never deci
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Column, DateTime, select, update
-from sqlmodel import Field, Session
+from sqlalchemy import BigInteger, Column, CursorResult, DateTime, select, update
+from sqlmodel import Field, Session, col
 
 from mailgate.store.models import TableModel, now_utc
 
@@ -79,14 +80,14 @@ def advance(session: Session, account: str, folder: str, uidvalidity: int, uid: 
     result = session.execute(
         update(ImapFolderState)
         .where(
-            ImapFolderState.account == account,  # type: ignore[arg-type]
-            ImapFolderState.folder == folder,  # type: ignore[arg-type]
-            ImapFolderState.uidvalidity == uidvalidity,  # type: ignore[arg-type]
-            ImapFolderState.last_uid < uid,  # type: ignore[arg-type]
+            col(ImapFolderState.account) == account,
+            col(ImapFolderState.folder) == folder,
+            col(ImapFolderState.uidvalidity) == uidvalidity,
+            col(ImapFolderState.last_uid) < uid,
         )
         .values(last_uid=uid, updated_at=now_utc())
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(cast("CursorResult[Any]", result).rowcount)  # an UPDATE's result is a CursorResult
 
 
 def record_failure(
@@ -106,7 +107,9 @@ def record_failure(
 
 
 def failures(session: Session, account: str | None = None) -> list[ImapFailure]:
-    stmt = select(ImapFailure).order_by(ImapFailure.account, ImapFailure.folder, ImapFailure.uid)  # type: ignore[arg-type]
+    stmt = select(ImapFailure).order_by(
+        col(ImapFailure.account), col(ImapFailure.folder), col(ImapFailure.uid)
+    )
     if account is not None:
-        stmt = stmt.where(ImapFailure.account == account)  # type: ignore[arg-type]
+        stmt = stmt.where(col(ImapFailure.account) == account)
     return list(session.execute(stmt).scalars())

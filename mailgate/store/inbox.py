@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, text, update
-from sqlmodel import Session
+from sqlalchemy import CursorResult, and_, func, or_, select, text, update
+from sqlmodel import Session, col
 
 from mailgate.store import direct
 from mailgate.store.models import InboxItem, InboxRaw, now_utc, utc
@@ -74,7 +74,7 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
 
 def raws(session: Session, ids: Sequence[int]) -> dict[int, bytes]:
     """The message bytes of these inbox rows (read once, by the worker that claimed them)."""
-    rows = session.execute(select(InboxRaw.id, InboxRaw.raw).where(InboxRaw.id.in_(ids)))  # type: ignore[attr-defined]
+    rows = session.execute(select(col(InboxRaw.id), col(InboxRaw.raw)).where(col(InboxRaw.id).in_(ids)))
     return {row_id: bytes(raw) for row_id, raw in rows}
 
 
@@ -106,18 +106,21 @@ def _lock_keys(session: Session, items: Sequence[NewItem]) -> None:
 def is_known(session: Session, desk: str, message_id: str | None, source_key: str | None = None) -> bool:
     conds = []
     if message_id:
-        conds.append(and_(InboxItem.desk == desk, InboxItem.message_id == message_id))
+        conds.append(and_(col(InboxItem.desk) == desk, col(InboxItem.message_id) == message_id))
     if source_key:
-        conds.append(InboxItem.source_key == source_key)
+        conds.append(col(InboxItem.source_key) == source_key)
     if not conds:
         return False
-    return session.execute(select(InboxItem.id).where(or_(*conds)).limit(1)).first() is not None
+    return session.execute(select(col(InboxItem.id)).where(or_(*conds)).limit(1)).first() is not None
 
 
 def has_new(session: Session) -> bool:
     """Whether any row waits. For a `Database.reading()` session: it takes no write lock, so a
     worker woken for nothing does not make the intake wait for the lock."""
-    return session.execute(select(InboxItem.id).where(InboxItem.state == "new").limit(1)).first() is not None
+    return (
+        session.execute(select(col(InboxItem.id)).where(col(InboxItem.state) == "new").limit(1)).first()
+        is not None
+    )
 
 
 def claim(session: Session, limit: int, worker: str = WORKER_ID) -> list[int]:
@@ -130,9 +133,9 @@ def claim(session: Session, limit: int, worker: str = WORKER_ID) -> list[int]:
     """
     ids = (
         session.execute(
-            select(InboxItem.id)
-            .where(InboxItem.state == "new")
-            .order_by(InboxItem.id)
+            select(col(InboxItem.id))
+            .where(col(InboxItem.state) == "new")
+            .order_by(col(InboxItem.id))
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -143,9 +146,11 @@ def claim(session: Session, limit: int, worker: str = WORKER_ID) -> list[int]:
         return []
     stmt = (
         update(InboxItem)
-        .where(InboxItem.id.in_(ids), InboxItem.state == "new")
-        .values(state="processing", attempts=InboxItem.attempts + 1, claimed_by=worker, claimed_at=now_utc())
-        .returning(InboxItem.id)
+        .where(col(InboxItem.id).in_(ids), col(InboxItem.state) == "new")
+        .values(
+            state="processing", attempts=col(InboxItem.attempts) + 1, claimed_by=worker, claimed_at=now_utc()
+        )
+        .returning(col(InboxItem.id))
     )
     return sorted(session.execute(stmt).scalars().all())
 
@@ -173,7 +178,7 @@ def recover(session: Session, max_attempts: int, now: datetime | None = None) ->
     Returns (requeued, quarantined).
     """
     now = now or now_utc()
-    rows = session.execute(select(InboxItem).where(InboxItem.state == "processing")).scalars().all()
+    rows = session.execute(select(InboxItem).where(col(InboxItem.state) == "processing")).scalars().all()
     requeued = quarantined = 0
     for row in rows:
         claimed_at = utc(row.claimed_at)
@@ -197,12 +202,12 @@ def retry(session: Session, item_id: int) -> bool:
     """Put a quarantined row back in the queue, attempts reset: `mailgate inbox retry`."""
     result = session.execute(
         update(InboxItem)
-        .where(InboxItem.id == item_id, InboxItem.state == "failed")
+        .where(col(InboxItem.id) == item_id, col(InboxItem.state) == "failed")
         .values(state="new", attempts=0, stage=None, reason=None, claimed_by=None, trace=[])
     )
-    return bool(result.rowcount)
+    return bool(cast("CursorResult[Any]", result).rowcount)  # an UPDATE's result is a CursorResult
 
 
 def counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(InboxItem.state, func.count()).group_by(InboxItem.state)).all()
+    rows = session.execute(select(col(InboxItem.state), func.count()).group_by(col(InboxItem.state))).all()
     return {state: n for state, n in rows}

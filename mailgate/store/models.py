@@ -9,7 +9,7 @@ Schema changes go through Alembic (mailgate/store/migrations), never `create_all
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from pydantic import ConfigDict
 from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
@@ -22,13 +22,20 @@ class TableModel(SQLModel):
     that are not tables), and building them for eleven tables was a third of importing this
     module, which every `mailgate` command and MTA pipe delivery pays."""
 
-    model_config = ConfigDict(defer_build=True)
+    # SQLModel declares its config as its own TypedDict, of which pydantic's is the base.
+    model_config = ConfigDict(defer_build=True)  # type: ignore[assignment]
 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def utc(value: datetime) -> datetime: ...
+@overload
+def utc(value: None) -> None: ...
+@overload
+def utc(value: datetime | None) -> datetime | None: ...
 def utc(value: datetime | None) -> datetime | None:
     """Aware UTC whatever the backend returned (SQLite drops the zone)."""
     if value is None:
