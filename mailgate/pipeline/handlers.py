@@ -442,9 +442,7 @@ class AgentReplyHandler:
             )
         ctx.disposition = "agent-reply"
 
-    def _refused(
-        self, ctx: Context, repo: Repo, ticket: Ticket, rule: str, reply: str, comment: str
-    ) -> None:
+    def _refused(self, ctx: Context, repo: Repo, ticket: Ticket, rule: str, reply: str, comment: str) -> None:
         """A proven agent asked for a change their role does not allow: kept as an internal note,
         nothing applied, and they are told the rule."""
         s = self.services

@@ -247,7 +247,9 @@ class Notifier:
                 loop_id=desk.address,
             )
         )
-        repo.enqueue(desk=desk.key, kind=kind, message_id=message_id, mail_from=sender, recipients=[to], raw=raw)
+        repo.enqueue(
+            desk=desk.key, kind=kind, message_id=message_id, mail_from=sender, recipients=[to], raw=raw
+        )
         return message_id
 
     def send_admin(self, repo: Repo, subject: str, text: str) -> str:

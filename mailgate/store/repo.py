@@ -65,16 +65,14 @@ _REMOVE_PERSON = delete(_T[Participant]).where(
 _THREAD_IDS = (
     select(_T[ThreadRef].c.message_id, _T[OutboxItem].c.recipients)
     .select_from(
-        _T[ThreadRef].outerjoin(
-            _T[OutboxItem], _T[OutboxItem].c.message_id == _T[ThreadRef].c.message_id
-        )
+        _T[ThreadRef].outerjoin(_T[OutboxItem], _T[OutboxItem].c.message_id == _T[ThreadRef].c.message_id)
     )
     .where(_T[ThreadRef].c.ticket_id == bindparam("t"))
     .order_by(_T[ThreadRef].c.id)
 )
-_SENT = select(
-    _T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[OutboxItem].c.kind
-).where(_T[OutboxItem].c.message_id == bindparam("m"))
+_SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[OutboxItem].c.kind).where(
+    _T[OutboxItem].c.message_id == bindparam("m")
+)
 
 
 @cache
@@ -176,9 +174,7 @@ class Repo:
         for key, value in values.items():
             set_committed_value(ticket, key, value)
 
-    def add_thread_ref(
-        self, desk: str, message_id: str | None, ticket_id: int, sent_to: str = ""
-    ) -> None:
+    def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int, sent_to: str = "") -> None:
         """Remember a Message-ID of the ticket; `sent_to` is the recipient when we sent it (its
         outbox row, queued in this transaction, says the same to later transactions)."""
         if not message_id:
