@@ -155,4 +155,6 @@ def prove(
     auth = auth_results_proof(mail, sender, security)
     if auth.proven:
         return auth
-    return Proof(False, f"{token.how}; {answer.how}; {auth.how}", retired_key=token.retired_key)
+    if token.retired_key:
+        return token  # the one thing the agent needs to hear
+    return Proof(False, f"{token.how}; {answer.how}; {auth.how}")

@@ -274,7 +274,7 @@ class Repo:
         pairs = self._threads.get(ticket_id)
         if pairs is None:
             pairs = self._threads[ticket_id] = [
-                (mid, (rcpts or [""])[0].lower() if rcpts else "")
+                (mid, rcpts[0].lower() if rcpts else "")
                 for mid, rcpts in self.core(_THREAD_IDS, {"t": ticket_id}).rows
             ]
         who = recipient.lower()
