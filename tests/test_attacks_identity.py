@@ -478,7 +478,7 @@ def test_attack_refused_command_by_role(tmp_path: Path, sink: Sink) -> None:
     told the rule. lena is a light agent: notes only. root is an admin: anything."""
     d = make_desk(tmp_path / "relay", sink, extra=RELAY)
     try:
-        open_ticket(d, sink)
+        ack, _ = open_ticket(d, sink)
         before = snapshot(d)
         ar = {"Authentication-Results": GOOD_AR}
         send(d, forged("Re: [SUP-1] Wrong invoice", "#resolve\n\nDone.", sender=BOB, headers=ar), BOB)
@@ -486,6 +486,10 @@ def test_attack_refused_command_by_role(tmp_path: Path, sink: Sink) -> None:
         assert_nothing_ran(d, sink, before)
         told = body_of(sink.wait_to(BOB, 1)[-1])
         assert "belongs to group 'Billing'" in told and "tickets of their groups" in told
+        # refused, bob did not join the ticket: the customer's next reply reaches alice, not him
+        answer(d, ack, CUSTOMER, "Any news?")
+        assert "Any news?" in body_of(sink.wait_to(ALICE, 2)[-1])
+        assert len(sink.to(BOB)) == 1
 
         send(d, forged("Re: [SUP-1] Wrong invoice", "Hello customer.", sender=LENA, headers=ar), LENA)
         assert last(d).disposition == "commands-refused"

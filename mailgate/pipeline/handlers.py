@@ -310,7 +310,6 @@ class AgentReplyHandler:
                 ctx.disposition = "token-retired"
             return
         ctx.note("identity", f"agent {author} proven: {proof.how}")
-        repo.add_participant(ticket.id, author, "agent", s.agent_name(author))  # type: ignore[arg-type]
         if ctx.auto_reason:
             # An out-of-office, with or without RFC 3834 headers: an internal note, never a reply
             # to the customer, never a first response, no command run.
@@ -326,6 +325,8 @@ class AgentReplyHandler:
             if not access.allowed:
                 self._refused(ctx, repo, ticket, access.rule, reply, comment)
                 return
+        # Taking part, after the role allowed it: a refused agent does not join the ticket's mail.
+        repo.add_participant(ticket.id, author, "agent", s.agent_name(author))  # type: ignore[arg-type]
         the_plan, errors = plan(
             commands,
             ticket=TicketView(
