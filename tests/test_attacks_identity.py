@@ -362,6 +362,7 @@ def test_attack_commands_in_quoted_text(desk: RunningDaemon, sink: Sink) -> None
     before = snapshot(desk)
     body = "Looking into it.\n\n> #resolve\n> #priority low\n> #assign bob"
     answer(desk, new, ALICE, body)
+    assert last(desk).disposition == "agent-reply"
     t = desk.tickets()[0]
     assert (t.status, t.priority, t.assignee) == before[:3]
     assert "#resolve" not in body_of(sink.wait_to(CUSTOMER, 2)[-1])
@@ -391,6 +392,7 @@ def test_attack_commands_in_the_subject(desk: RunningDaemon, sink: Sink) -> None
     before = snapshot(desk)
     raw = reply(new, ALICE, "Noted.").replace(b"Subject: Re: ", b"Subject: #resolve #priority low Re: ")
     send(desk, raw, ALICE, str(new["Reply-To"].addresses[0].addr_spec))
+    assert last(desk).disposition == "agent-reply"  # alice, proven: her reply went out, no command ran
     t = desk.tickets()[0]
     assert (t.status, t.priority) == before[:2]
 
