@@ -85,6 +85,7 @@ class Problem:
 class Report:
     problems: list[Problem] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)  # what was looked at, for the summary line
+    warnings: list[Problem] = field(default_factory=list)  # valid, but probably not meant: exit 0
 
     @property
     def exit_code(self) -> int:
@@ -136,6 +137,26 @@ def check_config(path: Path, env: dict[str, str] | None = None) -> tuple[Config 
                 Problem("config", shown, _config_line(path, f"config.{what}:"), f"{what}: no directory {d}")
             )
     return config, problems
+
+
+def config_warnings(config: Config, path: Path) -> list[Problem]:
+    """Settings that load but probably do not do what the admin meant."""
+    sec = config.security
+    warnings = []
+    if sec.trusted_authserv_ids and sec.trust_authentication_results != "relay":
+        line = _config_line(path, "security.trusted_authserv_ids:")
+        warnings.append(
+            Problem(
+                "config",
+                str(path),
+                line,
+                "security.trusted_authserv_ids is set but nothing says an MTA is in front of mailgate: "
+                "with mailgate's own listener as the MX every Authentication-Results header comes from "
+                "the sender, so none is trusted (RFC 8601 section 5). Behind a relay that adds them, "
+                'set trust_authentication_results = "relay"',
+            )
+        )
+    return warnings
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -458,6 +479,7 @@ def check_all(config_path: Path, env: dict[str, str] | None = None) -> Report:
     report.checked.append(str(config_path))
     if config is None:
         return report
+    report.warnings.extend(config_warnings(config, config_path))
     facts, problems = check_rules(config, config_path)
     report.problems.extend(problems)
     report.checked.append(str(config.rules_dir))

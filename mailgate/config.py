@@ -96,15 +96,6 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
-class Security:
-    """[security]: whose word mailgate takes on who sent a mail (pipeline/identity.py)."""
-
-    # authserv-ids (RFC 8601 2.5) of the MTAs in front of mailgate whose topmost
-    # Authentication-Results may prove an agent by DKIM or SPF; empty: only reply tokens prove.
-    trusted_authserv_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class SchedulerSettings:
     """[scheduler]: whether this daemon runs the periodic jobs, and how often they look."""
 
@@ -124,6 +115,25 @@ class Limits:
     auto_mails_per_ticket_window_minutes: int = 60
     auto_mails_per_recipient: int = 30
     auto_mails_per_recipient_window_minutes: int = 10
+
+
+# Where Authentication-Results headers may come from (RFC 8601 section 5): "none" when mailgate's
+# own listener is the MX (every such header arrived from outside), "relay" when an MTA in front
+# adds its own and strips forged copies carrying its authserv-id.
+AUTH_RESULTS_TRUST = ("none", "relay")
+
+
+@dataclass(frozen=True)
+class Security:
+    """[security]: what proves an agent, and where system mail comes from (docs/security.md)."""
+
+    trust_authentication_results: str = "none"  # one of AUTH_RESULTS_TRUST
+    trusted_authserv_ids: tuple[str, ...] = ()
+    system_sender: str = ""  # the no-reply From of admin notices and digests
+    # Earlier token keys still accepted while a rotation's grace period runs (MAILGATE_SECRET_OLD),
+    # and the day (UTC, YYYY-MM-DD) after which they are refused; "" keeps them until removed.
+    old_secrets: tuple[str, ...] = field(default=(), repr=False)
+    old_secrets_until: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,11 @@ class Config:
     security: Security = Security()
     scheduler: SchedulerSettings = SchedulerSettings()
 
+    @property
+    def system_sender(self) -> str:
+        """The From of system mail: `[security] system_sender`, else mailgate-noreply@<desk domain>."""
+        return self.security.system_sender or f"mailgate-noreply@{self.desks[0].domain}"
+
     def desk_for(self, address: str) -> Desk | None:
         """The desk an envelope or header address belongs to, plus-addresses included."""
         address = address.lower()
@@ -177,6 +192,9 @@ class Config:
         for desk in self.desks:
             if address in desk.addresses or base in desk.addresses:
                 return desk
+        if base == self.system_sender:
+            # Answers to system mail are taken in, so the inbox records why they are not ticketed.
+            return self.desks[0]
         return None
 
     def desk_by_key(self, key: str) -> Desk | None:
@@ -187,7 +205,7 @@ class Config:
 
     @property
     def own_addresses(self) -> tuple[str, ...]:
-        return tuple(a for d in self.desks for a in d.addresses)
+        return (*(a for d in self.desks for a in d.addresses), self.system_sender)
 
 
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str) -> Any:
@@ -213,18 +231,6 @@ def _table(data: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{name}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
     return table
-
-
-def _security(data: dict[str, Any]) -> Security:
-    t = _table(data, "security", {"trusted_authserv_ids"})
-    ids = _get(t, "trusted_authserv_ids", list, [], "security")
-    for i, value in enumerate(ids):
-        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
-            raise ConfigError(
-                f"security.trusted_authserv_ids[{i}]: expected an authserv-id such as "
-                f'"mx.example.com", got {value!r}'
-            )
-    return Security(trusted_authserv_ids=tuple(v.strip() for v in ids))
 
 
 def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
@@ -380,6 +386,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
     secret = env.get("MAILGATE_SECRET", "")
     if not secret:
         secret = _state_secret(state_dir)
+    security = _security(data, env)
 
     return Config(
         root=root,
@@ -397,8 +404,45 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         raw=data,
         imap=_imap_accounts(data.get("imap", []), desks, env),
         pipeline=pipeline,
-        security=_security(data),
+        security=security,
         scheduler=_scheduler(data),
+    )
+
+
+SECURITY_KEYS = {"trust_authentication_results", "trusted_authserv_ids", "system_sender", "old_secrets_until"}
+
+
+def _security(data: dict[str, Any], env: dict[str, str]) -> Security:
+    """[security], and the old token keys from MAILGATE_SECRET_OLD (comma-separated). A key this
+    table does not know is an error: a misspelt `trusted_authserv_ids` would silently turn proof
+    by DKIM/SPF off."""
+    sec = _table(data, "security", SECURITY_KEYS)
+    trust = _get(sec, "trust_authentication_results", str, "none", "security")
+    if trust not in AUTH_RESULTS_TRUST:
+        raise ConfigError(
+            f'security.trust_authentication_results: "none" (mailgate is the MX) or "relay" '
+            f"(an MTA in front adds them), not {trust!r}"
+        )
+    ids = _get(sec, "trusted_authserv_ids", list, [], "security")
+    for i, value in enumerate(ids):
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+            raise ConfigError(
+                f"security.trusted_authserv_ids[{i}]: expected an authserv-id such as "
+                f'"mx.example.com", got {value!r}'
+            )
+    sender = _get(sec, "system_sender", str, "", "security").lower()
+    if sender and not ADDRESS_RE.match(sender):
+        raise ConfigError(f"security.system_sender: not an address: {sender!r}")
+    until = _get(sec, "old_secrets_until", str, "", "security")
+    if until and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", until):
+        raise ConfigError(f"security.old_secrets_until: expected YYYY-MM-DD, got {until!r}")
+    old = tuple(s.strip() for s in env.get("MAILGATE_SECRET_OLD", "").split(",") if s.strip())
+    return Security(
+        trust_authentication_results=trust,
+        trusted_authserv_ids=tuple(i.strip().lower() for i in ids),
+        system_sender=sender,
+        old_secrets=old,
+        old_secrets_until=until,
     )
 
 

@@ -197,15 +197,18 @@ def deliver(
 class RunningDaemon:
     """A real `Daemon` on loopback ports, with helpers to wait for the pipeline to settle."""
 
-    def __init__(self, config_path: Path, *, worker: str = "thread") -> None:
+    def __init__(
+        self, config_path: Path, *, worker: str = "thread", env: dict[str, str] | None = None
+    ) -> None:
         """`worker="thread"` (the default here) keeps the worker in this process, so a test can
         look inside it or patch it; `mailgate run`'s own default, a worker process, is run by
-        tests/test_worker_process.py and by every test that starts `mailgate run` itself."""
+        tests/test_worker_process.py and by every test that starts `mailgate run` itself.
+        `env` replaces the environment (default: one token key, "test-secret")."""
         from mailgate.config import load_config
         from mailgate.daemon import Daemon
 
         self.config_path = config_path
-        self.config = load_config(config_path, env={"MAILGATE_SECRET": "test-secret"})
+        self.config = load_config(config_path, env=env or {"MAILGATE_SECRET": "test-secret"})
         self.daemon = Daemon(self.config, worker=worker)
         self.daemon.start()
 

@@ -177,13 +177,16 @@ def test_sup20_incident_from_first_mail_to_closed(desk: RunningDaemon, sink: Sin
     t = ticket(desk)
     assert (t.status, t.rating, t.rating_comment) == ("completed", 5, "quick and friendly, thanks")
 
-    # 8) not quite solved after all: "Back to work in progress", then resolve and close
-    step(desk, reply(resolved, AGENT, "#status back to work in progress\n\nWe are looking again."), AGENT)
+    # 8) not quite solved after all: "Back to work in progress", then resolve and close. agent1
+    # answers the rating notice he got: the customer's mail carries the customer's token, which
+    # proves nothing of agent1 (tests/test_attacks_identity.py)
+    [rated] = [m for m in sink.to(AGENT) if "5" in body_of(m) and "quick and friendly" in body_of(m)]
+    step(desk, reply(rated, AGENT, "#status back to work in progress\n\nWe are looking again."), AGENT)
     assert ticket(desk).status == "work_in_progress"
     back = sink.wait_to(CUSTOMER, 5)[-1]
     assert "agent1 changed the status to Work in progress." in body_of(back)
-    step(desk, reply(resolved, AGENT, "#resolve\n\nFixed for good."), AGENT)
-    step(desk, reply(resolved, AGENT, "#close"), AGENT)
+    step(desk, reply(rated, AGENT, "#resolve\n\nFixed for good."), AGENT)
+    step(desk, reply(rated, AGENT, "#close"), AGENT)
     assert ticket(desk).status == "closed" and ticket(desk).closed_at is not None
     closed = sink.wait_to(CUSTOMER, 7)[-1]
     assert "agent1 changed the status to Closed." in body_of(closed)

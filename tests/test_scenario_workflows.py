@@ -203,7 +203,14 @@ def test_forged_agent_mail_runs_nothing(triage_desk: RunningDaemon, sink: Sink) 
 
 
 def test_trusted_authentication_results_prove_an_agent(tmp_path: Path, sink: Sink) -> None:
-    d = _desk(tmp_path, sink, "triage", extra='[security]\ntrusted_authserv_ids = ["mx.localhost"]\n')
+    # An MTA in front adds the header (RFC 8601 section 5): tests/test_attacks_identity.py has the
+    # spellings a sender forges, and mailgate as the MX trusting none.
+    d = _desk(
+        tmp_path,
+        sink,
+        "triage",
+        extra='[security]\ntrust_authentication_results = "relay"\ntrusted_authserv_ids = ["mx.localhost"]\n',
+    )
     try:
         send(d, make_mail("Bug: page is blank", "The report page is blank.\n", sender=CUSTOMER), CUSTOMER)
         mail = make_mail(

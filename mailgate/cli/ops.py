@@ -155,6 +155,8 @@ def _config_check(args: argparse.Namespace) -> int:
         )
         return EX_CONFIG
     report = check_all(Path(path))
+    for w in report.warnings:
+        print(f"warning: {w}")
     for p in report.problems:
         print(p)
     if report.problems:

@@ -19,7 +19,11 @@ from mailgate.domain.rulesfile import Checker, PathKey, RulesError, RulesInvalid
 ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 STRATEGIES = ("lead", "round-robin", "least-open")
 TEAM_KEYS = ("triage", "admins", "agents", "groups")
-AGENT_KEYS = ("address", "name", "handle", "away")
+AGENT_KEYS = ("address", "name", "handle", "away", "role")
+# What an agent may do (docs/security.md "Roles"): light agents write internal notes only; an
+# agent (the default) changes the tickets of their groups and those assigned to them; a lead also
+# those assigned to the members of the groups they lead; an admin, every ticket.
+ROLES = ("agent", "lead", "admin", "light")
 GROUP_KEYS = ("name", "members", "lead", "assignment", "description")
 
 
@@ -31,6 +35,7 @@ class Agent:
     name: str
     handle: str
     away: bool = False
+    role: str = "agent"  # one of ROLES
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,11 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
             check.add((*path, "handle"), f"handle '{handle}' is already used by {handles[handle]}")
         handles.setdefault(handle, address)
         away = check.boolean((*path, "away"), raw.get("away", False), "away")
-        agents[address] = Agent(address=address, name=name, handle=handle, away=bool(away))
+        role = raw.get("role", "agent")
+        if role not in ROLES:
+            check.add((*path, "role"), f"unknown role '{role}'", suggest(str(role), ROLES))
+            role = "agent"
+        agents[address] = Agent(address=address, name=name, handle=handle, away=bool(away), role=role)
 
     def agent_ref(path: tuple[str | int, ...], ref: str, what: str) -> str | None:
         low = _norm(ref)
@@ -185,6 +194,63 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
 
     team = Team(agents=agents, groups=groups, triage=triage, admins=tuple(admins), _handles=handles)
     return team, check.errors
+
+
+# --- access -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """Whether an agent may change a ticket (commands, public replies), and the rule that decided:
+    the rule is what a refused agent is told."""
+
+    allowed: bool
+    rule: str
+
+
+def may_change(team: Team, address: str, ticket_key: str, group: str | None, assignee: str | None) -> Access:
+    """May `address` change this ticket? Internal notes need no permission; everything else does.
+
+    A desk with at most one group needs no membership lists: every agent works every ticket, as a
+    one-group desk always did. A ticket no group owns (triage) may be taken by any agent.
+    """
+    agent = team.agents.get(address)
+    if agent is None:
+        return Access(False, f"{address} is not an agent in team.toml")
+    if agent.role == "admin":
+        return Access(True, "an admin may change every ticket")
+    if agent.role == "light":
+        return Access(
+            False,
+            f'{address} is a light agent (team.toml role = "light"): light agents write internal '
+            "notes only; start the reply with #internal",
+        )
+    if assignee == address:
+        return Access(True, f"{ticket_key} is assigned to {address}")
+    if len(team.groups) <= 1:
+        return Access(True, "a desk with one group: every agent may change every ticket")
+    if not group:
+        return Access(True, f"no group owns {ticket_key}: any agent may take it")
+    mine = [g.name for g in team.groups.values() if address in g.members or g.lead == address]
+    if group in mine:
+        return Access(True, f"{ticket_key} belongs to {address}'s group '{group}'")
+    if agent.role == "lead" and assignee:
+        led = [g for g in team.groups.values() if g.lead == address and assignee in g.members]
+        if led:
+            return Access(
+                True, f"{ticket_key} is assigned to {assignee}, a member of {address}'s group '{led[0].name}'"
+            )
+    reach = (
+        "tickets of their groups, tickets assigned to them and to the members of groups they lead"
+        if agent.role == "lead"
+        else "tickets of their groups and tickets assigned to them"
+    )
+    return Access(
+        False,
+        f"{ticket_key} belongs to group '{group}'"
+        + (f" and is assigned to {assignee}" if assignee else "")
+        + f"; {address} (role {agent.role}, groups: {', '.join(mine) or 'none'}) may change {reach}",
+    )
 
 
 # --- assignment ---------------------------------------------------------------------------------

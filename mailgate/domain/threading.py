@@ -1,6 +1,7 @@
 """Which ticket does a message belong to? An ordered chain of small finders, first hit wins.
 
-1. a reply token of ours: in a recipient plus-address (support+<token>@) or a referenced Message-ID
+1. a reply token of ours in a recipient plus-address (support+<token>@); our Message-IDs carry
+   none (they are opaque ids we store: every header is public, STYLE.md habit 13)
 2. In-Reply-To naming a message we stored or sent
 3. References naming one (tolerating commas between ids, as Exchange and iOS send them)
 4. a subject tag of this desk, [SUP-20] or (SUP-20), anywhere in the subject
@@ -70,20 +71,15 @@ class ThreadHit:
     claim: TokenClaim | None = None
 
 
-def key_from_token(
-    recipients: Sequence[str], msgids: Sequence[str], secret: str, desk_key: str
-) -> ThreadHit | None:
-    """A signed token of ours, first in a recipient plus-address, then in a referenced Message-ID."""
+def key_from_token(recipients: Sequence[str], desk_key: str) -> ThreadHit | None:
+    """A token of ours in a recipient plus-address. Threading only: who may act on the ticket is
+    decided later, by checking the token against the sender (pipeline/identity.py)."""
     for addr in recipients:
         _, tag = plus_parts(addr)
         if tag is not None:
-            claim = read_token(secret, tag)
+            claim = read_token(tag)
             if claim and claim.desk_key == desk_key:
                 return ThreadHit(claim.ticket_key, "token", f"reply token in recipient {addr}", claim)
-    for mid in msgids:
-        claim = read_token(secret, mid.split("@", 1)[0].split(".", 1)[0])
-        if claim and claim.desk_key == desk_key:
-            return ThreadHit(claim.ticket_key, "token", f"reply token in Message-ID <{mid}>", claim)
     return None
 
 
@@ -124,14 +120,13 @@ def find_ticket(
     recipients: Sequence[str],
     in_reply_to: str | None,
     references: Sequence[str],
-    secret: str,
     lookup: Lookup,
 ) -> tuple[ThreadHit | None, list[str]]:
     """Run the finders in order. Returns the hit (or None) and a line per finder tried, for the trace."""
     irt = parse_msgids(in_reply_to) if in_reply_to else []
     refs = list(references)
     finders: list[tuple[str, Finder]] = [
-        ("token", lambda: key_from_token(recipients, [*irt, *reversed(refs)], secret, desk_key)),
+        ("token", lambda: key_from_token(recipients, desk_key)),
         ("in-reply-to", lambda: key_from_in_reply_to(irt, lookup)),
         ("references", lambda: key_from_references(refs, lookup)),
         ("subject-tag", lambda: key_from_subject_tag(subject, desk_key, lookup)),

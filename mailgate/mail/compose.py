@@ -28,11 +28,10 @@ def clean_header(value: str, limit: int = 900) -> str:
     return _CONTROL.sub(" ", value or "").strip()[:limit]
 
 
-def new_message_id(domain: str, token: str | None = None) -> str:
-    """A fresh Message-ID (bare). A reply token in front lets a reply find its ticket by itself."""
-    rand = secrets.token_hex(8)
-    left = f"{token}.{rand}" if token else f"mg.{rand}"
-    return f"{left}@{domain}"
+def new_message_id(domain: str) -> str:
+    """A fresh Message-ID (bare): opaque and random, carrying no secret and no ticket key. Every
+    header is public (STYLE.md habit 13); replies thread because we store the id we sent."""
+    return f"mg.{secrets.token_hex(12)}@{domain}"
 
 
 @dataclass

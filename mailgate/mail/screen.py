@@ -38,8 +38,13 @@ _OOF_PHRASES = (
     r"respuesta automática|respuesta automatica|fuera de la oficina|ausente|"
     r"fuori sede|risposta automatica|fuori ufficio|"
     r"resposta automática|resposta automatica|ausência temporária|fora do escritório|"
-    r"automatisch antwoord|afwezig|niet aanwezig|"
-    r"frånvaro|automatiskt svar|"
+    r"automatisch antwoord|afwezig|afwezigheid(?:smelding)?|niet aanwezig|"
+    r"frånvaro|automatiskt svar|autosvar|automatisk svar|fraværende|fravær|"
+    r"automaattinen vastaus|poissa|automatyczna odpowiedź|nieobecność|"
+    r"automatická odpověď|nepřítomnost|otomatik yanıt|ofis dışında|"
+    r"автоответ|автоматический ответ|нет на месте|"
+    # vacation(1), procmail and webmail vacation programs: "away from my mail", "On vacation"
+    r"away from my (?:e-?mail|mail)|on vacation|on holiday|on leave|vacation|holiday notice|"
     r"自动回复|自動回覆|自動回复|自动答复|不在办公室|"
     r"自動応答|自動返信|不在通知|不在"
     r")"
@@ -47,6 +52,13 @@ _OOF_PHRASES = (
 # "[Out of Office] Re: …" in brackets, or "Automatic reply: …" followed by a colon, a dash or nothing.
 _OOF_SUBJECT_RE = re.compile(
     rf"^\s*(?:[\[(]\s*{_OOF_PHRASES}\s*[\])]|{_OOF_PHRASES}\s*(?:[:：]|$|-\s))",
+    re.IGNORECASE,
+)
+# Lotus Notes / Domino and some webmail: "Jane Doe is out of the office." as the whole subject,
+# and "I am out of the office until …" / "Out of office until 3 May".
+_OOF_SENTENCE_RE = re.compile(
+    r"^\s*(?:[^:]{1,80}\s+is|i am|i'm|i’m|currently)\s+(?:out of (?:the )?office|away from (?:the )?office|on (?:vacation|holiday|leave))\b"
+    r"|^\s*out of (?:the )?office (?:until|till|from|through|returning|back)\b",
     re.IGNORECASE,
 )
 # "All" suppresses every auto-response; OOF and AutoReply are what auto-responders set on their
@@ -96,6 +108,6 @@ def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | N
             return f"sender {mail.from_addr} is a robot address"
         if is_own_address(mail.from_addr, own_addresses):
             return f"sender {mail.from_addr} is one of our own addresses"
-    if mail.subject and _OOF_SUBJECT_RE.match(mail.subject):
+    if mail.subject and (_OOF_SUBJECT_RE.match(mail.subject) or _OOF_SENTENCE_RE.match(mail.subject)):
         return f"out-of-office subject {mail.subject[:100]!r}"
     return None

@@ -24,6 +24,13 @@ class LoopDetected(ProcessingError):
     disposition = "ignored:loop"
 
 
+class SystemMailAnswer(ProcessingError):
+    """Mail to the no-reply system sender, or answering a system mail (an admin notice, a digest):
+    never ticketed, so an auto-responding admin mailbox cannot open tickets or loop."""
+
+    disposition = "ignored:system-mail"
+
+
 class BounceUnmatched(ProcessingError):
     disposition = "bounce:unmatched"
 

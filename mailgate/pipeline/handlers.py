@@ -16,8 +16,9 @@ from sqlalchemy import bindparam, func, select
 from mailgate.config import Config
 from mailgate.domain import routing as routing_mod
 from mailgate.domain.commands import HELP, TicketView, plan, split_commands
+from mailgate.domain.team import may_change
 from mailgate.domain.threading import strip_prefixes
-from mailgate.domain.tokens import read_token, verify_token
+from mailgate.domain.tokens import KeyState, Purpose, read_token
 from mailgate.mail.attachments import apply_limits
 from mailgate.mail.decode import plus_parts
 from mailgate.mail.reply import extract_reply
@@ -25,7 +26,7 @@ from mailgate.mail.thanks import is_thanks_only
 from mailgate.pipeline.apply import agent_side, apply_plan, change_status, requester_side
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import BounceUnmatched, FloodHeld, ProcessingError
-from mailgate.pipeline.identity import prove
+from mailgate.pipeline.identity import prove, token_keys
 from mailgate.pipeline.notify import Notifier
 from mailgate.ruleset import RulesSource, Snapshot
 from mailgate.store.models import InboxItem, Message, Ticket, now_utc
@@ -62,7 +63,6 @@ class Services:
         self.blobs = blobs
         self.flood_limit = config.limits.new_tickets_per_sender
         self.flood_window = timedelta(minutes=config.limits.flood_window_minutes)
-        self.trusted_authserv_ids = config.security.trusted_authserv_ids
 
     @property
     def rules(self) -> Snapshot:
@@ -258,8 +258,10 @@ class UnsubscribeHandler:
 
     def execute(self, ctx: Context, repo: Repo) -> None:
         word = self._token(ctx) or ""
-        claim = read_token(self.services.config.secret, word)
-        if claim is None or not verify_token(self.services.config.secret, claim, ctx.mail.from_addr):
+        claim = read_token(word)
+        keys = token_keys(self.services.config, now_utc().date())
+        state = None if claim is None else keys.verify(claim, ctx.mail.from_addr, Purpose.UNSUBSCRIBE)
+        if claim is None or state not in (KeyState.CURRENT, KeyState.OLD):
             raise ProcessingError("an unsubscribe request whose token was not issued to its sender")
         ticket = repo.ticket_by_key(claim.ticket_key)
         if ticket is None:
@@ -290,17 +292,19 @@ class AgentReplyHandler:
         workflow = s.rules.workflow(ctx.desk)
         proof = prove(
             ctx.mail,
-            secret=s.config.secret,
+            keys=token_keys(s.config, now_utc().date()),
             ticket_key=ticket.key,
+            ticket_id=ticket.id,
             recipients=ctx.recipients,
-            trusted_authserv_ids=s.trusted_authserv_ids,
+            security=s.config.security,
+            sent_to=repo.sent_to,
         )
         reply = ctx.mail.reply_text or extract_reply(ctx.mail.body_text)
         commands, comment = split_commands(reply)
         if not proof.proven and ctx.auto_reason:
             # An agent's out-of-office (or a forgery marked automatic): kept, never answered, so
             # a "forged agent" notice can never feed a loop.
-            store_message(ctx, repo, s, ticket, kind="system")
+            store_message(ctx, repo, s, ticket, kind="internal")
             ctx.disposition = "agent-auto-reply"
             ctx.note(
                 "identity",
@@ -309,14 +313,27 @@ class AgentReplyHandler:
             return
         if not proof.proven:
             self._forged(ctx, repo, ticket, proof.how, bool(commands))
+            if proof.retired_key:
+                ctx.disposition = "token-retired"
             return
         ctx.note("identity", f"agent {author} proven: {proof.how}")
-        repo.add_participant(ticket.id, author, "agent", s.agent_name(author))  # type: ignore[arg-type]
         if ctx.auto_reason:
-            store_message(ctx, repo, s, ticket, kind="system")
+            # An out-of-office, with or without RFC 3834 headers: an internal note, never a reply
+            # to the customer, never a first response, no command run.
+            store_message(ctx, repo, s, ticket, kind="internal")
             ctx.disposition = "agent-auto-reply"
-            ctx.note("apply", f"an automatic mail from agent {author}: stored, nothing run")
+            ctx.note("apply", f"an automatic mail from agent {author}: kept as an internal note, nothing run")
             return
+        changing = any(c.name not in ("internal", "help") for c in commands)
+        public = bool(comment) and not any(c.name == "internal" for c in commands)
+        if changing or public:
+            access = may_change(s.rules.team, author, ticket.key, ticket.group, ticket.assignee)
+            ctx.note("identity", f"access: {access.rule}")
+            if not access.allowed:
+                self._refused(ctx, repo, ticket, access.rule, reply, comment)
+                return
+        # Taking part, after the role allowed it: a refused agent does not join the ticket's mail.
+        repo.add_participant(ticket.id, author, "agent", s.agent_name(author))  # type: ignore[arg-type]
         the_plan, errors = plan(
             commands,
             ticket=TicketView(
@@ -432,6 +449,26 @@ class AgentReplyHandler:
                 s, repo, ctx, ticket, [author], template="command_help", kind="command-help", context=context
             )
         ctx.disposition = "agent-reply"
+
+    def _refused(self, ctx: Context, repo: Repo, ticket: Ticket, rule: str, reply: str, comment: str) -> None:
+        """A proven agent asked for a change their role does not allow: kept as an internal note,
+        nothing applied, and they are told the rule."""
+        s = self.services
+        author = ctx.mail.from_addr
+        store_message(ctx, repo, s, ticket, kind="internal", reply_text=reply)
+        repo.event(ticket.id, "commands-refused", actor=author, errors=[rule])  # type: ignore[arg-type]
+        tell(
+            s,
+            repo,
+            ctx,
+            ticket,
+            [author],
+            template="command_error",
+            kind="command-error",
+            context={"errors": [f"not allowed: {rule}"], "help": HELP, "comment": comment},
+        )
+        ctx.disposition = "commands-refused"
+        ctx.note("commands", f"refused by role, nothing applied: {rule}")
 
     def _forged(self, ctx: Context, repo: Repo, ticket: Ticket, why: str, had_commands: bool) -> None:
         """Claims an agent's address without proof: stored as an ordinary comment, nothing run,

@@ -1,8 +1,10 @@
 """Turning a decision to tell someone into an outbox row, inside the caller's transaction.
 
-One mail per recipient: each carries a reply token issued to that recipient for that ticket, in
-the Reply-To plus-address and in the Message-ID, so their reply finds the ticket and proves who
-wrote it. Loop limits are checked here, where every automatic mail passes: per recipient per
+One mail per recipient: each carries a reply token issued to that recipient for that ticket in
+the Reply-To plus-address only, so their reply finds the ticket and proves who wrote it. The
+Message-ID is opaque and random, and References name only mail this same recipient got (and mail
+we received): nothing issued to one person is copied into another's mail (docs/security.md).
+System mail (admin notices, digests) comes from the no-reply system sender. Loop limits are checked here, where every automatic mail passes: per recipient per
 ticket and per recipient overall, in sliding windows (Zammad's defaults: 10 per ticket, 30 per
 10 minutes).
 """
@@ -22,7 +24,7 @@ from sqlmodel import col
 from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
 from mailgate.domain.threading import strip_prefixes, strip_tag
-from mailgate.domain.tokens import make_token
+from mailgate.domain.tokens import Purpose, make_token
 from mailgate.mail.compose import Outgoing, build, new_message_id
 from mailgate.outbox.render import Renderer
 from mailgate.store.models import Event, SendLog, Ticket, now_utc
@@ -166,9 +168,10 @@ class Notifier:
                     )
                 return None
         token = make_token(self.config.secret, ticket.key, to)
-        message_id = new_message_id(desk.domain, token)
+        message_id = new_message_id(desk.domain)
         reply_address = desk.token_address(token)
-        unsubscribe = desk.token_address(f"{token}-off")
+        off = make_token(self.config.secret, ticket.key, to, Purpose.UNSUBSCRIBE)
+        unsubscribe = desk.token_address(f"{off}-off")
         ctx = {
             "ticket": ticket,
             "desk": desk,
@@ -181,7 +184,7 @@ class Notifier:
             **context,
         }
         text, html = self.renderer.render(desk.key, template, ctx)
-        references = repo.thread_ids(ticket.id)  # type: ignore[arg-type]
+        references = repo.thread_ids(ticket.id, to)  # type: ignore[arg-type]
         if in_reply_to and in_reply_to not in references:
             references.append(in_reply_to)
         out = Outgoing(
@@ -209,7 +212,7 @@ class Notifier:
             recipients=[to],
             raw=build(out),
         )
-        repo.add_thread_ref(desk.key, message_id, ticket.id)  # type: ignore[arg-type]
+        repo.add_thread_ref(desk.key, message_id, ticket.id, sent_to=to)  # type: ignore[arg-type]
         if check_loops:
             repo.log_send(to, ticket.id)
         return message_id
@@ -226,22 +229,27 @@ class Notifier:
         html: str | None = None,
         from_name: str | None = None,
     ) -> str:
-        """A mail about no single ticket (admin notices, digests): no reply token, no thread."""
+        """System mail, about no single ticket (admin notices, digests): from the no-reply system
+        sender, `Auto-Submitted: auto-generated`, no reply token, no thread. An auto-responder
+        answering it writes to the system sender, whose mail is never ticketed (pipeline/stages.py),
+        so an admin's out-of-office cannot open tickets or loop."""
         message_id = new_message_id(desk.domain)
+        sender = self.config.system_sender
         raw = build(
             Outgoing(
-                from_addr=desk.address,
+                from_addr=sender,
                 from_name=from_name or desk.name,
                 to=[to],
                 subject=subject,
                 text=text,
                 html=html,
                 message_id=message_id,
+                auto_submitted="auto-generated",
                 loop_id=desk.address,
             )
         )
         repo.enqueue(
-            desk=desk.key, kind=kind, message_id=message_id, mail_from=desk.address, recipients=[to], raw=raw
+            desk=desk.key, kind=kind, message_id=message_id, mail_from=sender, recipients=[to], raw=raw
         )
         return message_id
 

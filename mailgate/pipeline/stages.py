@@ -11,10 +11,12 @@ from __future__ import annotations
 from mailgate.config import Config
 from mailgate.domain.threading import find_ticket
 from mailgate.mail.compose import LOOP_HEADER
+from mailgate.mail.decode import plus_parts
+from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.parse import parse_message
 from mailgate.mail.screen import auto_reply_reason
 from mailgate.pipeline.context import Context
-from mailgate.pipeline.errors import LoopDetected
+from mailgate.pipeline.errors import LoopDetected, SystemMailAnswer
 from mailgate.store.repo import DeskLookup, Repo
 
 
@@ -39,6 +41,9 @@ def screen(ctx: Context, config: Config, repo: Repo) -> None:
         raise LoopDetected(f"carries our own {LOOP_HEADER} header: a mail we sent came back")
     if sender_base in own and not m.is_bounce:
         raise LoopDetected(f"sent from our own address {m.from_addr}")
+    answered = _answers_system_mail(ctx, config, repo)
+    if answered:
+        raise SystemMailAnswer(answered)
     if m.is_bounce:
         ctx.auto_reason = "a delivery status notification (bounce)"
     else:
@@ -62,7 +67,6 @@ def thread(ctx: Context, config: Config, repo: Repo) -> None:
         recipients=ctx.recipients,
         in_reply_to=in_reply_to,
         references=references,
-        secret=config.secret,
         lookup=DeskLookup(repo, ctx.desk.key),
     )
     ctx.hit = hit
@@ -79,9 +83,22 @@ def thread(ctx: Context, config: Config, repo: Repo) -> None:
         ctx.note("thread", "no ticket found: this is a new conversation")
 
 
+def _answers_system_mail(ctx: Context, config: Config, repo: Repo) -> str | None:
+    """Why this mail answers system mail (sent to the no-reply system sender, or In-Reply-To an
+    admin notice or digest), or None."""
+    system = config.system_sender
+    for addr in ctx.recipients:
+        if _base(addr) == system:
+            return f"addressed to the system sender {system}: answers to system mail are not ticketed"
+    for mid in parse_msgids(ctx.mail.in_reply_to):
+        sent = repo.sent_to(mid)
+        if sent is not None and sent[0] is None:
+            return f"In-Reply-To <{mid}> is a system mail ({sent[2]}) of ours: not ticketed"
+    return None
+
+
 def _base(address: str) -> str:
-    local, _, domain = address.lower().partition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"
+    return plus_parts(address)[0]
 
 
 # The stages between parse and the handler, in order; the runner looks each up by name at call

@@ -60,10 +60,18 @@ _PEOPLE = (
 _REMOVE_PERSON = delete(_T[Participant]).where(
     _P.ticket_id == bindparam("t"), _P.address == bindparam("a"), _P.role == bindparam("r")
 )
+# A ticket's Message-IDs with, for the ones we sent, whom we sent them to: the outbox row keeps
+# the recipients of every mail, so no second record of "who got which Message-ID" is needed.
 _THREAD_IDS = (
-    select(_T[ThreadRef].c.message_id)
+    select(_T[ThreadRef].c.message_id, _T[OutboxItem].c.recipients)
+    .select_from(
+        _T[ThreadRef].outerjoin(_T[OutboxItem], _T[OutboxItem].c.message_id == _T[ThreadRef].c.message_id)
+    )
     .where(_T[ThreadRef].c.ticket_id == bindparam("t"))
     .order_by(_T[ThreadRef].c.id)
+)
+_SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[OutboxItem].c.kind).where(
+    _T[OutboxItem].c.message_id == bindparam("m")
 )
 
 
@@ -92,7 +100,9 @@ class Repo:
         dialect = session.get_bind().dialect.name
         self._ins = direct.insert_for(dialect)
         self._up = _upserts(dialect)
-        self._threads: dict[int, list[str]] = {}  # thread_ids per ticket, kept in step by add_thread_ref
+        # thread ids per ticket with whom each was sent to ("" for mail we received), kept in
+        # step by add_thread_ref
+        self._threads: dict[int, list[tuple[str, str]]] = {}
 
     def core(self, stmt: Any, params: dict[str, Any]) -> direct.Rows:
         """Run a prebuilt Core SELECT (or write with RETURNING) in this transaction, without the
@@ -164,14 +174,22 @@ class Repo:
         for key, value in values.items():
             set_committed_value(ticket, key, value)
 
-    def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int) -> None:
+    def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int, sent_to: str = "") -> None:
+        """Remember a Message-ID of the ticket; `sent_to` is the recipient when we sent it (its
+        outbox row, queued in this transaction, says the same to later transactions)."""
         if not message_id:
             return
         added = self.write(
             self._up["thread_ref"], {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
         )
         if added and ticket_id in self._threads:
-            self._threads[ticket_id].append(message_id)
+            self._threads[ticket_id].append((message_id, sent_to.lower()))
+
+    def sent_to(self, message_id: str) -> tuple[int | None, list[str], str] | None:
+        """(ticket id, recipients, kind) of a mail we sent with this Message-ID, or None when we
+        sent none: what an In-Reply-To must name to prove its sender got that mail."""
+        row = self.core(_SENT, {"m": message_id}).first()
+        return None if row is None else (row[0], list(row[1] or []), row[2])
 
     def event(self, ticket_id: int, what: str, actor: str = "system", **data: Any) -> None:
         """Append to the audit trail. `what` is the event kind: created, status, comment, …
@@ -248,12 +266,19 @@ class Repo:
         """A ticket made in this transaction has no conversation yet: `thread_ids` need not ask."""
         self._threads[ticket_id] = []
 
-    def thread_ids(self, ticket_id: int, limit: int = 20) -> list[str]:
-        """Message-IDs of this ticket's conversation, oldest first: the References of our next mail."""
-        ids = self._threads.get(ticket_id)
-        if ids is None:
-            ids = self._threads[ticket_id] = list(self.core(_THREAD_IDS, {"t": ticket_id}).scalars())
-        ids = list(ids)
+    def thread_ids(self, ticket_id: int, recipient: str, limit: int = 20) -> list[str]:
+        """Message-IDs of this ticket's conversation, oldest first, as `recipient` may see them:
+        the References of our next mail to them. Mail we sent to anyone else is left out: its id
+        is that person's (an In-Reply-To naming it proves the sender got that mail), so it is
+        never copied into another person's mail (STYLE.md habit 13)."""
+        pairs = self._threads.get(ticket_id)
+        if pairs is None:
+            pairs = self._threads[ticket_id] = [
+                (mid, rcpts[0].lower() if rcpts else "")
+                for mid, rcpts in self.core(_THREAD_IDS, {"t": ticket_id}).rows
+            ]
+        who = recipient.lower()
+        ids = [mid for mid, to in pairs if not to or to == who]
         return ids[:1] + ids[-(limit - 1) :] if len(ids) > limit else ids
 
     def count_tickets(self, desk: str | None = None) -> int:
