@@ -552,7 +552,7 @@ def test_attack_token_of_an_agent_removed_from_team_toml(
         )
     )
     answer(desk, new, ALICE, "#resolve\n#priority low\n\nClosing this one on my way out.")
-    assert ALICE not in desk.daemon.runner.rules.team.agents  # the edit was taken
+    assert ALICE not in desk.daemon.runner.rules.current.team.agents  # the edit was taken
     assert last(desk).disposition != "agent-reply"
     assert_nothing_ran(desk, sink, before)
 
