@@ -107,6 +107,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Membership:
+    """[security] keys on who is on a ticket and how many one event mails (DESIGN.md "Who is on
+    a ticket"). Read by the handlers; defaults suit a desk that never set them."""
+
+    max_initial_cc: int = 10  # To/Cc of a new request made watchers; the rest recorded
+    max_recipients_per_event: int = 20  # addresses outside the team mailed for one event
+    join_same_domain: bool = False  # colleagues of the requester's domain may join by writing
+
+
+@dataclass(frozen=True)
 class ImapAccount:
     """One mailbox folder polled over IMAP (mailgate/intake/imap.py, docs/imap.md)."""
 
@@ -147,6 +157,7 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     imap: tuple[ImapAccount, ...] = ()
     pipeline: Pipeline = Pipeline()
+    membership: Membership = Membership()
 
     def desk_for(self, address: str) -> Desk | None:
         """The desk an envelope or header address belongs to, plus-addresses included."""
@@ -340,7 +351,22 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         raw=data,
         imap=_imap_accounts(data.get("imap", []), desks, env),
         pipeline=pipeline,
+        membership=_membership(data.get("security", {})),
     )
+
+
+def _membership(sec: dict[str, Any]) -> Membership:
+    """The membership and fan-out keys of [security]; other keys of the table are read elsewhere."""
+    membership = Membership(
+        max_initial_cc=_get(sec, "max_initial_cc", int, 10, "security"),
+        max_recipients_per_event=_get(sec, "max_recipients_per_event", int, 20, "security"),
+        join_same_domain=_get(sec, "join_same_domain", bool, False, "security"),
+    )
+    if membership.max_initial_cc < 0:
+        raise ConfigError("security.max_initial_cc: 0 or more (0: nobody joins by being on Cc)")
+    if membership.max_recipients_per_event < 1:
+        raise ConfigError("security.max_recipients_per_event: at least 1 (the requester)")
+    return membership
 
 
 def _imap_accounts(tables: Any, desks: list[Desk], env: dict[str, str]) -> tuple[ImapAccount, ...]:

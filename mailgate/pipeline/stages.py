@@ -9,7 +9,7 @@ ticket. Stages never send mail or write tickets; the handler's apply step does.
 from __future__ import annotations
 
 from mailgate.config import Config
-from mailgate.domain.threading import find_ticket
+from mailgate.domain.threading import ThreadHit, find_ticket
 from mailgate.mail.compose import LOOP_HEADER
 from mailgate.mail.parse import parse_message
 from mailgate.mail.screen import auto_reply_reason
@@ -65,6 +65,10 @@ def thread(ctx: Context, config: Config, repo: Repo) -> None:
         secret=config.secret,
         lookup=DeskLookup(repo, ctx.desk.key),
     )
+    reused = _reused_message_id(ctx, repo)
+    if hit is None and reused is not None:
+        hit = reused
+        tried.append(f"reused Message-ID: {reused.detail}")
     ctx.hit = hit
     if hit:
         ctx.ticket = repo.ticket_by_key(hit.key)
@@ -77,6 +81,25 @@ def thread(ctx: Context, config: Config, repo: Repo) -> None:
         ctx.note("thread", line)
     if ctx.ticket is None:
         ctx.note("thread", "no ticket found: this is a new conversation")
+
+
+def _reused_message_id(ctx: Context, repo: Repo) -> ThreadHit | None:
+    """Another message with this Message-ID came first (identical redeliveries never reach here:
+    accept keeps one row per Message-ID and content). Noted, and processed as the mail it is: a
+    stranger who sent first with someone's Message-ID must not decide where the real mail goes.
+    Only when the earlier copy was the same sender's (a client resending an edited copy, or a
+    relay re-encoding it) does it go to the same ticket, so one request never becomes two."""
+    m = ctx.mail
+    if not m.message_id or ctx.item.id is None:
+        return None
+    earlier = repo.earlier_copy(ctx.desk.key, m.message_id, ctx.item.id)
+    if earlier is None:
+        return None
+    ctx.note("thread", f"reused Message-ID <{m.message_id}>: inbox row {earlier} had it, with other content")
+    key = repo.ticket_of_message(ctx.desk.key, m.message_id, m.from_addr) if m.from_addr else None
+    if key is None:
+        return None
+    return ThreadHit(key, "reused-message-id", f"the earlier copy from {m.from_addr} is on {key}")
 
 
 def _base(address: str) -> str:

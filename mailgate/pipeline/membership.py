@@ -1,0 +1,130 @@
+"""Who is on a ticket, and how many people one event may mail (DESIGN.md "Who is on a ticket").
+
+Membership is earned, never taken. On a ticket are: the requester; the To/Cc of the requester's
+first mail up to `[security] max_initial_cc`; whoever an agent adds (`#cc add`); and whoever
+proves they were in the conversation: a reply sent to a reply-token address issued to the
+sender's own address, or whose In-Reply-To names a mail we sent to that address. Knowing a
+ticket's key (a subject tag), holding someone else's token address, or being Cc'd on a later
+reply proves nothing: such mail is held on the ticket for the agents to let its author in.
+
+This module decides and reads; the handlers write what it decides. It never sends mail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from mailgate.config import Membership
+from mailgate.domain.threading import parse_msgids
+from mailgate.domain.tokens import read_token, verify_token
+from mailgate.mail.model import ParsedMail
+from mailgate.store.models import Ticket
+from mailgate.store.repo import Repo
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Whether the sender of a mail on a ticket may take part, and the evidence (for the trace)."""
+
+    member: bool
+    how: str
+    joins: bool = False  # proven now, not yet a participant: becomes a watcher
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _base(address: str) -> str:
+    local, _, domain = address.lower().partition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def first_mail_people(
+    mail: ParsedMail, own_addresses: Iterable[str], cap: int
+) -> tuple[list[str], list[str]]:
+    """The To/Cc of a new request besides the desk and the sender: (admitted, over the cap), in
+    header order. The cap keeps one mail from making a thousand watchers (an amplifier)."""
+    own = {a.lower() for a in own_addresses}
+    sender = mail.from_addr.lower()
+    people: list[str] = []
+    for addr in [*mail.to_addrs, *mail.cc_addrs]:
+        addr = addr.lower()
+        if not _domain(addr) or addr == sender or addr in own or _base(addr) in own or addr in people:
+            continue
+        people.append(addr)
+    return people[:cap], people[cap:]
+
+
+def token_issued_to(secret: str, ticket_key: str, sender: str, recipients: Iterable[str]) -> str | None:
+    """The recipient address carrying a reply token issued to `sender` for this ticket, if any."""
+    for addr in recipients:
+        local = addr.split("@", 1)[0]
+        if "+" not in local:
+            continue
+        claim = read_token(secret, local.split("+", 1)[1])
+        if claim and claim.ticket_key == ticket_key and verify_token(secret, claim, sender):
+            return addr
+    return None
+
+
+def standing(
+    repo: Repo,
+    ticket: Ticket,
+    mail: ParsedMail,
+    *,
+    recipients: Sequence[str],
+    secret: str,
+    policy: Membership,
+) -> Standing:
+    """Decide whether the sender of `mail` is on `ticket` or proves they belong there.
+
+    References are not evidence: a reply carries the References of everyone before it, so a
+    forwarded mail would hand them on. Only the In-Reply-To of a mail sent to this very address,
+    or a token issued to it, shows the sender was written to.
+    """
+    sender = mail.from_addr.lower()
+    people = {p.address: p.role for p in repo.participants(ticket.id)}  # type: ignore[arg-type]
+    if sender in people:
+        return Standing(True, f"{sender} is on {ticket.key} ({people[sender]})")
+    carried = token_issued_to(secret, ticket.key, sender, recipients)
+    if carried:
+        return Standing(True, f"sent to {carried}, a reply address issued to {sender}", joins=True)
+    answered = parse_msgids(mail.in_reply_to)
+    if sender in repo.mailed_to(ticket.id, answered):  # type: ignore[arg-type]
+        return Standing(True, f"answers <{answered[0]}>, which was sent to {sender}", joins=True)
+    if policy.join_same_domain and _domain(sender) and _domain(sender) == _domain(ticket.requester):
+        return Standing(
+            True, f"{sender} shares the requester's domain ([security] join_same_domain)", joins=True
+        )
+    return Standing(
+        False,
+        f"{sender} is not on {ticket.key}: no reply address issued to them, no mail of ours answered",
+    )
+
+
+@dataclass
+class FanOut:
+    """The addresses outside the team one event may mail (`[security] max_recipients_per_event`).
+
+    One inbound mail is one event, however many mails it causes (an agent's reply to watchers,
+    the assignee's notice ...). Agents of team.toml are not counted: their number is the admin's
+    to set, and a notice an agent misses is work lost. Whoever would be past the cap is recorded
+    here; the handler writes them on the ticket and tells an agent.
+    """
+
+    cap: int
+    mailed: list[str] = field(default_factory=list)
+    over: list[str] = field(default_factory=list)
+
+    def admit(self, address: str) -> bool:
+        """Whether mail to `address` fits (someone already mailed in this event always fits)."""
+        if address in self.mailed:
+            return True
+        if len(self.mailed) >= self.cap:
+            if address not in self.over:
+                self.over.append(address)
+            return False
+        self.mailed.append(address)
+        return True
