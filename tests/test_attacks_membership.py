@@ -315,6 +315,38 @@ def test_attack_fanout_one_agent_reply_mails_at_most_the_cap(tmp_path: Path, sin
         d.stop()
 
 
+def test_fanout_cap_holds_for_the_scheduler_jobs_too(tmp_path: Path, sink: Sink) -> None:
+    """A reminder to the requester and watchers is one event as well (pipeline/sla_apply.py)."""
+    from mailgate.domain.timers import RemindCustomer
+    from mailgate.store.models import now_utc
+    from mailgate.store.repo import Repo
+
+    d = start(tmp_path / "desk", sink, "[security]\nmax_recipients_per_event = 3\n")
+    try:
+        colleagues = [f"c{n}@acme.com" for n in range(4)]
+        open_ticket(d, sink, cc=", ".join(colleagues))
+        runner = d.daemon.runner
+        with d.db.session() as s:
+            repo = Repo(s)
+            ticket = repo.ticket_by_key("SUP-1")
+            assert ticket is not None
+            now = now_utc()
+            runner.sla.apply(repo, d.config.desks[0], ticket, RemindCustomer("SUP-1", now, None, ()), now)
+        d.settle()
+        with d.db.session() as s:
+            reminders = [
+                o.recipients[0]
+                for o in s.execute(select(OutboxItem)).scalars()
+                if o.kind == "customer-reminder"
+            ]
+        assert reminders == [CUSTOMER, *colleagues[:2]]  # the requester first, then the cap
+        [limited] = events(d, "fanout-limited")
+        assert limited.data["not_mailed"] == colleagues[2:]
+        assert any("were left out" in body_of(m) for m in sink.wait_to(AGENT, 2))
+    finally:
+        d.stop()
+
+
 # --- issue 19 item 2: caps are for automatic mail -------------------------------------------------
 
 
