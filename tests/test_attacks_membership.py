@@ -241,17 +241,37 @@ def test_control_first_mail_cc_colleague_replies_and_is_on_the_thread(
 
 
 def test_control_answering_our_mail_proves_the_address(desk: RunningDaemon, sink: Sink) -> None:
-    """Removed by an agent and later let in again, the colleague answers mail sent to them."""
+    """Someone we mailed who is not (or no longer) a participant, e.g. of a ticket made before
+    membership was recorded, answers mail sent to their own address: that proves they belong."""
     ack, notice = open_ticket(desk, sink, cc=COLLEAGUE)
     agent_says(desk, notice, "Looking into it.")
     [to_colleague] = sink.wait_to(COLLEAGUE, 1)
-    with desk.db.session() as s:  # as if they had been on an older ticket state: not a participant
+    with desk.db.session() as s:
         s.execute(Participant.__table__.delete().where(Participant.address == COLLEAGUE))  # type: ignore[attr-defined]
     send(desk, reply(to_colleague, COLLEAGUE, "Still waiting."), COLLEAGUE, rcpt_of(to_colleague))
     item = desk.inbox()[-1]
     assert item.disposition == "reply", item.trace
-    assert any("reply address issued to" in t["decision"] for t in item.trace)
+    assert any("a reply address issued to" in t["decision"] for t in item.trace)
     assert people(desk)[COLLEAGUE] == "watcher"
+
+
+def test_attack_removed_watcher_answers_old_mail_to_come_back(desk: RunningDaemon, sink: Sink) -> None:
+    ack, notice = open_ticket(desk, sink, cc=COLLEAGUE)
+    agent_says(desk, notice, "Looking into it.")
+    [to_colleague] = sink.wait_to(COLLEAGUE, 1)
+    agent_says(desk, notice, f"#cc remove {COLLEAGUE}")
+    assert COLLEAGUE not in people(desk)
+    send(desk, reply(to_colleague, COLLEAGUE, "Let me back in."), COLLEAGUE, rcpt_of(to_colleague))
+    item = desk.inbox()[-1]
+    assert item.disposition == "held:stranger", item.trace
+    assert COLLEAGUE not in people(desk)
+    agent_says(desk, notice, f"Paid to {SECRET}.")
+    sink.wait_to(CUSTOMER, 3)
+    assert len(sink.to(COLLEAGUE)) == 1  # only the mail from before the removal
+    # Control: the agent adds them again, and they are back.
+    agent_says(desk, notice, f"#cc add {COLLEAGUE}")
+    send(desk, reply(to_colleague, COLLEAGUE, "Thanks for adding me."), COLLEAGUE, rcpt_of(to_colleague))
+    assert desk.inbox()[-1].disposition == "reply"
 
 
 def test_control_cc_add_lets_a_held_stranger_in(desk: RunningDaemon, sink: Sink) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from mailgate.config import Membership
 from mailgate.domain.threading import parse_msgids
@@ -88,12 +89,17 @@ def standing(
     people = {p.address: p.role for p in repo.participants(ticket.id)}  # type: ignore[arg-type]
     if sender in people:
         return Standing(True, f"{sender} is on {ticket.key} ({people[sender]})")
+    proof = None
     carried = token_issued_to(secret, ticket.key, sender, recipients)
-    if carried:
-        return Standing(True, f"sent to {carried}, a reply address issued to {sender}", joins=True)
     answered = parse_msgids(mail.in_reply_to)
-    if sender in repo.mailed_to(ticket.id, answered):  # type: ignore[arg-type]
-        return Standing(True, f"answers <{answered[0]}>, which was sent to {sender}", joins=True)
+    if carried:
+        proof = f"sent to {carried}, a reply address issued to {sender}"
+    elif sender in repo.mailed_to(ticket.id, answered):  # type: ignore[arg-type]
+        proof = f"answers <{answered[0]}>, which was sent to {sender}"
+    if proof and removed_by_agent(repo, ticket, sender):
+        return Standing(False, f"{sender} was removed from {ticket.key} by an agent (#cc remove); {proof}")
+    if proof:
+        return Standing(True, proof, joins=True)
     if policy.join_same_domain and _domain(sender) and _domain(sender) == _domain(ticket.requester):
         return Standing(
             True, f"{sender} shares the requester's domain ([security] join_same_domain)", joins=True
@@ -102,6 +108,16 @@ def standing(
         False,
         f"{sender} is not on {ticket.key}: no reply address issued to them, no mail of ours answered",
     )
+
+
+def removed_by_agent(repo: Repo, ticket: Ticket, address: str) -> bool:
+    """Whether an agent's last word on `address` was `#cc remove`: mail we sent them before then
+    proves they were in the conversation, not that they may come back."""
+    last = None
+    for data in repo.recent_events(ticket.id, "cc", datetime(1970, 1, 1, tzinfo=UTC)):  # type: ignore[arg-type]
+        if address in (data.get("added"), data.get("removed")):
+            last = "added" if data.get("added") == address else "removed"
+    return last == "removed"
 
 
 @dataclass
