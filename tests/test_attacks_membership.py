@@ -436,3 +436,27 @@ def test_control_the_same_message_redelivered_is_one_message(desk: RunningDaemon
     assert len(sink.wait_to(CUSTOMER, 1)) == 1
     with desk.db.session() as s:
         assert s.execute(select(InboxItem.digest)).scalar_one()
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("max_recipients_per_event = 0", "security.max_recipients_per_event"),
+        ("max_initial_cc = -1", "security.max_initial_cc"),
+        ('join_same_domain = "yes"', "security.join_same_domain"),
+    ],
+)
+def test_a_wrong_membership_setting_is_refused_naming_its_key(
+    tmp_path: Path, setting: str, named: str
+) -> None:
+    from mailgate.config import ConfigError, load_config
+
+    cfg = scenario_config(
+        tmp_path / "desk",
+        relay_port=25,
+        desks=[(DESK, "SUP", "default")],
+        team=TEAM,
+        extra=f"[security]\n{setting}\n",
+    )
+    with pytest.raises(ConfigError, match=named):
+        load_config(cfg, env={"MAILGATE_SECRET": "x"})

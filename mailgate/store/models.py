@@ -148,7 +148,7 @@ class Message(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(index=True)
     direction: str = "in"  # in | out
-    kind: str = "public"  # public | internal | system
+    kind: str = "public"  # public | internal | system | held (a stranger's mail, agents only)
     author: str = ""
     message_id: str | None = None
     inbox_id: int | None = None
