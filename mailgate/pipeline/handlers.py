@@ -26,7 +26,7 @@ from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import BounceUnmatched, FloodHeld, ProcessingError
 from mailgate.pipeline.identity import prove
 from mailgate.pipeline.live_rules import LiveRules
-from mailgate.pipeline.membership import FanOut, first_mail_people, standing
+from mailgate.pipeline.membership import FanOut, copied_people, standing
 from mailgate.pipeline.notify import Notifier
 from mailgate.store.models import InboxItem, Message, Ticket, now_utc
 from mailgate.store.repo import Repo
@@ -146,9 +146,9 @@ def tell_rejected_attachments(services: Services, repo: Repo, ctx: Context, tick
 def add_first_cc(ctx: Context, repo: Repo, services: Services, ticket: Ticket) -> tuple[list[str], list[str]]:
     """The To/Cc of a new request (besides us) become watchers, up to `[security] max_initial_cc`:
     their replies thread like the requester's. Returns (added, left out by the cap)."""
-    admitted, over = first_mail_people(
-        ctx.mail, services.config.own_addresses, services.membership.max_initial_cc
-    )
+    copied = copied_people(ctx.mail, services.config.own_addresses)
+    cap = services.membership.max_initial_cc  # one mail must not make a thousand watchers
+    admitted, over = copied[:cap], copied[cap:]
     added = [a for a in admitted if repo.add_participant(ticket.id, a, "watcher")]  # type: ignore[arg-type]
     if over:
         ctx.note("apply", f"{len(over)} To/Cc address(es) past [security] max_initial_cc not made watchers")
@@ -160,9 +160,8 @@ def cc_not_added(ctx: Context, repo: Repo, services: Services, ticket: Ticket) -
     put anyone on Cc), so they are recorded for the agents, who may `#cc add` them."""
     people = {p.address for p in repo.participants(ticket.id)}  # type: ignore[arg-type]
     agents = services.agents()
-    cap = len(ctx.mail.to_addrs) + len(ctx.mail.cc_addrs)
-    admitted, over = first_mail_people(ctx.mail, services.config.own_addresses, cap)
-    left = [a for a in [*admitted, *over] if a not in people and a not in agents]
+    copied = copied_people(ctx.mail, services.config.own_addresses)
+    left = [a for a in copied if a not in people and a not in agents]
     if left:
         repo.event(ticket.id, "cc-not-added", actor=ctx.mail.from_addr, addresses=left)  # type: ignore[arg-type]
         ctx.note("apply", f"copied but not on {ticket.key}, not added: {', '.join(left[:20])}")

@@ -42,11 +42,8 @@ def _base(address: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}"
 
 
-def first_mail_people(
-    mail: ParsedMail, own_addresses: Iterable[str], cap: int
-) -> tuple[list[str], list[str]]:
-    """The To/Cc of a new request besides the desk and the sender: (admitted, over the cap), in
-    header order. The cap keeps one mail from making a thousand watchers (an amplifier)."""
+def copied_people(mail: ParsedMail, own_addresses: Iterable[str]) -> list[str]:
+    """The To/Cc of a mail besides the desk's own addresses and the sender, in header order."""
     own = {a.lower() for a in own_addresses}
     sender = mail.from_addr.lower()
     people: list[str] = []
@@ -55,7 +52,7 @@ def first_mail_people(
         if not _domain(addr) or addr == sender or addr in own or _base(addr) in own or addr in people:
             continue
         people.append(addr)
-    return people[:cap], people[cap:]
+    return people
 
 
 def token_issued_to(secret: str, ticket_key: str, sender: str, recipients: Iterable[str]) -> str | None:
