@@ -290,6 +290,55 @@ def test_control_cc_add_lets_a_held_stranger_in(desk: RunningDaemon, sink: Sink)
     assert desk.inbox()[-1].disposition == "reply"
 
 
+def _delivery_report(failed: str, subject: str, original_headers: str | None) -> bytes:
+    """A DSN as an MTA writes it (RFC 3464), optionally returning the headers of the mail."""
+    dsn = EmailMessage()
+    dsn["From"] = "MAILER-DAEMON@mx.evil.example"
+    dsn["To"] = DESK
+    dsn["Subject"] = subject
+    dsn["Message-ID"] = "<dsn-1@mx.evil.example>"
+    dsn["Auto-Submitted"] = "auto-replied"
+    dsn.set_content("This is the mail system.\n")
+    dsn.make_mixed()
+    report = EmailMessage()
+    report.set_content(
+        f"Reporting-MTA: dns; mx.evil.example\n\nFinal-Recipient: rfc822; {failed}\nAction: failed\n"
+        "Status: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\n"
+    )
+    dsn.attach(report)
+    if original_headers:
+        headers = EmailMessage()
+        headers.set_content(original_headers)
+        dsn.attach(headers)
+    raw = dsn.as_bytes().replace(b"multipart/mixed", b"multipart/report; report-type=delivery-status", 1)
+    return raw.replace(
+        b'Content-Type: text/plain; charset="utf-8"\nContent-Transfer-Encoding: 7bit\n\nReporting',
+        b"Content-Type: message/delivery-status\n\nReporting",
+        1,
+    )
+
+
+def test_attack_forged_bounce_by_subject_tag_mutes_nobody(desk: RunningDaemon, sink: Sink) -> None:
+    ack, notice = open_ticket(desk, sink)
+    # A stranger "bounces" the customer on SUP-1, naming no mail of ours to them.
+    forged = _delivery_report(CUSTOMER, "Undelivered Mail Returned to Sender [SUP-1]", None)
+    send(desk, forged, "")
+    item = desk.inbox()[-1]
+    assert item.disposition == "bounce"
+    assert any("not muted" in t["decision"] for t in item.trace), item.trace
+    agent_says(desk, notice, "Here is your answer.")
+    assert "your answer" in body_of(sink.wait_to(CUSTOMER, 2)[-1])  # still mailed
+    # Control: a real bounce of our acknowledgement (its headers returned) mutes the address.
+    real = _delivery_report(
+        CUSTOMER, "Undelivered Mail Returned to Sender", f"Message-ID: {ack['Message-ID']}\nSubject: x\n"
+    )
+    send(desk, real, "")
+    [bounce] = events(desk, "bounce")[-1:]
+    assert bounce.data["muted"] == [CUSTOMER]
+    agent_says(desk, notice, "Are you there?")
+    assert len(sink.to(CUSTOMER)) == 2
+
+
 # --- fan-out ------------------------------------------------------------------------------------
 
 

@@ -240,20 +240,28 @@ class BounceHandler:
         failed = [a.lower() for a in bounce.failed_recipients] if bounce else []
         store_message(ctx, repo, self.services, ctx.ticket, kind="system")
         permanent = bool(bounce and bounce.permanent)
-        if permanent:
-            repo.mute(ctx.ticket.id, failed)  # type: ignore[arg-type]
+        # Anyone can write a delivery report: it mutes only addresses the bounced mail of ours
+        # (its original Message-ID) was sent to, or a stranger could silence a ticket's people.
+        original = bounce.original_message_id if bounce else None
+        sent_to = repo.mailed_to(ctx.ticket.id, [original] if original else [])  # type: ignore[arg-type]
+        muted = [a for a in failed if a in sent_to] if permanent else []
+        if muted:
+            repo.mute(ctx.ticket.id, muted)  # type: ignore[arg-type]
         repo.event(
             ctx.ticket.id,
             "bounce",
             failed=failed,
+            muted=muted,
             status=bounce.status if bounce else None,
             permanent=permanent,
         )  # type: ignore[arg-type]
         ctx.disposition = "bounce"
+        unproven = [a for a in failed if a not in muted] if permanent else []
         ctx.note(
             "apply",
             f"bounce for {', '.join(failed) or 'an unknown recipient'} noted on {ctx.ticket.key}"
-            + ("; no more mail to them on this ticket" if permanent and failed else ""),
+            + (f"; no more mail to {', '.join(muted)} on this ticket" if muted else "")
+            + (f"; not muted, it names no mail of ours to {', '.join(unproven)}" if unproven else ""),
         )
 
 
