@@ -61,6 +61,14 @@ _PEOPLE = (
 _REMOVE_PERSON = delete(_T[Participant]).where(
     _P.ticket_id == bindparam("t"), _P.address == bindparam("a"), _P.role == bindparam("r")
 )
+_I = InboxItem.__table__.c  # type: ignore[attr-defined]
+# Runs for every message (stages.thread): prebuilt, on the (desk, message_id, digest) unique index.
+_EARLIER_COPY = (
+    select(_I.id)
+    .where(_I.desk == bindparam("d"), _I.message_id == bindparam("m"), _I.id < bindparam("i"))
+    .order_by(_I.id)
+    .limit(1)
+)
 _THREAD_IDS = (
     select(_T[ThreadRef].c.message_id)
     .where(_T[ThreadRef].c.ticket_id == bindparam("t"))
@@ -298,12 +306,8 @@ class Repo:
     def earlier_copy(self, desk: str, message_id: str, inbox_id: int) -> int | None:
         """An inbox row received before `inbox_id` with the same Message-ID for this desk: the
         same id on different content (identical redeliveries never get a row of their own)."""
-        return self.session.execute(
-            select(InboxItem.id)
-            .where(InboxItem.desk == desk, InboxItem.message_id == message_id, InboxItem.id < inbox_id)
-            .order_by(InboxItem.id)
-            .limit(1)
-        ).scalar_one_or_none()
+        row = self.core(_EARLIER_COPY, {"d": desk, "m": message_id, "i": inbox_id}).first()
+        return int(row[0]) if row else None
 
     def ticket_of_message(self, desk: str, message_id: str, author: str) -> str | None:
         """The key of the ticket holding an inbound message of `author` with this Message-ID."""
