@@ -45,7 +45,7 @@ AGENT_CHANGE = frozenset(
     {"actor", "actor_address", "comment", "changes", "status", "internal", "help", "survey"}
 )
 # To agents about a new ticket.
-NEW_TICKET_AGENT = frozenset({"decision", "comment", "help", "from", "from_name"})
+NEW_TICKET_AGENT = frozenset({"decision", "comment", "help", "from", "from_name", "cc_not_added"})
 
 # The periodic jobs' mails (SLA warning/escalation, reminders, auto-close, review, digest).
 from mailgate.pipeline.sla_apply import TEMPLATE_VARIABLES as _SCHEDULER_TEMPLATES  # noqa: E402
@@ -61,7 +61,9 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "forged_agent": frozenset({"claimed", "why", "had_commands", "subject_seen", "excerpt"}),
     "rating_received": frozenset({"rating", "comment", "from"}),
     "reopened": frozenset({"from", "comment", "help"}),
-    "requester_reply": frozenset({"from", "from_name", "comment", "help"}),
+    "requester_reply": frozenset({"from", "from_name", "comment", "help", "cc_not_added"}),
+    "held_message": frozenset({"from", "from_name", "why", "subject_seen", "comment"}),
+    "fanout_limited": frozenset({"cap", "mailed", "not_mailed"}),
     "new_ticket": NEW_TICKET_AGENT,
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
@@ -463,6 +465,10 @@ class SampleContext:
             "excerpt": "#close\nDone.",
             "rating": 5,
             "rejected": ["report.pdf (31.0 MB) over the 20.0 MB limit"],
+            "cc_not_added": ["bob@example.com", "carol@example.com"],
+            "cap": 20,
+            "mailed": ["ann@example.com"],
+            "not_mailed": ["dave@example.com"],
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

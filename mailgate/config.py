@@ -137,6 +137,16 @@ class Security:
 
 
 @dataclass(frozen=True)
+class Membership:
+    """[security] keys on who is on a ticket and how many one event mails (DESIGN.md "Who is on
+    a ticket"). Read by the handlers; defaults suit a desk that never set them."""
+
+    max_initial_cc: int = 10  # To/Cc of a new request made watchers; the rest recorded
+    max_recipients_per_event: int = 20  # addresses outside the team mailed for one event
+    join_same_domain: bool = False  # colleagues of the requester's domain may join by writing
+
+
+@dataclass(frozen=True)
 class ImapAccount:
     """One mailbox folder polled over IMAP (mailgate/intake/imap.py, docs/imap.md)."""
 
@@ -179,6 +189,7 @@ class Config:
     pipeline: Pipeline = Pipeline()
     security: Security = Security()
     scheduler: SchedulerSettings = SchedulerSettings()
+    membership: Membership = Membership()
 
     @property
     def system_sender(self) -> str:
@@ -406,10 +417,19 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         pipeline=pipeline,
         security=security,
         scheduler=_scheduler(data),
+        membership=_membership(_table(data, "security", SECURITY_KEYS)),
     )
 
 
-SECURITY_KEYS = {"trust_authentication_results", "trusted_authserv_ids", "system_sender", "old_secrets_until"}
+SECURITY_KEYS = {
+    "trust_authentication_results",
+    "trusted_authserv_ids",
+    "system_sender",
+    "old_secrets_until",
+    "max_initial_cc",
+    "max_recipients_per_event",
+    "join_same_domain",
+}
 
 
 def _security(data: dict[str, Any], env: dict[str, str]) -> Security:
@@ -444,6 +464,20 @@ def _security(data: dict[str, Any], env: dict[str, str]) -> Security:
         old_secrets=old,
         old_secrets_until=until,
     )
+
+
+def _membership(sec: dict[str, Any]) -> Membership:
+    """The membership and fan-out keys of [security]; other keys of the table are read elsewhere."""
+    membership = Membership(
+        max_initial_cc=_get(sec, "max_initial_cc", int, 10, "security"),
+        max_recipients_per_event=_get(sec, "max_recipients_per_event", int, 20, "security"),
+        join_same_domain=_get(sec, "join_same_domain", bool, False, "security"),
+    )
+    if membership.max_initial_cc < 0:
+        raise ConfigError("security.max_initial_cc: 0 or more (0: nobody joins by being on Cc)")
+    if membership.max_recipients_per_event < 1:
+        raise ConfigError("security.max_recipients_per_event: at least 1 (the requester)")
+    return membership
 
 
 def _imap_accounts(tables: Any, desks: list[Desk], env: dict[str, str]) -> tuple[ImapAccount, ...]:

@@ -22,7 +22,7 @@ from email.utils import getaddresses
 from mailgate.config import Config, Desk
 from mailgate.mail.msgid import parse_msgids
 from mailgate.store.db import Database
-from mailgate.store.inbox import NewItem, insert_items
+from mailgate.store.inbox import NewItem, content_digest, insert_items
 
 log = logging.getLogger(__name__)
 _header_parser = BytesHeaderParser(policy=compat32)
@@ -104,6 +104,7 @@ class Acceptor:
 
     def prepare(self, raw: bytes, envelope: Envelope) -> tuple[list[NewItem], list[str]]:
         message_id = message_id_of(raw)
+        digest = content_digest(raw)
         desks = desks_for(self.config, envelope.rcpt_tos, raw)
         items = [
             NewItem(
@@ -114,6 +115,7 @@ class Acceptor:
                 rcpt_tos=tuple(r for r in envelope.rcpt_tos if self.config.desk_for(r) == d),
                 message_id=message_id,
                 source_key=envelope.source_key,
+                digest=digest,
             )
             for d in desks
         ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from mailgate.config import Desk
 from mailgate.domain.threading import ThreadHit
 from mailgate.mail.model import ParsedMail
+from mailgate.pipeline.membership import FanOut
 from mailgate.store.models import InboxItem, Ticket
 
 
@@ -22,6 +23,7 @@ class Context:
     ticket: Ticket | None = None
     disposition: str | None = None
     rejected: list[str] = field(default_factory=list)  # attachments over the limits, described
+    fanout: FanOut | None = None  # who this event mailed, and who the cap left out (handlers.tell)
     stage: str = "start"
     trace: list[dict[str, str]] = field(default_factory=list)
 

@@ -27,6 +27,7 @@ from mailgate.pipeline.apply import agent_side, apply_plan, change_status, reque
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import BounceUnmatched, FloodHeld, ProcessingError
 from mailgate.pipeline.identity import prove, token_keys
+from mailgate.pipeline.membership import FanOut, copied_people, standing
 from mailgate.pipeline.notify import Notifier
 from mailgate.ruleset import RulesSource, Snapshot
 from mailgate.store.models import InboxItem, Message, Ticket, now_utc
@@ -38,6 +39,9 @@ RATING_RE = re.compile(
 # Mail that answers mail claiming to come from an agent: the one agent-bound kind that can loop.
 LOOP_PRONE = frozenset({"forged-agent", "command-error", "command-help"})
 RATING_SUBJECT_RE = re.compile(r"\brating\s*[:=]?\s*([1-5])\b", re.I)
+# Agents hear of a held stranger's mail on a ticket at most once per stranger per ticket in this
+# time: each held mail is kept and listed on the ticket, but a stranger cannot flood the agents.
+HELD_NOTICE_EVERY = timedelta(hours=1)
 
 
 class Handler(Protocol):
@@ -63,6 +67,7 @@ class Services:
         self.blobs = blobs
         self.flood_limit = config.limits.new_tickets_per_sender
         self.flood_window = timedelta(minutes=config.limits.flood_window_minutes)
+        self.membership = config.membership
 
     @property
     def rules(self) -> Snapshot:
@@ -92,9 +97,12 @@ def store_message(
     ticket: Ticket,
     kind: str = "public",
     reply_text: str | None = None,
+    thread: bool = True,
 ) -> Message:
     """Store the message and its attachments (once per content hash). Attachments over the size
-    or count limits are recorded by name and size, not stored, and listed in `ctx.rejected`."""
+    or count limits are recorded by name and size, not stored, and listed in `ctx.rejected`.
+    `thread=False` (a held stranger's mail) keeps its Message-ID out of the conversation: our
+    later mail does not reference it, and replies to it are not taken as replies to the ticket."""
     m = ctx.mail
     limits = services.config.limits
     kept, rejected = apply_limits(m.attachments, limits.max_attachment_size, limits.max_attachments)
@@ -122,7 +130,8 @@ def store_message(
         reply_text=m.reply_text if reply_text is None else reply_text,
         attachments=attachments,
     )
-    repo.add_thread_ref(ctx.desk.key, m.message_id, ticket.id)  # type: ignore[arg-type]
+    if thread:
+        repo.add_thread_ref(ctx.desk.key, m.message_id, ticket.id)  # type: ignore[arg-type]
 
 
 def tell_rejected_attachments(services: Services, repo: Repo, ctx: Context, ticket: Ticket) -> None:
@@ -140,18 +149,29 @@ def tell_rejected_attachments(services: Services, repo: Repo, ctx: Context, tick
         )
 
 
-def add_watchers(ctx: Context, repo: Repo, services: Services, ticket: Ticket) -> list[str]:
-    """People CC'd (or To'd besides us) become watchers: their replies thread like the requester's."""
-    own = set(services.config.own_addresses)
-    added = []
-    for addr in [*ctx.mail.to_addrs, *ctx.mail.cc_addrs]:
-        local, _, domain = addr.partition("@")
-        base = f"{local.split('+', 1)[0]}@{domain}"
-        if base in own or addr in own or addr == ctx.mail.from_addr or not domain:
-            continue
-        if repo.add_participant(ticket.id, addr, "watcher"):  # type: ignore[arg-type]
-            added.append(addr)
-    return added
+def add_first_cc(ctx: Context, repo: Repo, services: Services, ticket: Ticket) -> tuple[list[str], list[str]]:
+    """The To/Cc of a new request (besides us) become watchers, up to `[security] max_initial_cc`:
+    their replies thread like the requester's. Returns (added, left out by the cap)."""
+    copied = copied_people(ctx.mail, services.config.own_addresses)
+    cap = services.membership.max_initial_cc  # one mail must not make a thousand watchers
+    admitted, over = copied[:cap], copied[cap:]
+    added = [a for a in admitted if repo.add_participant(ticket.id, a, "watcher")]  # type: ignore[arg-type]
+    if over:
+        ctx.note("apply", f"{len(over)} To/Cc address(es) past [security] max_initial_cc not made watchers")
+    return added, over
+
+
+def cc_not_added(ctx: Context, repo: Repo, services: Services, ticket: Ticket) -> list[str]:
+    """To/Cc of a later reply who are not on the ticket: being copied proves nothing (anyone can
+    put anyone on Cc), so they are recorded for the agents, who may `#cc add` them."""
+    people = {p.address for p in repo.participants(ticket.id)}  # type: ignore[arg-type]
+    agents = services.agents()
+    copied = copied_people(ctx.mail, services.config.own_addresses)
+    left = [a for a in copied if a not in people and a not in agents]
+    if left:
+        repo.event(ticket.id, "cc-not-added", actor=ctx.mail.from_addr, addresses=left)  # type: ignore[arg-type]
+        ctx.note("apply", f"copied but not on {ticket.key}, not added: {', '.join(left[:20])}")
+    return left
 
 
 def tell(
@@ -166,18 +186,24 @@ def tell(
     context: dict[str, Any],
     from_name: str | None = None,
     auto_submitted: str = "auto-generated",
+    human: bool = False,
 ) -> list[str]:
     """Queue one mail per recipient; returns who was queued (loop limits may hold some back).
 
-    Loop limits apply to requesters and watchers, and to what answers mail claiming to be an
-    agent's (a forged-agent notice, a command error): that is where an auto-responder can loop.
-    Other mail to our own agents (new tickets, replies to work on) is never held: a triage person
-    must hear about the hundredth ticket of the hour too.
+    Loop limits apply to automatic mail to requesters and watchers, and to what answers mail
+    claiming to be an agent's (a forged-agent notice, a command error): that is where an
+    auto-responder can loop. A person's words (`human`: a proven agent's reply or change) are
+    never held by them: a loop needs a machine on both ends. Other mail to our own agents (new
+    tickets, replies to work on) is never held: a triage person must hear about the hundredth
+    ticket of the hour too. Every mail of the event to someone outside the team counts against
+    `[security] max_recipients_per_event` (ctx.fanout); who is past it gets nothing.
     """
     sent = []
     agents = services.agents()
-    for rcpt in dict.fromkeys(recipients):
-        if not rcpt:
+    if ctx.fanout is None:
+        ctx.fanout = FanOut(services.membership.max_recipients_per_event)
+    for rcpt in dict.fromkeys(r.lower() for r in recipients if r):
+        if rcpt not in agents and not ctx.fanout.admit(rcpt):
             continue
         item = services.notifier.send(
             repo,
@@ -190,7 +216,7 @@ def tell(
             in_reply_to=ctx.mail.message_id,
             auto_submitted=auto_submitted,
             from_name=from_name,
-            check_loops=rcpt not in agents or kind in LOOP_PRONE,
+            check_loops=(rcpt not in agents and not human) or kind in LOOP_PRONE,
         )
         if item is not None:
             sent.append(rcpt)
@@ -220,20 +246,28 @@ class BounceHandler:
         failed = [a.lower() for a in bounce.failed_recipients] if bounce else []
         store_message(ctx, repo, self.services, ctx.ticket, kind="system")
         permanent = bool(bounce and bounce.permanent)
-        if permanent:
-            repo.mute(ctx.ticket.id, failed)  # type: ignore[arg-type]
+        # Anyone can write a delivery report: it mutes only addresses the bounced mail of ours
+        # (its original Message-ID) was sent to, or a stranger could silence a ticket's people.
+        original = bounce.original_message_id if bounce else None
+        sent_to = repo.mailed_to(ctx.ticket.id, [original] if original else [])  # type: ignore[arg-type]
+        muted = [a for a in failed if a in sent_to] if permanent else []
+        if muted:
+            repo.mute(ctx.ticket.id, muted)  # type: ignore[arg-type]
         repo.event(
             ctx.ticket.id,
             "bounce",
             failed=failed,
+            muted=muted,
             status=bounce.status if bounce else None,
             permanent=permanent,
         )  # type: ignore[arg-type]
         ctx.disposition = "bounce"
+        unproven = [a for a in failed if a not in muted] if permanent else []
         ctx.note(
             "apply",
             f"bounce for {', '.join(failed) or 'an unknown recipient'} noted on {ctx.ticket.key}"
-            + ("; no more mail to them on this ticket" if permanent and failed else ""),
+            + (f"; no more mail to {', '.join(muted)} on this ticket" if muted else "")
+            + (f"; not muted, it names no mail of ours to {', '.join(unproven)}" if unproven else ""),
         )
 
 
@@ -418,6 +452,7 @@ class AgentReplyHandler:
                 kind=template,
                 from_name=actor_name,
                 context={**context, "changes": public_changes, "survey": bool(status and status.resolved)},
+                human=True,
             )
         # A new assignee hears about it ("assignee will receive an email").
         if ticket.assignee and ticket.assignee != old_assignee and ticket.assignee != author:
@@ -498,7 +533,7 @@ class AgentReplyHandler:
 
 
 class ReplyHandler:
-    """A requester's or watcher's reply to a ticket we know."""
+    """A requester's or watcher's reply to a ticket we know; a stranger's mail there is held."""
 
     name = "reply"
 
@@ -508,11 +543,57 @@ class ReplyHandler:
     def can_handle(self, ctx: Context) -> bool:
         return ctx.ticket is not None
 
+    def _hold(self, ctx: Context, repo: Repo, ticket: Ticket, why: str) -> None:
+        """Someone not on the ticket wrote there: keep the mail as a held note only agents see,
+        tell the agents how to let them in (once an hour per stranger), and send the stranger
+        nothing: no acknowledgement, no reply, not even a refusal that confirms the ticket."""
+        s = self.services
+        m = ctx.mail
+        store_message(ctx, repo, s, ticket, kind="held", thread=False)
+        since = now_utc() - HELD_NOTICE_EVERY
+        told_lately = any(
+            e.get("from") == m.from_addr and e.get("told")
+            for e in repo.recent_events(ticket.id, "held", since)  # type: ignore[arg-type]
+        )
+        told: list[str] = []
+        if not ctx.auto_reason and not told_lately:
+            agents = agent_side(repo, ticket, s.group_members(ticket), s.rules.team.triage, exclude=set())
+            told = tell(
+                s,
+                repo,
+                ctx,
+                ticket,
+                agents,
+                template="held_message",
+                kind="held-message",
+                context={
+                    "from": m.from_addr,
+                    "from_name": m.from_name,
+                    "why": why,
+                    "subject_seen": m.subject,
+                    "comment": (m.reply_text or extract_reply(m.body_text))[:2000],
+                },
+            )
+        repo.event(ticket.id, "held", actor=m.from_addr, why=why, told=told, **{"from": m.from_addr})  # type: ignore[arg-type]
+        ctx.disposition = "held:stranger"
+        ctx.note(
+            "apply",
+            f"held on {ticket.key}: {m.from_addr} is not on it; "
+            + (f"agents told ({', '.join(told)})" if told else "agents not told again")
+            + f"; `#cc add {m.from_addr}` lets them in",
+        )
+
     def execute(self, ctx: Context, repo: Repo) -> None:
         s = self.services
         ticket = ctx.ticket
         assert ticket is not None
         m = ctx.mail
+        keys = token_keys(s.config, now_utc().date())
+        who = standing(repo, ticket, m, recipients=ctx.recipients, keys=keys, policy=s.membership)
+        ctx.note("membership", who.how)
+        if not who.member:
+            self._hold(ctx, repo, ticket, who.how)
+            return
         if ctx.auto_reason:
             store_message(ctx, repo, s, ticket, kind="system")
             repo.event(ticket.id, "auto-reply", actor=m.from_addr, reason=ctx.auto_reason)  # type: ignore[arg-type]
@@ -526,8 +607,10 @@ class ReplyHandler:
         status = workflow.statuses.get(ticket.status)
         store_message(ctx, repo, s, ticket)
         tell_rejected_attachments(s, repo, ctx, ticket)
-        repo.add_participant(ticket.id, m.from_addr, "watcher", m.from_name)  # type: ignore[arg-type]
-        add_watchers(ctx, repo, s, ticket)
+        if who.joins:
+            repo.add_participant(ticket.id, m.from_addr, "watcher", m.from_name)  # type: ignore[arg-type]
+            repo.event(ticket.id, "joined", actor=m.from_addr, how=who.how)  # type: ignore[arg-type]
+        left_out = cc_not_added(ctx, repo, s, ticket)
         repo.set_ticket(ticket, updated_at=now_utc())
         repo.event(ticket.id, "reply", actor=m.from_addr)  # type: ignore[arg-type]
         text = m.reply_text or extract_reply(m.body_text)
@@ -611,7 +694,13 @@ class ReplyHandler:
             agents,
             template="requester_reply",
             kind="requester-reply",
-            context={"from": m.from_addr, "from_name": m.from_name, "comment": text, "help": HELP},
+            context={
+                "from": m.from_addr,
+                "from_name": m.from_name,
+                "comment": text,
+                "help": HELP,
+                "cc_not_added": left_out,
+            },
         )
         ctx.disposition = "reply"
         ctx.note("apply", f"added to {ticket.key} as a reply")
@@ -737,12 +826,18 @@ class NewTicketHandler:
         ctx.ticket = ticket
         repo.new_thread(ticket.id)
         repo.add_participant(ticket.id, m.from_addr, "requester", m.from_name)
-        watchers = add_watchers(ctx, repo, s, ticket)
+        watchers, over_cap = add_first_cc(ctx, repo, s, ticket)
         for w in decision.watchers:
             repo.add_participant(ticket.id, w, "agent" if w in s.rules.team.agents else "watcher")
         store_message(ctx, repo, s, ticket)
         repo.event(
-            ticket.id, "created", actor=m.from_addr, source=ctx.item.source, watchers=watchers, status=initial
+            ticket.id,
+            "created",
+            actor=m.from_addr,
+            source=ctx.item.source,
+            watchers=watchers,
+            cc_not_added=over_cap,
+            status=initial,
         )
         repo.event(
             ticket.id, "routed", routing=decision.to_dict(full_trace=False), rules_version=s.rules.version
@@ -762,6 +857,7 @@ class NewTicketHandler:
             "help": HELP,
             "from": m.from_addr,
             "from_name": m.from_name,
+            "cc_not_added": over_cap,
         }
         if decision.triaged or not ticket.assignee:
             tell(
@@ -816,12 +912,55 @@ class NewTicketHandler:
         tell_rejected_attachments(s, repo, ctx, ticket)
 
 
+class OneEvent:
+    """A handler whose mail, all of it, is one event under `[security] max_recipients_per_event`:
+    after it ran, whoever the cap left out is recorded on the ticket and an agent is told."""
+
+    def __init__(self, inner: Handler, services: Services) -> None:
+        self.inner = inner
+        self.services = services
+        self.name = inner.name
+
+    def can_handle(self, ctx: Context) -> bool:
+        return self.inner.can_handle(ctx)
+
+    def execute(self, ctx: Context, repo: Repo) -> None:
+        self.inner.execute(ctx, repo)
+        fanout, ticket = ctx.fanout, ctx.ticket
+        if fanout is None or not fanout.over or ticket is None:
+            return
+        s = self.services
+        cap = fanout.cap
+        repo.event(ticket.id, "fanout-limited", cap=cap, mailed=fanout.mailed, not_mailed=fanout.over)  # type: ignore[arg-type]
+        ctx.note("notify", f"{len(fanout.over)} address(es) past the cap of {cap} not mailed")
+        author = ctx.mail.from_addr
+        agents = (
+            [author]
+            if author in s.agents()
+            else agent_side(repo, ticket, s.group_members(ticket), s.rules.team.triage, exclude=set())
+        )
+        tell(
+            s,
+            repo,
+            ctx,
+            ticket,
+            agents,
+            template="fanout_limited",
+            kind="fanout-limited",
+            context={"cap": cap, "mailed": list(fanout.mailed), "not_mailed": list(fanout.over)},
+        )
+
+
 def registry(services: Services) -> list[Handler]:
-    """The order matters and is pinned by a test: bounces first, new tickets last."""
+    """The order matters and is pinned by a test: bounces first, new tickets last. Each is one
+    event for the fan-out cap (OneEvent)."""
     return [
-        BounceHandler(services),
-        UnsubscribeHandler(services),
-        AgentReplyHandler(services),
-        ReplyHandler(services),
-        NewTicketHandler(services),
+        OneEvent(handler, services)
+        for handler in (
+            BounceHandler(services),
+            UnsubscribeHandler(services),
+            AgentReplyHandler(services),
+            ReplyHandler(services),
+            NewTicketHandler(services),
+        )
     ]

@@ -359,7 +359,10 @@ class SlaService:
         agents: bool,
     ) -> tuple[str, ...]:
         sent = []
-        for rcpt in dict.fromkeys(r for r in recipients if r):
+        recipients = list(dict.fromkeys(r for r in recipients if r))
+        if not agents:
+            recipients = self._capped(repo, desk, ticket, recipients)
+        for rcpt in recipients:
             # Mail to our own agents is bounded by the marks (once per ticket and target), so it
             # cannot loop; the loop limits would only drop escalations after a downtime.
             item = self.notifier.send(
@@ -375,6 +378,29 @@ class SlaService:
             if item is not None:
                 sent.append(rcpt)
         return tuple(sent)
+
+    def _capped(self, repo: Repo, desk: Desk, ticket: Ticket, recipients: list[str]) -> list[str]:
+        """A job's mail to requester and watchers is one event: at most `[security]
+        max_recipients_per_event` of them; the rest are recorded and the assignee (else the
+        triage person) is told, as for mail caused by a received message (handlers.OneEvent)."""
+        cap = self.config.membership.max_recipients_per_event
+        if len(recipients) <= cap:
+            return recipients
+        mailed, over = recipients[:cap], recipients[cap:]
+        repo.event(ticket.id, "fanout-limited", cap=cap, mailed=mailed, not_mailed=over)  # type: ignore[arg-type]
+        context = {"cap": cap, "mailed": mailed, "not_mailed": over}
+        for agent in self._assignee_or_group(ticket):
+            self.notifier.send(
+                repo,
+                desk=desk,
+                ticket=ticket,
+                kind="fanout-limited",
+                template="fanout_limited",
+                to=agent,
+                context=context,
+                check_loops=False,
+            )
+        return mailed
 
     def apply(self, repo: Repo, desk: Desk, ticket: Ticket, action: Action, now: datetime) -> Applied | None:
         """Carry out one action on `ticket` and store its marks, in the caller's transaction."""

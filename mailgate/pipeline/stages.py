@@ -9,7 +9,7 @@ ticket. Stages never send mail or write tickets; the handler's apply step does.
 from __future__ import annotations
 
 from mailgate.config import Config
-from mailgate.domain.threading import find_ticket
+from mailgate.domain.threading import ThreadHit, find_ticket
 from mailgate.mail.compose import LOOP_HEADER
 from mailgate.mail.decode import plus_parts
 from mailgate.mail.msgid import parse_msgids
@@ -69,6 +69,10 @@ def thread(ctx: Context, config: Config, repo: Repo) -> None:
         references=references,
         lookup=DeskLookup(repo, ctx.desk.key),
     )
+    reused = _reused_message_id(ctx, repo)
+    if hit is None and reused is not None:
+        hit = reused
+        tried.append(f"reused Message-ID: {reused.detail}")
     ctx.hit = hit
     if hit:
         ctx.ticket = repo.ticket_by_key(hit.key)
@@ -95,6 +99,25 @@ def _answers_system_mail(ctx: Context, config: Config, repo: Repo) -> str | None
         if sent is not None and sent[0] is None:
             return f"In-Reply-To <{mid}> is a system mail ({sent[2]}) of ours: not ticketed"
     return None
+
+
+def _reused_message_id(ctx: Context, repo: Repo) -> ThreadHit | None:
+    """Another message with this Message-ID came first (identical redeliveries never reach here:
+    accept keeps one row per Message-ID and content). Noted, and processed as the mail it is: a
+    stranger who sent first with someone's Message-ID must not decide where the real mail goes.
+    Only when the earlier copy was the same sender's (a client resending an edited copy, or a
+    relay re-encoding it) does it go to the same ticket, so one request never becomes two."""
+    m = ctx.mail
+    if not m.message_id or ctx.item.id is None:
+        return None
+    earlier = repo.earlier_copy(ctx.desk.key, m.message_id, ctx.item.id)
+    if earlier is None:
+        return None
+    ctx.note("thread", f"reused Message-ID <{m.message_id}>: inbox row {earlier} had it, with other content")
+    key = repo.ticket_of_message(ctx.desk.key, m.message_id, m.from_addr) if m.from_addr else None
+    if key is None:
+        return None
+    return ThreadHit(key, "reused-message-id", f"the earlier copy from {m.from_addr} is on {key}")
 
 
 def _base(address: str) -> str:

@@ -8,7 +8,9 @@ On PostgreSQL the claim uses FOR UPDATE SKIP LOCKED so several workers never tak
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,10 +37,41 @@ class NewItem:
     rcpt_tos: tuple[str, ...] = ()
     message_id: str | None = None
     source_key: str | None = None
+    digest: str | None = None  # content_digest(raw); computed by insert_items when not given
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
+# The fields the author's client wrote and every MTA passes on untouched (the ones DKIM signers
+# sign). Trace fields an MTA adds on a redelivery (Received, Return-Path, Delivered-To,
+# X-Original-To) and anything else added on the way stay out of the digest.
+DIGESTED_FIELDS = frozenset(
+    {b"from", b"sender", b"to", b"cc", b"subject", b"date", b"message-id", b"in-reply-to", b"references"}
+)
+_HEAD_LIMIT = 262144
+
+
+def content_digest(raw: bytes) -> str:
+    """sha256 of a message as its author wrote it: the DIGESTED_FIELDS in order, unfolded with
+    runs of white space made one space (DKIM's relaxed form, RFC 6376 3.4.2), then the body with
+    line ends made LF and trailing empty lines dropped (a pipe delivery has LF, SMTP CRLF). The
+    same message delivered twice has one digest; another message under the same Message-ID has
+    another (the dedup key is Message-ID plus this)."""
+    end = _HEADER_END.search(raw, 0, _HEAD_LIMIT)
+    head, body = (raw[: end.start()], raw[end.end() :]) if end else (raw[:_HEAD_LIMIT], raw[_HEAD_LIMIT:])
+    h = hashlib.sha256()
+    for name, value in _FIELD.findall(head):
+        name = name.lower()
+        if name in DIGESTED_FIELDS:
+            h.update(name + b":" + b" ".join(value.split()) + b"\n")
+    h.update(b"\n")
+    h.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
+    return h.hexdigest()
 
 
 def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]:
-    """Insert rows; a duplicate (same desk + Message-ID, or same source key) gives None.
+    """Insert rows; a duplicate (same desk, Message-ID and content digest, or same source key)
+    gives None.
 
     INSERT … ON CONFLICT DO NOTHING keeps the check and the write one atomic statement, so two
     intakes receiving the same message at once (several MX hosts) store it once. Rows go in in
@@ -55,6 +88,7 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
         params = {
             "desk": item.desk,
             "message_id": item.message_id,
+            "digest": item.digest or content_digest(item.raw),
             "source": item.source,
             "source_key": item.source_key,
             "mail_from": item.mail_from,
@@ -97,16 +131,24 @@ def _lock_keys(session: Session, items: Sequence[NewItem]) -> None:
     global order cannot deadlock; a hash collision only makes an unrelated insert wait briefly.
     (SQLite needs none of this: BEGIN IMMEDIATE admits one writer at a time.)
     """
-    keys = {f"m\n{i.desk}\n{i.message_id}" for i in items if i.message_id}
+    keys = {f"m\n{i.desk}\n{i.message_id}\n{i.digest}" for i in items if i.message_id}
     keys |= {f"s\n{i.source}\n{i.source_key}" for i in items if i.source_key}
     for key in sorted(keys):
         session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
 
 
-def is_known(session: Session, desk: str, message_id: str | None, source_key: str | None = None) -> bool:
+def is_known(
+    session: Session,
+    desk: str,
+    message_id: str | None,
+    source_key: str | None = None,
+    digest: str | None = None,
+) -> bool:
+    """Whether this message (Message-ID and, when given, content digest) or source key is stored."""
     conds = []
     if message_id:
-        conds.append(and_(col(InboxItem.desk) == desk, col(InboxItem.message_id) == message_id))
+        same = and_(col(InboxItem.desk) == desk, col(InboxItem.message_id) == message_id)
+        conds.append(same if digest is None else and_(same, col(InboxItem.digest) == digest))
     if source_key:
         conds.append(col(InboxItem.source_key) == source_key)
     if not conds:

@@ -1,5 +1,5 @@
 """The tables. Unique constraints enforce what must never happen twice: one inbox row per
-Message-ID and desk, one per IMAP uid, one ticket per key, one outbox row per Message-ID.
+message and desk (its Message-ID plus a digest of its content), one per IMAP uid, one ticket per key, one outbox row per Message-ID.
 
 Times are timezone-aware UTC (stored naive-UTC by SQLite, aware by PostgreSQL; `utc()` normalises).
 Schema changes go through Alembic (mailgate/store/migrations), never `create_all` on a live database
@@ -66,7 +66,9 @@ class InboxItem(TableModel, table=True):
     """
 
     __table_args__ = (
-        UniqueConstraint("desk", "message_id", name="uq_inbox_desk_msgid"),
+        # A redelivery (same Message-ID, same content) is one row; another message reusing the
+        # Message-ID is a row of its own: a known id never erases a different mail.
+        UniqueConstraint("desk", "message_id", "digest", name="uq_inbox_desk_msgid_digest"),
         UniqueConstraint("source", "source_key", name="uq_inbox_source_key"),
         Index("ix_inbox_state_id", "state", "id"),
     )
@@ -74,6 +76,7 @@ class InboxItem(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     desk: str
     message_id: str | None = None
+    digest: str | None = None  # store.inbox.content_digest: sha256 of what the author wrote
     source: str  # smtp, lmtp, pipe, mbox, maildir, imap:<account>
     source_key: str | None = None  # e.g. imap "<uidvalidity>:<uid>"
     mail_from: str = ""
@@ -152,7 +155,7 @@ class Message(TableModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(index=True)
     direction: str = "in"  # in | out
-    kind: str = "public"  # public | internal | system
+    kind: str = "public"  # public | internal | system | held (a stranger's mail, agents only)
     author: str = ""
     message_id: str | None = None
     inbox_id: int | None = None

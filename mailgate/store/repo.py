@@ -19,6 +19,7 @@ from mailgate.store import direct
 from mailgate.store.models import (
     Counter,
     Event,
+    InboxItem,
     Message,
     OutboxItem,
     Participant,
@@ -59,6 +60,14 @@ _PEOPLE = (
 )
 _REMOVE_PERSON = delete(_T[Participant]).where(
     _P.ticket_id == bindparam("t"), _P.address == bindparam("a"), _P.role == bindparam("r")
+)
+_I = InboxItem.__table__.c  # type: ignore[attr-defined]
+# Runs for every message (stages.thread): prebuilt, on the (desk, message_id, digest) unique index.
+_EARLIER_COPY = (
+    select(_I.id)
+    .where(_I.desk == bindparam("d"), _I.message_id == bindparam("m"), _I.id < bindparam("i"))
+    .order_by(_I.id)
+    .limit(1)
 )
 # A ticket's Message-IDs with, for the ones we sent, whom we sent them to: the outbox row keeps
 # the recipients of every mail, so no second record of "who got which Message-ID" is needed.
@@ -293,6 +302,53 @@ class Repo:
         values.setdefault("inbox_id", None)
         values.setdefault("message_id", None)
         self.write(_INSERT_MESSAGE, values)
+
+    # -- membership and dedup (pipeline/membership.py, stages.thread) ---------------------------
+    def mailed_to(self, ticket_id: int, message_ids: Sequence[str]) -> set[str]:
+        """The addresses our mails with these Message-IDs on this ticket were sent to: answering
+        one of them proves its author was in the conversation."""
+        if not message_ids:
+            return set()
+        rows = self.session.execute(
+            select(OutboxItem.recipients).where(
+                OutboxItem.ticket_id == ticket_id,
+                OutboxItem.message_id.in_(list(message_ids)),  # type: ignore[attr-defined]
+            )
+        ).scalars()
+        return {addr.lower() for recipients in rows for addr in recipients}
+
+    def recent_events(self, ticket_id: int, kind: str, since: Any) -> list[dict[str, Any]]:
+        """The data of this ticket's `kind` events since `since`, oldest first."""
+        return [
+            dict(data or {})
+            for data in self.session.execute(
+                select(Event.data)
+                .where(Event.ticket_id == ticket_id, Event.kind == kind, Event.created_at > since)
+                .order_by(Event.id)
+            ).scalars()
+        ]
+
+    def earlier_copy(self, desk: str, message_id: str, inbox_id: int) -> int | None:
+        """An inbox row received before `inbox_id` with the same Message-ID for this desk: the
+        same id on different content (identical redeliveries never get a row of their own)."""
+        row = self.core(_EARLIER_COPY, {"d": desk, "m": message_id, "i": inbox_id}).first()
+        return int(row[0]) if row else None
+
+    def ticket_of_message(self, desk: str, message_id: str, author: str) -> str | None:
+        """The key of the ticket holding an inbound message of `author` with this Message-ID."""
+        row = self.session.execute(
+            select(Ticket.key)
+            .join(Message, Message.ticket_id == Ticket.id)
+            .where(
+                Ticket.desk == desk,
+                Message.message_id == message_id,
+                Message.author == author,
+                Message.direction == "in",
+            )
+            .order_by(Message.id)
+            .limit(1)
+        ).first()
+        return row[0] if row else None
 
     def insert_many(self, model: type, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
