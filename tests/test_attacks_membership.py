@@ -251,7 +251,7 @@ def test_control_answering_our_mail_proves_the_address(desk: RunningDaemon, sink
     send(desk, reply(to_colleague, COLLEAGUE, "Still waiting."), COLLEAGUE, rcpt_of(to_colleague))
     item = desk.inbox()[-1]
     assert item.disposition == "reply", item.trace
-    assert any("a reply address issued to" in t["decision"] for t in item.trace)
+    assert any("reply token issued to" in t["decision"] for t in item.trace)
     assert people(desk)[COLLEAGUE] == "watcher"
 
 
