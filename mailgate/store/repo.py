@@ -4,8 +4,9 @@ The pipeline's `apply` step does all its writes through one `Repo`, so a ticket 
 message, its audit events and the outbox rows it causes commit together or not at all.
 
 Two ways in, both public SQLAlchemy: the ticket is an ORM object (made by an ORM INSERT …
-RETURNING, loaded by an ORM SELECT, changed by setting attributes and written by the session's
-flush, one UPDATE for all of a message's changes); the rows written many times per message
+RETURNING, loaded by an ORM SELECT, changed by setting attributes, which the session's flush
+writes; the times the pipeline sets on nearly every message go by `set_ticket`'s prebuilt
+UPDATE, which expires them on the object); the rows written many times per message
 (events, messages, outgoing mail, thread references, participants, the send log) and the small
 counts are module-level Core statements run with `Connection.execute`, whose compiled form
 SQLAlchemy caches, so each is compiled once per process. This module must not reach into
@@ -110,8 +111,7 @@ class Repo:
 
     def write(self, stmt: Any, params: dict[str, Any] | list[dict[str, Any]]) -> int:
         """Run a prebuilt INSERT, UPDATE or DELETE (no RETURNING) in this transaction; the row
-        count. A list of parameter sets runs as one executemany (SQLAlchemy's insertmanyvalues
-        for an INSERT). Same caveat as `core`."""
+        count. A list of parameter sets runs as one executemany. Same caveat as `core`."""
         return int(self.session.connection().execute(stmt, params).rowcount)
 
     # -- ticket numbers -------------------------------------------------------------------------
