@@ -368,6 +368,17 @@ def test_parse_json_and_rules_test(desk: Desk) -> None:
     assert "Rules, in order:" in dry
     as_json = json.loads(desk.cli("rules", "test", str(desk.root / "example.eml"), "--json").out)
     assert as_json["priority"] and "trace" in as_json
+    # docs/routing.md: a dry run for another desk address and another time.
+    at = desk.cli(
+        "rules",
+        "test",
+        str(desk.root / "example.eml"),
+        "--desk",
+        "support@localhost",
+        "--at",
+        "2024-05-04T21:00+01:00",
+    ).out
+    assert "Sat 2024-05-04 21:00 Europe/London (from --at)" in at and "rule 'after-hours': hit" in at, at
 
 
 def test_imap_check_without_an_account_says_so(desk: Desk) -> None:
