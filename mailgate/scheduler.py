@@ -36,7 +36,7 @@ from mailgate.domain.sla import SlaRules
 from mailgate.domain.timers import TicketFacts
 from mailgate.pipeline.runner import Runner
 from mailgate.pipeline.sla_apply import SlaService, refresh_due, ticket_facts
-from mailgate.store import direct
+from mailgate.store.db import insert_for
 from mailgate.store.models import JobState, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
@@ -74,7 +74,7 @@ def _take_lock(session: Session, job: str, desk: str) -> bool:
 
 def _job_state(session: Session, job: str, desk: str) -> JobState:
     """The job's row for the desk, created if missing (ON CONFLICT: a first run never collides)."""
-    insert = direct.insert_for(session.get_bind().dialect.name)
+    insert = insert_for(session.get_bind().dialect.name)
     session.execute(insert(JobState).values(job=job, desk=desk, last_actions=0).on_conflict_do_nothing())
     state = session.get(JobState, (job, desk))
     assert state is not None

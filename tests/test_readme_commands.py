@@ -1,20 +1,34 @@
-"""The README's two commands are the real ones: `./bin/run` sets up and starts the daemon on its
+"""Every command the README and docs/ show, run as a user runs it: the installed `mailgate`
+console script in a new process, on a fresh state directory (issue 19: `tickets show` crashed in
+a fresh process while tests calling `main()` in a warm one passed).
+
+The README's two commands are the real ones: `./bin/run` sets up and starts the daemon on its
 embedded default from a fresh clone, the README's example mail makes SUP-1 and an acknowledgement
-file, SIGTERM stops it cleanly; and CI runs the README's test command."""
+file, SIGTERM stops it cleanly; and CI runs the README's test command. One desk made by
+`mailgate init` is shared by the module: the fixture takes it through init, config check,
+db upgrade, ingest (stdin, a file, an mbox, a maildir), a quarantine and its retry, and a daemon
+run against a relay that refuses everything; each test then asserts one command's output."""
 
 from __future__ import annotations
 
+import json
+import mailbox
 import os
 import re
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO, Sink, free_port, make_mail
 
 README = (REPO / "README.md").read_text()
 
@@ -86,3 +100,282 @@ def test_bin_run_from_a_fresh_clone_serves_the_readme_example(tmp_path: Path) ->
         log.close()
     assert code == 0, (tmp_path / "run.log").read_text()
     assert "stopped" in (tmp_path / "run.log").read_text()
+
+
+# -- every command, as the installed console script ---------------------------------------------
+
+MAILGATE = shutil.which("mailgate", path=str(Path(sys.executable).parent))
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+
+# The README's example mail ("Try it"), as the files a user would pipe or pass.
+EXAMPLE = make_mail(
+    "system is down",
+    "Cannot access the backend.\nSystem is unreachable.\n",
+    message_id="<readme-1@acme.com>",
+)
+REPLY = make_mail(
+    "Re: [SUP-1] system is down",
+    "Still down after a restart.\n",
+    message_id="<readme-2@acme.com>",
+    in_reply_to="<readme-1@acme.com>",
+)
+
+
+@dataclass
+class Run:
+    args: tuple[str, ...]
+    code: int
+    out: str
+    err: str
+    raw: bytes = field(repr=False)
+
+
+def mailgate(cwd: Path, *args: str, stdin: bytes | None = None, ok: tuple[int, ...] = (0,)) -> Run:
+    """Run the console script in a new process; it must exit with one of `ok` and no traceback."""
+    assert MAILGATE, f"no mailgate console script next to {sys.executable}"
+    proc = subprocess.run(
+        [MAILGATE, *args], cwd=cwd, env=CLEAN_ENV, input=stdin, capture_output=True, timeout=120
+    )
+    run = Run(
+        args,
+        proc.returncode,
+        proc.stdout.decode(errors="replace"),
+        proc.stderr.decode(errors="replace"),
+        proc.stdout,
+    )
+    assert "Traceback" not in run.err and "Traceback" not in run.out, run
+    assert run.code in ok, run
+    return run
+
+
+def test_readme_try_it_in_a_fresh_checkout_directory(tmp_path: Path) -> None:
+    """README "Try it" on the embedded default (no config file): SUP-1 is listed and shown, and
+    `inbox show 1` gives the trace, each in a process of its own."""
+    for name in ("rules", "templates"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    mailgate(tmp_path, "ingest", "-", stdin=EXAMPLE)
+    listing = mailgate(tmp_path, "tickets", "list")
+    assert re.search(r"^SUP-1\s+open\s.*system is down$", listing.out, re.M), listing
+    shown = mailgate(tmp_path, "tickets", "show", "SUP-1")
+    assert shown.out.startswith("SUP-1  system is down\n"), shown
+    assert "customer1@acme.com (requester)" in shown.out
+    assert "Cannot access the backend." in shown.out and "History:" in shown.out
+    assert re.search(r"acknowledgement to customer1@acme\.com: pending", shown.out), shown
+    trace = mailgate(tmp_path, "inbox", "show", "1")
+    assert "state       done, 1 attempt(s), ticket SUP-1" in trace.out, trace
+    assert re.search(r"^  screen\s+a person's mail", trace.out, re.M), trace
+
+
+@dataclass
+class Desk:
+    root: Path
+    config: Path
+    runs: dict[str, Run]
+    failed_id: int
+
+    def cli(self, *args: str, ok: tuple[int, ...] = (0,)) -> Run:
+        return mailgate(self.root, "--config", str(self.config), *args, ok=ok)
+
+
+def _wait_for_db(db: Path, query: str, want: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    got = None
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            got = conn.execute(query).fetchone()
+        if got == want:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{query}: {got}, waited for {want}")
+
+
+def _with_attachment(subject: str, message_id: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "eve@acme.com", "support@localhost", subject
+    msg["Message-ID"] = message_id
+    msg.set_content("the log is attached")
+    msg.add_attachment(b"line 1\nline 2\n", maintype="text", subtype="plain", filename="app.log")
+    return msg.as_bytes()
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
+    root = tmp_path_factory.mktemp("readme-desk")
+    runs: dict[str, Run] = {}
+    runs["init"] = mailgate(root, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP")
+    config = root / "desk" / "config.toml"
+    relay = Sink().start()
+    relay.handler.reply = "550 5.1.1 mailbox unavailable"
+    # What an admin edits after init: a free SMTP port, and a relay (this one refuses everything).
+    text = config.read_text()
+    text = re.sub(r"(?m)^port = 2525$", f"port = {free_port()}", text, count=1)
+    text = re.sub(r'(?m)^transport = "file"$', 'transport = "smtp"', text, count=1)
+    text = re.sub(r"(?m)^port = 25$", f"port = {relay.port}", text, count=1)
+    config.write_text(text)
+    d = Desk(root, config, runs, failed_id=0)
+    try:
+        runs["config check"] = d.cli("config", "check")
+        runs["db upgrade"] = d.cli("db", "upgrade")
+        runs["rules check"] = d.cli("rules", "check")
+        (root / "example.eml").write_bytes(EXAMPLE)
+        (root / "reply.eml").write_bytes(REPLY)
+        runs["ingest -"] = mailgate(root, "--config", str(config), "ingest", "-", stdin=EXAMPLE)
+        runs["ingest FILE"] = d.cli("ingest", str(root / "reply.eml"))
+        box = mailbox.mbox(root / "old.mbox")
+        for n in (1, 2):
+            box.add(
+                make_mail(
+                    f"printer {n} jammed",
+                    "Paper stuck.\n",
+                    sender=f"p{n}@acme.com",
+                    message_id=f"<mbox-{n}@acme.com>",
+                )
+            )
+        box.close()
+        runs["ingest --mbox"] = d.cli("ingest", "--mbox", str(root / "old.mbox"))
+        md = mailbox.Maildir(root / "Maildir")
+        md.add(
+            make_mail(
+                "vpn drops every hour", "It drops.\n", sender="v@acme.com", message_id="<md-1@acme.com>"
+            )
+        )
+        runs["ingest --maildir"] = d.cli("ingest", "--maildir", str(root / "Maildir"))
+        # A broken attachment store quarantines a message (the attachments directory is a file).
+        store = root / "desk" / "state" / "attachments"
+        store.write_text("not a directory")
+        runs["ingest broken"] = mailgate(
+            root,
+            "--config",
+            str(config),
+            "ingest",
+            "-",
+            stdin=_with_attachment("logs attached", "<att-1@acme.com>"),
+        )  # stored: exit 0, so the MTA does not send it again; the failure is the desk's to fix
+        runs["inbox failed"] = d.cli("inbox", "failed")
+        d.failed_id = int(runs["inbox failed"].out.split()[0])
+        store.unlink()
+        runs["inbox retry"] = d.cli("inbox", "retry", str(d.failed_id))
+        # The daemon processes the retried message and tries to send every mail; the relay
+        # refuses each one for good (550).
+        db = root / "desk" / "state" / "mailgate.db"
+        log = (root / "run.log").open("w")
+        proc = subprocess.Popen(
+            [MAILGATE, "--config", str(config), "run"],
+            cwd=root,
+            env=CLEAN_ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_db(db, "SELECT count(*) FROM inboxitem WHERE state != 'done'", (0,))
+            _wait_for_db(db, "SELECT count(*) FROM outboxitem WHERE state = 'pending'", (0,))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(60)
+            log.close()
+        runs["run"] = Run(("run",), code, (root / "run.log").read_text(), "", b"")
+        runs["outbox failed"] = d.cli("outbox", "failed")
+        runs["outbox retry"] = d.cli("outbox", "retry")
+        yield d
+    finally:
+        relay.stop()
+
+
+def test_init_config_check_db_upgrade_and_rules_check(desk: Desk) -> None:
+    r = desk.runs
+    assert "wrote" in r["init"].out and "for desk SUP <support@localhost>" in r["init"].out, r["init"]
+    assert (desk.root / "desk" / "rules" / "team.toml").is_file()
+    assert r["config check"].out.startswith("ok: "), r["config check"]
+    assert "database at revision" in r["db upgrade"].out, r["db upgrade"]
+    assert re.match(r"ok: \d+ rules, \d+ groups, \d+ agents, triage ", r["rules check"].out), r["rules check"]
+
+
+def test_ingest_stdin_file_mbox_and_maildir_make_their_tickets(desk: Desk) -> None:
+    listing = desk.cli("tickets", "list").out
+    rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
+    assert set(rows) == {"SUP-1", "SUP-2", "SUP-3", "SUP-4", "SUP-5"}, listing
+    assert rows["SUP-1"].endswith("system is down")
+    assert {rows["SUP-2"].split(None, 4)[-1], rows["SUP-3"].split(None, 4)[-1]} == {
+        "printer 1 jammed",
+        "printer 2 jammed",
+    }
+    assert rows["SUP-4"].endswith("vpn drops every hour")
+    assert rows["SUP-5"].endswith("logs attached")  # the quarantined one, after its retry
+
+
+def test_tickets_show_and_show_json(desk: Desk) -> None:
+    shown = desk.cli("tickets", "show", "SUP-1").out
+    assert shown.startswith("SUP-1  system is down\n"), shown
+    assert "Cannot access the backend." in shown and "Still down after a restart." in shown
+    assert "customer1@acme.com (requester)" in shown and "History:" in shown
+    as_json = json.loads(desk.cli("tickets", "show", "SUP-1", "--json").out)
+    assert as_json["key"] == "SUP-1" and as_json["subject"] == "system is down"
+    assert [m["text"].strip() for m in as_json["messages"]] == [
+        "Cannot access the backend.\nSystem is unreachable.",
+        "Still down after a restart.",
+    ]
+    missing = desk.cli("tickets", "show", "SUP-99", ok=(1,))
+    assert "SUP-99" in missing.out + missing.err
+
+
+def test_inbox_list_show_raw_failed_and_retry(desk: Desk) -> None:
+    listing = desk.cli("inbox", "list").out
+    assert re.search(r"^\s+2 done\s+SUP\s+SUP-1\s.*reply$", listing, re.M), listing
+    trace = desk.cli("inbox", "show", "2").out
+    assert "In-Reply-To <readme-1@acme.com> is a message of SUP-1" in trace, trace
+    assert desk.cli("inbox", "show", "1", "--raw").raw.replace(b"\r\n", b"\n") == EXAMPLE.replace(
+        b"\r\n", b"\n"
+    )
+    failed = desk.runs["inbox failed"].out
+    assert re.match(rf"\s*{desk.failed_id} failed\s+SUP\s+-\s.*new-ticket: ", failed), failed
+    assert desk.runs["inbox retry"].out.strip() == f"inbox item {desk.failed_id} queued again"
+    after = desk.cli("inbox", "show", str(desk.failed_id)).out
+    assert "ticket SUP-5" in after and "outcome     ticket-created" in after, after
+    assert desk.cli("inbox", "failed").out.strip() == "no failed messages"
+
+
+def test_daemon_run_then_outbox_failed_retry_and_list(desk: Desk) -> None:
+    run = desk.runs["run"]
+    assert run.code == 0 and "stopped" in run.out and "Traceback" not in run.out, run.out[-3000:]
+    failed = desk.runs["outbox failed"].out.splitlines()
+    assert failed and all(" failed " in line and "550" in line for line in failed), failed
+    assert any("acknowledgement" in line and "customer1@acme.com" in line for line in failed), failed
+    assert desk.runs["outbox retry"].out.strip() == f"{len(failed)} mail(s) queued again"
+    pending = desk.cli("outbox", "list").out.splitlines()
+    assert len(pending) == len(failed) and all(" pending " in line for line in pending), pending
+
+
+def test_status_and_status_json(desk: Desk) -> None:
+    text = desk.cli("status", ok=(0, 1))
+    assert re.search(r"^inbox:\s+0 new, 0 processing, 0 quarantined$", text.out, re.M), text
+    n = len(desk.runs["outbox failed"].out.splitlines())
+    assert re.search(rf"^outbox:\s+{n} pending", text.out, re.M), text
+    st = json.loads(desk.cli("status", "--json", ok=(0, 1)).out)
+    assert (st["outbox_pending"], st["quarantined"], st["rules_errors"]) == (n, 0, [])
+
+
+def test_parse_json_and_rules_test(desk: Desk) -> None:
+    eml = str(desk.root / "reply.eml")
+    parsed = json.loads(desk.cli("parse", eml, "--json").out)
+    assert (parsed["subject"], parsed["in_reply_to"]) == ("Re: [SUP-1] system is down", "readme-1@acme.com")
+    dry = desk.cli("rules", "test", str(desk.root / "example.eml")).out
+    assert dry.startswith("message   'system is down' from customer1@acme.com"), dry
+    assert "Rules, in order:" in dry
+    as_json = json.loads(desk.cli("rules", "test", str(desk.root / "example.eml"), "--json").out)
+    assert as_json["priority"] and "trace" in as_json
+    # docs/routing.md: a dry run for another desk address and another time.
+    at = desk.cli(
+        "rules",
+        "test",
+        str(desk.root / "example.eml"),
+        "--desk",
+        "support@localhost",
+        "--at",
+        "2024-05-04T21:00+01:00",
+    ).out
+    assert "Sat 2024-05-04 21:00 Europe/London (from --at)" in at and "rule 'after-hours': hit" in at, at
+
+
+def test_imap_check_without_an_account_says_so(desk: Desk) -> None:
+    r = desk.cli("imap", "check", ok=(78,))
+    assert "no [[imap]] account" in r.out + r.err, r

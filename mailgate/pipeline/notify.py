@@ -95,7 +95,7 @@ class Notifier:
         lim = self.limits
         overall_since = now - lim.overall_window
         ticket_since = now - lim.per_ticket_window
-        overall, per = repo.core(
+        counts = repo.core(
             _LIMIT_COUNTS,
             {
                 "r": recipient,
@@ -105,6 +105,7 @@ class Notifier:
                 "since": min(overall_since, ticket_since),
             },
         ).one()
+        overall, per = tuple(counts)
         if overall >= lim.overall:
             return f"{overall} automatic mails to {recipient} in {lim.overall_window}"
         if ticket_id is not None and per >= lim.per_ticket:

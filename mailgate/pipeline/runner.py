@@ -28,7 +28,7 @@ from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.parse_ahead import ParseAhead
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
-from mailgate.store import direct, inbox
+from mailgate.store import inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, now_utc
@@ -212,7 +212,7 @@ class Runner:
                 i += 1
                 t0 = time.perf_counter()
                 ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
-                direct.run_sql(conn, "SAVEPOINT mg_message")
+                conn.exec_driver_sql("SAVEPOINT mg_message")
                 try:
                     ctx = self._begin(item, raw, ahead=True)
                     self._apply(ctx, session)
@@ -220,13 +220,13 @@ class Runner:
                 except Exception as exc:  # noqa: BLE001 - sorted below
                     if not session.is_active:
                         raise _GroupBroken(i) from exc
-                    direct.run_sql(conn, "ROLLBACK TO SAVEPOINT mg_message")
+                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT mg_message")
                     session.expunge_all()  # objects of the rolled-back writes must never be flushed
                     if isinstance(exc, ProcessingError):
                         self._stopped(ctx, session, exc)
                     else:
                         self._crashed(ctx, session, exc)
-                direct.run_sql(conn, "RELEASE SAVEPOINT mg_message")
+                conn.exec_driver_sql("RELEASE SAVEPOINT mg_message")
                 self._log(ctx, t0)
         return i
 
@@ -273,7 +273,7 @@ class Runner:
             "processed_at": now_utc(),
             "claimed_by": None,
         }
-        direct.write(session.connection(), _FINISH, {"row_id": item.id, **values})  # no ORM state
+        session.connection().execute(_FINISH, {"row_id": item.id, **values})  # no ORM state
         for key, value in values.items():  # keep the detached row in step for callers and tests
             setattr(item, key, value)
 

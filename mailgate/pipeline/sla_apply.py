@@ -175,7 +175,7 @@ def ticket_facts(
     """Everything the jobs decide on, from the ticket row and its audit trail (or `events`, the
     trail the caller already knows)."""
     if events is None:  # events are plain INSERTs (Repo.event): all of them are in the table
-        events = [TrailEvent(*row) for row in repo.core(_STATUS_TRAIL, {"t": ticket.id}).rows]
+        events = [TrailEvent._make(row) for row in repo.core(_STATUS_TRAIL, {"t": ticket.id})]
     intervals, since = status_history(events, ticket, workflow)
     status = workflow.statuses.get(ticket.status)
     category = intervals[-1].category

@@ -21,7 +21,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, func, or_, select, text, update
 from sqlmodel import Session, col
 
-from mailgate.store import direct
+from mailgate.store.db import insert_for
 from mailgate.store.models import InboxItem, InboxRaw, now_utc, utc
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -83,6 +83,7 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
     stmt = _insert_statement(dialect)
     conn = session.connection()
     ids: list[int | None] = []
+    raws: list[dict[str, Any]] = []
     now = now_utc()
     for item in items:
         params = {
@@ -99,10 +100,14 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
             "trace": [],
             "received_at": now,
         }
-        row_id = direct.read(conn, stmt, params).scalar_one_or_none()  # every column given
+        # One statement per row: with ON CONFLICT DO NOTHING, a batch's RETURNING would not say
+        # which of its rows were duplicates.
+        row_id = conn.execute(stmt, params).scalar_one_or_none()
         if row_id is not None:
-            direct.write(conn, _INSERT_RAW, {"id": row_id, "raw": item.raw})
+            raws.append({"id": row_id, "raw": item.raw})
         ids.append(row_id)
+    if raws:
+        conn.execute(_INSERT_RAW, raws)  # the bytes in one executemany
     return ids
 
 
@@ -116,7 +121,7 @@ def raws(session: Session, ids: Sequence[int]) -> dict[int, bytes]:
 def _insert_statement(dialect: str) -> Any:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id, built once per dialect (it runs per message)."""
     table = InboxItem.__table__  # type: ignore[attr-defined]
-    return direct.insert_for(dialect)(table).on_conflict_do_nothing().returning(table.c.id)
+    return insert_for(dialect)(table).on_conflict_do_nothing().returning(table.c.id)
 
 
 _INSERT_RAW = InboxRaw.__table__.insert()  # type: ignore[attr-defined]

@@ -2,6 +2,16 @@
 
 The pipeline's `apply` step does all its writes through one `Repo`, so a ticket change, its
 message, its audit events and the outbox rows it causes commit together or not at all.
+
+Two ways in, both public SQLAlchemy: the ticket is an ORM object (made by an ORM INSERT …
+RETURNING, loaded by an ORM SELECT, changed by setting attributes, which the session's flush
+writes; the times the pipeline sets on nearly every message go by `set_ticket`'s prebuilt
+UPDATE, which expires them on the object); the rows written many times per message
+(events, messages, outgoing mail, thread references, participants, the send log) and the small
+counts are module-level Core statements run with `Connection.execute`, whose compiled form
+SQLAlchemy caches, so each is compiled once per process. This module must not reach into
+SQLAlchemy's internals (compiled bind processors, instance state): a minor release may change
+them without warning (issue 24).
 """
 
 from __future__ import annotations
@@ -11,11 +21,10 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.orm import attributes, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.engine import Result
 from sqlmodel import Session
 
-from mailgate.store import direct
+from mailgate.store.db import insert_for
 from mailgate.store.models import (
     Counter,
     Event,
@@ -30,7 +39,8 @@ from mailgate.store.models import (
 )
 
 # Statements built once: building a statement costs several times more than running it, and
-# these run many times per message. Plain table statements skip the ORM's per-row bookkeeping.
+# these run many times per message. Plain table statements skip the ORM's per-row bookkeeping;
+# SQLAlchemy's compiled cache keys on the statement's structure, so each compiles once.
 _T = {m: m.__table__ for m in (Counter, Event, Message, OutboxItem, Participant, SendLog, ThreadRef, Ticket)}
 _NEXT_NUMBER = (
     update(_T[Counter])
@@ -45,10 +55,9 @@ _KEY_FOR_MSGID = (
     .limit(1)
 )
 _KEY_EXISTS = select(_T[Ticket].c.id).where(_T[Ticket].c.key == bindparam("k")).limit(1)
-_INSERT_TICKET = _T[Ticket].insert().returning(*_T[Ticket].c)
-_TICKET_KEYS = tuple(c.key for c in _T[Ticket].c)
-_TICKET_MAPPER = Ticket.__mapper__  # type: ignore[attr-defined]
-_TICKET_BY_KEY = select(*_T[Ticket].c).where(_T[Ticket].c.key == bindparam("k"))
+# ORM statements: the ticket comes back as the session's object for its row.
+_INSERT_TICKET = insert(Ticket).returning(Ticket)
+_TICKET_BY_KEY = select(Ticket).where(Ticket.key == bindparam("k"))  # type: ignore[arg-type]
 _SET_TICKET = update(_T[Ticket]).where(_T[Ticket].c.id == bindparam("ticket_row"))
 _INSERT_EVENT = _T[Event].insert()
 _INSERT_MESSAGE = _T[Message].insert()
@@ -86,7 +95,7 @@ _SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[Outbo
 
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
-    ins = direct.insert_for(dialect)
+    ins = insert_for(dialect)
     return {
         "counter": ins(_T[Counter]).on_conflict_do_nothing(),
         "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing(),
@@ -107,22 +116,22 @@ class Repo:
     def __init__(self, session: Session) -> None:
         self.session = session
         dialect = session.get_bind().dialect.name
-        self._ins = direct.insert_for(dialect)
         self._up = _upserts(dialect)
         # thread ids per ticket with whom each was sent to ("" for mail we received), kept in
         # step by add_thread_ref
         self._threads: dict[int, list[tuple[str, str]]] = {}
 
-    def core(self, stmt: Any, params: dict[str, Any]) -> direct.Rows:
-        """Run a prebuilt Core SELECT (or write with RETURNING) in this transaction, without the
-        ORM's per-call machinery (store/direct.py). Only for statements that never depend on
-        unflushed ORM changes: look-ups of rows written with `write`, counters, counts."""
-        return direct.read(self.session.connection(), stmt, params)
+    def core(self, stmt: Any, params: dict[str, Any]) -> Result[Any]:
+        """Run a prebuilt Core SELECT (or write with RETURNING) on this transaction's connection,
+        without the ORM session's per-call work (no autoflush, no entity loading). Only for
+        statements that never depend on unflushed ORM changes: look-ups of rows written with
+        `write`, counters, counts."""
+        return self.session.connection().execute(stmt, params)
 
-    def write(self, stmt: Any, params: dict[str, Any]) -> int:
-        """Run a prebuilt INSERT or UPDATE (no RETURNING) in this transaction; the row count.
-        Same caveat as `core`, and faster: see store/direct.py."""
-        return direct.write(self.session.connection(), stmt, params)
+    def write(self, stmt: Any, params: dict[str, Any] | list[dict[str, Any]]) -> int:
+        """Run a prebuilt INSERT, UPDATE or DELETE (no RETURNING) in this transaction; the row
+        count. A list of parameter sets runs as one executemany. Same caveat as `core`."""
+        return int(self.session.connection().execute(stmt, params).rowcount)
 
     # -- ticket numbers -------------------------------------------------------------------------
     def next_ticket_number(self, desk: str) -> int:
@@ -140,48 +149,33 @@ class Repo:
         return row[0] if row else None
 
     def ticket_by_key(self, key: str) -> Ticket | None:
-        """The ticket as this session's ORM object: the one it holds already, or one made from
-        the row (see `create_ticket`), without the ORM's query machinery (a quarter of a
-        millisecond a look-up). Reads written rows only: tickets are inserted by create_ticket."""
-        row = self.core(_TICKET_BY_KEY, {"k": key.upper()}).first()
-        return None if row is None else self._attach(row)
-
-    def _attach(self, row: Sequence[Any]) -> Ticket:
-        """A ticket row as the session's object for it, as a load would give it."""
-        held = self.session.identity_map.get(_TICKET_MAPPER.identity_key_from_primary_key([row[0]]))
-        if held is not None:
-            return held  # type: ignore[no-any-return]
-        ticket = _TICKET_MAPPER.class_manager.new_instance()
-        attributes.instance_state(ticket).dict.update(zip(_TICKET_KEYS, row, strict=True))
-        make_transient_to_detached(ticket)  # as if loaded: no history, identity key from the row
-        self.session.add(ticket)
-        return ticket  # type: ignore[no-any-return]
+        """The ticket as this session's ORM object (the one it holds already, if any: the ORM's
+        identity map), with the session's pending changes flushed first."""
+        return self.session.execute(_TICKET_BY_KEY, {"k": key.upper()}).scalars().first()
 
     def key_exists(self, key: str) -> bool:
         return self.core(_KEY_EXISTS, {"k": key.upper()}).first() is not None
 
     # -- writes ---------------------------------------------------------------------------------
     def create_ticket(self, **values: Any) -> Ticket:
-        """Insert a ticket and return it as the ORM object that later changes are made on. Every
-        column with a default must be given: the direct path runs no Python-side defaults. The
-        INSERT returns the whole row, converted as a load converts it, and the object is made
-        from it and attached as loaded: 53 µs a ticket, where a load by primary key after the
-        INSERT took 140 µs (and SQLModel's constructor with an ORM flush, 1.4 ms under cProfile)."""
-        return self._attach(self.core(_INSERT_TICKET, values).one())
+        """Insert a ticket and return it as the ORM object that later changes are made on: one
+        ORM INSERT … RETURNING, whose returned row becomes the session's object as a load would
+        make it (no SELECT after the INSERT, no constructor validation)."""
+        ticket: Ticket = self.session.execute(_INSERT_TICKET, values).scalars().one()
+        return ticket
 
     def set_ticket(self, ticket: Ticket, **values: Any) -> None:
-        """Write these columns of a stored ticket now, with one plain UPDATE, and set them on the
-        object as loaded values, not as changes: the ORM's flush of one changed ticket cost about
-        0.25 ms a message, a tenth of the pipeline's time (py-spy of `ingest --mbox`). Other
-        attributes changed on the object still go out with the next flush."""
-        state = attributes.instance_state(ticket)
-        if not state.persistent:  # not inserted yet: the INSERT will carry the values
+        """Write these columns of a stored ticket now, with one prebuilt UPDATE, and expire them
+        on the object, so a later read loads what the row holds. The ORM's flush of the changed
+        object cost five to ten times the UPDATE (bench/README.md, "store on public APIs"), and the
+        pipeline changes a ticket's times for nearly every message. Other attributes changed on
+        the object still go out with the next flush."""
+        if ticket.id is None or ticket not in self.session:  # not inserted yet: the INSERT carries them
             for key, value in values.items():
                 setattr(ticket, key, value)
             return
         self.write(_SET_TICKET, {"ticket_row": ticket.id, **values})
-        for key, value in values.items():
-            set_committed_value(ticket, key, value)
+        self.session.expire(ticket, list(values))
 
     def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int, sent_to: str = "") -> None:
         """Remember a Message-ID of the ticket; `sent_to` is the recipient when we sent it (its
@@ -240,7 +234,7 @@ class Repo:
     def participants(self, ticket_id: int) -> list[Person]:
         """The ticket's people, in the order they joined (read-only rows: change them with
         `add_participant`, `remove_participant` and `mute`)."""
-        return [Person(*row) for row in self.core(_PEOPLE, {"t": ticket_id}).rows]
+        return [Person(*row) for row in self.core(_PEOPLE, {"t": ticket_id})]
 
     def remove_participant(self, ticket_id: int, address: str, role: str) -> bool:
         """True when the address had that role on the ticket."""
@@ -284,7 +278,7 @@ class Repo:
         if pairs is None:
             pairs = self._threads[ticket_id] = [
                 (mid, rcpts[0].lower() if rcpts else "")
-                for mid, rcpts in self.core(_THREAD_IDS, {"t": ticket_id}).rows
+                for mid, rcpts in self.core(_THREAD_IDS, {"t": ticket_id})
             ]
         who = recipient.lower()
         ids = [mid for mid, to in pairs if not to or to == who]
@@ -349,10 +343,6 @@ class Repo:
             .limit(1)
         ).first()
         return row[0] if row else None
-
-    def insert_many(self, model: type, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self.session.execute(insert(model), list(rows))
 
 
 class DeskLookup:
