@@ -48,7 +48,7 @@ class Worker:
         from mailgate.pipeline.runner import Runner
 
         self.config = config
-        self.runner = Runner(db, config, parse_ahead=config.pipeline.parse_ahead)
+        self.runner = Runner(db, config)
         self.sender = Sender(db, config, transport)
         self.runner.after_commit.append(self.sender.wake.set)
         self.threads: list[threading.Thread] = []
@@ -78,7 +78,6 @@ class Worker:
         self.sender.stop()
         for t in self.threads:
             t.join(timeout=30)
-        self.runner.close()
 
 
 class WakePipe:
