@@ -5,8 +5,10 @@ transaction, record each outcome.
              attempts + 1, so a worker that dies leaves rows `recover` hands back)
     parse    each message, before the transaction: parsing reads no table, so SQLite's write
              lock stays free for the intake meanwhile
-    process  every message in ONE transaction, each inside a SAVEPOINT: a message that fails or
-             stops rolls back only its own writes (group commit: one commit for the batch)
+    process  the messages together in one transaction, each inside a SAVEPOINT: a message that
+             fails or stops rolls back only its own writes (group commit: one commit for many;
+             a transaction that has held the write lock `HOLD_SECONDS` commits, and the rest of
+             the batch goes on in the next)
     record   done (disposition + trace) or failed (stage, reason, traceback), in the same commit
 
 The daemon's worker and `mailgate ingest` run this same path; a batch is whatever is waiting, up
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 # the write lock (which the intake needs for every 250) held for shorter, and fewer parsed
 # messages in memory at once.
 BATCH_SIZE = 50
+# A batch's transaction commits early, and the rest of the batch goes on in the next one, once it
+# has held the write lock this long: the intake's commit before each 250 waits for it.
+HOLD_SECONDS = 0.05
 
 _INBOX = InboxItem.__table__  # type: ignore[attr-defined]
 _OUTCOME = ("state", "disposition", "reason", "stage", "trace", "ticket_id", "processed_at", "claimed_by")
@@ -160,25 +165,34 @@ class Runner:
 
     # -- a batch --------------------------------------------------------------------------------
     def process_batch(self, items: list[Claimed]) -> None:
-        """Parse every message, then process them all in ONE transaction (group commit), each inside
-        a SAVEPOINT: a message that fails or stops rolls back only its own writes. If the
-        transaction as a whole fails (its commit, the connection), each message is done again
-        in a transaction of its own, so one bad message cannot hold the others back."""
+        """Parse every message, then process them together in one transaction (group commit; a
+        second one after `HOLD_SECONDS`), each inside a SAVEPOINT: a message that fails or stops
+        rolls back only its own writes. If a transaction as a whole fails (its commit, the
+        connection), its messages and the rest are done again in a transaction each, so one bad
+        message cannot hold the others back."""
         contexts = [self.begin(item, raw) for item, raw in items]
-        try:
-            self._transaction(contexts)
-        except Exception as exc:  # noqa: BLE001 - nothing of it was committed; try one by one
-            if len(items) == 1:
-                raise
-            log.warning("a batch of %d failed as a whole (%s): one transaction per message", len(items), exc)
-            for item, raw in items:
-                self._transaction([self.begin(item, raw)])
+        done = 0
+        while done < len(contexts):
+            try:
+                done += self._transaction(contexts[done:])
+            except Exception as exc:  # noqa: BLE001 - nothing of it was committed; try one by one
+                if len(contexts) - done == 1:
+                    raise
+                log.warning("a transaction of a batch failed (%s): one transaction per message", exc)
+                for item, raw in items[done:]:
+                    self._transaction([self.begin(item, raw)])
+                done = len(contexts)
 
-    def _transaction(self, contexts: list[Context | Failed]) -> None:
+    def _transaction(self, contexts: list[Context | Failed]) -> int:
+        """One transaction over the first of `contexts`, until they are all done or it has held the
+        write lock `HOLD_SECONDS`; returns how many it did (at least one)."""
         outcomes: list[dict[str, Any]] = []
         with self.db.session(durable=False) as session:
+            start = time.perf_counter()
             for ctx in contexts:
                 t0 = time.perf_counter()
+                if outcomes and t0 - start > HOLD_SECONDS:
+                    break
                 if isinstance(ctx, Context):
                     savepoint = session.begin_nested()
                     try:
@@ -196,6 +210,7 @@ class Runner:
                 self._log(ctx, t0)
             # One statement records every message's outcome, in the same commit as its work.
             session.connection().execute(_FINISH, outcomes)
+        return len(outcomes)
 
     def _log(self, ctx: Context, t0: float) -> None:
         if not log.isEnabledFor(logging.INFO):  # the record's fields cost more than the call
