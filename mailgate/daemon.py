@@ -287,8 +287,8 @@ class Daemon:
         try:
             self.start()
             # What is loaded by now lives as long as the daemon: a full collection need not walk
-            # it again (50-80 ms a pass with the database layer loaded, in the middle of an SMTP
-            # reply). Here, not in `start`, which tests call in their own process.
+            # it again (a pass over the database layer is long, and may fall in the middle of an
+            # SMTP reply). Here, not in `start`, which tests call in their own process.
             gc.freeze()
         except BaseException:
             # e.g. the SMTP port is taken: stop what did start, the worker process above all
