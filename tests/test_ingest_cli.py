@@ -154,6 +154,56 @@ def test_group_commit_rolls_back_only_the_failing_message(tmp_path: Path, monkey
     ]
 
 
+def test_a_reply_that_fails_after_changing_its_ticket_leaves_the_ticket_as_it_was(tmp_path: Path) -> None:
+    """A reply threads onto an existing ticket, changes it, then fails: in a batch with other mail,
+    its changes are rolled back, it is quarantined naming the ticket, and the rest of the batch
+    is processed."""
+    from mailgate.intake.accept import Acceptor, Envelope
+    from mailgate.pipeline.runner import Runner
+    from mailgate.store.models import InboxItem, Message
+
+    cfg = write_config(tmp_path / "desk")
+    config = load_config(cfg, env={"MAILGATE_SECRET": "x"})
+    db = Database(config.database_url)
+    acceptor = Acceptor(db, config)
+    runner = Runner(db, config)
+    acceptor.accept(make_mail("printer on fire", message_id="<first@acme.com>"), Envelope())
+    assert runner.run_until_idle() == 1
+    [ticket] = _tickets(cfg)
+    real = runner.sla.refresh
+
+    def failing(repo, ticket, desk, new):  # type: ignore[no-untyped-def]
+        real(repo, ticket, desk, new=new)
+        if not new:  # the reply
+            ticket.priority = "urgent"  # an ORM change to the ticket, flushed, then a failure
+            repo.session.flush()
+            raise RuntimeError("bug after changing the ticket")
+
+    runner.sla.refresh = failing  # type: ignore[method-assign]
+    acceptor.accept_many(
+        [
+            (make_mail("before", message_id="<b@acme.com>", sender="b@acme.com"), Envelope()),
+            (
+                make_mail(f"Re: [{ticket.key}] printer on fire", "still burning", message_id="<r@acme.com>"),
+                Envelope(),
+            ),
+            (make_mail("after", message_id="<a@acme.com>", sender="a@acme.com"), Envelope()),
+        ]
+    )
+    assert runner.run_until_idle() == 3
+    with db.session() as s:
+        rows = {r.message_id: r for r in s.execute(select(InboxItem)).scalars()}
+        on_ticket = s.execute(select(Message).where(Message.ticket_id == ticket.id)).scalars().all()
+    reply = rows["r@acme.com"]
+    assert reply.state == "failed" and "bug after changing the ticket" in (reply.reason or "")
+    assert reply.ticket_id == ticket.id
+    assert (rows["b@acme.com"].state, rows["a@acme.com"].state) == ("done", "done")
+    assert len(on_ticket) == 1  # the reply's message was rolled back with it
+    tickets = {t.key: t for t in _tickets(cfg)}
+    assert tickets[ticket.key].priority == ticket.priority != "urgent"
+    assert sorted(t.subject for t in tickets.values()) == ["after", "before", "printer on fire"]
+
+
 def _with_attachment(raw: bytes, name: str, content: bytes) -> bytes:
     from email import message_from_bytes, policy
 

@@ -199,8 +199,11 @@ class Runner:
                         self._apply(ctx, session)
                         savepoint.commit()
                     except Exception as exc:  # noqa: BLE001 - recorded below, never stops the batch
+                        # The objects of the rolled-back writes must never be flushed. Detached
+                        # first, as they are, the rollback cannot expire what the outcome and the
+                        # log still read of them (a ticket's id and key).
+                        session.expunge_all()
                         savepoint.rollback()
-                        session.expunge_all()  # objects of the rolled-back writes must never be flushed
                         ctx = Failed(ctx, exc, traceback.format_exc())
                     else:
                         outcomes.append(_outcome(ctx, "done", None, None))
