@@ -175,13 +175,20 @@ class Runner:
         while done < len(contexts):
             try:
                 done += self._transaction(contexts[done:])
+                self._committed()
             except Exception as exc:  # noqa: BLE001 - nothing of it was committed; try one by one
                 if len(contexts) - done == 1:
                     raise
                 log.warning("a transaction of a batch failed (%s): one transaction per message", exc)
                 for item, raw in items[done:]:
                     self._transaction([self.begin(item, raw)])
+                    self._committed()
                 done = len(contexts)
+
+    def _committed(self) -> None:
+        """After each commit: what it queued can go out now (the sender is woken)."""
+        for fn in self.after_commit:
+            fn()
 
     def _transaction(self, contexts: list[Context | Failed]) -> int:
         """One transaction over the first of `contexts`, until they are all done or it has held the
@@ -289,8 +296,6 @@ class Runner:
         if not items:
             return 0
         self.process_batch(items)
-        for fn in self.after_commit:
-            fn()
         return len(items)
 
     def run_until_idle(self, max_batches: int = 10_000) -> int:
