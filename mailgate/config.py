@@ -92,7 +92,6 @@ class Pipeline:
     """[pipeline]: where `mailgate run` works off its mail (mailgate/daemon.py)."""
 
     worker: str = "process"  # one of WORKER_MODES
-    parse_ahead: bool = True  # parse_processes = 1: a helper process parses a backlog ahead
 
 
 @dataclass(frozen=True)
@@ -366,12 +365,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
     worker = _get(p, "worker", str, "process", "pipeline")
     if worker not in WORKER_MODES:
         raise ConfigError(f'pipeline.worker: write "process" or "thread", not {worker!r}')
-    parse_processes = _get(p, "parse_processes", int, 1, "pipeline")
-    if parse_processes not in (0, 1):
-        raise ConfigError(
-            "pipeline.parse_processes: 1 (a helper process parses ahead) or 0 (the worker parses)"
-        )
-    pipeline = Pipeline(worker=worker, parse_ahead=parse_processes == 1)
+    pipeline = Pipeline(worker=worker)
 
     lim = data.get("limits", {})
     limits = Limits(

@@ -82,8 +82,8 @@ def entry() -> None:
     """The `mailgate` command (and `python -m mailgate`): `main`, then the process ends.
 
     It ends without the garbage collector's passes over the whole heap that interpreter shutdown
-    makes: with the database layer and the pipeline loaded they are a visible part of an
-    `ingest --mbox` (and a piped `ingest --direct` pays them per message; bench/README.md).
+    makes: with the database layer and the pipeline loaded they are a noticeable part of an
+    `ingest --mbox` (and a piped `ingest --direct` pays them per message).
     `gc.freeze()` only exempts the objects alive now from collection; atexit handlers still run
     and everything is still closed. Not in `main`, which tests call in-process."""
     code = main()

@@ -135,7 +135,7 @@ def _address(addr: str, name: str = "") -> str:
 
 def _part(text: str, subtype: str) -> tuple[list[str], str]:
     """Headers and CRLF body of one text part: 7bit when ASCII, else quoted-printable UTF-8
-    (binascii's C encoder: the stdlib's pure-Python one is several times slower)."""
+    (binascii's C encoder, much faster than the stdlib's pure-Python one; bench/README.md)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text.isascii() and all(len(line) <= 998 for line in text.split("\n")):
         return [

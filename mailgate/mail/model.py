@@ -73,9 +73,6 @@ class ParsedMail:
     is_bounce: bool = False
     bounce: Bounce | None = None
     errors: list[str] = field(default_factory=list)
-    # Word sets of fields ("subject", "body"), lowercase, when computed ahead of time: routing
-    # reads them instead of tokenising (domain.conditions.words_of; the parse helper fills them).
-    words: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         """First value of a header, case-insensitive, or None."""

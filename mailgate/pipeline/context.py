@@ -17,7 +17,6 @@ class Context:
     desk: Desk
     raw: bytes = b""  # the message as received (store.models.InboxRaw)
     mail: ParsedMail = field(default_factory=ParsedMail)
-    parsed: ParsedMail | None = None  # parsed ahead of time in another process (bulk ingest)
     auto_reason: str | None = None  # screen: why we must not auto-answer this
     hit: ThreadHit | None = None
     ticket: Ticket | None = None

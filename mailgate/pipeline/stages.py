@@ -21,10 +21,7 @@ from mailgate.store.repo import DeskLookup, Repo
 
 
 def parse(ctx: Context, config: Config, repo: Repo) -> None:
-    if ctx.parsed is not None:
-        ctx.mail = ctx.parsed
-    else:
-        ctx.mail = parse_message(ctx.raw, own_addresses=config.own_addresses)
+    ctx.mail = parse_message(ctx.raw, own_addresses=config.own_addresses)
     m = ctx.mail
     detail = f"from {m.from_addr or '(none)'}, subject {m.subject[:80]!r}, {len(m.attachments)} attachment(s)"
     if m.errors:

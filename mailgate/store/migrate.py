@@ -79,7 +79,7 @@ def _create_fresh(engine: Engine) -> bool:
     """Make an empty database at HEAD in one transaction: the tables from the models and
     Alembic's version row, as Alembic's cookbook ("building an up to date database from
     scratch") and Airflow's initdb do. Running the five migrations instead, on SQLite with their
-    batch table copies, took a tenth of a whole ingest benchmark, and every new desk pays it once.
+    batch table copies, is a visible part of a small benchmark, and every new desk pays it once.
     tests/test_migrations.py checks that the migrations give exactly this schema, on SQLite and
     PostgreSQL, so a database made either way takes the next migration the same.
     Returns False, touching nothing, if the database has any table already."""
