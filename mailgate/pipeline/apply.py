@@ -4,17 +4,32 @@ plan, and the audit events for each. Called inside the handler's transaction; ne
 
 from __future__ import annotations
 
+from mailgate.domain.changes import (
+    Assigned,
+    AttributeSet,
+    Change,
+    FieldCleared,
+    FieldSet,
+    GroupSet,
+    Linked,
+    Merged,
+    StatusChanged,
+    Unassigned,
+    WatcherAdded,
+    WatcherRemoved,
+)
 from mailgate.domain.commands import Plan
 from mailgate.domain.workflow import Status, Workflow
+from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import Participant, Ticket, now_utc
 from mailgate.store.repo import Repo
 
 
 def change_status(
     repo: Repo, ticket: Ticket, workflow: Workflow, new: Status, actor: str, why: str = ""
-) -> str:
-    """Move the ticket, keep the resolved/closed times right, and record the event. Returns a line
-    for the mail ("agent1 changed the status to Work in progress")."""
+) -> StatusChanged:
+    """Move the ticket, keep the resolved/closed times right, and record the event. Returns the
+    change, which the mail prints as "agent1 changed the status to Work in progress"."""
     old = ticket.status
     now = now_utc()
     ticket.status = new.id
@@ -31,7 +46,7 @@ def change_status(
     old_label = workflow.statuses[old].label if old in workflow.statuses else old
     repo.event(
         ticket.id,  # type: ignore[arg-type]
-        "status",
+        EventKind.STATUS,
         actor=actor,
         old=old,
         new=new.id,
@@ -39,56 +54,57 @@ def change_status(
         why=why,
         label=f"{old_label} → {new.label}",
     )
-    return f"changed the status to {new.label}"
+    return StatusChanged(old, new, why)
 
 
-def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor: str) -> list[str]:
-    """Apply a checked command plan. Returns the change lines for the mails, in command order."""
-    lines: list[str] = []
+def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor: str) -> list[Change]:
+    """Apply a checked command plan. Returns the changes made, in command order."""
+    lines: list[Change] = []
     tid: int = ticket.id  # type: ignore[assignment]
     if plan.group is not None and plan.group != ticket.group:
-        repo.event(tid, "group", actor=actor, old=ticket.group, new=plan.group)
+        repo.event(tid, EventKind.GROUP, actor=actor, old=ticket.group, new=plan.group)
         ticket.group = plan.group
-        lines.append(f"moved it to group {plan.group}")
+        lines.append(GroupSet(plan.group))
     if plan.unassign and ticket.assignee:
-        repo.event(tid, "assign", actor=actor, old=ticket.assignee, new=None)
+        repo.event(tid, EventKind.ASSIGN, actor=actor, old=ticket.assignee, new=None)
+        lines.append(Unassigned(ticket.assignee))
         ticket.assignee = None
-        lines.append("removed the assignee")
     if plan.assignee is not None and plan.assignee != ticket.assignee:
-        repo.event(tid, "assign", actor=actor, old=ticket.assignee, new=plan.assignee)
+        repo.event(tid, EventKind.ASSIGN, actor=actor, old=ticket.assignee, new=plan.assignee)
+        lines.append(Assigned(plan.assignee, ticket.assignee))
         ticket.assignee = plan.assignee
-        repo.add_participant(tid, plan.assignee, "agent")
-        lines.append(f"assigned it to {plan.assignee}")
-    for attr, label in (("priority", "priority"), ("type", "type"), ("category", "category")):
+        repo.add_participant(tid, plan.assignee, Role.AGENT)
+    for kind in (EventKind.PRIORITY, EventKind.TYPE, EventKind.CATEGORY):
+        attr = kind.value
         value = getattr(plan, attr)
         if value is not None and value != getattr(ticket, attr):
-            repo.event(tid, attr, actor=actor, old=getattr(ticket, attr), new=value)
+            repo.event(tid, kind, actor=actor, old=getattr(ticket, attr), new=value)
+            lines.append(AttributeSet(attr, getattr(ticket, attr), value))
             setattr(ticket, attr, value)
-            lines.append(f"set the {label} to {value}")
     if plan.set_fields or plan.unset_fields:
         fields = dict(ticket.fields or {})
         for k, v in plan.set_fields.items():
             if fields.get(k) != v:
+                lines.append(FieldSet(k, fields.get(k), v))
                 fields[k] = v
-                lines.append(f"set {k} to {v}")
         for k in plan.unset_fields:
             if fields.pop(k, None) is not None:
-                lines.append(f"cleared {k}")
-        repo.event(tid, "fields", actor=actor, set=plan.set_fields, unset=plan.unset_fields)
+                lines.append(FieldCleared(k))
+        repo.event(tid, EventKind.FIELDS, actor=actor, set=plan.set_fields, unset=plan.unset_fields)
         ticket.fields = fields
     if plan.tags_add or plan.tags_remove:
         tags = [t for t in (ticket.tags or []) if t not in plan.tags_remove]
         tags += [t for t in plan.tags_add if t not in tags]
-        repo.event(tid, "tags", actor=actor, added=plan.tags_add, removed=plan.tags_remove)
+        repo.event(tid, EventKind.TAGS, actor=actor, added=plan.tags_add, removed=plan.tags_remove)
         ticket.tags = tags
     for addr in plan.cc_add:
-        if repo.add_participant(tid, addr, "watcher"):
-            lines.append(f"added {addr} as a watcher")
-        repo.event(tid, "cc", actor=actor, added=addr)
+        if repo.add_participant(tid, addr, Role.WATCHER):
+            lines.append(WatcherAdded(addr))
+        repo.event(tid, EventKind.CC, actor=actor, added=addr)
     for addr in plan.cc_remove:
-        if repo.remove_participant(tid, addr, "watcher"):
-            lines.append(f"removed {addr} from the watchers")
-        repo.event(tid, "cc", actor=actor, removed=addr)
+        if repo.remove_participant(tid, addr, Role.WATCHER):
+            lines.append(WatcherRemoved(addr))
+        repo.event(tid, EventKind.CC, actor=actor, removed=addr)
     for key in plan.links:
         other = repo.ticket_by_key(key)
         if other is None:
@@ -98,15 +114,15 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
             if b.key not in links:
                 a.fields = {**(a.fields or {}), "links": [*links, b.key]}
                 repo.session.add(a)
-        repo.event(tid, "link", actor=actor, other=key)
-        lines.append(f"linked it to {key}")
+        repo.event(tid, EventKind.LINK, actor=actor, other=key)
+        lines.append(Linked(key))
     if plan.status is not None:
         lines.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
     if plan.merge_into:
         target = repo.ticket_by_key(plan.merge_into)
         if target is not None:
             merge(repo, ticket, target, workflow, actor)
-            lines.append(f"merged it into {target.key}")
+            lines.append(Merged(target.key))
     ticket.updated_at = now_utc()
     repo.session.add(ticket)
     return lines
@@ -115,13 +131,14 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
 def merge(repo: Repo, ticket: Ticket, target: Ticket, workflow: Workflow, actor: str) -> None:
     """Close `ticket` into `target`: its people follow, and later replies thread to the target."""
     for p in repo.participants(ticket.id):  # type: ignore[arg-type]
-        repo.add_participant(target.id, p.address, "watcher" if p.role == "requester" else p.role, p.name)  # type: ignore[arg-type]
+        role = Role.WATCHER if p.role == Role.REQUESTER else Role(p.role)
+        repo.add_participant(target.id, p.address, role, p.name)  # type: ignore[arg-type]
     ticket.merged_into = target.key
     final = workflow.close or next((s.id for s in workflow.statuses.values() if s.final), None)
     if final and ticket.status != final:
         change_status(repo, ticket, workflow, workflow.status(final), actor, f"merged into {target.key}")
-    repo.event(target.id, "merged", actor=actor, source=ticket.key)  # type: ignore[arg-type]
-    repo.event(ticket.id, "merged-into", actor=actor, target=target.key)  # type: ignore[arg-type]
+    repo.event(target.id, EventKind.MERGED, actor=actor, source=ticket.key)  # type: ignore[arg-type]
+    repo.event(ticket.id, EventKind.MERGED_INTO, actor=actor, target=target.key)  # type: ignore[arg-type]
 
 
 def requester_side(
@@ -132,7 +149,7 @@ def requester_side(
     return [
         p.address
         for p in repo.participants(ticket.id)  # type: ignore[arg-type]
-        if p.role in ("requester", "watcher")
+        if p.role in (Role.REQUESTER, Role.WATCHER)
         and p.notify
         and p.address not in agents
         and p.address not in exclude
@@ -151,7 +168,7 @@ def agent_side(
     elif triage:
         out.append(triage)
     for p in repo.participants(ticket.id):  # type: ignore[arg-type]
-        if p.role == "agent" and p.notify and p.address not in out:
+        if p.role == Role.AGENT and p.notify and p.address not in out:
             out.append(p.address)
     return [a for a in out if a not in exclude]
 
