@@ -45,7 +45,7 @@ def change_status(
     repo.session.add(ticket)
     old_label = workflow.statuses[old].label if old in workflow.statuses else old
     repo.event(
-        ticket.id,  # type: ignore[arg-type]
+        row(ticket),
         EventKind.STATUS,
         actor=actor,
         old=old,
@@ -58,53 +58,103 @@ def change_status(
 
 
 def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor: str) -> list[Change]:
-    """Apply a checked command plan. Returns the changes made, in command order."""
-    lines: list[Change] = []
-    tid: int = ticket.id  # type: ignore[assignment]
-    if plan.group is not None and plan.group != ticket.group:
-        repo.event(tid, EventKind.GROUP, actor=actor, old=ticket.group, new=plan.group)
-        ticket.group = plan.group
-        lines.append(GroupSet(plan.group))
+    """Apply a checked command plan. Returns the changes made, in command order: the people,
+    the ticket's fields, the links, then the status, and the merge last (it closes the ticket)."""
+    changes: list[Change] = []
+    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links):
+        changes += step(repo, ticket, plan, actor)
+    if plan.status is not None:
+        changes.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
+    if plan.merge_into:
+        changes += _merge_into(repo, ticket, workflow, plan.merge_into, actor)
+    ticket.updated_at = now_utc()
+    repo.session.add(ticket)
+    return changes
+
+
+def _group(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    if plan.group is None or plan.group == ticket.group:
+        return []
+    repo.event(row(ticket), EventKind.GROUP, actor=actor, old=ticket.group, new=plan.group)
+    ticket.group = plan.group
+    return [GroupSet(plan.group)]
+
+
+def _assignee(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#unassign`, then `#assign`: a new assignee takes part in the ticket as an agent."""
+    changes: list[Change] = []
+    tid = row(ticket)
     if plan.unassign and ticket.assignee:
         repo.event(tid, EventKind.ASSIGN, actor=actor, old=ticket.assignee, new=None)
-        lines.append(Unassigned(ticket.assignee))
+        changes.append(Unassigned(ticket.assignee))
         ticket.assignee = None
     if plan.assignee is not None and plan.assignee != ticket.assignee:
         repo.event(tid, EventKind.ASSIGN, actor=actor, old=ticket.assignee, new=plan.assignee)
-        lines.append(Assigned(plan.assignee, ticket.assignee))
+        changes.append(Assigned(plan.assignee, ticket.assignee))
         ticket.assignee = plan.assignee
         repo.add_participant(tid, plan.assignee, Role.AGENT)
+    return changes
+
+
+def _attributes(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """Priority, type and category: each its own event, named as the attribute."""
+    changes: list[Change] = []
     for kind in (EventKind.PRIORITY, EventKind.TYPE, EventKind.CATEGORY):
         attr = kind.value
         value = getattr(plan, attr)
         if value is not None and value != getattr(ticket, attr):
-            repo.event(tid, kind, actor=actor, old=getattr(ticket, attr), new=value)
-            lines.append(AttributeSet(attr, getattr(ticket, attr), value))
+            repo.event(row(ticket), kind, actor=actor, old=getattr(ticket, attr), new=value)
+            changes.append(AttributeSet(attr, getattr(ticket, attr), value))
             setattr(ticket, attr, value)
-    if plan.set_fields or plan.unset_fields:
-        fields = dict(ticket.fields or {})
-        for k, v in plan.set_fields.items():
-            if fields.get(k) != v:
-                lines.append(FieldSet(k, fields.get(k), v))
-                fields[k] = v
-        for k in plan.unset_fields:
-            if fields.pop(k, None) is not None:
-                lines.append(FieldCleared(k))
-        repo.event(tid, EventKind.FIELDS, actor=actor, set=plan.set_fields, unset=plan.unset_fields)
-        ticket.fields = fields
-    if plan.tags_add or plan.tags_remove:
-        tags = [t for t in (ticket.tags or []) if t not in plan.tags_remove]
-        tags += [t for t in plan.tags_add if t not in tags]
-        repo.event(tid, EventKind.TAGS, actor=actor, added=plan.tags_add, removed=plan.tags_remove)
-        ticket.tags = tags
+    return changes
+
+
+def _fields(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    if not (plan.set_fields or plan.unset_fields):
+        return []
+    changes: list[Change] = []
+    fields = dict(ticket.fields or {})
+    for k, v in plan.set_fields.items():
+        if fields.get(k) != v:
+            changes.append(FieldSet(k, fields.get(k), v))
+            fields[k] = v
+    for k in plan.unset_fields:
+        if fields.pop(k, None) is not None:
+            changes.append(FieldCleared(k))
+    repo.event(row(ticket), EventKind.FIELDS, actor=actor, set=plan.set_fields, unset=plan.unset_fields)
+    ticket.fields = fields
+    return changes
+
+
+def _tags(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """Tags are the desk's own words: recorded, never told to anyone (no change record)."""
+    if not (plan.tags_add or plan.tags_remove):
+        return []
+    tags = [t for t in (ticket.tags or []) if t not in plan.tags_remove]
+    tags += [t for t in plan.tags_add if t not in tags]
+    repo.event(row(ticket), EventKind.TAGS, actor=actor, added=plan.tags_add, removed=plan.tags_remove)
+    ticket.tags = tags
+    return []
+
+
+def _watchers(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#cc add` and `#cc remove`: every command is recorded, a change only when it made one."""
+    changes: list[Change] = []
+    tid = row(ticket)
     for addr in plan.cc_add:
         if repo.add_participant(tid, addr, Role.WATCHER):
-            lines.append(WatcherAdded(addr))
+            changes.append(WatcherAdded(addr))
         repo.event(tid, EventKind.CC, actor=actor, added=addr)
     for addr in plan.cc_remove:
         if repo.remove_participant(tid, addr, Role.WATCHER):
-            lines.append(WatcherRemoved(addr))
+            changes.append(WatcherRemoved(addr))
         repo.event(tid, EventKind.CC, actor=actor, removed=addr)
+    return changes
+
+
+def _links(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#link KEY`: each ticket lists the other in its `links` field."""
+    changes: list[Change] = []
     for key in plan.links:
         other = repo.ticket_by_key(key)
         if other is None:
@@ -114,31 +164,36 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
             if b.key not in links:
                 a.fields = {**(a.fields or {}), "links": [*links, b.key]}
                 repo.session.add(a)
-        repo.event(tid, EventKind.LINK, actor=actor, other=key)
-        lines.append(Linked(key))
-    if plan.status is not None:
-        lines.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
-    if plan.merge_into:
-        target = repo.ticket_by_key(plan.merge_into)
-        if target is not None:
-            merge(repo, ticket, target, workflow, actor)
-            lines.append(Merged(target.key))
-    ticket.updated_at = now_utc()
-    repo.session.add(ticket)
-    return lines
+        repo.event(row(ticket), EventKind.LINK, actor=actor, other=key)
+        changes.append(Linked(key))
+    return changes
+
+
+def _merge_into(repo: Repo, ticket: Ticket, workflow: Workflow, key: str, actor: str) -> list[Change]:
+    target = repo.ticket_by_key(key)
+    if target is None:
+        return []
+    merge(repo, ticket, target, workflow, actor)
+    return [Merged(target.key)]
+
+
+def row(ticket: Ticket) -> int:
+    """The row id of a stored ticket (every ticket a plan is applied to has been inserted)."""
+    assert ticket.id is not None, f"{ticket.key} is not stored"
+    return ticket.id
 
 
 def merge(repo: Repo, ticket: Ticket, target: Ticket, workflow: Workflow, actor: str) -> None:
     """Close `ticket` into `target`: its people follow, and later replies thread to the target."""
-    for p in repo.participants(ticket.id):  # type: ignore[arg-type]
+    for p in repo.participants(row(ticket)):
         role = Role.WATCHER if p.role == Role.REQUESTER else Role(p.role)
-        repo.add_participant(target.id, p.address, role, p.name)  # type: ignore[arg-type]
+        repo.add_participant(row(target), p.address, role, p.name)
     ticket.merged_into = target.key
     final = workflow.close or next((s.id for s in workflow.statuses.values() if s.final), None)
     if final and ticket.status != final:
         change_status(repo, ticket, workflow, workflow.status(final), actor, f"merged into {target.key}")
-    repo.event(target.id, EventKind.MERGED, actor=actor, source=ticket.key)  # type: ignore[arg-type]
-    repo.event(ticket.id, EventKind.MERGED_INTO, actor=actor, target=target.key)  # type: ignore[arg-type]
+    repo.event(row(target), EventKind.MERGED, actor=actor, source=ticket.key)
+    repo.event(row(ticket), EventKind.MERGED_INTO, actor=actor, target=target.key)
 
 
 def requester_side(
@@ -148,7 +203,7 @@ def requester_side(
     exclude = exclude or set()
     return [
         p.address
-        for p in repo.participants(ticket.id)  # type: ignore[arg-type]
+        for p in repo.participants(row(ticket))
         if p.role in (Role.REQUESTER, Role.WATCHER)
         and p.notify
         and p.address not in agents
@@ -167,10 +222,10 @@ def agent_side(
         out.extend(group_members)
     elif triage:
         out.append(triage)
-    for p in repo.participants(ticket.id):  # type: ignore[arg-type]
+    for p in repo.participants(row(ticket)):
         if p.role == Role.AGENT and p.notify and p.address not in out:
             out.append(p.address)
     return [a for a in out if a not in exclude]
 
 
-__all__ = ["Participant", "agent_side", "apply_plan", "change_status", "merge", "requester_side"]
+__all__ = ["Participant", "agent_side", "apply_plan", "change_status", "merge", "requester_side", "row"]

@@ -17,11 +17,10 @@ from mailgate.domain.commands import HELP, Plan, RawCommand, TicketView, plan, s
 from mailgate.domain.team import may_change
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.reply import extract_reply
-from mailgate.pipeline.apply import apply_plan, change_status, requester_side
+from mailgate.pipeline.apply import apply_plan, change_status, requester_side, row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.handlers.common import (
     Services,
-    row,
     store_message,
     tell,
     tell_rejected_attachments,

@@ -6,9 +6,10 @@ It must not mute anyone on the word of the report alone: anyone can write a deli
 
 from __future__ import annotations
 
+from mailgate.pipeline.apply import row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import BounceUnmatched
-from mailgate.pipeline.handlers.common import Services, row, store_message
+from mailgate.pipeline.handlers.common import Services, store_message
 from mailgate.pipeline.outcomes import Disposition
 from mailgate.store.kinds import EventKind, MessageKind
 from mailgate.store.repo import Repo

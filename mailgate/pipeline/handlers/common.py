@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from mailgate.config import Config
 from mailgate.mail.attachments import apply_limits
-from mailgate.pipeline.apply import agent_side
+from mailgate.pipeline.apply import agent_side, row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.membership import FanOut, copied_people
 from mailgate.pipeline.notify import Notifier
@@ -72,12 +72,6 @@ class Services:
     def agents_of(self, repo: Repo, ticket: Ticket, exclude: set[str] | None = None) -> list[str]:
         """The agents to tell about this ticket (pipeline/apply.agent_side), less `exclude`."""
         return agent_side(repo, ticket, self.group_members(ticket), self.rules.team.triage, exclude or set())
-
-
-def row(ticket: Ticket) -> int:
-    """The row id of a stored ticket (every ticket a handler holds has been inserted)."""
-    assert ticket.id is not None, f"{ticket.key} is not stored"
-    return ticket.id
 
 
 def store_message(

@@ -16,12 +16,12 @@ from mailgate.domain.commands import HELP
 from mailgate.domain.routing import RoutingDecision
 from mailgate.domain.threading import strip_prefixes
 from mailgate.domain.workflow import Workflow
+from mailgate.pipeline.apply import row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import FloodHeld, ProcessingError
 from mailgate.pipeline.handlers.common import (
     Services,
     add_first_cc,
-    row,
     store_message,
     tell,
     tell_rejected_attachments,

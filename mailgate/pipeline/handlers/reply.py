@@ -16,12 +16,11 @@ from mailgate.domain.commands import HELP
 from mailgate.domain.workflow import Status, Workflow
 from mailgate.mail.reply import extract_reply
 from mailgate.mail.thanks import is_thanks_only
-from mailgate.pipeline.apply import change_status
+from mailgate.pipeline.apply import change_status, row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.handlers.common import (
     Services,
     cc_not_added,
-    row,
     store_message,
     tell,
     tell_rejected_attachments,

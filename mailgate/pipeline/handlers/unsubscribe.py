@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from mailgate.domain.tokens import KeyState, Purpose, read_token
 from mailgate.mail.decode import plus_parts
+from mailgate.pipeline.apply import row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import ProcessingError
-from mailgate.pipeline.handlers.common import Services, row
+from mailgate.pipeline.handlers.common import Services
 from mailgate.pipeline.identity import token_keys
 from mailgate.pipeline.outcomes import Disposition
 from mailgate.store.kinds import EventKind
