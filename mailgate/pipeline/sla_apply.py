@@ -383,7 +383,7 @@ class SlaService:
     def _capped(self, repo: Repo, desk: Desk, ticket: Ticket, recipients: list[str]) -> list[str]:
         """A job's mail to requester and watchers is one event: at most `[security]
         max_recipients_per_event` of them; the rest are recorded and the assignee (else the
-        triage person) is told, as for mail caused by a received message (handlers.OneEvent)."""
+        triage person) is told, as for mail caused by a received message (handlers/common.OneEvent)."""
         cap = self.config.membership.max_recipients_per_event
         if len(recipients) <= cap:
             return recipients
