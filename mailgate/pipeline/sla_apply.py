@@ -320,7 +320,9 @@ class SlaService:
         allowed to quarantine the mail that caused the change. `new`: the ticket was made by this
         message, so its whole status history is its creation (no need to read the audit trail)."""
         try:
-            history = [TrailEvent(EventKind.CREATED, {"status": ticket.status}, ticket.created_at)] if new else None
+            history = (
+                [TrailEvent(EventKind.CREATED, {"status": ticket.status}, ticket.created_at)] if new else None
+            )
             refresh_due(repo, ticket, self.rules.workflow(desk), self.sla, now or now_utc(), events=history)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("could not compute SLA due times of %s: %s", ticket.key, exc)
