@@ -13,7 +13,7 @@ Each problem is a `Problem` printed as `FILE:LINE: reason`, the form editors jum
   attribute (`ticket.subjct`). A variable guarded by `is defined` is allowed anywhere.
 
 It reads files and never writes, opens no database and sends nothing. It must stay in step
-with what `pipeline/handlers.py` passes to `Notifier.send`: when a handler passes a new variable,
+with what `pipeline/handlers/` passes to `Notifier.send`: when a handler passes a new variable,
 add it here, or `config check` will refuse templates that use it.
 """
 

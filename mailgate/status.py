@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from mailgate.config import Config
 from mailgate.store.db import Database
+from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, InboxItem, OutboxItem, now_utc, utc
 
 # Mail older than this still unsent means the relay is down or refusing: a human should look.
@@ -135,7 +136,10 @@ def gather(
             select(func.min(col(OutboxItem.created_at))).where(col(OutboxItem.state) == "pending")
         ).scalar_one()
         last_routed = s.execute(
-            select(col(Event.data)).where(col(Event.kind) == "routed").order_by(col(Event.id).desc()).limit(1)
+            select(col(Event.data))
+            .where(col(Event.kind) == EventKind.ROUTED)
+            .order_by(col(Event.id).desc())
+            .limit(1)
         ).scalar_one_or_none()
     oldest_age = (now - utc(oldest)).total_seconds() if oldest is not None else None
     on_disk, rules_errors = rules_fingerprint(config)

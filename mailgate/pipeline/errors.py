@@ -6,11 +6,13 @@ not a ProcessingError is unexpected: the runner quarantines the message with its
 
 from __future__ import annotations
 
+from mailgate.pipeline.outcomes import Disposition
+
 
 class ProcessingError(Exception):
     """Stop here; record `disposition` and `reason`."""
 
-    disposition = "rejected"
+    disposition = Disposition.REJECTED
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -21,19 +23,19 @@ class ProcessingError(Exception):
 
 
 class LoopDetected(ProcessingError):
-    disposition = "ignored:loop"
+    disposition = Disposition.IGNORED_LOOP
 
 
 class SystemMailAnswer(ProcessingError):
     """Mail to the no-reply system sender, or answering a system mail (an admin notice, a digest):
     never ticketed, so an auto-responding admin mailbox cannot open tickets or loop."""
 
-    disposition = "ignored:system-mail"
+    disposition = Disposition.IGNORED_SYSTEM_MAIL
 
 
 class BounceUnmatched(ProcessingError):
-    disposition = "bounce:unmatched"
+    disposition = Disposition.BOUNCE_UNMATCHED
 
 
 class FloodHeld(ProcessingError):
-    disposition = "held:flood"
+    disposition = Disposition.HELD_FLOOD

@@ -17,14 +17,16 @@ them without warning (issue 24).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Result
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mailgate.store.db import insert_for
+from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import (
     Counter,
     Event,
@@ -88,6 +90,18 @@ _THREAD_IDS = (
     .where(_T[ThreadRef].c.ticket_id == bindparam("t"))
     .order_by(_T[ThreadRef].c.id)
 )
+# The per-sender flood limit (handlers/new_ticket.py), on the (requester, created_at) index.
+_OPENED_SINCE = (
+    select(func.count())
+    .select_from(_T[Ticket])
+    .where(_T[Ticket].c.requester == bindparam("r"), _T[Ticket].c.created_at > bindparam("since"))
+)
+# Both loop-limit windows in one indexed query (recipient, created_at) (pipeline/notify.py).
+_SL = _T[SendLog].c
+_MAIL_COUNTS = select(
+    func.count().filter(_SL.created_at > bindparam("overall_since")),
+    func.count().filter(_SL.ticket_id == bindparam("t"), _SL.created_at > bindparam("ticket_since")),
+).where(_SL.recipient == bindparam("r"), _SL.created_at > bindparam("since"))
 _SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[OutboxItem].c.kind).where(
     _T[OutboxItem].c.message_id == bindparam("m")
 )
@@ -194,7 +208,7 @@ class Repo:
         row = self.core(_SENT, {"m": message_id}).first()
         return None if row is None else (row[0], list(row[1] or []), row[2])
 
-    def event(self, ticket_id: int, what: str, actor: str = "system", **data: Any) -> None:
+    def event(self, ticket_id: int, what: EventKind, actor: str = "system", **data: Any) -> None:
         """Append to the audit trail. `what` is the event kind: created, status, comment, …
 
         A plain INSERT, not an ORM add + flush: events are written many times per message and
@@ -204,7 +218,7 @@ class Repo:
             {"ticket_id": ticket_id, "kind": what, "actor": actor, "data": data, "created_at": now_utc()},
         )
 
-    def add_participant(self, ticket_id: int, address: str, role: str, name: str = "") -> bool:
+    def add_participant(self, ticket_id: int, address: str, role: Role, name: str = "") -> bool:
         """True when the address is new on the ticket."""
         return bool(
             self.write(
@@ -236,7 +250,7 @@ class Repo:
         `add_participant`, `remove_participant` and `mute`)."""
         return [Person(*row) for row in self.core(_PEOPLE, {"t": ticket_id})]
 
-    def remove_participant(self, ticket_id: int, address: str, role: str) -> bool:
+    def remove_participant(self, ticket_id: int, address: str, role: Role) -> bool:
         """True when the address had that role on the ticket."""
         return bool(self.write(_REMOVE_PERSON, {"t": ticket_id, "a": address.lower(), "r": role}))
 
@@ -311,7 +325,7 @@ class Repo:
         ).scalars()
         return {addr.lower() for recipients in rows for addr in recipients}
 
-    def recent_events(self, ticket_id: int, kind: str, since: Any) -> list[dict[str, Any]]:
+    def recent_events(self, ticket_id: int, kind: EventKind, since: datetime) -> list[dict[str, Any]]:
         """The data of this ticket's `kind` events since `since`, oldest first."""
         return [
             dict(data or {})
@@ -343,6 +357,80 @@ class Repo:
             .limit(1)
         ).first()
         return row[0] if row else None
+
+    # -- limits and assignment (handlers/new_ticket.py, pipeline/notify.py) ----------------------
+    def tickets_opened_since(self, requester: str, since: datetime) -> int:
+        """How many tickets `requester` opened after `since`: the per-sender flood limit."""
+        return int(self.core(_OPENED_SINCE, {"r": requester, "since": since}).scalar_one())
+
+    def held_since(self, disposition: str, reason_prefix: str, since: datetime) -> bool:
+        """Whether an inbox row processed after `since` was stopped with this disposition and a
+        reason starting with `reason_prefix` (the flood limit's "SENDER opened "): the held rows
+        of this batch are flushed, so they count."""
+        return (
+            self.session.execute(
+                select(col(InboxItem.id))
+                .where(
+                    col(InboxItem.disposition) == disposition,
+                    col(InboxItem.reason).startswith(reason_prefix, autoescape=True),
+                    col(InboxItem.processed_at) > since,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+    def last_assignee(self, group: str) -> str | None:
+        """Who the group's most recent assigned ticket went to (round-robin's last turn)."""
+        row = self.session.execute(
+            select(col(Ticket.assignee))
+            .where(col(Ticket.group) == group, col(Ticket.assignee).is_not(None))
+            .order_by(col(Ticket.id).desc())
+            .limit(1)
+        ).first()
+        return row[0] if row else None
+
+    def open_count(self, assignee: str) -> int:
+        """How many tickets not closed are assigned to `assignee` (least-open assignment)."""
+        return int(
+            self.session.execute(
+                select(func.count())
+                .select_from(Ticket)
+                .where(col(Ticket.assignee) == assignee, col(Ticket.status_category) != "closed")
+            ).scalar_one()
+        )
+
+    def automatic_mails(
+        self, recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
+    ) -> tuple[int, int]:
+        """Automatic mails to `recipient` since `overall_since`, and on this ticket since
+        `ticket_since`: both loop-limit windows in one query."""
+        overall, per_ticket = self.core(
+            _MAIL_COUNTS,
+            {
+                "r": recipient,
+                "t": ticket_id,
+                "overall_since": overall_since,
+                "ticket_since": ticket_since,
+                "since": min(overall_since, ticket_since),
+            },
+        ).one()
+        return int(overall), int(per_ticket)
+
+    def mail_held_since(self, recipient: str, since: datetime) -> bool:
+        """Whether mail to `recipient` was held by a loop limit after `since` (on any ticket)."""
+        return (
+            self.session.execute(
+                select(col(Event.id))
+                .where(
+                    col(Event.kind) == EventKind.MAIL_HELD,
+                    col(Event.created_at) > since,
+                    col(Event.data)["recipient"].as_string() == recipient,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
 
 
 class DeskLookup:
