@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mailgate.config import Config
 from mailgate.outbox.render import Renderer
@@ -279,10 +279,10 @@ class Runner:
             return []
         with self.db.reading() as session:  # the raw mail is read outside the write lock
             rows = session.execute(
-                select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id)
+                select(InboxItem).where(col(InboxItem.id).in_(ids)).order_by(col(InboxItem.id))
             ).scalars()
             raws = inbox.raws(session, ids)
-            return [(item, raws.get(item.id)) for item in rows]  # type: ignore[arg-type]
+            return [(item, raws.get(item.id)) for item in rows if item.id is not None]
 
     def run_once(self) -> int:
         """Claim and process one batch: whatever is waiting, up to `batch_size` messages.

@@ -43,7 +43,10 @@ from mailgate.store.models import (
 # Statements built once: building a statement costs several times more than running it, and
 # these run many times per message. Plain table statements skip the ORM's per-row bookkeeping;
 # SQLAlchemy's compiled cache keys on the statement's structure, so each compiles once.
-_T = {m: m.__table__ for m in (Counter, Event, Message, OutboxItem, Participant, SendLog, ThreadRef, Ticket)}
+_T: dict[type, Any] = {
+    m: getattr(m, "__table__")  # noqa: B009 - SQLModel declares no __table__ for the checker
+    for m in (Counter, Event, Message, OutboxItem, Participant, SendLog, ThreadRef, Ticket)
+}
 _NEXT_NUMBER = (
     update(_T[Counter])
     .where(_T[Counter].c.desk == bindparam("d"))
@@ -206,7 +209,10 @@ class Repo:
         """(ticket id, recipients, kind) of a mail we sent with this Message-ID, or None when we
         sent none: what an In-Reply-To must name to prove its sender got that mail."""
         row = self.core(_SENT, {"m": message_id}).first()
-        return None if row is None else (row[0], list(row[1] or []), row[2])
+        if row is None:
+            return None
+        ticket_id, recipients, kind = tuple(row)
+        return ticket_id, list(recipients or []), kind
 
     def event(self, ticket_id: int, what: EventKind, actor: str = "system", **data: Any) -> None:
         """Append to the audit trail. `what` is the event kind: created, status, comment, …
@@ -239,8 +245,8 @@ class Repo:
             self.session.execute(
                 update(Participant)
                 .where(
-                    Participant.ticket_id == ticket_id,
-                    Participant.address.in_([a.lower() for a in addresses]),
+                    col(Participant.ticket_id) == ticket_id,
+                    col(Participant.address).in_([a.lower() for a in addresses]),
                 )
                 .values(notify=False)
             )
@@ -248,7 +254,7 @@ class Repo:
     def participants(self, ticket_id: int) -> list[Person]:
         """The ticket's people, in the order they joined (read-only rows: change them with
         `add_participant`, `remove_participant` and `mute`)."""
-        return [Person(*row) for row in self.core(_PEOPLE, {"t": ticket_id})]
+        return [Person._make(row) for row in self.core(_PEOPLE, {"t": ticket_id})]
 
     def remove_participant(self, ticket_id: int, address: str, role: Role) -> bool:
         """True when the address had that role on the ticket."""
@@ -257,7 +263,7 @@ class Repo:
     def messages(self, ticket_id: int) -> list[Message]:
         return list(
             self.session.execute(
-                select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
+                select(Message).where(col(Message.ticket_id) == ticket_id).order_by(col(Message.id))
             ).scalars()
         )
 
@@ -291,8 +297,8 @@ class Repo:
         pairs = self._threads.get(ticket_id)
         if pairs is None:
             pairs = self._threads[ticket_id] = [
-                (mid, rcpts[0].lower() if rcpts else "")
-                for mid, rcpts in self.core(_THREAD_IDS, {"t": ticket_id})
+                (str(mid), rcpts[0].lower() if rcpts else "")
+                for mid, rcpts in map(tuple, self.core(_THREAD_IDS, {"t": ticket_id}))
             ]
         who = recipient.lower()
         ids = [mid for mid, to in pairs if not to or to == who]
@@ -301,7 +307,7 @@ class Repo:
     def count_tickets(self, desk: str | None = None) -> int:
         stmt = select(func.count()).select_from(Ticket)
         if desk:
-            stmt = stmt.where(Ticket.desk == desk)
+            stmt = stmt.where(col(Ticket.desk) == desk)
         return int(self.session.execute(stmt).scalar_one())
 
     def add_message(self, **values: Any) -> None:
@@ -318,9 +324,9 @@ class Repo:
         if not message_ids:
             return set()
         rows = self.session.execute(
-            select(OutboxItem.recipients).where(
-                OutboxItem.ticket_id == ticket_id,
-                OutboxItem.message_id.in_(list(message_ids)),  # type: ignore[attr-defined]
+            select(col(OutboxItem.recipients)).where(
+                col(OutboxItem.ticket_id) == ticket_id,
+                col(OutboxItem.message_id).in_(list(message_ids)),
             )
         ).scalars()
         return {addr.lower() for recipients in rows for addr in recipients}
@@ -330,9 +336,11 @@ class Repo:
         return [
             dict(data or {})
             for data in self.session.execute(
-                select(Event.data)
-                .where(Event.ticket_id == ticket_id, Event.kind == kind, Event.created_at > since)
-                .order_by(Event.id)
+                select(col(Event.data))
+                .where(
+                    col(Event.ticket_id) == ticket_id, col(Event.kind) == kind, col(Event.created_at) > since
+                )
+                .order_by(col(Event.id))
             ).scalars()
         ]
 
@@ -345,15 +353,15 @@ class Repo:
     def ticket_of_message(self, desk: str, message_id: str, author: str) -> str | None:
         """The key of the ticket holding an inbound message of `author` with this Message-ID."""
         row = self.session.execute(
-            select(Ticket.key)
-            .join(Message, Message.ticket_id == Ticket.id)
+            select(col(Ticket.key))
+            .join(Message, col(Message.ticket_id) == col(Ticket.id))
             .where(
-                Ticket.desk == desk,
-                Message.message_id == message_id,
-                Message.author == author,
-                Message.direction == "in",
+                col(Ticket.desk) == desk,
+                col(Message.message_id) == message_id,
+                col(Message.author) == author,
+                col(Message.direction) == "in",
             )
-            .order_by(Message.id)
+            .order_by(col(Message.id))
             .limit(1)
         ).first()
         return row[0] if row else None
@@ -405,7 +413,7 @@ class Repo:
     ) -> tuple[int, int]:
         """Automatic mails to `recipient` since `overall_since`, and on this ticket since
         `ticket_since`: both loop-limit windows in one query."""
-        overall, per_ticket = self.core(
+        counts = self.core(
             _MAIL_COUNTS,
             {
                 "r": recipient,
@@ -415,6 +423,7 @@ class Repo:
                 "since": min(overall_since, ticket_since),
             },
         ).one()
+        overall, per_ticket = tuple(counts)
         return int(overall), int(per_ticket)
 
     def mail_held_since(self, recipient: str, since: datetime) -> bool:
