@@ -385,17 +385,27 @@ def _from_text(msg: Message, parts: list[Message], mail: ParsedMail) -> Bounce |
         jmrp = _jmrp(parts, mail)
         if jmrp is not None:
             return jmrp
+    auto = (mail.header("Auto-Submitted") or "no").strip().lower()
+    machine = robot or null_path or bounce_subject or bool(failed_header) or not auto.startswith("no")
     body = mail.body_text or ""
     head = body[:30000]
-    wording = text.wording_of(head)
+    notice, copy = text.split_notice(head)
+    # The notice is read, not the copy of a message below it (a person forwarding a bounce sends
+    # a message about it); a machine's mail is read whole when its notice says nothing known.
+    wording = text.wording_of(notice)
+    if wording is None and machine:
+        wording = text.wording_of(head)
     strong = wording is not None and wording.strong
+    if strong and not machine:
+        # No sign of a machine at all: only a notice that starts a line, in a mail that is not a
+        # reply or a forward, is a bounce (people quote bounces in sentences and in forwards).
+        strong = text.opens_a_line(notice, wording) and not text.REPLY_PREFIX_RE.match(subject)
     recognised = (
         strong
         or bool(failed_header)
         or (robot and (bounce_subject or wording is not None))
         or (null_path and bounce_subject and wording is not None)
     )
-    notice, copy = text.split_notice(head)
     suspected = robot or bounce_subject or (null_path and wording is not None)
     if not recognised and not suspected:
         return None
@@ -420,7 +430,8 @@ def _from_text(msg: Message, parts: list[Message], mail: ParsedMail) -> Bounce |
     original_id = (
         _msgid_of(original)
         or _first_msgid(text.message_id_in(copy))
-        or _first_msgid(text.message_id_in(body[len(notice) :]))
+        # No copy marker: a notice never quotes its own Message-ID, so one in the text is the original's.
+        or _first_msgid(text.message_id_in(body))
     )
     if not recipients:
         recipients = _header_addresses(original, "To")

@@ -21,7 +21,7 @@ from mailgate.mail.model import ParsedMail
 
 _I = re.IGNORECASE
 STATUS_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
-_SMTP_CODE_RE = re.compile(r"(?<![\d.#])([45])[0-5]\d(?:[ -]|$)", re.MULTILINE)
+_SMTP_CODE_RE = re.compile(r"(?<![\w.#:/-])([45])[0-5]\d(?:[ -:]|$)", re.MULTILINE)
 ADDR_RE = re.compile(r"[A-Za-z0-9._%+'=/!#$&*?^`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
 
@@ -40,7 +40,7 @@ def _w(name: str, wording: str, strong: bool = True) -> _Wording:
 
 # (detector name, wording, strong). Line breaks in a notice may fall anywhere: `\s+` between words.
 WORDINGS: tuple[_Wording, ...] = (
-    _w("qmail", r"This is the qmail-send program"),
+    _w("qmail", r"(?:Hi\. )?This is the qmail-send program"),
     _w("exim", r"This message was created automatically by mail\s+delivery software"),
     _w("exim", r"A message that you sent could not be delivered to one or more of\s+its recipients"),
     _w("exim", r"A message that you sent has not yet been delivered to one or more of\s+its"),
@@ -72,7 +72,7 @@ WORDINGS: tuple[_Wording, ...] = (
     _w("yahoo", r"Sorry, we were unable to deliver your message to the following\s+address"),
     _w("yahoo", r"Unable to deliver message to the following address"),
     _w("aol", r"Your mail to the following recipients could not be delivered"),
-    _w("aol", r"The following addresses had delivery problems"),
+    _w("aol/mcafee", r"The following addresses had delivery problems"),
     _w("groupwise", r"The message that you sent was undeliverable to the following"),
     _w("lotus notes", r"Your message\s+Subject:.{0,400}?\s+was not delivered to"),
     _w("lotus notes", r"not listed in (?:the )?(?:public )?(?:Domino Directory|Name and Address Book)"),
@@ -188,6 +188,8 @@ _COPY_MARKERS = re.compile(
     r"below is a copy of the original message:?|"  # OpenSMTPD
     r"message headers follow\.?|"  # DMA
     r"the original message was:|"
+    r"(?:possibly truncated )?original message follows\.?:?|"
+    r"-+ ?original message -+ ?(?:follows)?|"
     r"-+ ?forwarded message ?-+|"  # our own rendering of an attached message/rfc822
     r"-+ ?the header of the original message is following\.? ?-+|"
     r"-+ ?(?:received|original) headers? ?-+|"
@@ -227,6 +229,20 @@ def wording_of(text: str) -> _Wording | None:
                 return wording
             weak = weak or wording
     return weak
+
+
+REPLY_PREFIX_RE = re.compile(
+    r"^\s*(?:re|fwd?|aw|wg|sv|vs|tr|rv|enc|r|i|odp|pd|vl|antw|doorst)\s*(?:\[\d+\])?\s*:", _I
+)
+
+
+def opens_a_line(text: str, wording: _Wording) -> bool:
+    """Does the wording start a line (after blanks or a frame of #, *, -), as notices print it?"""
+    match = wording.pattern.search(text)
+    if match is None:
+        return False
+    line_start = text.rfind("\n", 0, match.start()) + 1
+    return not text[line_start : match.start()].strip(" \t#*-=>")
 
 
 def robot_sender(mail: ParsedMail) -> bool:
@@ -317,8 +333,13 @@ def message_id_in(text: str) -> str | None:
 
 
 def status_in(notice: str) -> str | None:
+    """The RFC 3463 status code in a notice; from a bare SMTP reply ("554 delivery error") its
+    class alone, as RFC 3463 section 3.1 allows ("5.0.0": other or undefined)."""
     match = STATUS_RE.search(notice)
-    return match.group(1) if match else None
+    if match:
+        return match.group(1)
+    reply = _SMTP_CODE_RE.search(notice)
+    return f"{reply.group(1)}.0.0" if reply else None
 
 
 def diagnostic_in(notice: str) -> str | None:
