@@ -23,7 +23,7 @@ from mailgate.domain.threading import parse_msgids
 from mailgate.mail.attachments import attachment_filename, tnef_content_type
 from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
-from mailgate.mail.html import html_to_text
+from mailgate.mail.html import cut_quote, html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
 from mailgate.mail.reply import extract_reply
 from mailgate.mail.screen import auto_reply_reason
@@ -343,7 +343,12 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
         mail.body_text = "\n\n".join(plain)
     elif mail.body_html:
         mail.body_text = html_to_text(mail.body_html)
-    mail.reply_text = extract_reply(mail.body_text)
+        # HTML-only mail: its client marked where the history starts; cut there first.
+        above = cut_quote(mail.body_html)
+        if above is not None:
+            mail.reply_text = extract_reply(html_to_text(above))
+    if not mail.reply_text:
+        mail.reply_text = extract_reply(mail.body_text)
     defects = {type(d).__name__ for part in _parts(msg) for d in getattr(part, "defects", ())}
     for name in sorted(defects):
         mail.errors.append(f"MIME defect: {name}")
