@@ -44,12 +44,14 @@ def detect_bounce(msg: Message, mail: ParsedMail | None = None) -> Bounce | None
     `mail` is the already-parsed form (from, subject, headers, body text) the text layers read.
     """
     parts = _top_parts(msg)
-    report = _from_feedback(parts)
-    if report is not None:
-        return report
-    if any(_ctype(p) == "message/disposition-notification" for p in parts):
+    types = {_ctype(p) for p in parts}
+    if "message/feedback-report" in types:
+        report = _from_feedback(parts)
+        if report is not None:
+            return report
+    if "message/disposition-notification" in types:
         return None  # RFC 3798 read receipt: a report, never a delivery failure
-    status_parts = [p for p in parts if _ctype(p) in _STATUS_TYPES]
+    status_parts = [p for p in parts if _ctype(p) in _STATUS_TYPES] if types & set(_STATUS_TYPES) else []
     dsn = _from_dsn(status_parts, parts, mail) if status_parts else None
     if dsn is not None:
         return dsn
@@ -379,7 +381,7 @@ def _from_text(msg: Message, parts: list[Message], mail: ParsedMail) -> Bounce |
     subject = mail.subject or ""
     robot = text.robot_sender(mail)
     failed_header = _failed_header(mail)
-    bounce_subject = bool(subject and text.SUBJECT_RE.search(subject))
+    bounce_subject = bool(subject) and text.bounce_subject(subject)
     null_path = (mail.header("Return-Path") or "x").strip() in ("<>", "", "< >")
     if robot or null_path or bounce_subject:
         jmrp = _jmrp(parts, mail)
@@ -388,25 +390,34 @@ def _from_text(msg: Message, parts: list[Message], mail: ParsedMail) -> Bounce |
     auto = (mail.header("Auto-Submitted") or "no").strip().lower()
     machine = robot or null_path or bounce_subject or bool(failed_header) or not auto.startswith("no")
     body = mail.body_text or ""
-    head = body[:30000]
-    notice, copy = text.split_notice(head)
-    # The notice is read, not the copy of a message below it (a person forwarding a bounce sends
-    # a message about it); a machine's mail is read whole when its notice says nothing known.
-    wording = text.wording_of(notice)
-    if wording is None and machine:
-        wording = text.wording_of(head)
-    strong = wording is not None and wording.strong
-    if strong and not machine:
-        # No sign of a machine at all: only a notice that starts a line, in a mail that is not a
-        # reply or a forward, is a bounce (people quote bounces in sentences and in forwards).
-        strong = text.opens_a_line(notice, wording) and not text.REPLY_PREFIX_RE.match(subject)
-    recognised = (
-        strong
-        or bool(failed_header)
-        or (robot and (bounce_subject or wording is not None))
-        or (null_path and bounce_subject and wording is not None)
-    )
-    suspected = robot or bounce_subject or (null_path and wording is not None)
+    if not machine:
+        # No sign of a machine at all: only a notice in its own words, opening a line, in a mail
+        # that is not a reply or a forward, is a bounce (people quote bounces in sentences and in
+        # forwards). Notices state their wording near the top.
+        if text.REPLY_PREFIX_RE.match(subject):
+            return None
+        wording = text.wording_of(body[:3000], strong_only=True)
+        if wording is None:
+            return None
+        notice, copy = text.split_notice(body[:30000])
+        if not text.opens_a_line(notice, wording):
+            return None
+        recognised = True
+    else:
+        head = body[:30000]
+        notice, copy = text.split_notice(head)
+        # The notice is read, not the copy of a message below it; when the notice says nothing
+        # known, the whole text is.
+        wording = text.wording_of(notice) or text.wording_of(head)
+        recognised = (
+            (wording is not None and wording.strong)
+            or bool(failed_header)
+            or (robot and (bounce_subject or wording is not None))
+            or (null_path and bounce_subject and wording is not None)
+        )
+    # Worth asking Mailman's detectors: a mail system's mail, or a failure subject on mail that
+    # also came from no one (null reverse path) or says it was generated automatically.
+    suspected = robot or (bounce_subject and (null_path or not auto.startswith("no") or wording is not None))
     if not recognised and not suspected:
         return None
     if text.is_success_notice(mail, notice):

@@ -31,11 +31,13 @@ class _Wording:
     pattern: re.Pattern[str]
     needs: tuple[str, ...]
     strong: bool
+    key: str  # the longest of `needs`: one `in` to rule most wordings out
 
 
 def _w(name: str, wording: str, strong: bool = True) -> _Wording:
     rx = re.compile(wording, _I | re.DOTALL)
-    return _Wording(name, rx, required_literals(rx), strong)
+    needs = required_literals(rx)
+    return _Wording(name, rx, needs, strong, max(needs, key=len) if needs else "")
 
 
 # (detector name, wording, strong). Line breaks in a notice may fall anywhere: `\s+` between words.
@@ -127,23 +129,32 @@ _ROBOT_NAME_RE = re.compile(
     _I,
 )
 # Subjects of failure and delay notices as MTAs and providers write them, in the languages
-# Exchange localises its "Undeliverable:" prefix into.
-SUBJECT_RE = re.compile(
-    r"undeliver|undelivered mail|returned mail|returned to sender|delivery status notification|"
-    r"mail delivery (?:failed|failure|problem|subsystem)|failure notice|delivery fail|failed delivery|"
-    r"delivery (?:report|notification|problem|error)|could not be delivered|not delivered|"
-    r"message status - undeliverable|nondeliverable|non-delivery|delivery delayed|delayed mail|"
-    r"warning: message .{0,80} delayed|mail system error|delivery has failed|failed mail|"
-    r"message could not|undeliverable mail|bounced? mail|rejected|"
-    r"non remis|non distribuable|unzustellbar|nicht zustellbar|no se puede entregar|no entregado|"
-    r"non recapitabile|não entregue|não é possível entregar|onbestelbaar|kunde inte levereras|"
-    r"olevererbart|kan ikke leveres|ikke leveret|ei voitu toimittaa|nie można dostarczyć|"
-    r"niedostarczalne|nedoručitelné|nelze doručit|недоставл|не доставлен|не удалось доставить|"
-    r"teslim edilemedi|kézbesíthetetlen|δεν ήταν δυνατή η παράδοση|μη παραδοτέο|"
-    r"배달되지|전송 실패|לא ניתן למסור|لا يمكن التسليم|تعذر التسليم|"
-    r"配信不能|配信エラー|未配信|メール配信に失敗|メッセージを配信できません|退信|无法投递|無法傳遞",
-    _I,
-)
+# Exchange localises its "Undeliverable:" prefix into. Plain lowercase pieces, looked for with
+# `in`: a regex alternation of a hundred branches cost 36 µs on every subject.
+_SUBJECT_PIECES = (
+    "undeliver", "returned mail", "returned to sender", "delivery status notification",
+    "mail delivery", "failure notice", "delivery fail", "failed delivery", "delivery report",
+    "delivery notification", "delivery problem", "delivery error", "could not be delivered",
+    "not delivered", "nondeliverable", "non-delivery", "delivery delayed", "delayed mail",
+    "(delay)", "warning: message", "mail system error", "delivery has failed", "failed mail", "message could not",
+    "bounced mail", "bounce mail", "non remis", "non distribuable", "unzustellbar",
+    "nicht zustellbar", "no se puede entregar", "no entregado", "non recapitabile",
+    "não entregue", "não é possível entregar", "onbestelbaar", "kunde inte levereras",
+    "olevererbart", "kan ikke leveres", "ikke leveret", "ei voitu toimittaa",
+    "nie można dostarczyć", "niedostarczalne", "nedoručitelné", "nelze doručit", "недоставл",
+    "не доставлен", "не удалось доставить", "teslim edilemedi", "kézbesíthetetlen",
+    "δεν ήταν δυνατή η παράδοση", "μη παραδοτέο", "배달되지", "전송 실패", "לא ניתן למסור",
+    "لا يمكن التسليم", "تعذر التسليم", "配信不能", "配信エラー", "未配信", "メール配信に失敗",
+    "メッセージを配信できません", "退信", "无法投递", "無法傳遞",
+)  # fmt: skip
+
+
+def bounce_subject(subject: str) -> bool:
+    """Does the subject say a delivery failed or is delayed?"""
+    low = subject.lower()
+    return any(piece in low for piece in _SUBJECT_PIECES)
+
+
 # Success and relay notices (RFC 3464 "delivered"/"relayed", OpenSMTPD's success notice) are
 # reports, not failures.
 _SUCCESS_RE = re.compile(
@@ -219,11 +230,18 @@ _DIAG_RE = re.compile(
 )
 
 
-def wording_of(text: str) -> _Wording | None:
-    """The first known notice wording in `text` (strong ones first), or None."""
+STRONG_WORDINGS = tuple(w for w in WORDINGS if w.strong)
+
+
+def wording_of(text: str, *, strong_only: bool = False) -> _Wording | None:
+    """The first known notice wording in `text` (strong ones first), or None. `strong_only` for
+    mail with no sign of a machine, where a weak wording would decide nothing (and most mail is
+    such mail: this keeps the scan off the parse time of ordinary messages)."""
     lowered = text.lower()
     weak: _Wording | None = None
-    for wording in WORDINGS:
+    for wording in STRONG_WORDINGS if strong_only else WORDINGS:
+        if wording.key not in lowered:
+            continue
         if all(n in lowered for n in wording.needs) and wording.pattern.search(text):
             if wording.strong:
                 return wording
