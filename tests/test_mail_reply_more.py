@@ -128,3 +128,8 @@ def test_quote_headers_in_more_languages(language: str, header: str) -> None:
 def test_forwarded_blocks_in_more_languages_are_kept(marker: str) -> None:
     text = f"See below.\n\n{marker}\nFrom: Vendor <v@x.example>\n\nThe licence expires on Friday.\n"
     assert "The licence expires on Friday." in extract_reply(text)
+
+
+def test_a_bare_name_below_the_text_goes_only_when_it_is_the_senders() -> None:
+    assert extract_reply("It works now.\n\nJane", "Jane Roe jane.roe@hotmail.com") == "It works now."
+    assert extract_reply("Which city?\n\nBerlin", "Jane Roe jane.roe@hotmail.com") == "Which city?\n\nBerlin"

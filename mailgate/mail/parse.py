@@ -346,6 +346,7 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
     if walk.html:
         mail.body_html = "\n".join(walk.html)
     mail.attachments = _as_shown(walk.attachments, mail.body_html)
+    sender = f"{mail.from_name} {mail.from_addr}"
     if plain:
         mail.body_text = "\n\n".join(plain)
     elif mail.body_html:
@@ -353,9 +354,9 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
         # HTML-only mail: its client marked where the history starts; cut there first.
         above = cut_quote(mail.body_html)
         if above is not None:
-            mail.reply_text = extract_reply(html_to_text(above))
+            mail.reply_text = extract_reply(html_to_text(above), sender)
     if not mail.reply_text:
-        mail.reply_text = extract_reply(mail.body_text)
+        mail.reply_text = extract_reply(mail.body_text, sender)
     defects = {type(d).__name__ for part in _parts(msg) for d in getattr(part, "defects", ())}
     for name in sorted(defects):
         mail.errors.append(f"MIME defect: {name}")

@@ -235,8 +235,12 @@ def _attribution_len(lines: list[str], i: int) -> int:
     return 0
 
 
-def extract_reply(text: str) -> str:
-    """The part of `text` the writer added. "" when the message is only quoted history."""
+def extract_reply(text: str, sender: str = "") -> str:
+    """The part of `text` the writer added. "" when the message is only quoted history.
+
+    `sender` (the From display name and address, if known) lets a bare name on the last line go
+    as a signature only when it is the sender's name (talon's use of the sender): "Berlin" below
+    an answer stays, "Jane" from Jane Roe goes."""
     if not text:
         return ""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -282,7 +286,7 @@ def extract_reply(text: str) -> str:
             break
         kept.append(line.rstrip())
         i += 1
-    kept = _without_signature(kept)
+    kept = _without_signature(kept, sender)
     result = "\n".join(kept).strip("\n")
     result = _BLANKS_RE.sub("\n\n", result)
     return result.strip(_INVISIBLE + " \n")
@@ -334,7 +338,7 @@ def _is_short(line: str) -> bool:
     return len(clean) <= _SIG_LINE_MAX and not clean.endswith("?")
 
 
-def _without_signature(kept: list[str]) -> list[str]:
+def _without_signature(kept: list[str], sender: str = "") -> list[str]:
     """`kept` with a trailing signature block removed, when text of the writer stays above it.
 
     A block is a sign-off followed by up to six short lines (name, title, phone, URL), a "-Name"
@@ -385,7 +389,7 @@ def _without_signature(kept: list[str]) -> list[str]:
             and _looks_like_name(block[0])
         ):
             cut = start
-        if cut is None and start and len(block) == 1 and _is_bare_name(block[0]):
+        if cut is None and start and len(block) == 1 and _is_bare_name(block[0], sender):
             cut = start  # a name alone below the text: "Jane"
     if cut is None or not any(_clean(line) for line in kept[:cut]):
         return kept
@@ -433,10 +437,14 @@ _NOT_NAMES = frozenset(
 )
 
 
-def _is_bare_name(line: str) -> bool:
-    """ "Jane", "Bob Smith", "Jürgen Müller": one to three capitalised words and nothing else."""
+def _is_bare_name(line: str, sender: str) -> bool:
+    """One to three capitalised words and nothing else ("Jane", "Jürgen Müller"), one of which is
+    in the sender's name or address."""
     words = _clean(line).split()
-    return 1 <= len(words) <= 3 and all(
+    if not sender or not 1 <= len(words) <= 3:
+        return False
+    known = {w for w in re.split(r"[^\w]+", sender.lower()) if len(w) > 1}
+    return all(
         w.isalpha() and w[0].isupper() and (len(w) == 1 or w[1:].islower()) and w.lower() not in _NOT_NAMES
         for w in words
-    )
+    ) and any(w.lower() in known for w in words)
