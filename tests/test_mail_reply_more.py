@@ -133,3 +133,23 @@ def test_forwarded_blocks_in_more_languages_are_kept(marker: str) -> None:
 def test_a_bare_name_below_the_text_goes_only_when_it_is_the_senders() -> None:
     assert extract_reply("It works now.\n\nJane", "Jane Roe jane.roe@hotmail.com") == "It works now."
     assert extract_reply("Which city?\n\nBerlin", "Jane Roe jane.roe@hotmail.com") == "Which city?\n\nBerlin"
+
+
+def test_an_outlook_forward_keeps_the_forwarded_mail() -> None:
+    raw = (
+        b"From: Agent Smith <smith@customer.example>\r\nTo: support@localhost\r\n"
+        b"Subject: FW: Licence renewal\r\nMessage-ID: <fw-1@customer.example>\r\n\r\n"
+        b"Please handle this.\r\n\r\n________________________________\r\nFrom: Vendor <v@vendor.example>\r\n"
+        b"Sent: Monday, January 15, 2024 10:23 AM\r\nTo: Agent Smith\r\nSubject: Licence renewal\r\n\r\n"
+        b"Your licence expires on Friday.\r\n"
+    )
+    mail = parse_message(raw)
+    assert mail.reply_text.startswith("Please handle this.")
+    assert "Your licence expires on Friday." in mail.reply_text
+    reply = raw.replace(b"Subject: FW: Licence", b"Subject: RE: Licence")
+    assert parse_message(reply).reply_text == "Please handle this."
+
+
+def test_a_quote_header_in_an_unknown_wording_goes_when_quoted_lines_follow() -> None:
+    text = "Done.\n\nAlice wrote on 15.01.2024 10:23:\n> Can you check the printer?\n"
+    assert extract_reply(text) == "Done."

@@ -38,7 +38,7 @@ def html_to_text(html: str) -> str:
     return _MANY_BLANKS_RE.sub("\n\n", text).strip() + "\n"
 
 
-# Where HTML mail clients start the quoted history, by their own markup: Outlook (desktop, web,
+# Where HTML mail clients start the quoted history (or the signature above it), by their own markup: Outlook (desktop, web,
 # Hotmail/Outlook.com) `divRplyFwdMsg` and its bordered header div, Gmail `gmail_quote`, Yahoo
 # `yahoo_quoted`, Proton `protonmail_quote`, Thunderbird `moz-cite-prefix`, Apple and Thunderbird
 # `<blockquote type="cite">`, Outlook for Mac `OLK_SRC_BODY_SECTION`, and the `<hr>` that Hotmail
@@ -46,7 +46,9 @@ def html_to_text(html: str) -> str:
 _QUOTE_START_RE = re.compile(
     r"<div[^>]*\b(?:id|class)\s*=\s*[\"']?(?:x_)?(?:divRplyFwdMsg|gmail_quote|yahoo_quoted|"
     r"protonmail_quote|moz-cite-prefix|OLK_SRC_BODY_SECTION|mail-editor-reference-message-container|"
-    r"zmail_extra|replyQuote)\b"
+    r"zmail_extra|replyQuote|"
+    # signatures sit right above the history: cutting there drops both (Gmail, Thunderbird, Outlook)
+    r"gmail_signature|moz-signature|Signature)\b"
     r"|<blockquote[^>]*\btype\s*=\s*[\"']?cite"
     r"|<(?:div|p)[^>]*style\s*=\s*[\"'][^\"'>]*border-top\s*:\s*solid[^\"'>]*[\"']"
     r"|<(?:div|p)[^>]*style\s*=\s*[\"'][^\"'>]*border-top-style\s*:\s*solid[^\"'>]*[\"']"

@@ -33,7 +33,7 @@ from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
 from mailgate.mail.html import cut_quote, html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
-from mailgate.mail.reply import extract_reply
+from mailgate.mail.reply import FORWARD_SUBJECT_RE, extract_reply
 from mailgate.mail.screen import auto_reply_reason
 
 # Nesting deeper than any client produces is an attack or a broken generator; stop descending.
@@ -347,16 +347,17 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
         mail.body_html = "\n".join(walk.html)
     mail.attachments = _as_shown(walk.attachments, mail.body_html)
     sender = f"{mail.from_name} {mail.from_addr}"
+    forward = bool(FORWARD_SUBJECT_RE.match(mail.subject or ""))
     if plain:
         mail.body_text = "\n\n".join(plain)
     elif mail.body_html:
         mail.body_text = html_to_text(mail.body_html)
         # HTML-only mail: its client marked where the history starts; cut there first.
-        above = cut_quote(mail.body_html)
+        above = None if forward else cut_quote(mail.body_html)
         if above is not None:
-            mail.reply_text = extract_reply(html_to_text(above), sender)
+            mail.reply_text = extract_reply(html_to_text(above), sender, forward=forward)
     if not mail.reply_text:
-        mail.reply_text = extract_reply(mail.body_text, sender)
+        mail.reply_text = extract_reply(mail.body_text, sender, forward=forward)
     defects = {type(d).__name__ for part in _parts(msg) for d in getattr(part, "defects", ())}
     for name in sorted(defects):
         mail.errors.append(f"MIME defect: {name}")

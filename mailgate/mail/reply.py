@@ -124,6 +124,12 @@ _FORWARD_RE = re.compile(
     r"anfang der weitergeleiteten nachricht:|début du message réexpédié :?)\s*$",
     _FLAGS,
 )
+# Subjects of forwards as clients prefix them (Outlook localises "FW:": WG, TR, RV, VS, Doorst, …).
+FORWARD_SUBJECT_RE = re.compile(
+    r"^\s*(?:\[[^\]]{1,40}\]\s*)?(?:fwd?|wg|tr|rv|enc|vs|vb|doorst|pd|i|tov|įt|πρθ|пересл|転送|转发|"
+    r"fw\s*:\s*fwd?)\s*:",
+    _FLAGS,
+)
 # RFC 3676 section 4.3: "-- " starts a signature; many clients lose the trailing space.
 _SIG_RE = re.compile(r"^--\s?$")
 # Lines mobile clients append below the reply.
@@ -216,6 +222,9 @@ def _quoted_follows(lines: list[str], i: int) -> bool:
     return False
 
 
+_DATE_OR_ADDRESS_RE = re.compile(r"\S@\S|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\b\d{1,2}[:.]\d{2}\b|\d{4}年")
+
+
 def _attribution_len(lines: list[str], i: int) -> int:
     """How many lines (0, 1 or 2) starting at `i` form a quote header like "On … wrote:"."""
     line = _clean(lines[i])
@@ -226,7 +235,9 @@ def _attribution_len(lines: list[str], i: int) -> int:
     if line.endswith(_COLONS):
         if _ATTRIBUTION_RE.match(line):
             return 1
-        if _WROTE_END_RE.search(line) and _quoted_follows(lines, i):
+        if (_WROTE_END_RE.search(line) or _DATE_OR_ADDRESS_RE.search(line)) and _quoted_follows(lines, i):
+            # A header in a wording we do not know ("Alice wrote on 15.01.2024 10:23:") still
+            # names a date or an address, and quoted lines follow it.
             return 1
     if i + 1 < len(lines) and _ATTRIBUTION_START_RE.match(line):
         nxt = _clean(lines[i + 1])
@@ -235,12 +246,14 @@ def _attribution_len(lines: list[str], i: int) -> int:
     return 0
 
 
-def extract_reply(text: str, sender: str = "") -> str:
+def extract_reply(text: str, sender: str = "", *, forward: bool = False) -> str:
     """The part of `text` the writer added. "" when the message is only quoted history.
 
     `sender` (the From display name and address, if known) lets a bare name on the last line go
     as a signature only when it is the sender's name (talon's use of the sender): "Berlin" below
-    an answer stays, "Jane" from Jane Roe goes."""
+    an answer stays, "Jane" from Jane Roe goes. `forward`: the mail is a forward (its subject
+    says so), so an Outlook header block or "Original Message" line opens the forwarded mail,
+    which is content, not history."""
     if not text:
         return ""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -267,12 +280,16 @@ def extract_reply(text: str, sender: str = "") -> str:
         if _SIG_RE.match(line.strip(_INVISIBLE)) or _MOBILE_RE.match(clean):
             break
         if _ORIGINAL_RE.match(clean) or _is_outlook_block(lines, i):
+            if forward:
+                kept.extend(lines[i:])
             break
         if _LIST_FOOTER_RE.match(clean):
             break
         if _UNDERSCORES_RE.match(clean):
             nxt = next((j for j in range(i + 1, min(i + 4, n)) if _clean(lines[j])), None)
             if nxt is not None and _is_outlook_block(lines, nxt):
+                if forward:
+                    kept.extend(lines[i:])
                 break
             if any(_MAILMAN_LINE_RE.search(lines[j]) for j in range(i + 1, min(i + 5, n))):
                 break  # Mailman's footer
