@@ -155,3 +155,28 @@ def test_a_person_forwarding_a_bounce_as_an_attachment_is_not_a_bounce() -> None
         f"Content-Type: message/rfc822\n\n{inner}\n--outer--\n",
     )
     assert not parse_message(raw, own_addresses=OWN).is_bounce
+
+
+def test_a_dsn_whose_status_part_lost_its_type_is_read_from_its_text() -> None:
+    """A gateway relabelled the message/delivery-status part text/plain: the fields are read as text."""
+    raw = _raw(
+        "From: System Administrator <postmaster@gw.customer.example>\nTo: support@desk.example\n"
+        "Subject: Delivery Status Notification (Delay)\nMessage-ID: <gw.1@gw.customer.example>\n"
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"',
+        "--b\nContent-Type: text/plain\n\nReporting-MTA: dns; gw.customer.example\n\n"
+        "Final-Recipient: rfc822; slow@customer.example\nAction: delayed\nStatus: 4.4.7\n\n--b--\n",
+    )
+    bounce = parse_message(raw, own_addresses=OWN).bounce
+    assert bounce is not None
+    assert bounce.failed_recipients == ("slow@customer.example",)
+    assert not bounce.permanent and bounce.kind == "delayed" and bounce.status == "4.4.7"
+
+
+def test_an_admin_pasting_a_notice_under_a_failure_subject_is_not_a_bounce() -> None:
+    raw = _raw(
+        "From: IT Admin <admin@customer.example>\nTo: support@desk.example\n"
+        "Subject: Mail delivery failed for our CEO\nMessage-ID: <a1@customer.example>",
+        "Hi,\n\nsince yesterday mail to ceo@customer.example could not be delivered.\nHere is what we got:\n\n"
+        "  ----- The following addresses had permanent fatal errors -----\n  <ceo@customer.example>\n\nCan you check?\n",
+    )
+    assert not parse_message(raw, own_addresses=OWN).is_bounce

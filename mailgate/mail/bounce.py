@@ -388,20 +388,21 @@ def _from_text(msg: Message, parts: list[Message], mail: ParsedMail) -> Bounce |
         if jmrp is not None:
             return jmrp
     auto = (mail.header("Auto-Submitted") or "no").strip().lower()
-    machine = robot or null_path or bounce_subject or bool(failed_header) or not auto.startswith("no")
+    # Signs that no person wrote this. A failure subject is not one: people write "Mail delivery
+    # failed" to a help desk, and paste the notice they got below it.
+    machine = robot or null_path or bool(failed_header) or not auto.startswith("no") or not mail.from_addr
     body = mail.body_text or ""
     if not machine:
-        # No sign of a machine at all: only a notice in its own words, opening a line, in a mail
-        # that is not a reply or a forward, is a bounce (people quote bounces in sentences and in
-        # forwards). Notices state their wording near the top.
+        # No sign of a machine: only a notice in its own words, opening one of its first lines, in
+        # a mail that is not a reply or a forward, is a bounce (people quote bounces in sentences,
+        # below their own words, and in forwards; a notice says what it is at the top).
         if text.REPLY_PREFIX_RE.match(subject):
             return None
-        wording = text.wording_of(body[:3000], strong_only=True)
-        if wording is None:
+        top = text.first_lines(body, 3)
+        wording = text.wording_of(top, strong_only=True)
+        if wording is None or not text.opens_a_line(top, wording):
             return None
         notice, copy = text.split_notice(body[:30000])
-        if not text.opens_a_line(notice, wording):
-            return None
         recognised = True
     else:
         head = body[:30000]
@@ -417,7 +418,7 @@ def _from_text(msg: Message, parts: list[Message], mail: ParsedMail) -> Bounce |
         )
     # Worth asking Mailman's detectors: a mail system's mail, or a failure subject on mail that
     # also came from no one (null reverse path) or says it was generated automatically.
-    suspected = robot or (bounce_subject and (null_path or not auto.startswith("no") or wording is not None))
+    suspected = robot or (bounce_subject and (null_path or not auto.startswith("no")))
     if not recognised and not suspected:
         return None
     if text.is_success_notice(mail, notice):

@@ -154,13 +154,18 @@ WORDINGS: tuple[_Wording, ...] = (
 _ROBOT_LOCAL_RE = re.compile(
     r"^(?:mailer[-_]?daemon|mail[-_]?daemon|postmaster|mdaemon|mail[-_.]?delivery(?:[-_.]?system)?|"
     r"mail[-_.]?administrator|bounces?|bounce[-_+].*|mail[-_.]?router|smtp[-_.]?gateway|"
-    r"mmdf|maildelivery|deliverystatus|mta[-_.]?(?:daemon|notifications?)|notifications?[-_.]mta)$",
+    r"mmdf|maildelivery|deliverystatus|mta[-_.]?(?:daemon|notifications?)|notifications?[-_.]mta|"
+    # Exchange's own sender (a person's admin account is not a machine: an IT admin writes to
+    # the desk about delivery problems too)
+    r"microsoftexchange[0-9a-f]{20,})$",
     _I,
 )
 _ROBOT_NAME_RE = re.compile(
     r"^\s*(?:mail delivery (?:system|subsystem|service|agent)|mailer[- ]daemon|postmaster|"
     r"mail administrator|mail delivery|delivery status notification|internet mail delivery|"
-    r"microsoft outlook|mail system|mta|interscan mss|mail undeliverable)\b",
+    r"microsoft outlook|mail system|mta|interscan mss|mail undeliverable|"
+    r"internet mail service|mail router|notes mail router|post office|mail gateway|"
+    r"symantec mail security|messagelabs|mimecast|barracuda|proofpoint|mail security)\b",
     _I,
 )
 # Subjects of failure and delay notices as MTAs and providers write them, in the languages
@@ -205,8 +210,9 @@ _WARNING_RE = re.compile(
     r"only a temporary failure|Delivery Status Notification \(Delay\)|still being retried|"
     r"delivery is delayed to these|delivery to the following recipients? has been delayed|"
     r"a message is delayed for more than|delivery attempts will continue|will retry for|"
+    r"^\s*Action\s*:\s*delayed\s*$|"
     r"Warning: message .{0,80} delayed",
-    _I,
+    _I | re.MULTILINE,
 )
 # Weaker signs of a delay, weighed against signs of a failure.
 _TEMPORARY_RE = re.compile(
@@ -296,6 +302,12 @@ def opens_a_line(text: str, wording: _Wording) -> bool:
         return False
     line_start = text.rfind("\n", 0, match.start()) + 1
     return not text[line_start : match.start()].strip(" \t#*-=>")
+
+
+def first_lines(text: str, count: int) -> str:
+    """The first `count` non-blank lines of `text` (of its first 3000 characters)."""
+    lines = [line for line in text[:3000].split("\n") if line.strip()]
+    return "\n".join(lines[:count])
 
 
 def robot_sender(mail: ParsedMail) -> bool:
