@@ -16,7 +16,7 @@ from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.parse import parse_message
 from mailgate.mail.screen import auto_reply_reason
 from mailgate.pipeline.context import Context
-from mailgate.pipeline.errors import LoopDetected, SystemMailAnswer
+from mailgate.pipeline.errors import LoopDetected, SystemMailAnswer, Unattributable
 from mailgate.store.repo import DeskLookup, Repo
 
 
@@ -27,6 +27,12 @@ def parse(ctx: Context, config: Config, repo: Repo) -> None:
     if m.errors:
         detail += f"; defects: {'; '.join(m.errors[:3])}"
     ctx.note("parse", detail)
+    if not m.from_addr and not m.is_bounce:
+        # Nobody to make a ticket for, answer or attribute a reply to; the MTA had its 250, so
+        # the message must not vanish as an outcome: an admin looks (`mailgate inbox failed`).
+        if not ctx.raw.strip():
+            raise Unattributable("empty message: no headers and no body")
+        raise Unattributable("no sender address: the From header is missing or holds no address")
 
 
 def screen(ctx: Context, config: Config, repo: Repo) -> None:
