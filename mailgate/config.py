@@ -39,6 +39,9 @@ class Desk:
     name: str = "Support"
     aliases: tuple[str, ...] = ()
     workflow: str = "default"
+    # Web forms and portals that relay a person's request: From the portal, Reply-To the person
+    # (mailgate/mail/portal.py). Their mail makes the Reply-To address the requester.
+    portals: tuple[str, ...] = ()
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -351,6 +354,12 @@ def load_config(
             seen_addr.add(a)
         if key in seen_keys:
             raise ConfigError(f"{where}.key: {key} is used by two desks")
+        portals = tuple(str(p).lower() for p in _get(d, "portals", list, [], where))
+        for j, portal in enumerate(portals):
+            if not ADDRESS_RE.match(portal):
+                raise ConfigError(f"{where}.portals: not an address: {portal!r} (item {j + 1})")
+            if portal in seen_addr:
+                raise ConfigError(f"{where}.portals: {portal} is a desk address, not a portal's")
         seen_keys.add(key)
         desks.append(
             Desk(
@@ -359,6 +368,7 @@ def load_config(
                 name=_get(d, "name", str, key, where),
                 aliases=aliases,
                 workflow=_get(d, "workflow", str, "default", where),
+                portals=portals,
             )
         )
 
