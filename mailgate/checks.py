@@ -194,11 +194,12 @@ def check_rules(config: Config, config_path: Path | None) -> tuple[RulesFacts, l
         facts.live = rules
         for wf in rules.workflows.values():
             facts.status_templates.update(st.template for st in wf.statuses.values())
-        facts.auto_reply_templates.update(
-            r.actions.auto_reply for r in rules.routing.rules if r.actions.auto_reply
-        )
-        if rules.routing.defaults.auto_reply:
-            facts.auto_reply_templates.add(rules.routing.defaults.auto_reply)
+        for routing in (rules.routing, *rules.desk_routing.values()):  # desks' own files too
+            facts.auto_reply_templates.update(
+                r.actions.auto_reply for r in routing.rules if r.actions.auto_reply
+            )
+            if routing.defaults.auto_reply:
+                facts.auto_reply_templates.add(routing.defaults.auto_reply)
     return facts, problems
 
 

@@ -780,7 +780,7 @@ class NewTicketHandler:
         desk = ctx.desk
         workflow = s.rules.workflow(desk)
         decision = routing_mod.evaluate(
-            s.rules,
+            s.rules.routing_for(desk.key),  # the desk's own rules/<KEY>/routing.toml, else the shared
             m,
             desk_address=desk.address,
             now=now_utc(),
