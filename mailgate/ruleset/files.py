@@ -42,8 +42,9 @@ class Sources:
 
     `rules` maps a rules file name to (path, bytes) for the files present; workflow.toml falls
     back to the shipped presets. `desk_routing` maps a directory name under rules/ (a desk key,
-    e.g. CARE) to its own routing.toml, which replaces rules/routing.toml for that desk. Templates: `shared` is templates/*, `desks` templates/<KEY>/*,
-    `shipped` the package's own set; each maps a file name to its text (None: not UTF-8)."""
+    e.g. CARE) to its own routing.toml, which replaces rules/routing.toml for that desk.
+    Templates: `shared` is templates/*, `desks` templates/<KEY>/*, `shipped` the package's own
+    set; each maps a file name to its text (None: not UTF-8)."""
 
     rules_dir: Path
     rules: Mapping[str, tuple[Path, bytes]]
