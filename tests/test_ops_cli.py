@@ -152,6 +152,10 @@ def test_status_is_quiet_when_healthy_and_exits_1_with_reasons(desk: Path) -> No
     # Outgoing mail to a relay nobody listens on: the acknowledgement stays pending.
     text = (desk / "config.toml").read_text().replace('transport = "file"', 'transport = "smtp"')
     (desk / "config.toml").write_text(text.replace("port = 25\n", f"port = {free_port()}\n"))
+    # Before anything ran there is no database, and status says so instead of making one.
+    none = cli("--config", cfg, "status", "--json")
+    assert none.returncode == 66 and "no database at" in none.stderr, none
+    assert cli("--config", cfg, "db", "upgrade").returncode == 0
     r = cli("--config", cfg, "status", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     st = json.loads(r.stdout)

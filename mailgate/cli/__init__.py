@@ -10,7 +10,8 @@ import argparse
 import gc
 import importlib
 import sys
-from os import EX_CONFIG
+from os import EX_CONFIG, EX_NOINPUT
+from typing import Any
 
 from mailgate.config import ConfigError
 
@@ -45,15 +46,31 @@ def _command_in(argv: list[str]) -> str | None:
     return None
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser (and its subcommands', which argparse makes of the same class): it also
+    takes the global options after the command, as `./bin/run --config config.toml` passes them
+    to `mailgate run`. Their defaults are suppressed, so one given before the command stands."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.add_argument(
+            "--log-json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser for `argv`: with a known command, only that command's module is loaded."""
     parser = argparse.ArgumentParser(prog="mailgate", description="Inbound email-to-ticket gateway.")
     parser.add_argument(
-        "--config", "-c", help="config.toml (default: $MAILGATE_CONFIG, else the embedded default)"
+        "--config",
+        "-c",
+        help="config.toml (default: $MAILGATE_CONFIG, else ./config.toml, else the embedded default)",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     sub.required = True
     command = _command_in(argv) if argv is not None else None
     modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
@@ -69,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     from mailgate.logs import setup_logging
 
     setup_logging(args.log_level, json_lines=args.log_json)
+    from mailgate.cli.common import NoDatabase
+
     try:
         return int(args.func(args) or 0)
+    except NoDatabase as exc:  # a command that reads state, pointed where there is none
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return EX_NOINPUT
     except ConfigError as exc:
         print(f"mailgate: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -79,7 +79,7 @@ def _store(
     from mailgate.intake.accept import Acceptor, Envelope
 
     try:
-        with open_db(config) as db:
+        with open_db(config, create=True) as db:
             done = pipe.store(
                 Acceptor(db, config), messages, Envelope(mail_from=mail_from, rcpt_tos=rcpts, source=source)
             )

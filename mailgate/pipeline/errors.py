@@ -22,6 +22,15 @@ class ProcessingError(Exception):
         self.admin_notice: tuple[str, str] | None = None
 
 
+class Unattributable(ProcessingError):
+    """Mail with nobody to attribute it to: empty, or without a From address. Not an expected
+    outcome a desk can leave alone (it was accepted with a 250, and its sender may be waiting), so
+    it is quarantined like a crash — `mailgate inbox failed` lists it and `status` counts it — but
+    with its reason and no traceback."""
+
+    disposition = Disposition.QUARANTINED
+
+
 class LoopDetected(ProcessingError):
     disposition = Disposition.IGNORED_LOOP
 

@@ -30,6 +30,7 @@ class Disposition(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     # expected stops (pipeline/errors.py)
     REJECTED = "rejected"
+    QUARANTINED = "quarantined"  # accepted, but nobody to attribute it to: a human must look
     IGNORED_LOOP = "ignored:loop"
     IGNORED_SYSTEM_MAIL = "ignored:system-mail"
     BOUNCE_UNMATCHED = "bounce:unmatched"

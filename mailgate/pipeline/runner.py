@@ -34,7 +34,7 @@ from mailgate.config import Config
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline import stages
 from mailgate.pipeline.context import Context
-from mailgate.pipeline.errors import ProcessingError
+from mailgate.pipeline.errors import ProcessingError, Unattributable
 from mailgate.pipeline.handlers import Handler, Services, registry
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
@@ -150,6 +150,11 @@ class Runner:
         ctx, exc = failed.ctx, failed.exc
         if ctx.ticket is not None and not ctx.hit:
             ctx.ticket = None
+        if isinstance(exc, Unattributable):  # needs a human: quarantined, with its reason
+            ctx.disposition = exc.disposition
+            ctx.note(ctx.stage, f"quarantined: {exc.reason}")
+            log.warning("message %s quarantined at %s: %s", ctx.item.id, ctx.stage, exc.reason)
+            return _outcome(ctx, "failed", exc.reason, ctx.stage)
         if isinstance(exc, ProcessingError):
             ctx.disposition = exc.disposition
             ctx.note(ctx.stage, f"stopped: {exc.reason}")

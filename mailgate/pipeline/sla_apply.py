@@ -331,7 +331,7 @@ class SlaService:
     def _lead_or_triage(self, ticket: Ticket) -> list[str]:
         team = self.rules.team
         group = team.groups.get(ticket.group) if ticket.group else None
-        return [group.lead] if group is not None and group.lead else [team.triage]
+        return [group.lead] if group is not None and group.lead else [self.rules.triage_for(ticket.desk)]
 
     def _assignee_or_group(self, ticket: Ticket) -> list[str]:
         team = self.rules.team
@@ -340,14 +340,14 @@ class SlaService:
         group = team.groups.get(ticket.group) if ticket.group else None
         if group is not None and group.members:
             return list(group.members)
-        return [team.triage]
+        return [self.rules.triage_for(ticket.desk)]
 
     def _group(self, ticket: Ticket) -> list[str]:
         team = self.rules.team
         group = team.groups.get(ticket.group) if ticket.group else None
         if group is not None:
             return [a for a in dict.fromkeys([group.lead, *group.members]) if a]
-        return [ticket.assignee] if ticket.assignee else [team.triage]
+        return [ticket.assignee] if ticket.assignee else [self.rules.triage_for(ticket.desk)]
 
     def _mail(
         self,
@@ -445,7 +445,7 @@ class SlaService:
             applied = Applied(sent, f"escalated {action.target} to {', '.join(sent)}")
         elif isinstance(action, RemindTriage):
             ctx = {"unanswered_for": span(action.unanswered_for), "created": when(action.created_at, tz)}
-            to = [self.rules.team.triage]
+            to = [self.rules.triage_for(ticket.desk)]
             sent = self._mail(repo, desk, ticket, to, "triage_reminder", "triage-reminder", ctx, agents=True)
             repo.event(tid, EventKind.TRIAGE_REMINDED, to=list(sent))
             applied = Applied(sent, f"reminded {', '.join(sent)} of an unanswered ticket")

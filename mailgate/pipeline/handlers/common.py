@@ -71,7 +71,9 @@ class Services:
 
     def agents_of(self, repo: Repo, ticket: Ticket, exclude: set[str] | None = None) -> list[str]:
         """The agents to tell about this ticket (pipeline/apply.agent_side), less `exclude`."""
-        return agent_side(repo, ticket, self.group_members(ticket), self.rules.team.triage, exclude or set())
+        return agent_side(
+            repo, ticket, self.group_members(ticket), self.rules.triage_for(ticket.desk), exclude or set()
+        )
 
 
 def store_message(

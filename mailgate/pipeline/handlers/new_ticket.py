@@ -102,7 +102,7 @@ class NewTicketHandler:
         every miss costs milliseconds at hundreds of rules; `mailgate rules test MESSAGE` gives
         the full explanation on demand."""
         decision = routing_mod.evaluate(
-            self.services.rules,
+            self.services.rules.routing_for(ctx.desk.key),  # rules/<KEY>/routing.toml, else the shared
             ctx.mail,
             desk_address=ctx.desk.address,
             now=now_utc(),
@@ -202,7 +202,7 @@ class NewTicketHandler:
             "cc_not_added": over_cap,
         }
         if decision.triaged or not ticket.assignee:
-            triage = [decision.triage or s.rules.team.triage]
+            triage = [decision.triage or s.rules.triage_for(ctx.desk.key)]
             tell(
                 s,
                 repo,
