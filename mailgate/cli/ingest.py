@@ -34,6 +34,7 @@ from mailgate.config import Config
 
 if TYPE_CHECKING:
     from mailgate.pipeline.runner import Runner
+    from mailgate.store.db import Database
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -85,6 +86,54 @@ def _messages(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:
         for key in sorted(md.iterkeys()):
             raw = md.get_bytes(key)
             yield raw if len(raw) <= limit else None
+
+
+def _work_size(args: argparse.Namespace) -> tuple[int, str]:
+    """How much an mbox or maildir holds, for the progress bar: (bytes, "B") of an mbox, whose
+    messages are only counted by reading it, or (messages, "msg") of a maildir."""
+    if args.mbox:
+        return Path(args.file).stat().st_size, "B"
+    return sum(1 for _ in mailbox.Maildir(args.file, factory=None, create=False).iterkeys()), "msg"
+
+
+def _process(args: argparse.Namespace, db: Database, runner: Runner) -> int:
+    """`runner.run_until_idle()`, with a bar of the messages processed when a person watches: a
+    thread counts the rows still to do (a read, which on SQLite takes no lock from the runner)."""
+    from mailgate.cli.progress import progress, wanted
+
+    if not wanted(args):
+        return runner.run_until_idle()
+    import threading
+
+    from sqlalchemy import func, select
+    from sqlmodel import col
+
+    from mailgate.store.models import InboxItem
+
+    def left() -> int:
+        with db.reading() as s:
+            count = select(func.count()).where(col(InboxItem.state).in_(["new", "processing"]))
+            return int(s.execute(count).scalar_one())
+
+    total = left()
+    done = threading.Event()
+    with progress(args, total=total, desc="processing", unit="msg") as bar:
+
+        def watch() -> None:
+            shown = 0
+            while not done.wait(0.5):
+                now_done = total - left()
+                bar.update(max(now_done - shown, 0))
+                shown = max(shown, now_done)
+            bar.update(max(total - shown, 0))
+
+        watcher = threading.Thread(target=watch, name="progress", daemon=True)
+        watcher.start()
+        try:
+            return runner.run_until_idle()
+        finally:
+            done.set()
+            watcher.join()
 
 
 def _read_one(args: argparse.Namespace, limit: int) -> bytes:
@@ -158,7 +207,22 @@ def _ingest(args: argparse.Namespace) -> int:
         return EX_NOUSER
     limit = config.smtp.max_message_size
     if source != "pipe":
-        return _store(args, config, source, mail_from, rcpts, _messages(args, limit))
+        from mailgate.cli.progress import progress
+
+        total, unit = _work_size(args)
+        with progress(args, total=total, desc=f"storing {source}", unit=unit, unit_scale=unit == "B") as bar:
+
+            def counted() -> Iterator[bytes | None]:
+                shown = 0
+                for raw in _messages(args, limit):
+                    yield raw
+                    step = 1 if unit == "msg" else len(raw) if raw is not None else 0
+                    bar.update(step)
+                    shown += step
+                bar.update(max(total - shown, 0))  # an mbox's From_ lines and skipped messages
+                bar.close()  # stored: the processing bar takes its place
+
+            return _store(args, config, source, mail_from, rcpts, counted())
     try:
         raw = _read_one(args, limit)
     except TooBig as exc:
@@ -242,7 +306,7 @@ def _store(
     processed = 0
     if runner is not None:
         try:
-            processed = runner.run_until_idle()
+            processed = _process(args, db, runner)
         except Exception as exc:  # noqa: BLE001 - stored is stored: the daemon will pick it up
             log.error("processing after ingest failed (the messages are stored): %s", exc)
         finally:
