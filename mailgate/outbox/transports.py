@@ -18,12 +18,12 @@ from typing import Protocol
 from mailgate.config import Relay
 
 
-
 def _said(reply: bytes | str) -> str:
     """The relay's reply text as a person reads it in `mailgate outbox list` (not `b'...'`), with
     control characters shown escaped: a relay's words never reach a log or terminal raw."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
 
 class TemporaryFailure(Exception):
     pass
@@ -93,7 +93,9 @@ class SmtpTransport:
             if r.username:
                 conn.login(r.username, r.password)
         except smtplib.SMTPAuthenticationError as exc:
-            raise TemporaryFailure(f"relay refused our login: {exc.smtp_code} {_said(exc.smtp_error)}") from exc
+            raise TemporaryFailure(
+                f"relay refused our login: {exc.smtp_code} {_said(exc.smtp_error)}"
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise TemporaryFailure(f"cannot reach relay {r.host}:{r.port}: {exc}") from exc
         return conn
