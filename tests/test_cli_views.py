@@ -107,6 +107,20 @@ def test_history_reads_as_sentences_and_json_keeps_the_data(tmp_path: Path) -> N
     assert routed["text"] == history[1].split("UTC  ", 1)[1]  # and the same sentence
 
 
+def test_every_event_kind_the_code_writes_has_its_words() -> None:
+    """A kind added to the pipeline without words would print as `kind key value` pairs: each
+    kind written anywhere by `Repo.event` is worded in mailgate/domain/history.py."""
+    from conftest import REPO
+
+    from mailgate.domain.history import WORDS
+
+    source = "\n".join(p.read_text() for p in (REPO / "mailgate").rglob("*.py"))
+    call = r"\.event\(\s*[^,()]+(?:\([^()]*\))?,(?:\s*#[^\n]*)?\s*\"([a-z-]+)\""  # repo.event(id, "kind"
+    written = set(re.findall(call, source))
+    assert {"created", "routed", "status", "assign", "held", "bounce"} <= written, written
+    assert written <= set(WORDS), written - set(WORDS)
+
+
 # -- tickets list: steady columns, filters, sorting, JSON, CSV -------------------------------------
 
 

@@ -18,11 +18,13 @@ Data = Mapping[str, Any]
 
 
 def _list(values: object) -> str:
-    """`a, b and c` of a list (or the one value)."""
-    items = [str(v) for v in values] if isinstance(values, Sequence) and not isinstance(values, str) else []
-    if not items:
-        return str(values) if values and not isinstance(values, Sequence) else ""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    """`a, b and c` of a list; one value as it is; nothing as an empty string."""
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        return "" if values is None else str(values)
+    items = [str(v) for v in values]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _change(what: str, d: Data) -> str:
