@@ -199,6 +199,11 @@ class Daemon:
             acceptor = Acceptor(self.db, self.config)
             for poller in pollers_for(self.config, self.db, acceptor, wake=self.wake):
                 self.extra_stops.append(poller.start().stop)  # stopped before the db closes
+        # --- heartbeat: what `mailgate status` reports of this daemon (mailgate/store/heartbeat.py) ---
+        from mailgate.status import listeners
+        from mailgate.store.heartbeat import Heartbeat
+
+        self.extra_stops.append(Heartbeat(self.db, listeners(self.config, self.smtp_port)).start().stop)
 
     # -- the worker process -----------------------------------------------------------------------
     def _start_process(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 from os import EX_CONFIG, EX_NOINPUT
 from typing import Any
@@ -33,6 +34,10 @@ COMMANDS = {
     "config": "mailgate.cli.ops",
 }
 _GLOBAL_WITH_VALUE = ("--config", "-c", "--log-level")
+# What a shell reports for a process its reader went away from (128 + SIGPIPE): `set -o pipefail`
+# tells `mailgate tickets list | head` apart from a command that failed, as it does for `yes | head`.
+EXIT_BROKEN_PIPE = 128 + 13
+EXIT_INTERRUPTED = 128 + 2  # Ctrl-C (SIGINT), as a shell reports it
 
 
 def _command_in(argv: list[str]) -> str | None:
@@ -97,18 +102,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailgate: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except KeyboardInterrupt:
-        return 130
+        print(file=sys.stderr)  # past the ^C the terminal echoed; no traceback
+        return EXIT_INTERRUPTED
 
 
 def entry() -> None:
     """The `mailgate` command (and `python -m mailgate`): `main`, then the process ends.
 
+    It ends quietly when its reader goes away (`mailgate tickets list | head`) and on Ctrl-C: no
+    traceback, the exit codes a shell gives for SIGPIPE and SIGINT. On a broken pipe, standard
+    output is pointed at /dev/null, so the flush at interpreter exit has nowhere to fail (the
+    recipe of the Python docs, "Note on SIGPIPE"). Here, not in `main`, which tests call with
+    their own standard output.
+
     It ends without the garbage collector's passes over the whole heap that interpreter shutdown
     makes: with the database layer and the pipeline loaded they are a noticeable part of an
     `ingest --mbox` (and a piped `ingest --direct` pays them per message).
     `gc.freeze()` only exempts the objects alive now from collection; atexit handlers still run
-    and everything is still closed. Not in `main`, which tests call in-process."""
-    code = main()
+    and everything is still closed."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:  # before or after a command's own handling (imports, parsing)
+        print(file=sys.stderr)
+        code = EXIT_INTERRUPTED
     gc.freeze()
     raise SystemExit(code)
 

@@ -78,3 +78,9 @@ def open_db(config: Config, *, create: bool = False) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+def cut(value: str, width: int) -> str:
+    """`value` in exactly `width` characters: padded, or cut with an ellipsis, so the columns
+    after it stay where they are whatever its length."""
+    return value.ljust(width) if len(value) <= width else value[: width - 1] + "…"

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import mailbox
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ from mailgate.config import Config
 from mailgate.intake import pipe
 
 if TYPE_CHECKING:  # the database layer is loaded only when the message is stored here
+    from mailgate.pipeline.runner import Runner
     from mailgate.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -45,8 +48,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return os.EX_NOUSER
     limit = config.smtp.max_message_size
     if source != "pipe":
-        messages = pipe.mailbox_messages(Path(args.file), mbox=args.mbox, limit=limit)
-        return _store(args, config, source, mail_from, rcpts, messages)
+        return _store(args, config, source, mail_from, rcpts, _counted(args, limit))
     try:
         raw = pipe.read_one(args.file, limit)
     except pipe.TooBig as exc:
@@ -86,7 +88,7 @@ def _store(
             if source == "pipe" and not (done.stored or done.duplicates):
                 print("mailgate ingest: no desk takes this message (no matching recipient)", file=sys.stderr)
                 return os.EX_NOUSER
-            processed = 0 if args.no_process else _process(db, config)
+            processed = 0 if args.no_process else _process(args, db, config)
     except (OperationalError, DBAPIError) as exc:
         print(f"mailgate ingest: database unavailable, try again later: {exc}", file=sys.stderr)
         return os.EX_TEMPFAIL
@@ -102,9 +104,32 @@ def _store(
     return os.EX_OK
 
 
-def _process(db: Database, config: Config) -> int:
-    """Work off the inbox through the pipeline, as the daemon's worker does (one runner path).
-    Stored is stored: a failure here is logged, and a running daemon picks the messages up."""
+def _counted(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:
+    """The messages of the mbox or maildir, counted on a progress bar when a person watches:
+    bytes of an mbox (its messages are only counted by reading it), messages of a maildir."""
+    from mailgate.cli.progress import progress
+
+    path = Path(args.file)
+    if args.mbox:
+        total, unit = path.stat().st_size, "B"
+    else:
+        total, unit = sum(1 for _ in mailbox.Maildir(path, factory=None, create=False).iterkeys()), "msg"
+    source = "mbox" if args.mbox else "maildir"
+    with progress(args, total=total, desc=f"storing {source}", unit=unit, unit_scale=unit == "B") as bar:
+        shown = 0
+        for raw in pipe.mailbox_messages(path, mbox=args.mbox, limit=limit):
+            yield raw
+            step = 1 if unit == "msg" else len(raw) if raw is not None else 0
+            bar.update(step)
+            shown += step
+        bar.update(max(total - shown, 0))  # an mbox's From_ lines and skipped messages
+        bar.close()  # stored: the processing bar takes its place
+
+
+def _process(args: argparse.Namespace, db: Database, config: Config) -> int:
+    """Work off the inbox through the pipeline, as the daemon's worker does (one runner path),
+    with a bar of the messages processed when a person watches. Stored is stored: a failure here
+    is logged, and a running daemon picks the messages up."""
     from mailgate.pipeline.runner import Runner
 
     try:
@@ -112,10 +137,48 @@ def _process(db: Database, config: Config) -> int:
         # What is loaded now lives as long as the process: the collector's full passes need
         # not walk it again for every batch (gc.freeze, as servers do after start).
         gc.freeze()
-        return runner.run_until_idle()
+        return _run_watched(args, db, runner)
     except Exception as exc:  # noqa: BLE001 - the messages are committed: the daemon processes them
         log.error("processing after ingest failed (the messages are stored): %s", exc)
         return 0
+
+
+def _run_watched(args: argparse.Namespace, db: Database, runner: Runner) -> int:
+    """`runner.run_until_idle()`; on a terminal, a thread counts the rows still to do (a read,
+    which on SQLite takes no lock from the runner) for the bar."""
+    from mailgate.cli.progress import progress, wanted
+
+    if not wanted(args):
+        return runner.run_until_idle()
+    from sqlalchemy import func, select
+    from sqlmodel import col
+
+    from mailgate.store.models import InboxItem
+
+    def left() -> int:
+        with db.reading() as s:
+            count = select(func.count()).where(col(InboxItem.state).in_(["new", "processing"]))
+            return int(s.execute(count).scalar_one())
+
+    total = left()
+    done = threading.Event()
+    with progress(args, total=total, desc="processing", unit="msg") as bar:
+
+        def watch() -> None:
+            shown = 0
+            while not done.wait(0.5):
+                now_done = total - left()
+                bar.update(max(now_done - shown, 0))
+                shown = max(shown, now_done)
+            bar.update(max(total - shown, 0))
+
+        watcher = threading.Thread(target=watch, name="progress", daemon=True)
+        watcher.start()
+        try:
+            return runner.run_until_idle()
+        finally:
+            done.set()
+            watcher.join()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -65,10 +65,10 @@ class Database:
         if upgrade:
             self.upgrade()
 
-    def upgrade(self) -> None:
+    def upgrade(self, on_step: Callable[[str], None] | None = None) -> None:
         from mailgate.store.migrate import upgrade_to_head
 
-        upgrade_to_head(self.engine)
+        upgrade_to_head(self.engine, on_step=on_step)
 
     @contextmanager
     def session(self, *, durable: bool = True) -> Iterator[Session]:

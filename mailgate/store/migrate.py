@@ -7,6 +7,7 @@ only one of them migrates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,7 @@ def current_revision(engine: Engine) -> str | None:
 # The newest revision, written down so that opening an up-to-date database costs one SELECT, not
 # a parse of every migration script (an MTA pipe opens the database once per message).
 # tests/test_migrations.py checks it equals Alembic's head.
-HEAD = "0006_inbox_digest"
+HEAD = "0008_daemon_heartbeat"
 
 
 def _stored_revision(engine: Engine) -> str | None:
@@ -99,7 +100,23 @@ def _create_fresh(engine: Engine) -> bool:
     return True
 
 
-def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
+def pending_revisions(engine: Engine) -> list[str]:
+    """The migrations an upgrade to head would run, oldest first ([] for an empty database,
+    which is made at head in one step, or an up-to-date one)."""
+    from alembic.script import ScriptDirectory
+
+    current = current_revision(engine)
+    if current is None:
+        return []
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.iterate_revisions("heads", current)))]
+
+
+def upgrade_to_head(
+    engine: Engine, revision: str = "head", on_step: Callable[[str], None] | None = None
+) -> None:
+    """Bring the database to `revision`; `on_step(revision)` after each migration applied (the
+    progress bar of `mailgate db upgrade`)."""
     # Alembic's INFO lines would end up in an MTA's delivery status for every piped message.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if revision == "head":
@@ -113,4 +130,7 @@ def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_ID})
-        command.upgrade(alembic_config(conn), revision)
+        cfg = alembic_config(conn)
+        if on_step is not None:
+            cfg.attributes["on_version_apply"] = lambda **kw: on_step(kw["step"].up_revision_id or "")
+        command.upgrade(cfg, revision)
