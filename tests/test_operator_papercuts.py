@@ -162,7 +162,7 @@ def test_empty_and_senderless_mail_is_quarantined_with_its_reason(tmp_path: Path
         daemon.stop()
     failed = mailgate(desk, "--config", str(config), "inbox", "failed")
     lines = failed.stdout.splitlines()
-    assert len(lines) == 2 and "parse: empty message" in failed.stdout, failed
+    assert len(lines) == 3 and "parse: empty message" in failed.stdout, failed  # a header row, two rows
     assert "parse: no sender address: the From header" in failed.stdout, failed
     status = mailgate(desk, "--config", str(config), "status", "--json")
     assert json.loads(status.stdout)["quarantined"] == 2 and status.returncode == 1, status
