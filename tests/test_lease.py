@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, RunningDaemon, Sink, free_port, make_mail, need, wait_until, write_config
+from pg import pg_url  # noqa: F401 - the fixture
 from sqlalchemy import select
 from support.cli import cli
 from support.daemon_process import DaemonProcess, wait_settled
@@ -389,7 +390,9 @@ def test_a_live_worker_keeps_its_rows_past_the_lease_by_renewing(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_two_daemons_on_postgres_one_killed_the_other_takes_its_rows_without_a_restart(
-    tmp_path: Path, sink: Sink, pg_url: str
+    tmp_path: Path,
+    sink: Sink,
+    pg_url: str,  # noqa: F811
 ) -> None:
     need_namespaces()
     lease, n = 3.0, 60
