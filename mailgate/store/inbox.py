@@ -194,17 +194,34 @@ def claim(session: Session, limit: int, lease: Lease, max_attempts: int) -> Clai
     just changed, so it claimed every new row, not n. Selecting (and locking) the ids first, then
     updating exactly those, keeps the limit on both backends.
     """
-    rows = session.execute(
-        select(col(InboxItem.id), col(InboxItem.state), col(InboxItem.attempts))
-        .where(_claimable(clock(session)))
-        .order_by(col(InboxItem.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not rows:
+    # Rows left by a dead worker first (they are the oldest), then new ones: two index-ordered
+    # selects, where one with OR made SQLite sort the whole backlog on every claim.
+    now = clock(session)
+    left = dict(
+        session.execute(
+            select(col(InboxItem.id), col(InboxItem.attempts))
+            .where(col(InboxItem.state) == "processing", expired(col(InboxItem.claimed_until), now))
+            .order_by(col(InboxItem.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )
+    new = (
+        session.execute(
+            select(col(InboxItem.id))
+            .where(col(InboxItem.state) == "new")
+            .order_by(col(InboxItem.id))
+            .limit(limit - len(left))
+            .with_for_update(skip_locked=True)
+        )
+        .scalars()
+        .all()
+        if len(left) < limit
+        else []
+    )
+    if not left and not new:
         return Claimed([])
-    left = {row_id for row_id, state, _ in rows if state == "processing"}  # by a dead worker
-    poison = [row_id for row_id, _, attempts in rows if row_id in left and attempts >= max_attempts]
+    poison = [row_id for row_id, attempts in left.items() if attempts >= max_attempts]
     if poison:
         session.execute(
             update(InboxItem)
@@ -217,7 +234,7 @@ def claim(session: Session, limit: int, lease: Lease, max_attempts: int) -> Clai
                 claimed_by=None,
             )
         )
-    ids = [row_id for row_id, _, _ in rows if row_id not in poison]
+    ids = [row_id for row_id in left if row_id not in poison] + list(new)
     if not ids:
         return Claimed([], 0, len(poison))
     stmt = (
