@@ -158,7 +158,7 @@ def is_known(
     return session.execute(select(col(InboxItem.id)).where(or_(*conds)).limit(1)).first() is not None
 
 
-def _claimable(now: object) -> object:
+def _claimable(now: Any) -> Any:
     """New rows, and rows whose worker's lease ran out (it died, froze or lost its machine)."""
     return or_(
         col(InboxItem.state) == "new",

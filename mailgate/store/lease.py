@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -73,7 +73,6 @@ def expired(claimed_until: Any, now: Any) -> Any:
     return or_(claimed_until.is_(None), claimed_until < now)
 
 
-@dataclass
 class Keeper:
     """Renews a worker's lease from a thread, every `renew_seconds`, while rows are held
     (`with keeper.held():`). A thread, not the work loop, so a slow message or a slow relay never
@@ -81,15 +80,18 @@ class Keeper:
 
     `renew(session, lease)` is the table's own UPDATE of the rows this lease holds."""
 
-    db: Database
-    lease: Lease
-    renew: Callable[[Session, Lease], int]
-    name: str = "lease"
-    _held: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-    _failing: bool = False
+    def __init__(
+        self, db: Database, lease: Lease, renew: Callable[[Session, Lease], int], name: str = "lease"
+    ) -> None:
+        self.db = db
+        self.lease = lease
+        self.renew = renew
+        self.name = name
+        self._held = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
 
     @contextmanager
     def held(self) -> Iterator[None]:
