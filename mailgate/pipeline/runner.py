@@ -206,7 +206,7 @@ class Runner:
         outcomes: list[dict[str, Any]] = []
         consumed = 0
         with self.db.session(durable=False) as session:
-            held = inbox.hold(session, self.lease, [_item(c).id for c in contexts])  # type: ignore[misc]
+            held = inbox.hold(session, self.lease, [_item(c).id for c in contexts])
             start = time.perf_counter()
             for ctx in contexts:
                 t0 = time.perf_counter()
