@@ -96,6 +96,10 @@ class Pipeline:
     """[pipeline]: where `mailgate run` works off its mail (mailgate/daemon.py)."""
 
     worker: str = "process"  # one of WORKER_MODES
+    # A claimed inbox or outbox row is held this long and renewed every `renew_seconds` while its
+    # worker lives (store/lease.py); after it runs out, any worker takes the row again.
+    lease_seconds: float = 30.0
+    renew_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -410,7 +414,16 @@ def load_config(
     worker = _get(p, "worker", str, "process", "pipeline")
     if worker not in WORKER_MODES:
         raise ConfigError(f'pipeline.worker: write "process" or "thread", not {worker!r}')
-    pipeline = Pipeline(worker=worker)
+    lease = _get(p, "lease_seconds", float, 30.0, "pipeline")
+    renew = _get(p, "renew_seconds", float, 10.0, "pipeline")
+    if not lease > 0:
+        raise ConfigError(f"pipeline.lease_seconds: must be more than 0, not {lease!r}")
+    if not 0 < renew <= lease / 2:
+        raise ConfigError(
+            f"pipeline.renew_seconds: must be more than 0 and at most half of lease_seconds ({lease:g}),"
+            f" not {renew!r}: a lease must survive one renewal that fails"
+        )
+    pipeline = Pipeline(worker=worker, lease_seconds=lease, renew_seconds=renew)
 
     lim = data.get("limits", {})
     reachable = largest_attachment(smtp.max_message_size)

@@ -194,7 +194,7 @@ def gather(
         rules_in_force=in_force,
         rules_errors=rules_errors,
     )
-    status.attention.extend(_attention(status, max_unsent_age, oldest_age, new_age))
+    status.attention.extend(_attention(status, max_unsent_age, oldest_age, new_age) + _stranded(db, now))
     return status
 
 
@@ -238,6 +238,31 @@ def _attention(
             out.append(
                 f"IMAP {box.account}/{box.folder}: {box.given_up} message(s) given up, left on the server"
             )
+    return out
+
+
+def _stranded(db: Database, now: datetime, show: int = 5) -> list[str]:
+    """Rows claimed by a worker that is not alive: its lease (store/lease.py) ran out without a
+    renewal, so it died, froze or lost its machine. A running worker takes them on its next
+    claim; one listed here means none has yet (is a worker running?)."""
+    out: list[str] = []
+    with db.reading() as s:
+        for model, state, what in ((InboxItem, "processing", "inbox"), (OutboxItem, "sending", "outbox")):
+            until = col(model.claimed_until)
+            rows = s.execute(
+                select(col(model.id), col(model.claimed_by), col(model.claimed_at), until)
+                .where(col(model.state) == state, until.is_(None) | (until < now))
+                .order_by(col(model.id))
+            ).all()
+            for row_id, by, at, end in rows[:show]:
+                age = _age((now - utc(at)).total_seconds()) if at else "?"
+                past = _age((now - utc(end)).total_seconds()) if end else "?"
+                out.append(
+                    f"{what} row {row_id} claimed {age} ago by {by}, not alive (lease ran out"
+                    f" {past} ago): it waits for a running worker to take it"
+                )
+            if len(rows) > show:
+                out.append(f"... and {len(rows) - show} more {what} row(s) like it")
     return out
 
 

@@ -1,7 +1,9 @@
 """The sender: the only code that sends mail. The outbox only moves forward (STYLE.md habit 9).
 
 pending → (claimed: sending) → sent | pending again with a later next_attempt_at | failed.
-A pass claims what is due (committed before anything goes to the relay), hands it over on kept-alive
+A pass claims what is due under this sender's lease (committed before anything goes to the relay;
+store/lease.py: a random claim id, renewed by a thread while the pass runs; a row whose lease ran
+out — its sender died — is due again for any sender), hands it over on kept-alive
 connections, one mail after another per connection, and records every outcome of the pass in one
 commit. A crash can at worst resend the mails of the pass in flight (handed over, not yet
 recorded: at most `batch_size`), never lose one. A relay that is down is logged once per
@@ -21,16 +23,15 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, bindparam, or_, select, update
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from mailgate.config import Config
 from mailgate.outbox.transports import PermanentFailure, TemporaryFailure, Transport, make_transport
 from mailgate.store.db import Database
-from mailgate.store.inbox import WORKER_ID, worker_alive
+from mailgate.store.lease import Keeper, Lease, clock, expired, until
 from mailgate.store.models import OutboxItem, now_utc, utc
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=5)
 _OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
 
 
@@ -62,6 +63,9 @@ class Sender:
         self._stop = threading.Event()
         self._outage_since: datetime | None = None
         self._lock = threading.Lock()  # _outage_since, shared by the lanes
+        p = config.pipeline
+        self.lease = Lease.new("sender", p.lease_seconds, p.renew_seconds)  # this run's claim id
+        self.keeper = Keeper(db, self.lease, _renew, name="outbox-lease")
         self._lanes: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(len(self.transports), thread_name_prefix="sender-lane")
             if len(self.transports) > 1
@@ -74,16 +78,20 @@ class Sender:
         return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
     def _claim(self, now: datetime) -> list[OutboxItem]:
-        due = select(col(OutboxItem.id)).where(
-            or_(
-                (col(OutboxItem.state) == "pending") & (col(OutboxItem.next_attempt_at) <= now),
-                (col(OutboxItem.state) == "sending") & (col(OutboxItem.claimed_at) < now - LEASE),
+        def due(s: Session) -> Any:
+            """Pending and due, or being sent by a sender whose lease ran out (it died: what it
+            had in hand goes again, at-least-once)."""
+            return select(col(OutboxItem.id)).where(
+                or_(
+                    (col(OutboxItem.state) == "pending") & (col(OutboxItem.next_attempt_at) <= now),
+                    (col(OutboxItem.state) == "sending") & expired(col(OutboxItem.claimed_until), clock(s)),
+                )
             )
-        )
+
         # Most passes after a send find nothing due: asking first takes no write lock, so the
         # intake does not wait behind an empty claim.
         with self.db.reading() as s:
-            if s.execute(due.limit(1)).first() is None:
+            if s.execute(due(s).limit(1)).first() is None:
                 return []
         with self.db.session() as s:
             # Select-and-lock the ids, then update exactly those: in one UPDATE … IN (SELECT …
@@ -91,7 +99,10 @@ class Sender:
             # due row, not n (see store/inbox.claim).
             due_ids = (
                 s.execute(
-                    due.order_by(col(OutboxItem.id)).limit(self.batch_size).with_for_update(skip_locked=True)
+                    due(s)
+                    .order_by(col(OutboxItem.id))
+                    .limit(self.batch_size)
+                    .with_for_update(skip_locked=True)
                 )
                 .scalars()
                 .all()
@@ -102,7 +113,12 @@ class Sender:
                 s.execute(
                     update(OutboxItem)
                     .where(col(OutboxItem.id).in_(due_ids))
-                    .values(state="sending", claimed_by=WORKER_ID, claimed_at=now)
+                    .values(
+                        state="sending",
+                        claimed_by=self.lease.token,
+                        claimed_at=now,
+                        claimed_until=until(s, self.lease),
+                    )
                     .returning(col(OutboxItem.id))
                 )
                 .scalars()
@@ -119,7 +135,8 @@ class Sender:
     def _record(self, outcomes: list[Outcome]) -> None:
         """Every outcome of a pass in one commit: one executemany per kind of outcome (sent,
         failed, retry later, put back), not a commit per mail, which kept the write lock from the
-        pipeline and the intake once per mail."""
+        pipeline and the intake once per mail. Only rows this sender still holds are written: one
+        another sender took after this one's lease ran out is that sender's to record."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for item_id, values in outcomes:
             groups[tuple(sorted(values))].append({"row_id": item_id, "claimed_by": None, **values})
@@ -127,11 +144,16 @@ class Sender:
             conn = s.connection()
             for keys, rows in groups.items():
                 columns: dict[str, Any] = {k: bindparam(k) for k in (*keys, "claimed_by")}
-                conn.execute(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(columns), rows)
+                mine = (_OUTBOX.c.id == bindparam("row_id")) & (_OUTBOX.c.claimed_by == self.lease.token)
+                conn.execute(update(_OUTBOX).where(mine).values(columns), rows)
 
     def run_once(self, now: datetime | None = None) -> int:
         """Send what is due. Returns how many were handed over."""
         now = now or now_utc()
+        with self.keeper.held():  # from the claim's commit to the outcomes' commit
+            return self._pass(now)
+
+    def _pass(self, now: datetime) -> int:
         items = self._claim(now)
         if not items:
             return 0
@@ -207,23 +229,10 @@ class Sender:
             "next_attempt_at": now + self.backoff(attempts),
         }
 
-    def recover(self) -> int:
-        """Rows a dead process of this host was sending go back to pending now, not after the lease."""
-        with self.db.session() as s:
-            rows = s.execute(select(OutboxItem).where(col(OutboxItem.state) == "sending")).scalars().all()
-            dead = [r.id for r in rows if r.claimed_by != WORKER_ID and not worker_alive(r.claimed_by)]
-            if dead:
-                s.execute(
-                    update(OutboxItem)
-                    .where(col(OutboxItem.id).in_(dead))
-                    .values(state="pending", claimed_by=None)
-                )
-        if dead:
-            log.warning("%d outgoing mail(s) were being sent when a process died: sending again", len(dead))
-        return len(dead)
-
     def serve(self, poll_seconds: float = 1.0) -> None:
-        self.recover()
+        """Loop until stop(). Mail a dead sender had in hand is found by the claims themselves
+        once its lease runs out."""
+        log.info("sender claims as %s", self.lease.token)
         while not self._stop.is_set():
             try:
                 n = self.run_once()
@@ -242,6 +251,17 @@ class Sender:
     def stop(self) -> None:
         self._stop.set()
         self.wake.set()
+        self.keeper.stop()
+
+
+def _renew(session: Session, lease: Lease) -> int:
+    """Push the lease of every row this sender holds forward (store.lease.Keeper's renewal)."""
+    result = session.execute(
+        update(OutboxItem)
+        .where(col(OutboxItem.state) == "sending", col(OutboxItem.claimed_by) == lease.token)
+        .values(claimed_until=until(session, lease))
+    )
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def retry_failed(db: Database, item_id: int | None = None) -> int:

@@ -1,11 +1,13 @@
 """The one path through the pipeline: claim a batch, parse each message, process the batch in one
 transaction, record each outcome.
 
-    claim    up to `batch_size` new inbox rows, oldest first (committed: new → processing,
-             attempts + 1, so a worker that dies leaves rows `recover` hands back)
+    claim    up to `batch_size` inbox rows, oldest first: new ones and ones whose worker's lease
+             ran out (committed: → processing, attempts + 1, under this run's lease, renewed by
+             a thread while the batch is in hand: store/lease.py)
     parse    each message, before the transaction: parsing reads no table, so SQLite's write
              lock stays free for the intake meanwhile
-    process  the messages together in one transaction, each inside a SAVEPOINT: a message that
+    process  the messages together in one transaction that first makes sure this run still
+             holds their rows (`inbox.hold`), each inside a SAVEPOINT: a message that
              fails or stops rolls back only its own writes (group commit: one commit for many;
              a transaction that has held the write lock `HOLD_SECONDS` commits, and the rest of
              the batch goes on in the next)
@@ -42,6 +44,7 @@ from mailgate.ruleset import RulesSource
 from mailgate.store import inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
+from mailgate.store.lease import Keeper, Lease
 from mailgate.store.models import InboxItem, now_utc
 from mailgate.store.repo import Repo
 
@@ -90,6 +93,10 @@ def _outcome(ctx: Context, state: str, reason: str | None, stage: str | None) ->
     return {"row_id": ctx.item.id, **values}
 
 
+def _item(ctx: Context | Failed) -> InboxItem:
+    return ctx.item if isinstance(ctx, Context) else ctx.ctx.item
+
+
 class Runner:
     """Claims a batch of inbox rows, parses each, and processes them in one transaction.
 
@@ -108,6 +115,10 @@ class Runner:
         self.handlers: list[Handler] = registry(self.services)
         self.sla = SlaService(config, self.rules, self.notifier)
         self.after_commit: list[Callable[[], None]] = []  # e.g. wake the sender
+        # This run's claim id, new every time a Runner is made (never a PID: store/lease.py).
+        p = config.pipeline
+        self.lease = Lease.new("pipeline", p.lease_seconds, p.renew_seconds)
+        self.keeper = Keeper(db, self.lease, inbox.renew, name="inbox-lease")
         self.wake = threading.Event()
         self._stop = threading.Event()
 
@@ -197,14 +208,22 @@ class Runner:
     def _transaction(self, contexts: list[Context | Failed]) -> int:
         """One transaction over the first of `contexts`, until they are all done or it has held the
         write lock `HOLD_SECONDS`; returns how many it did (at least one)."""
-        done = 0
+        consumed = 0
         with self.db.session(durable=False) as session:
             conn = session.connection()
+            held = inbox.hold(session, self.lease, [i for c in contexts if (i := _item(c).id) is not None])
             start = time.perf_counter()
             for ctx in contexts:
                 t0 = time.perf_counter()
-                if done and t0 - start > HOLD_SECONDS:
+                if consumed and t0 - start > HOLD_SECONDS:
                     break
+                consumed += 1
+                if _item(ctx).id not in held:
+                    log.warning(
+                        "message %s: another worker took it after this one's lease ran out; left to it",
+                        _item(ctx).id,
+                    )
+                    continue
                 if isinstance(ctx, Context):
                     savepoint = session.begin_nested()
                     try:
@@ -225,9 +244,8 @@ class Runner:
                 # Each outcome is written at once, in the same commit as its work: a later
                 # message of the batch may ask what became of an earlier one (the flood limit
                 # tells the admin only when no earlier mail of that sender was held).
-                done += 1
                 self._log(ctx, t0)
-        return done
+        return consumed
 
     def _log(self, ctx: Context, t0: float) -> None:
         if not log.isEnabledFor(logging.INFO):  # the record's fields cost more than the call
@@ -279,7 +297,14 @@ class Runner:
             if not inbox.has_new(session):
                 return []
         with self.db.session(durable=False) as session:
-            ids = inbox.claim(session, self.batch_size)
+            claimed = inbox.claim(session, self.batch_size, self.lease, self.config.limits.max_attempts)
+        if claimed.taken_over or claimed.quarantined:
+            log.warning(
+                "recovered %d message(s) whose worker stopped renewing its lease, quarantined %d",
+                claimed.taken_over,
+                claimed.quarantined,
+            )
+        ids = claimed.ids
         if not ids:
             return []
         with self.db.reading() as session:  # the raw mail is read outside the write lock
@@ -293,10 +318,11 @@ class Runner:
         """Claim and process one batch: whatever is waiting, up to `batch_size` messages.
         Returns how many messages were processed."""
         self.refresh_rules()
-        items = self._claim()
-        if not items:
-            return 0
-        self.process_batch(items)
+        with self.keeper.held():  # from the claim's commit to the last outcome's
+            items = self._claim()
+            if not items:
+                return 0
+            self.process_batch(items)
         return len(items)
 
     def run_until_idle(self, max_batches: int = 10_000) -> int:
@@ -308,16 +334,12 @@ class Runner:
             total += n
         return total
 
-    def recover(self) -> None:
-        with self.db.session() as session:
-            requeued, quarantined = inbox.recover(session, self.config.limits.max_attempts)
-        if requeued or quarantined:
-            log.warning("recovered %d interrupted message(s), quarantined %d", requeued, quarantined)
-
     # -- the thread -----------------------------------------------------------------------------
     def serve(self, poll_seconds: float = 2.0) -> None:
-        """Loop until stop(): process while there is work, then wait for a wake-up or the poll."""
-        self.recover()
+        """Loop until stop(): process while there is work, then wait for a wake-up or the poll.
+        Rows a dead worker left are found by the claims themselves once their lease runs out, so
+        the poll also bounds how long after that they wait."""
+        log.info("pipeline claims as %s", self.lease.token)
         while not self._stop.is_set():
             try:
                 n = self.run_once()
@@ -333,3 +355,4 @@ class Runner:
     def stop(self) -> None:
         self._stop.set()
         self.wake.set()
+        self.keeper.stop()

@@ -1,20 +1,19 @@
-"""The inbox table's life cycle: insert (deduplicated), claim, finish, fail, recover, retry.
+"""The inbox table's life cycle: insert (deduplicated), claim, hold, finish, fail, retry.
 
-Claiming is a committed state change (new → processing, attempts + 1) before any work, so a
-process that dies mid-message leaves a row that `recover` hands back — or quarantines once it has
-been tried `max_attempts` times (Mailman's switchboard: claim, recover at start, poison cap).
+Claiming is a committed state change (new → processing, attempts + 1, a lease: store/lease.py)
+before any work. A process that dies mid-message stops renewing its lease, and once it has run
+out every claim, of any worker, takes the row again — or quarantines it once it has been tried
+`max_attempts` times (Mailman's switchboard: claim, recover, poison cap; recovery on every
+claim rather than only at start, so a running worker picks up what a dead one left).
 On PostgreSQL the claim uses FOR UPDATE SKIP LOCKED so several workers never take the same row.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
@@ -22,10 +21,8 @@ from sqlalchemy import CursorResult, and_, func, or_, select, text, update
 from sqlmodel import Session, col
 
 from mailgate.store.db import insert_for
-from mailgate.store.models import InboxItem, InboxRaw, now_utc, utc
-
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-LEASE = timedelta(minutes=10)
+from mailgate.store.lease import Lease, clock, expired, until
+from mailgate.store.models import InboxItem, InboxRaw, now_utc
 
 
 @dataclass(frozen=True)
@@ -161,88 +158,129 @@ def is_known(
     return session.execute(select(col(InboxItem.id)).where(or_(*conds)).limit(1)).first() is not None
 
 
+def _claimable(now: Any) -> Any:
+    """New rows, and rows whose worker's lease ran out (it died, froze or lost its machine)."""
+    return or_(
+        col(InboxItem.state) == "new",
+        and_(col(InboxItem.state) == "processing", expired(col(InboxItem.claimed_until), now)),
+    )
+
+
 def has_new(session: Session) -> bool:
-    """Whether any row waits. For a `Database.reading()` session: it takes no write lock, so a
-    worker woken for nothing does not make the intake wait for the lock."""
+    """Whether any row waits, or was left by a worker whose lease ran out. For a
+    `Database.reading()` session: it takes no write lock, so a worker woken for nothing does not
+    make the intake wait for the lock."""
     return (
-        session.execute(select(col(InboxItem.id)).where(col(InboxItem.state) == "new").limit(1)).first()
+        session.execute(select(col(InboxItem.id)).where(_claimable(clock(session))).limit(1)).first()
         is not None
     )
 
 
-def claim(session: Session, limit: int, worker: str = WORKER_ID) -> list[int]:
-    """Take up to `limit` new rows, oldest first. The caller commits before processing them.
+@dataclass(frozen=True)
+class Claimed:
+    ids: list[int]  # claimed by this lease now, oldest first
+    taken_over: int = 0  # of them, rows whose previous worker's lease had run out
+    quarantined: int = 0  # rows left by dead workers `max_attempts` times: failed, not claimed
+
+
+def claim(session: Session, limit: int, lease: Lease, max_attempts: int) -> Claimed:
+    """Take up to `limit` rows, oldest first: new ones, and ones whose lease ran out (checked on
+    every claim, so a running worker picks up a dead one's rows). A row whose worker died while
+    processing it `max_attempts` times is quarantined instead: a message that kills its worker
+    must not kill the next one too. The caller commits before processing the rows.
 
     Two statements on purpose: PostgreSQL runs `UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE
     SKIP LOCKED)` as a semi-join that re-scans the subquery and skips the rows this very UPDATE
     just changed, so it claimed every new row, not n. Selecting (and locking) the ids first, then
     updating exactly those, keeps the limit on both backends.
     """
-    ids = (
+    # Rows left by a dead worker first (they are the oldest), then new ones: two index-ordered
+    # selects, where one with OR made SQLite sort the whole backlog on every claim.
+    now = clock(session)
+    left = dict(
+        session.execute(
+            select(col(InboxItem.id), col(InboxItem.attempts))
+            .where(col(InboxItem.state) == "processing", expired(col(InboxItem.claimed_until), now))
+            .order_by(col(InboxItem.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )
+    new = (
         session.execute(
             select(col(InboxItem.id))
             .where(col(InboxItem.state) == "new")
             .order_by(col(InboxItem.id))
-            .limit(limit)
+            .limit(limit - len(left))
             .with_for_update(skip_locked=True)
         )
         .scalars()
         .all()
+        if len(left) < limit
+        else []
     )
+    if not left and not new:
+        return Claimed([])
+    poison = [row_id for row_id, attempts in left.items() if attempts >= max_attempts]
+    if poison:
+        session.execute(
+            update(InboxItem)
+            .where(col(InboxItem.id).in_(poison))
+            .values(
+                state="failed",
+                stage=func.coalesce(col(InboxItem.stage), "worker"),
+                reason=f"its worker died (stopped renewing its lease) while processing it on each of"
+                f" {max_attempts} attempts; quarantined",
+                claimed_by=None,
+            )
+        )
+    ids = [row_id for row_id in left if row_id not in poison] + list(new)
     if not ids:
-        return []
+        return Claimed([], 0, len(poison))
     stmt = (
         update(InboxItem)
-        .where(col(InboxItem.id).in_(ids), col(InboxItem.state) == "new")
+        .where(col(InboxItem.id).in_(ids), col(InboxItem.state).in_(("new", "processing")))
         .values(
-            state="processing", attempts=col(InboxItem.attempts) + 1, claimed_by=worker, claimed_at=now_utc()
+            state="processing",
+            attempts=col(InboxItem.attempts) + 1,
+            claimed_by=lease.token,
+            claimed_at=now_utc(),
+            claimed_until=until(session, lease),
         )
         .returning(col(InboxItem.id))
     )
-    return sorted(session.execute(stmt).scalars().all())
+    return Claimed(sorted(session.execute(stmt).scalars().all()), len(left) - len(poison), len(poison))
 
 
-def worker_alive(claimed_by: str | None) -> bool:
-    """Whether the worker that claimed a row may still be at it (another host: assume yes)."""
-    if not claimed_by:
-        return False
-    host, _, pid = claimed_by.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's worker: only the lease can tell
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def renew(session: Session, lease: Lease) -> int:
+    """Push the lease of every row this lease holds forward (store.lease.Keeper's renewal)."""
+    result = session.execute(
+        update(InboxItem)
+        .where(col(InboxItem.state) == "processing", col(InboxItem.claimed_by) == lease.token)
+        .values(claimed_until=until(session, lease))
+    )
+    return cast("CursorResult[Any]", result).rowcount
 
 
-def recover(session: Session, max_attempts: int, now: datetime | None = None) -> tuple[int, int]:
-    """Hand back rows whose worker died; quarantine those tried `max_attempts` times.
-
-    A worker is dead when it ran on this host and its pid is gone, or its lease ran out.
-    Returns (requeued, quarantined).
-    """
-    now = now or now_utc()
-    rows = session.execute(select(InboxItem).where(col(InboxItem.state) == "processing")).scalars().all()
-    requeued = quarantined = 0
-    for row in rows:
-        claimed_at = utc(row.claimed_at)
-        expired = claimed_at is None or now - claimed_at > LEASE
-        if row.claimed_by == WORKER_ID or (worker_alive(row.claimed_by) and not expired):
-            continue
-        if row.attempts >= max_attempts:
-            row.state = "failed"
-            row.stage = row.stage or "worker"
-            row.reason = f"the worker died while processing it {row.attempts} times; quarantined"
-            quarantined += 1
-        else:
-            row.state = "new"
-            requeued += 1
-        row.claimed_by = None
-        session.add(row)
-    return requeued, quarantined
+def hold(session: Session, lease: Lease, ids: Sequence[int]) -> set[int]:
+    """Of `ids`, the rows this lease still holds, renewed, in the caller's transaction — which
+    then records their outcome. On PostgreSQL the UPDATE locks them until that commit (another
+    worker's SKIP LOCKED claim passes them by); on SQLite the transaction holds the write lock. A
+    row missing from the answer was taken by another worker after this one's lease ran out (it
+    froze, or could not renew): it is that worker's now, and must not be processed here too."""
+    if not ids:
+        return set()
+    stmt = (
+        update(InboxItem)
+        .where(
+            col(InboxItem.id).in_(ids),
+            col(InboxItem.state) == "processing",
+            col(InboxItem.claimed_by) == lease.token,
+        )
+        .values(claimed_until=until(session, lease))
+        .returning(col(InboxItem.id))
+    )
+    return set(session.execute(stmt).scalars().all())
 
 
 def retry(session: Session, item_id: int) -> bool:

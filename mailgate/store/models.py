@@ -85,8 +85,9 @@ class InboxItem(TableModel, table=True):
     state: str = Field(default="new", index=False)
     disposition: str | None = None  # ticket-created, reply, ignored:auto-reply, bounce …
     attempts: int = 0
-    claimed_by: str | None = None
+    claimed_by: str | None = None  # the claim id of a worker run (store/lease.py), never a PID
     claimed_at: datetime | None = _ts(nullable=True)
+    claimed_until: datetime | None = _ts(nullable=True)  # the lease: free for any worker after this
     stage: str | None = None  # where it failed
     reason: str | None = None
     trace: list[dict[str, str]] = _json(list)
@@ -221,8 +222,9 @@ class OutboxItem(TableModel, table=True):
     state: str = "pending"
     attempts: int = 0
     next_attempt_at: datetime = _ts(nullable=False, default=now_utc)
-    claimed_by: str | None = None
+    claimed_by: str | None = None  # the claim id of a sender run (store/lease.py)
     claimed_at: datetime | None = _ts(nullable=True)
+    claimed_until: datetime | None = _ts(nullable=True)  # the lease: free for any sender after this
     last_error: str | None = None
     created_at: datetime = _ts(nullable=False, default=now_utc)
     sent_at: datetime | None = _ts(nullable=True)

@@ -18,8 +18,14 @@ from sqlalchemy import func, or_, select
 class DaemonProcess:
     """`python -m mailgate --config CFG run` as a child process, restartable on the same port."""
 
-    def __init__(self, config_path: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, port: int, env: dict[str, str] | None = None, *, prefix: tuple[str, ...] = ()
+    ) -> None:
+        """`prefix` runs the command under another, e.g. `unshare --pid --fork --mount-proc` (a
+        container restart); the daemon then gets a process group of its own, which `kill_all`
+        kills with everything in it."""
         self.config_path = config_path
+        self.prefix = prefix
         self.port = port
         self.env = {**os.environ, "MAILGATE_SECRET": "test-secret", **(env or {})}
         self.env.pop("MAILGATE_CONFIG", None)
@@ -30,10 +36,11 @@ class DaemonProcess:
     def start(self, timeout: float = 30.0) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailgate", "--config", str(self.config_path), "run"],
+                [*self.prefix, sys.executable, "-m", "mailgate", "--config", str(self.config_path), "run"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=bool(self.prefix),
             )
         self.starts += 1
         deadline = time.monotonic() + timeout
@@ -51,9 +58,19 @@ class DaemonProcess:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
+    def kill_all(self, sig: int | None = None) -> None:
+        """`sig` (SIGKILL) to the daemon's whole process group (with a `prefix`): daemon and
+        worker at once."""
+        assert self.proc is not None and self.prefix
+        os.killpg(self.proc.pid, signal.SIGKILL if sig is None else sig)
+        self.proc.wait(timeout=40)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
+            if self.prefix:
+                self.kill_all(signal.SIGTERM)
+            else:
+                self.signal(signal.SIGTERM)
 
 
 def settled(db: Any) -> bool:

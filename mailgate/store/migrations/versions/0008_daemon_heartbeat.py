@@ -1,11 +1,8 @@
 """The daemon's heartbeat: one row per running `mailgate run` (pid, host, listeners with the ports
 they bound, started at, last beat, last batch), which `mailgate status` reads (issue 25)
 
-Numbered 0008: 0007 is taken by another change made at the same time; whichever merges second
-sets its down_revision to the other's.
-
 Revision ID: 0008_daemon_heartbeat
-Revises: 0006_inbox_digest
+Revises: 0007_claim_lease
 Create Date: 2026-12-07 13:00:00
 """
 
@@ -16,7 +13,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0008_daemon_heartbeat"
-down_revision: str | None = "0006_inbox_digest"
+down_revision: str | None = "0007_claim_lease"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
