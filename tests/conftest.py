@@ -145,6 +145,8 @@ def write_config(
         f"{extra}\n"
         '[[desks]]\naddress = "support@localhost"\nkey = "SUP"\nname = "Support"\n\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port or free_port()}\n\n'
+        # the web listener on any free port: daemons of one test (and of parallel runs) never meet
+        "[web]\nport = 0\n\n"
         f"{outgoing}"
     )
     path = root / "config.toml"
