@@ -294,7 +294,7 @@ def test_pages_carry_a_strict_policy_and_no_inline_script(daemon: RunningDaemon,
     r = http("GET", link(ack, "View request:"))
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "'unsafe-inline'" not in csp and "form-action 'self'" in csp
-    assert r.headers["referrer-policy"] == "no-referrer" and r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"] == "same-origin" and r.headers["x-frame-options"] == "DENY"
     assert (
         "<script" not in r.text
         and "style=" not in r.text

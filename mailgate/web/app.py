@@ -479,7 +479,7 @@ class WebApp:
         groups = [g.name for g in snap.team.groups.values() if me in g.members]
         now = now_utc()
         soon = now + AT_RISK
-        open_ = Ticket.status_category != "closed"
+        open_ = col(Ticket.status_category) != "closed"
         with self.db.reading() as s:
 
             def rows(*where: Any) -> list[Ticket]:
@@ -490,7 +490,7 @@ class WebApp:
                 )
 
             out: dict[str, Any] = {
-                "mine": rows(open_, Ticket.assignee == me),
+                "mine": rows(open_, col(Ticket.assignee) == me),
                 "groups": groups,
                 "group_tickets": rows(open_, col(Ticket.group).in_(groups)) if groups else [],
                 "unassigned": rows(open_, col(Ticket.assignee).is_(None)),
@@ -506,7 +506,7 @@ class WebApp:
             }
             if q:
                 pattern = f"%{_escape_like(q)}%"
-                text_hit = select(Message.ticket_id).where(col(Message.text).ilike(pattern, escape="\\"))
+                text_hit = select(col(Message.ticket_id)).where(col(Message.text).ilike(pattern, escape="\\"))
                 out["results"] = rows(
                     or_(col(Ticket.subject).ilike(pattern, escape="\\"), col(Ticket.id).in_(text_hit))
                 )
@@ -534,11 +534,13 @@ class WebApp:
             workflow = snap.workflow(desk) if desk else None
             status = workflow.statuses.get(ticket.status) if workflow else None
             events = list(
-                s.execute(select(Event).where(Event.ticket_id == ticket.id).order_by(col(Event.id))).scalars()
+                s.execute(
+                    select(Event).where(col(Event.ticket_id) == ticket.id).order_by(col(Event.id))
+                ).scalars()
             )
             traces = list(
                 s.execute(
-                    select(InboxItem).where(InboxItem.ticket_id == ticket.id).order_by(col(InboxItem.id))
+                    select(InboxItem).where(col(InboxItem.ticket_id) == ticket.id).order_by(col(InboxItem.id))
                 ).scalars()
             )
             return {

@@ -25,8 +25,9 @@ HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    # A signed link is in the path: no page sends it on to another site in a Referer.
-    (b"referrer-policy", b"no-referrer"),
+    # A signed link is in the path: no page sends it on to another site in a Referer. Not
+    # "no-referrer": with it, browsers send `Origin: null` on our own form POSTs.
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 

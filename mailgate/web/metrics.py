@@ -55,9 +55,9 @@ class DatabaseCollector:
                 "mailgate_messages_quarantined", "Messages quarantined (failed), by desk", labels=["desk"]
             )
             rows = s.execute(
-                select(InboxItem.desk, InboxItem.state, InboxItem.disposition, func.count()).group_by(
-                    InboxItem.desk, InboxItem.state, InboxItem.disposition
-                )
+                select(
+                    col(InboxItem.desk), col(InboxItem.state), col(InboxItem.disposition), func.count()
+                ).group_by(col(InboxItem.desk), col(InboxItem.state), col(InboxItem.disposition))
             ).all()
             per_desk: dict[str, int] = {}
             failed: dict[str, int] = {}
@@ -113,9 +113,9 @@ class DatabaseCollector:
             outbox = CounterMetricFamily("mailgate_outbox", "Outgoing mail by outcome", labels=["state"])
             sent, failed_out, deferred = s.execute(
                 select(
-                    func.count().filter(OutboxItem.state == "sent"),
-                    func.count().filter(OutboxItem.state == "failed"),
-                    func.count().filter(OutboxItem.state == "pending", col(OutboxItem.attempts) > 0),
+                    func.count().filter(col(OutboxItem.state) == "sent"),
+                    func.count().filter(col(OutboxItem.state) == "failed"),
+                    func.count().filter(col(OutboxItem.state) == "pending", col(OutboxItem.attempts) > 0),
                 )
             ).one()
             outbox.add_metric(["sent"], sent)
@@ -136,20 +136,21 @@ class DatabaseCollector:
                         col(Ticket.first_response_at).is_(None), col(Ticket.first_response_due) < now
                     ),
                     func.count().filter(col(Ticket.resolution_due) < now),
-                ).where(Ticket.status_category != "closed")
+                ).where(col(Ticket.status_category) != "closed")
             ).one()
             breaches.add_metric(["first_response"], fr)
             breaches.add_metric(["resolution"], res)
             yield breaches
 
             ratings = CounterMetricFamily("mailgate_ratings", "Tickets rated, by rating", labels=["rating"])
-            counts = dict(
-                s.execute(
-                    select(Ticket.rating, func.count())
+            counts: dict[int, int] = {
+                rating: n
+                for rating, n in s.execute(
+                    select(col(Ticket.rating), func.count())
                     .where(col(Ticket.rating).is_not(None))
-                    .group_by(Ticket.rating)
+                    .group_by(col(Ticket.rating))
                 ).all()
-            )
+            }
             for n in range(1, 6):
                 ratings.add_metric([str(n)], counts.get(n, 0))
             yield ratings
@@ -167,7 +168,7 @@ def registry_for(db: Database) -> CollectorRegistry:
     """A registry of our own (no process-global default registry, no metrics of the web process
     itself): what /metrics serves."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(DatabaseCollector(db))  # type: ignore[arg-type]
+    reg.register(DatabaseCollector(db))
     return reg
 
 
@@ -179,7 +180,7 @@ def health_problems(db: Database, alive: Callable[[], list[str]]) -> list[str]:
         now = now_utc()
         with db.reading() as s:
             due = s.execute(
-                select(func.min(OutboxItem.next_attempt_at)).where(OutboxItem.state == "pending")
+                select(func.min(OutboxItem.next_attempt_at)).where(col(OutboxItem.state) == "pending")
             ).scalar_one()
             waiting = s.execute(
                 select(func.min(InboxItem.received_at)).where(col(InboxItem.state).in_(["new", "processing"]))
