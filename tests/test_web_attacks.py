@@ -364,3 +364,30 @@ def test_web_port_from_the_environment_and_off_switch(tmp_path, sink: Sink) -> N
     with pytest.raises(Exception, match="web.port"):
         path.write_text(text.replace("enabled = false", "port = 70000"))
         load_config(path, env={"MAILGATE_SECRET": SECRET})
+
+
+# --- the signed link itself (pure) --------------------------------------------------------------
+
+
+def test_signed_links_bind_purpose_person_ticket_expiry_and_key() -> None:
+    from mailgate.domain.tokens import LinkState, TokenKeys, read_link
+
+    now = 1_800_000_000
+    word = make_link("k1", Purpose.VIEW, "sup-7", "Alice@Example.com", now + 60)
+    ok = read_link(TokenKeys("k1"), word, Purpose.VIEW, now)
+    assert (ok.state, ok.ticket_key, ok.address) == (LinkState.VALID, "SUP-7", "alice@example.com")
+    assert read_link(TokenKeys("k1"), word, Purpose.RATE, now).state is LinkState.INVALID
+    assert read_link(TokenKeys("k1"), word, Purpose.VIEW, now + 60).state is LinkState.EXPIRED
+    assert read_link(TokenKeys("k2"), word, Purpose.VIEW, now).state is LinkState.INVALID
+    # rotation: the old key in its grace period, never once retired
+    assert read_link(TokenKeys("k2", old=("k1",)), word, Purpose.VIEW, now).state is LinkState.VALID
+    assert read_link(TokenKeys("k2", retired=("k1",)), word, Purpose.VIEW, now).state is LinkState.INVALID
+    # another person's or ticket's payload under the same MAC
+    payload, mac = word.split(".")
+    other = make_link("k1", Purpose.VIEW, "SUP-8", "alice@example.com", now + 60).split(".")[0]
+    assert read_link(TokenKeys("k1"), f"{other}.{mac}", Purpose.VIEW, now).state is LinkState.INVALID
+    for junk in ("", "x", f"{payload}", f"{payload}.{mac}x", "a" * 500 + "." + mac):
+        assert read_link(TokenKeys("k1"), junk, Purpose.VIEW, now).state is LinkState.INVALID
+    # a reply token's MAC under the same key is no link MAC (the "link:" prefix keeps them apart)
+    with pytest.raises(ValueError):
+        make_link("k1", Purpose.VIEW, "SUP-1", "a|b@example.com", now)
