@@ -27,6 +27,7 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import or_, select
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import col
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -63,6 +64,10 @@ class WebApp:
     """The pages over one database, built once by the daemon and passed in (no globals)."""
 
     def __init__(self, config: Config, db: Database, alive: Callable[[], list[str]] | None = None) -> None:
+        # Repo.ticket_by_key builds ORM objects by hand, which needs the mappers configured; the
+        # ORM does that lazily on first use, and two first page requests in the thread pool raced
+        # it (AttributeError inside SQLAlchemy). Configure once, here, before any request.
+        configure_mappers()
         self.config = config
         self.db = db
         self.alive = alive or (lambda: [])
