@@ -202,6 +202,7 @@ def run_measured(
 def mailgate_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
     env["MAILGATE_SECRET"] = "bench-secret"
+    env["MAILGATE_WEB_PORT"] = "0"  # the web listener on any free port (web_load.py sets its own)
     env["PYTHONHASHSEED"] = "0"
     env["PYTHONPATH"] = str(REPO)  # see the note at the top: the checkout's package, not a namespace
     env.update(extra or {})

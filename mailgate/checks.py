@@ -36,6 +36,8 @@ from mailgate.ruleset import load
 # What Notifier.send gives every template (pipeline/notify.py).
 BASE_VARIABLES = frozenset(
     {"ticket", "desk", "recipient", "subject", "reply_address", "unsubscribe_address", "survey_links", "help"}
+    # the web side's signed links for this recipient, empty when it is off (pipeline/links.py)
+    | {"view_url", "unsubscribe_url", "rating_links", "agent_url"}
 )
 # The first answer to a requester: the acknowledgement, or a routing rule's `auto_reply` template.
 NEW_TICKET_REQUESTER = frozenset({"message", "requester_name"})
@@ -67,6 +69,7 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "new_ticket": NEW_TICKET_AGENT,
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
+    "agent_signin": frozenset({"url", "minutes"}),  # the web side's sign-in mail (mailgate/web)
     **_SCHEDULER_TEMPLATES,
 }
 TEMPLATE_SUFFIXES = (".txt", ".html")
@@ -448,6 +451,12 @@ class SampleContext:
             "reply_address": reply,
             "unsubscribe_address": self.desk.token_address("sup-20-abc-off"),
             "survey_links": {n: f"mailto:{reply}?subject=Rating%20{n}&body={n}" for n in range(1, 6)},
+            "view_url": "https://help.example.com/r/abc.def",
+            "unsubscribe_url": "https://help.example.com/u/abc.def",
+            "rating_links": {n: f"https://help.example.com/rate/abc.def?n={n}" for n in range(1, 6)},
+            "agent_url": f"https://help.example.com/agent/t/{self.ticket.key}",
+            "url": "https://help.example.com/agent/signin/abc.def",
+            "minutes": 15,
             "message": self.mail,
             "requester_name": "Ann Customer",
             "actor": "Tech One",

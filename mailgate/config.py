@@ -189,6 +189,25 @@ class ImapAccount:
 
 
 @dataclass(frozen=True)
+class Web:
+    """[web]: the HTTP side of `mailgate run` (mailgate/web): request pages, one-click rating and
+    unsubscribe, agent pages, /healthz and /metrics. `base_url` is what links in mail point at
+    (the public URL behind a reverse proxy); by default http://host:port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8025  # 0: any free port (tests); MAILGATE_WEB_PORT overrides
+    base_url: str = ""
+    link_days: int = 180  # how long a request page, rating or unsubscribe link in a mail works
+    session_hours: int = 12  # how long an agent stays signed in
+    signin_per_hour: int = 5  # sign-in mails per agent address (and 20 per client) an hour
+
+    @property
+    def url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     state_dir: Path
@@ -208,6 +227,7 @@ class Config:
     security: Security = Security()
     scheduler: SchedulerSettings = SchedulerSettings()
     membership: Membership = Membership()
+    web: Web = Web()
     source: Path | None = None  # the config file read; None: the embedded default
 
     @property
@@ -280,6 +300,36 @@ def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
             raise ConfigError(f"scheduler.{key}: expected a number of seconds >= 1, got {value!r}")
         values[key] = value
     return SchedulerSettings(enabled=_get(t, "enabled", bool, True, "scheduler"), **values)
+
+
+def _web(data: dict[str, Any], env: dict[str, str]) -> Web:
+    keys = {"enabled", "host", "port", "base_url", "link_days", "session_hours", "signin_per_hour"}
+    t = _table(data, "web", keys)
+    port = _get(t, "port", int, 8025, "web")
+    if env.get("MAILGATE_WEB_PORT"):
+        try:
+            port = int(env["MAILGATE_WEB_PORT"])
+        except ValueError:
+            raise ConfigError(
+                f"MAILGATE_WEB_PORT: expected a port number, got {env['MAILGATE_WEB_PORT']!r}"
+            ) from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"web.port: expected 0..65535, got {port}")
+    base_url = _get(t, "base_url", str, "", "web")
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"web.base_url: expected an http:// or https:// URL, got {base_url!r}")
+    numbers = {}
+    for key, default in (("link_days", 180), ("session_hours", 12), ("signin_per_hour", 5)):
+        numbers[key] = _get(t, key, int, default, "web")
+        if numbers[key] < 1:
+            raise ConfigError(f"web.{key}: expected a whole number >= 1, got {numbers[key]}")
+    return Web(
+        enabled=_get(t, "enabled", bool, True, "web"),
+        host=_get(t, "host", str, "127.0.0.1", "web"),
+        port=port,
+        base_url=base_url,
+        **numbers,
+    )
 
 
 def _env(env: dict[str, str], name: str) -> str:
@@ -481,6 +531,7 @@ def load_config(
         scheduler=_scheduler(data),
         membership=_membership(_table(data, "security", SECURITY_KEYS)),
         source=path.resolve() if path is not None else None,
+        web=_web(data, env),
     )
 
 

@@ -151,6 +151,13 @@ class Daemon:
         db: Database | None = None,
         worker: str | None = None,
     ) -> None:
+        # --- web: the port is bound first, so `port = 0` gives the links in mail their URL ---
+        self._web_sock: Any = None
+        self.web: Any = None
+        if config.web.enabled:
+            from mailgate.web.server import bind
+
+            config, self._web_sock = bind(config)
         self.config = config
         self.mode = worker or ("thread" if transport is not None else config.pipeline.worker)
         self.db = db or Database(config.database_url)
@@ -204,6 +211,27 @@ class Daemon:
         from mailgate.store.heartbeat import Heartbeat
 
         self.extra_stops.append(Heartbeat(self.db, listeners(self.config, self.smtp_port)).start().stop)
+        # --- web: request pages, one-click links, agent pages, /healthz, /metrics (mailgate/web) ---
+        if self._web_sock is not None:
+            from mailgate.web.app import WebApp
+            from mailgate.web.server import WebServer
+
+            self.web = WebServer(WebApp(self.config, self.db, self.alive).asgi(), self._web_sock).start()
+            self.extra_stops.insert(0, self.web.stop)
+
+    def alive(self) -> list[str]:
+        """What of the daemon is not running (for /healthz): empty when all is."""
+        problems = []
+        if self.config.smtp.enabled and (self.controller is None or not self.controller.loop.is_running()):
+            problems.append("SMTP listener not running")
+        if self.worker is not None:
+            if not all(t.is_alive() for t in self.worker.threads):
+                problems.append("worker thread stopped")
+        elif self._process is None or not self._process.is_alive():
+            problems.append("worker process not running")
+        if self._stopping.is_set():
+            problems.append("stopping")
+        return problems
 
     # -- the worker process -----------------------------------------------------------------------
     def _start_process(self) -> None:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Every daemon a test starts (in this process or as `mailgate run`) puts its web listener on a
+# free port, never on the default 8025 another daemon or test run may hold.
+os.environ.setdefault("MAILGATE_WEB_PORT", "0")
 
 
 def free_port() -> int:
@@ -145,6 +148,8 @@ def write_config(
         f"{extra}\n"
         '[[desks]]\naddress = "support@localhost"\nkey = "SUP"\nname = "Support"\n\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port or free_port()}\n\n'
+        # the web listener on any free port: daemons of one test (and of parallel runs) never meet
+        "[web]\nport = 0\n\n"
         f"{outgoing}"
     )
     path = root / "config.toml"
@@ -203,12 +208,15 @@ class RunningDaemon:
         """`worker="thread"` (the default here) keeps the worker in this process, so a test can
         look inside it or patch it; `mailgate run`'s own default, a worker process, is run by
         tests/test_worker_process.py and by every test that starts `mailgate run` itself.
-        `env` replaces the environment (default: one token key, "test-secret")."""
+        `env` replaces the environment (default: one token key, "test-secret", and the web
+        listener on a free port)."""
         from mailgate.config import load_config
         from mailgate.daemon import Daemon
 
         self.config_path = config_path
-        self.config = load_config(config_path, env=env or {"MAILGATE_SECRET": "test-secret"})
+        self.config = load_config(
+            config_path, env=env or {"MAILGATE_SECRET": "test-secret", "MAILGATE_WEB_PORT": "0"}
+        )
         self.daemon = Daemon(self.config, worker=worker)
         self.daemon.start()
 

@@ -21,8 +21,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -53,6 +55,8 @@ def test_bin_run_from_a_fresh_clone_serves_the_readme_example(tmp_path: Path) ->
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILGATE_", "VIRTUAL_ENV"))}
     env["MAILGATE_SMTP_PORT"] = str(port)
+    web = free_port()
+    env["MAILGATE_WEB_PORT"] = str(web)
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(
         ["./bin/run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -93,6 +97,18 @@ def test_bin_run_from_a_fresh_clone_serves_the_readme_example(tmp_path: Path) ->
             timeout=60,
         )
         assert re.search(r"^SUP-1\s+open\s", listing.stdout, re.M), listing.stdout + listing.stderr
+        # the web side of `mailgate run`: health, and the acknowledgement's "View request" link
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=10) as r:
+            assert r.status == 200
+        ack = next(
+            message_from_bytes(p.read_bytes(), policy=policy.default)
+            for p in outgoing.glob("*.eml")
+            if b"X-Envelope-To: <customer1@acme.com>" in p.read_bytes()
+        )
+        text = ack.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        view = re.search(r"View request: (\S+)", text).group(1)  # type: ignore[union-attr]
+        with urllib.request.urlopen(view, timeout=10) as r:
+            assert "system is down" in r.read().decode()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

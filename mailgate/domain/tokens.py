@@ -27,7 +27,12 @@ class Purpose(StrEnum):
     """What a token may be used for. Part of the MAC: a token proves one purpose only."""
 
     REPLY = "reply"  # answer the ticket; for an agent, run commands
-    UNSUBSCRIBE = "unsubscribe"  # support+<token>-off@: stop this ticket's mail to that address
+    UNSUBSCRIBE = "unsubscribe"  # support+<token>-off@ and the https one-click link (RFC 8058)
+    VIEW = "view"  # the requester's request page (web): read, rate, reopen, mute
+    RATE = "rate"  # a rating link of the resolution mail: a preselected form, POST records
+    SIGNIN = "signin"  # an agent's magic sign-in link, minutes long
+    SESSION = "session"  # an agent's signed-in browser (the session cookie)
+    CSRF = "csrf"  # the hidden field of every form, bound to the link or session it came with
 
 
 class KeyState(StrEnum):
@@ -98,3 +103,87 @@ def read_token(word: str) -> TokenClaim | None:
 def verify_token(secret: str, claim: TokenClaim, address: str, purpose: Purpose = Purpose.REPLY) -> bool:
     """True when the token was issued under `secret` to `address` for the ticket it names."""
     return TokenKeys(secret).verify(claim, address, purpose) is KeyState.CURRENT
+
+
+# --- signed links (the web side) -------------------------------------------------------------------
+# A reply token is short because it rides in an address; a link has room for more: the address it
+# was issued to and an expiry are part of the signed payload, so a link forwarded, guessed or
+# kept past its time proves nothing. `<payload>.<mac>`: payload is urlsafe base64 of
+# "purpose|ticket key|address|expiry (unix seconds)", mac 128 bits of HMAC-SHA256 over "link:"
+# and the payload (the prefix keeps link MACs apart from reply-token MACs under the same key).
+
+LINK_RE = re.compile(r"^([A-Za-z0-9_-]{8,400})\.([A-Za-z0-9_-]{22})$")
+
+
+class LinkState(StrEnum):
+    """What checking a link found; anything but VALID is refused."""
+
+    VALID = "valid"
+    EXPIRED = "expired"  # signed by us, for this purpose, but past its time
+    INVALID = "invalid"  # forged, altered, another purpose, a retired key, or not a link at all
+
+
+@dataclass(frozen=True)
+class Link:
+    """A checked link: who it was issued to, about what, until when."""
+
+    purpose: Purpose
+    ticket_key: str  # "" for links about no ticket (sign-in, session)
+    address: str
+    expires: int
+    state: LinkState
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _link_mac(secret: str, payload: str) -> str:
+    return _b64(hmac.digest(secret.encode(), f"link:{payload}".encode(), "sha256")[:16])
+
+
+def make_link(secret: str, purpose: Purpose, ticket_key: str, address: str, expires: int) -> str:
+    """A signed link word for `address`, about `ticket_key`, good for `purpose` until `expires`."""
+    if "|" in ticket_key or "|" in address:
+        raise ValueError("a ticket key or address with '|' cannot be signed into a link")
+    payload = _b64(f"{purpose.value}|{ticket_key.upper()}|{address.lower()}|{int(expires)}".encode())
+    return f"{payload}.{_link_mac(secret, payload)}"
+
+
+def read_link(keys: TokenKeys, word: str, purpose: Purpose, now: int) -> Link:
+    """Check a link word for `purpose` at time `now` under the live keys (current and old, never
+    retired). The purpose is checked before anything is believed: a VIEW link is no RATE link."""
+    bad = Link(purpose, "", "", 0, LinkState.INVALID)
+    m = LINK_RE.match(word or "")
+    if not m:
+        return bad
+    payload, mac = m.groups()
+    if not any(
+        key and hmac.compare_digest(mac, _link_mac(key, payload)) for key in (keys.current, *keys.old)
+    ):
+        return bad
+    try:
+        kind, ticket_key, address, expires = _unb64(payload).decode().split("|")
+        when = int(expires)
+    except ValueError:  # also binascii.Error and UnicodeDecodeError: a MAC we made never gets here
+        return bad
+    if kind != purpose.value:
+        return bad
+    state = LinkState.VALID if now < when else LinkState.EXPIRED
+    return Link(purpose, ticket_key, address, when, state)
+
+
+def form_token(secret: str, bearer: str) -> str:
+    """The CSRF field of a form shown to whoever holds `bearer` (a link word or a session): a
+    page of another site cannot read it, so it cannot make a browser POST with it."""
+    return _link_mac(secret, f"{Purpose.CSRF.value}:{bearer}")
+
+
+def check_form_token(keys: TokenKeys, bearer: str, field: str) -> bool:
+    return bool(bearer) and any(
+        key and hmac.compare_digest(field or "", form_token(key, bearer)) for key in (keys.current, *keys.old)
+    )

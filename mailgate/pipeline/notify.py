@@ -24,6 +24,7 @@ from mailgate.domain.threading import strip_prefixes, strip_tag
 from mailgate.domain.tokens import Purpose, make_token
 from mailgate.mail.compose import Outgoing, build, new_message_id
 from mailgate.outbox.render import Renderer
+from mailgate.pipeline.links import NO_LINKS, mail_links
 from mailgate.store.kinds import EventKind
 from mailgate.store.models import Ticket, now_utc
 from mailgate.store.repo import Repo
@@ -139,6 +140,7 @@ class Notifier:
         reply_address = desk.token_address(token)
         off = make_token(self.config.secret, ticket.key, to, Purpose.UNSUBSCRIBE)
         unsubscribe = desk.token_address(f"{off}-off")
+        links = mail_links(self.config, ticket.key, to)  # None when the web side is off
         ctx = {
             "ticket": ticket,
             "desk": desk,
@@ -148,6 +150,7 @@ class Notifier:
             "help": HELP,
             "unsubscribe_address": unsubscribe,
             "survey_links": SurveyLinks(reply_address, ticket.key),
+            **(links.as_context() if links else NO_LINKS),
             **context,
         }
         text, html = self.renderer.render(desk.key, template, ctx)
@@ -167,8 +170,16 @@ class Notifier:
             references=references,
             auto_submitted=auto_submitted,
             loop_id=desk.address,
-            # RFC 2369 List-Unsubscribe: "turn off this request's notifications" by one mail.
-            extra_headers={"List-Unsubscribe": f"<mailto:{unsubscribe}?subject=unsubscribe>"},
+            # RFC 2369 List-Unsubscribe: "turn off this request's notifications" by one mail, and
+            # with the web side on, RFC 8058 one-click: the mail client POSTs to the https URL.
+            extra_headers=(
+                {
+                    "List-Unsubscribe": f"<{links.unsubscribe_url}>, <mailto:{unsubscribe}?subject=unsubscribe>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                }
+                if links
+                else {"List-Unsubscribe": f"<mailto:{unsubscribe}?subject=unsubscribe>"}
+            ),
         )
         repo.enqueue(
             ticket_id=ticket.id,
