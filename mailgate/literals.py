@@ -4,7 +4,7 @@ A case-blind regex that fails on a long text is tried at every position of it; `
 lowered text finds the plain pieces every match needs in a fraction of that time. Routing's regex
 conditions and the bounce detector's wording use it.
 
-It reads the pattern's source itself, with public means only (the stdlib's parser, `re._parser`,
+It reads the pattern's source itself, with public means only (the stdlib's own regex parser module
 is private and changes between Python releases). The reading is deliberately shallow: only plain
 characters of the top-level sequence count, and anything it does not fully understand (groups,
 classes, escapes with letters, verbose patterns, a top-level `|`) only ends a run or gives up. It
