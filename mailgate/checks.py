@@ -35,7 +35,17 @@ from mailgate.ruleset import load
 
 # What Notifier.send gives every template (pipeline/notify.py).
 BASE_VARIABLES = frozenset(
-    {"ticket", "desk", "recipient", "subject", "reply_address", "unsubscribe_address", "survey_links", "help"}
+    {
+        "ticket",
+        "desk",
+        "recipient",
+        "subject",
+        "reply_address",
+        "unsubscribe_address",
+        "survey_links",
+        "help",
+        "attachments",
+    }
 )
 # The first answer to a requester: the acknowledgement, or a routing rule's `auto_reply` template.
 NEW_TICKET_REQUESTER = frozenset({"message", "requester_name"})
@@ -54,8 +64,9 @@ from mailgate.pipeline.sla_apply import sample_context as _scheduler_samples  # 
 TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "acknowledgement": NEW_TICKET_REQUESTER,
     "agent_comment": AGENT_CHANGE,
-    "assigned": AGENT_CHANGE,
+    "assigned": AGENT_CHANGE | {"request"},
     "internal_note": AGENT_CHANGE,
+    "watcher_update": AGENT_CHANGE,
     "command_help": AGENT_CHANGE,
     "command_error": frozenset({"errors", "help", "comment"}),
     "forged_agent": frozenset({"claimed", "why", "had_commands", "subject_seen", "excerpt"}),

@@ -12,7 +12,7 @@ ticket and per recipient overall, in sliding windows (Zammad's defaults: 10 per 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
 from mailgate.domain.threading import strip_prefixes, strip_tag
 from mailgate.domain.tokens import Purpose, make_token
-from mailgate.mail.compose import Outgoing, build, new_message_id
+from mailgate.mail.compose import OutAttachment, Outgoing, build, new_message_id
 from mailgate.outbox.render import Renderer
 from mailgate.store.kinds import EventKind
 from mailgate.store.models import Ticket, now_utc
@@ -113,9 +113,11 @@ class Notifier:
         subject: str | None = None,
         check_loops: bool = True,
         from_name: str | None = None,
+        files: Sequence[OutAttachment] = (),
     ) -> str | None:
         """Render and enqueue one mail to `to`; its Message-ID, or None when a loop limit held it
-        back (recorded on the ticket, the admin told once)."""
+        back (recorded on the ticket, the admin told once). `files` travel with it as attachments;
+        templates list them from `attachments` (what the caller gives, else nothing)."""
         to = to.lower()
         if check_loops:
             why = self.over_limit(repo, to, ticket.id)
@@ -148,6 +150,7 @@ class Notifier:
             "help": HELP,
             "unsubscribe_address": unsubscribe,
             "survey_links": SurveyLinks(reply_address, ticket.key),
+            "attachments": [],
             **context,
         }
         text, html = self.renderer.render(desk.key, template, ctx)
@@ -169,6 +172,7 @@ class Notifier:
             loop_id=desk.address,
             # RFC 2369 List-Unsubscribe: "turn off this request's notifications" by one mail.
             extra_headers={"List-Unsubscribe": f"<mailto:{unsubscribe}?subject=unsubscribe>"},
+            attachments=files,
         )
         repo.enqueue(
             ticket_id=ticket.id,

@@ -25,6 +25,7 @@ from mailgate.pipeline.handlers.common import (
     store_message,
     tell,
     tell_rejected_attachments,
+    travelling,
 )
 from mailgate.pipeline.outcomes import Disposition
 from mailgate.store.kinds import EventKind, Role
@@ -201,8 +202,10 @@ class NewTicketHandler:
             "from_name": m.from_name,
             "cc_not_added": over_cap,
         }
+        files = travelling(s, ticket, ctx.stored)
         if decision.triaged or not ticket.assignee:
             triage = [decision.triage or s.rules.team.triage]
+            told = set(triage)
             tell(
                 s,
                 repo,
@@ -212,8 +215,10 @@ class NewTicketHandler:
                 template="triage_needed",
                 kind="triage-needed",
                 context=agent_ctx,
+                attachments=files,
             )
         else:
+            told = {ticket.assignee}
             tell(
                 s,
                 repo,
@@ -223,9 +228,13 @@ class NewTicketHandler:
                 template="new_ticket",
                 kind="new-ticket",
                 context=agent_ctx,
+                attachments=files,
             )
         agents = s.rules.team.agents
-        agent_watchers = [w for w in decision.watchers if w in agents and w != ticket.assignee]
+        # `notify_new = "members"`: every member of the group has it in their inbox too.
+        members = [a for a in s.rules.team.told_of_new(ticket.group) if a not in told]
+        agent_watchers = [w for w in decision.watchers if w in agents and w not in told and w not in members]
+        agent_watchers = members + agent_watchers
         if agent_watchers:
             tell(
                 s,
@@ -236,4 +245,5 @@ class NewTicketHandler:
                 template="new_ticket",
                 kind="new-ticket",
                 context=agent_ctx,
+                attachments=files,
             )
