@@ -78,6 +78,7 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "new_ticket": NEW_TICKET_AGENT,
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
+    "on_behalf_confirm": frozenset({"customer", "source", "why"}),
     **_SCHEDULER_TEMPLATES,
 }
 TEMPLATE_SUFFIXES = (".txt", ".html")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mailgate.domain.changes import Change, StatusChanged
+from mailgate.domain.changes import Change, RequesterSet, StatusChanged
 from mailgate.domain.commands import HELP, Plan, RawCommand, TicketView, plan, split_commands
 from mailgate.domain.team import may_change
 from mailgate.domain.workflow import Workflow
@@ -132,7 +132,11 @@ class AgentReplyHandler:
         )
 
     def _allowed(self, ctx: Context, repo: Repo, ticket: Ticket, mail: AgentMail) -> bool:
-        """Whether the agent's role lets them change this ticket; refused when not."""
+        """Whether the agent's role lets them change this ticket; refused when not. The agent who
+        opened a ticket (its requester) may always hand it to the customer it is for."""
+        if ticket.requester == mail.author and {c.name for c in mail.commands} <= {"requester", "internal"}:
+            ctx.note("identity", f"access: {mail.author} opened {ticket.key} and names its requester")
+            return True
         access = may_change(self.services.rules.team, mail.author, ticket.key, ticket.group, ticket.assignee)
         ctx.note("identity", f"access: {access.rule}")
         if access.allowed:
@@ -334,6 +338,21 @@ class AgentReplyHandler:
                 context={**context, "changes": [c for c in changes if c.public]},
                 attachments=files,
             )
+        # A customer an agent opened the ticket for gets the acknowledgement a requester gets.
+        for change in changes:
+            if isinstance(change, RequesterSet):
+                tell(
+                    s,
+                    repo,
+                    ctx,
+                    ticket,
+                    [change.address],
+                    template="acknowledgement",
+                    kind="acknowledgement",
+                    context={"message": ctx.mail, "requester_name": ticket.requester_name},
+                    auto_submitted="auto-replied",
+                    human=True,
+                )
         # A new assignee hears about it ("assignee will receive an email").
         if ticket.assignee and ticket.assignee != old_assignee and ticket.assignee != author:
             # What the request is about: the requester's first words and their files, not just the key.
