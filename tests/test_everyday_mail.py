@@ -38,7 +38,6 @@ name = "Olga Other"
 name = "Helpdesk"
 members = ["lead@desk.example", "tech@desk.example"]
 lead = "lead@desk.example"
-notify_new = "members"
 [[groups]]
 name = "Backoffice"
 members = ["other@desk.example"]
@@ -54,7 +53,7 @@ then = { group = "Backoffice" }
 [[rules]]
 name = "helpdesk"
 when.to = "support@desk.example"
-then = { group = "Helpdesk" }
+then = { group = "Helpdesk", watchers = ["tech@desk.example"] }
 """
 
 DESK = "support@desk.example"
@@ -69,17 +68,32 @@ SMALL = b"small log line\n" * 10
 BIG = bytes(range(256)) * 40  # 10 KiB: past the budget
 
 
-@pytest.fixture
-def desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
+def start(root: Path, sink: Sink, team: str = TEAM, routing: str = ROUTING) -> RunningDaemon:
     cfg = scenario_config(
-        tmp_path / "desk",
+        root,
         relay_port=sink.port,
         desks=[(DESK, "SUP", "jira")],
-        team=TEAM,
-        routing=ROUTING,
+        team=team,
+        routing=routing,
         extra=f"{SECURITY}\n[limits]\nmax_forward_attachments_bytes = {BUDGET}\n",
     )
-    d = RunningDaemon(cfg)
+    return RunningDaemon(cfg)
+
+
+@pytest.fixture
+def desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
+    d = start(tmp_path / "desk", sink)
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def members_desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
+    """The Helpdesk group says every member gets each new request; no rule adds watchers."""
+    team = TEAM.replace(
+        'lead = "lead@desk.example"\n', 'lead = "lead@desk.example"\nnotify_new = "members"\n'
+    )
+    d = start(tmp_path / "members", sink, team, ROUTING.replace(', watchers = ["tech@desk.example"]', ""))
     yield d
     d.stop()
 
@@ -140,7 +154,8 @@ def test_attachments_travel_both_ways_within_the_budget(desk: RunningDaemon, sin
         CUSTOMER,
     )
     [ticket] = desk.tickets()
-    # The agents get the small file attached; the big one named, with the command that fetches it
+    # The agents (assignee, agent watcher) get the small file attached; the big one named, with
+    # the command that fetches it
     for agent in (LEAD, TECH):
         [new] = sink.wait_to(agent, 1)
         assert files_of(new) == {"vpn.log": SMALL}
@@ -209,7 +224,10 @@ def test_a_reply_of_commands_only_stores_no_public_message(desk: RunningDaemon, 
 # --- 6. notify_new --------------------------------------------------------------------------------
 
 
-def test_new_request_reaches_every_member_when_the_group_says_so(desk: RunningDaemon, sink: Sink) -> None:
+def test_new_request_reaches_every_member_when_the_group_says_so(
+    members_desk: RunningDaemon, sink: Sink
+) -> None:
+    desk = members_desk
     step(desk, make_mail("Laptop dead", "It does not boot.\n", sender=CUSTOMER, to=DESK), CUSTOMER)
     [t] = desk.tickets()
     assert (t.group, t.assignee) == ("Helpdesk", LEAD)
