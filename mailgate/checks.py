@@ -481,6 +481,23 @@ class SampleContext:
             "cap": 20,
             "mailed": ["ann@example.com"],
             "not_mailed": ["dave@example.com"],
+            "attachments": [
+                {
+                    "name": "photo.jpg",
+                    "size": "1.2 MB",
+                    "attached": True,
+                    "fetch": "mailgate tickets attachment SUP-20 photo.jpg",
+                },
+                {
+                    "name": "dump.bin",
+                    "size": "30 MB",
+                    "attached": False,
+                    "fetch": "mailgate tickets attachment SUP-20 dump.bin",
+                },
+            ],
+            "request": "The printer on floor 3 is on fire.",
+            "customer": "ann@example.com",
+            "source": "#requester",
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}
