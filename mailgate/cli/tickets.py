@@ -178,20 +178,14 @@ def _attachment(args: argparse.Namespace) -> int:
         if t is None:
             print(f"no ticket {args.key}", file=sys.stderr)
             return 1
-        found = [
+        kept = [
             a
             for m in repo.messages(t.id)  # type: ignore[arg-type]
             for a in m.attachments
-            if a.get("sha256") and safe_filename(str(a.get("filename") or "")) == wanted
+            if a.get("sha256")
         ]
-        names = sorted(
-            {
-                safe_filename(str(a.get("filename") or ""))
-                for m in repo.messages(t.id)
-                for a in m.attachments
-                if a.get("sha256")
-            }  # type: ignore[arg-type]
-        )
+    found = [a for a in kept if safe_filename(str(a.get("filename") or "")) == wanted]
+    names = sorted({safe_filename(str(a.get("filename") or "")) for a in kept})
     if not found:
         print(
             f"{t.key} has no attachment named {wanted!r}; it has: {', '.join(names) or 'none'}",

@@ -123,7 +123,10 @@ class NewTicketHandler:
                     continue
                 raw = att.content
                 if not raw and att.sha256 and s.blobs is not None:
-                    raw = s.blobs.get(att.sha256)
+                    try:
+                        raw = s.blobs.get(att.sha256)
+                    except (OSError, ValueError):  # gone or corrupt: it names nobody
+                        continue
                 found, source = attached_sender(raw), "forwarded as an attachment"
                 if found:
                     break
