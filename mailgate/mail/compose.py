@@ -264,14 +264,13 @@ def with_attachments(raw: bytes, attachments: Sequence[OutAttachment]) -> bytes:
         ):
             maintype, subtype = "application", "octet-stream"
         msg.add_attachment(b"", maintype=maintype, subtype=subtype, filename=safe_filename(att.filename))
-        placeholder = f"mailgate-body-{secrets.token_hex(16)}"
-        part = msg.get_payload()[-1]
-        assert isinstance(part, EmailMessage)
-        part.set_payload(placeholder)
-        bodies[placeholder.encode("ascii")] = _base64_lines(att.content)
+        marker = f"mailgate-body-{secrets.token_hex(16)}"
+        *_, part = msg.iter_attachments()
+        part.set_payload(marker)
+        bodies[marker.encode("ascii")] = _base64_lines(att.content)
     out = msg.as_bytes(policy=policy.SMTP)
-    for placeholder, body in bodies.items():
-        out = out.replace(placeholder, body, 1)
+    for key, body in bodies.items():
+        out = out.replace(key, body, 1)
     return out
 
 
