@@ -265,7 +265,8 @@ def test_proven_agent_opens_a_ticket_for_a_customer(desk: RunningDaemon, sink: S
     assert "It still does not work." in body_of(
         sink.wait_to(TECH, 2)[-1]
     ) or "It still does not work." in body_of(sink.wait_to(LEAD, 2)[-1])
-    assert "Phone: projector" in body_of(opened)
+    assert "Phone: projector" in body_of(opened) and "Called at 10:05" in body_of(opened)
+    assert "#requester customer@acme.example" not in body_of(opened)
 
 
 def test_forwarded_mail_unproven_agent_confirms_by_reply(desk: RunningDaemon, sink: Sink) -> None:

@@ -79,7 +79,7 @@ class NewTicketHandler:
         decision = self._route(ctx, repo)
         behalf = None if ctx.auto_reason else self._on_behalf(ctx)
         ticket, over_cap = self._create(ctx, repo, workflow, decision, behalf)
-        self._tell_agents(ctx, repo, ticket, decision, over_cap)
+        self._tell_agents(ctx, repo, ticket, decision, over_cap, behalf)
         # The requester: an acknowledgement (or the rule's automatic answer), never to an automatic mail.
         if ctx.auto_reason:
             ctx.note("notify", f"no acknowledgement: {ctx.auto_reason}")
@@ -293,14 +293,20 @@ class NewTicketHandler:
         return ticket, over_cap
 
     def _tell_agents(
-        self, ctx: Context, repo: Repo, ticket: Ticket, decision: RoutingDecision, over_cap: list[str]
+        self,
+        ctx: Context,
+        repo: Repo,
+        ticket: Ticket,
+        decision: RoutingDecision,
+        over_cap: list[str],
+        behalf: OnBehalf | None = None,
     ) -> None:
         """The assignee (or the triage person when no rule placed it), and agent watchers."""
         s = self.services
         m = ctx.mail
         agent_ctx: dict[str, Any] = {
             "decision": decision,
-            "comment": m.reply_text or m.body_text,
+            "comment": (behalf.comment if behalf and behalf.comment else "") or m.reply_text or m.body_text,
             "help": HELP,
             "from": m.from_addr,
             "from_name": m.from_name,
