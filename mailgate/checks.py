@@ -35,7 +35,17 @@ from mailgate.ruleset import load
 
 # What Notifier.send gives every template (pipeline/notify.py).
 BASE_VARIABLES = frozenset(
-    {"ticket", "desk", "recipient", "subject", "reply_address", "unsubscribe_address", "survey_links", "help"}
+    {
+        "ticket",
+        "desk",
+        "recipient",
+        "subject",
+        "reply_address",
+        "unsubscribe_address",
+        "survey_links",
+        "help",
+        "attachments",
+    }
     # the web side's signed links for this recipient, empty when it is off (pipeline/links.py)
     | {"view_url", "unsubscribe_url", "rating_links", "agent_url"}
 )
@@ -56,8 +66,9 @@ from mailgate.pipeline.sla_apply import sample_context as _scheduler_samples  # 
 TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "acknowledgement": NEW_TICKET_REQUESTER,
     "agent_comment": AGENT_CHANGE,
-    "assigned": AGENT_CHANGE,
+    "assigned": AGENT_CHANGE | {"request"},
     "internal_note": AGENT_CHANGE,
+    "watcher_update": AGENT_CHANGE,
     "command_help": AGENT_CHANGE,
     "command_error": frozenset({"errors", "help", "comment"}),
     "forged_agent": frozenset({"claimed", "why", "had_commands", "subject_seen", "excerpt"}),
@@ -70,6 +81,7 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
     "agent_signin": frozenset({"url", "minutes"}),  # the web side's sign-in mail (mailgate/web)
+    "on_behalf_confirm": frozenset({"customer", "source", "why"}),
     **_SCHEDULER_TEMPLATES,
 }
 TEMPLATE_SUFFIXES = (".txt", ".html")
@@ -482,6 +494,23 @@ class SampleContext:
             "cap": 20,
             "mailed": ["ann@example.com"],
             "not_mailed": ["dave@example.com"],
+            "attachments": [
+                {
+                    "name": "photo.jpg",
+                    "size": "1.2 MB",
+                    "attached": True,
+                    "fetch": "mailgate tickets attachment SUP-20 photo.jpg",
+                },
+                {
+                    "name": "dump.bin",
+                    "size": "30 MB",
+                    "attached": False,
+                    "fetch": "mailgate tickets attachment SUP-20 dump.bin",
+                },
+            ],
+            "request": "The printer on floor 3 is on fire.",
+            "customer": "ann@example.com",
+            "source": "#requester",
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

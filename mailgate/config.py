@@ -127,6 +127,9 @@ class Limits:
     max_attempts: int = 3
     max_attachment_size: int = DEFAULT_MAX_ATTACHMENT_SIZE
     max_attachments: int = 50
+    # What of a ticket's attachments one notification carries; beyond it they are named, with
+    # `mailgate tickets attachment KEY NAME` to fetch them (most relays refuse mail past 10-25 MiB).
+    max_forward_attachments_bytes: int = 10 * 1024 * 1024
     new_tickets_per_sender: int = 20
     flood_window_minutes: int = 120
     auto_mails_per_ticket: int = 10
@@ -490,6 +493,9 @@ def load_config(
         max_attempts=_get(lim, "max_attempts", int, 3, "limits"),
         max_attachment_size=max_attachment,
         max_attachments=_get(lim, "max_attachments", int, 50, "limits"),
+        max_forward_attachments_bytes=_get(
+            lim, "max_forward_attachments_bytes", int, 10 * 1024 * 1024, "limits"
+        ),
         new_tickets_per_sender=_get(lim, "new_tickets_per_sender", int, 20, "limits"),
         flood_window_minutes=_get(lim, "flood_window_minutes", int, 120, "limits"),
         auto_mails_per_ticket=_get(lim, "auto_mails_per_ticket", int, 10, "limits"),

@@ -3,7 +3,9 @@
 The dispatcher routes by subject and description to a group's main person (Pending), or to the
 angel when it cannot tell; the first human reply moves Pending to Open; Assessing and Deferred;
 a CC'd person's reply threads instead of making a duplicate; resolution with a rating survey;
-"Thanks!" does not reopen, "this isn't resolved" does; the rating link is stored.
+"Thanks!" does not reopen, "this isn't resolved" does; the rating link is stored. Alice's photo
+reaches the agent, the agent's instructions sheet reaches Alice and Bob; the assignee's mail says
+what the request is about.
 """
 
 from __future__ import annotations
@@ -14,6 +16,23 @@ from pathlib import Path
 import pytest
 from conftest import REPO, RunningDaemon, Sink, body_of, make_mail, reply, scenario_config
 from support.web import csrf_of, http, origin
+
+PHOTO = b"\xff\xd8\xff\xe0JFIF" + bytes(range(256)) * 4
+SHEET = b"%PDF-1.4 how to switch the projector input\n"
+
+
+def with_file(raw: bytes, name: str, data: bytes, ctype: str) -> bytes:
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(raw, policy=policy.default)
+    maintype, subtype = ctype.split("/")
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)  # type: ignore[attr-defined]
+    return msg.as_bytes()
+
+
+def files_of(msg) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    return {str(p.get_filename()): p.get_payload(decode=True) for p in msg.iter_attachments()}
+
 
 DESK = "caredesk@localhost"
 ALICE = "alice@emnet.org"
@@ -58,13 +77,18 @@ def test_care_desk_story(desk: RunningDaemon, sink: Sink) -> None:
     # The dispatcher: a projector problem goes to AV's main person, Pending; Bob is on Cc.
     send(
         desk,
-        make_mail(
-            "Projector in room 2 not working",
-            "The projector shows no picture over HDMI.\n",
-            sender=ALICE,
-            to=DESK,
-            cc=BOB,
-            message_id="<alice-1@emnet.org>",
+        with_file(
+            make_mail(
+                "Projector in room 2 not working",
+                "The projector shows no picture over HDMI.\n",
+                sender=ALICE,
+                to=DESK,
+                cc=BOB,
+                message_id="<alice-1@emnet.org>",
+            ),
+            "projector.jpg",
+            PHOTO,
+            "image/jpeg",
         ),
         ALICE,
     )
@@ -76,6 +100,7 @@ def test_care_desk_story(desk: RunningDaemon, sink: Sink) -> None:
     assert "Routed by rule(s): " in body_of(new) and "care-av" in body_of(
         new
     )  # (after-hours may mark it too)
+    assert files_of(new) == {"projector.jpg": PHOTO}  # Alice's photo travels to the agent
 
     # Nothing tells the dispatcher what this is: the angel gets it and assigns it by hand.
     send(
@@ -93,6 +118,9 @@ def test_care_desk_story(desk: RunningDaemon, sink: Sink) -> None:
     assert ticket(desk, "CARE-2").assignee == MAINT
     [assigned] = sink.wait_to(MAINT, 1)
     assert "assigned CARE-2 to you" in body_of(assigned)
+    # ... with what the request is about: its subject, Carol's words, who she is
+    for words in ("A question", "Who should I talk to about the newsletter?", "carol@emnet.org"):
+        assert words in body_of(assigned)
     assert len(sink.to("carol@emnet.org")) == 1  # only her acknowledgement: assigning is internal
 
     # The first human reply: Pending → Open, first response recorded.
@@ -135,10 +163,24 @@ def test_care_desk_story(desk: RunningDaemon, sink: Sink) -> None:
     assert "Alvaro Vidal changed the status to Deferred." in body_of(deferred)
     assert "review deferred requests" in body_of(deferred)
 
-    # Resolved with a rating survey.
-    send(desk, reply(new, AV, "#resolve\n\nWe replaced the lamp; the projector works."), AV, rcpt_of(new))
+    # Resolved with a rating survey, and a sheet on switching inputs: to Alice and to Bob.
+    send(
+        desk,
+        with_file(
+            reply(new, AV, "#resolve\n\nWe replaced the lamp; the projector works. See the sheet."),
+            "projector-inputs.pdf",
+            SHEET,
+            "application/pdf",
+        ),
+        AV,
+        rcpt_of(new),
+    )
     resolved = sink.wait_to(ALICE, 5)[-1]
     assert "How was our service for this request?" in body_of(resolved)
+    assert files_of(resolved) == {"projector-inputs.pdf": SHEET}
+    bob_resolved = sink.to(BOB)[-1]
+    assert "changed the status to Resolved" in body_of(bob_resolved)
+    assert files_of(bob_resolved) == {"projector-inputs.pdf": SHEET}
     assert ticket(desk, "CARE-1").status == "resolved"
     sent_before = len(sink.messages)
 

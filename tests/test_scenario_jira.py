@@ -5,6 +5,11 @@ Pending with questions); the customer answers; agent1 assigns tech1 and starts w
 mailed); tech1 adds an internal comment; agent1 resolves (survey); the customer rates; agent1
 takes it back to Work in progress once, then resolves and closes. Every watcher hears each
 change, and nobody hears anything else.
+
+The request "gets into the inbox of all members of the team registered to support@"
+(`notify_new = "members"`); its screenshot travels to the agents, the agent's script to the
+customer, tech1's log to the agents only; the assignee's mail says what the request is about; the
+close and "back to work in progress" mails reach every watcher, tech1 (watching as assignee) too.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ triage = "agent1@hypertvx.com"
 address = "agent1@hypertvx.com"
 name = "agent1"
 [[agents]]
+address = "agent2@hypertvx.com"
+name = "agent2"
+[[agents]]
 address = "tech1@hypertvx.com"
 name = "tech1"
 [[groups]]
 name = "Service Desk"
-members = ["agent1@hypertvx.com"]
+members = ["agent1@hypertvx.com", "agent2@hypertvx.com"]
 lead = "agent1@hypertvx.com"
+notify_new = "members"
 [[groups]]
 name = "Dev Team"
 members = ["tech1@hypertvx.com"]
@@ -45,6 +54,10 @@ then = { group = "Service Desk" }
 CUSTOMER = "customer1@acme.com"
 COLLEAGUE = "customer2@acme.com"
 AGENT = "agent1@hypertvx.com"
+AGENT2 = "agent2@hypertvx.com"
+SCREENSHOT = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+SCRIPT = b"#!/bin/sh\nsystemctl restart backend\n"
+LOG = b"backend: oom-killed at 09:00\n"
 TECH = "tech1@hypertvx.com"
 
 
@@ -76,6 +89,31 @@ def _rcpt(raw: bytes) -> list[str]:
     return [a for _, a in getaddresses([str(msg["To"] or "")])]
 
 
+def with_file(raw: bytes, name: str, data: bytes, ctype: str) -> bytes:
+    """The mail with a file attached, as a mail client attaches one."""
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(raw, policy=policy.default)
+    maintype, subtype = ctype.split("/")
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)  # type: ignore[attr-defined]
+    return msg.as_bytes()
+
+
+def files_of(msg) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    return {str(p.get_filename()): p.get_payload(decode=True) for p in msg.iter_attachments()}
+
+
+def messages(desk: RunningDaemon, key: str) -> list:  # type: ignore[type-arg]
+    """The messages stored on a ticket, as `mailgate tickets show` prints them."""
+    from mailgate.store.repo import Repo
+
+    with desk.db.session() as s:
+        repo = Repo(s)
+        t = repo.ticket_by_key(key)
+        assert t is not None
+        return repo.messages(t.id)  # type: ignore[arg-type]
+
+
 def ticket(desk: RunningDaemon):  # type: ignore[no-untyped-def]
     [t] = desk.tickets()
     return t
@@ -85,12 +123,17 @@ def test_sup20_incident_from_first_mail_to_closed(desk: RunningDaemon, sink: Sin
     # 1) the customer writes; a colleague is on Cc and becomes a watcher
     step(
         desk,
-        make_mail(
-            "system is down",
-            "Cannot access the backend\nSystem is unreacheable\n",
-            sender=CUSTOMER,
-            to="support@hypertvx.com",
-            cc=COLLEAGUE,
+        with_file(
+            make_mail(
+                "system is down",
+                "Cannot access the backend\nSystem is unreacheable\n",
+                sender=CUSTOMER,
+                to="support@hypertvx.com",
+                cc=COLLEAGUE,
+            ),
+            "screen shot.png",
+            SCREENSHOT,
+            "image/png",
         ),
         CUSTOMER,
     )
@@ -102,7 +145,13 @@ def test_sup20_incident_from_first_mail_to_closed(desk: RunningDaemon, sink: Sin
     assert "Turn off this request's notifications" in body_of(ack)
     [new] = sink.wait_to(AGENT, 1)
     assert new["Subject"] == "[SUP-20] system is down" and "Cannot access the backend" in body_of(new)
+    assert files_of(new) == {"screen shot.png": SCREENSHOT}  # the customer's screenshot travels
+    assert "screen shot.png" in body_of(new) and "attached" in body_of(new)
+    # notify_new = "members": every member of the Service Desk has it in their inbox
+    [new2] = sink.wait_to(AGENT2, 1)
+    assert "Cannot access the backend" in body_of(new2) and files_of(new2) == files_of(new)
     assert sink.to(COLLEAGUE) == []  # the acknowledgement is the requester's alone
+    assert files_of(ack) == {}  # the customer is not sent back their own file
 
     # 2) agent1 classifies and asks questions: type, priority 1, plan, Pending
     step(
@@ -150,19 +199,38 @@ def test_sup20_incident_from_first_mail_to_closed(desk: RunningDaemon, sink: Sin
     assert (t.assignee, t.status) == (TECH, "work_in_progress")
     [assigned] = sink.wait_to(TECH, 1)
     assert "agent1 assigned SUP-20 to you" in body_of(assigned)
+    # what the request is about, not just the key: subject, their words, priority, the screenshot
+    for words in ("system is down", "Cannot access the backend", "Priority: critical", CUSTOMER):
+        assert words in body_of(assigned)
+    assert files_of(assigned) == {"screen shot.png": SCREENSHOT}
     [_, _, wip] = sink.wait_to(CUSTOMER, 3)
     assert "agent1 commented:\nRequest has been assigned to a system engineer" in body_of(wip)
     assert "agent1 changed the status to Work in progress." in body_of(wip)
     sink.wait_to(COLLEAGUE, 2)
 
-    # 5) tech1 solves it and writes an internal comment: agents only
-    step(desk, reply(assigned, TECH, "#internal\n\nProblem is solved"), TECH)
+    # 5) tech1 solves it and writes an internal comment with a log: agents only
+    step(
+        desk,
+        with_file(reply(assigned, TECH, "#internal\n\nProblem is solved"), "oom.log", LOG, "text/plain"),
+        TECH,
+    )
     [_, _, note] = sink.wait_to(AGENT, 3)
     assert "internal note" in body_of(note) and "Problem is solved" in body_of(note)
+    assert files_of(note) == {"oom.log": LOG}
     assert len(sink.to(CUSTOMER)) == 3 and len(sink.to(COLLEAGUE)) == 2
 
-    # 6) agent1 resolves: Completed, with the survey, to every watcher
-    step(desk, reply(note, AGENT, "#resolve\n\nProblem was solved\nNow the system is ok"), AGENT)
+    # 6) agent1 resolves: Completed, with the survey, to every watcher; the script he attached
+    # ("run the attached script") reaches the customer and the watcher
+    step(
+        desk,
+        with_file(
+            reply(note, AGENT, "#resolve\n\nProblem was solved\nNow the system is ok"),
+            "fix.sh",
+            SCRIPT,
+            "application/x-sh",
+        ),
+        AGENT,
+    )
     assert ticket(desk).status == "completed" and ticket(desk).resolved_at is not None
     resolved = sink.wait_to(CUSTOMER, 4)[-1]
     text = body_of(resolved)
@@ -172,6 +240,12 @@ def test_sup20_incident_from_first_mail_to_closed(desk: RunningDaemon, sink: Sin
     assert "How was our service for this request?" in text
     assert re.search(r"5 Excellent +http://127\.0\.0\.1:\d+/rate/\S+\?n=5", text)  # one-click (docs/web.md)
     sink.wait_to(COLLEAGUE, 3)
+    assert files_of(resolved) == {"fix.sh": SCRIPT}
+    assert files_of(sink.to(COLLEAGUE)[-1]) == {"fix.sh": SCRIPT}
+    assert all("oom.log" not in body_of(m) for m in sink.to(CUSTOMER) + sink.to(COLLEAGUE))
+    # tech1, the assignee, watches too: told of the change in agent words
+    solved = sink.wait_to(TECH, 2)[-1]
+    assert "agent1 changed the status to Completed." in body_of(solved)
 
     # 7) the customer rates by replying with a number: stored, not reopened
     step(desk, reply(resolved, CUSTOMER, "5 - quick and friendly, thanks"), CUSTOMER)
@@ -186,12 +260,29 @@ def test_sup20_incident_from_first_mail_to_closed(desk: RunningDaemon, sink: Sin
     assert ticket(desk).status == "work_in_progress"
     back = sink.wait_to(CUSTOMER, 5)[-1]
     assert "agent1 changed the status to Work in progress." in body_of(back)
+    assert "agent1 changed the status to Work in progress." in body_of(sink.wait_to(TECH, 3)[-1])
     step(desk, reply(rated, AGENT, "#resolve\n\nFixed for good."), AGENT)
     step(desk, reply(rated, AGENT, "#close"), AGENT)
     assert ticket(desk).status == "closed" and ticket(desk).closed_at is not None
     closed = sink.wait_to(CUSTOMER, 7)[-1]
     assert "agent1 changed the status to Closed." in body_of(closed)
     assert len(sink.wait_to(COLLEAGUE, 6)) == 6  # the watcher heard every change the customer did
+    # "to all watchers": tech1 hears of the close too
+    assert "agent1 changed the status to Closed." in body_of(sink.wait_to(TECH, 6)[-1])
+    assert [r.kind for r in desk.outbox_to(TECH)] == [
+        "assigned",
+        "watcher-update",  # Completed
+        "rating",
+        "watcher-update",  # back to Work in progress
+        "watcher-update",  # Completed
+        "watcher-update",  # Closed
+    ]
+    assert len(sink.to(AGENT2)) == 1
+    # "#close" above the quoted notification: no public message with the commands and the quote
+    mine = [m for m in messages(desk, "SUP-20") if m.author == AGENT]
+    assert not any("#close" in m.reply_text + m.text for m in mine)
+    assert not any("wrote:" in m.reply_text + m.text for m in mine)  # no quoted notification kept
+    assert mine[-1].reply_text == "Fixed for good."
 
     # nothing else went out: acknowledgement + pending + wip + resolved + back + resolved + closed
     assert len(sink.to(CUSTOMER)) == 7

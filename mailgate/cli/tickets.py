@@ -1,4 +1,5 @@
-"""`mailgate tickets list|show`: the tickets and their whole history, for people at a terminal."""
+"""`mailgate tickets list|show|attachment`: the tickets, their whole history and their files, for
+people at a terminal."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import shutil
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -15,6 +17,8 @@ from sqlmodel import col
 
 from mailgate.cli.common import config_of, cut, open_db
 from mailgate.domain.history import sentence
+from mailgate.mail.attachments import safe_filename
+from mailgate.store.blobs import BlobStore
 from mailgate.store.models import Event, OutboxItem, Participant, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
@@ -245,6 +249,42 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attachment(args: argparse.Namespace) -> int:
+    """One attachment of a ticket by the name the notification gave (the newest of that name),
+    to stdout or `--output FILE`: how an agent gets a file too large to travel by mail. The name
+    is only matched, never used as a path; the bytes come from the store by content hash."""
+    config = config_of(args)
+    wanted = safe_filename(args.name)
+    with open_db(config) as db, db.session() as s:
+        repo = Repo(s)
+        t = repo.ticket_by_key(args.key)
+        if t is None:
+            print(f"no ticket {args.key}", file=sys.stderr)
+            return 1
+        kept = [
+            a
+            for m in repo.messages(t.id)  # type: ignore[arg-type]
+            for a in m.attachments
+            if a.get("sha256")
+        ]
+    found = [a for a in kept if safe_filename(str(a.get("filename") or "")) == wanted]
+    names = sorted({safe_filename(str(a.get("filename") or "")) for a in kept})
+    if not found:
+        print(
+            f"{t.key} has no attachment named {wanted!r}; it has: {', '.join(names) or 'none'}",
+            file=sys.stderr,
+        )
+        return 1
+    data = BlobStore(config.state_dir / "attachments").get(str(found[-1]["sha256"]))
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tickets", help="list and show tickets")
     tsub = p.add_subparsers(dest="tickets_command", required=True)
@@ -267,3 +307,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("key")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=_show)
+    at = tsub.add_parser("attachment", help="one attachment of a ticket, by name, to stdout or a file")
+    at.add_argument("key")
+    at.add_argument("name")
+    at.add_argument("-o", "--output", help="write to this file instead of stdout")
+    at.set_defaults(func=_attachment)

@@ -100,6 +100,18 @@ class WatcherAdded(Change):
 
 
 @dataclass(frozen=True)
+class RequesterSet(Change):
+    """`#requester ADDRESS`: the ticket is theirs now (an agent opened it for them). The new
+    requester is sent the acknowledgement; the change line itself is the desk's business."""
+
+    address: str
+    old: str
+
+    def __str__(self) -> str:
+        return f"made {self.address} the requester"
+
+
+@dataclass(frozen=True)
 class WatcherRemoved(Change):
     address: str
 

@@ -7,6 +7,7 @@
     #tag stalled blocked #untag stalled
     #cc add a@b.c        #cc remove a@b.c
     #link SUP-12         #merge SUP-12
+    #requester a@b.c     (an agent opened it for a customer: the ticket is theirs)
     #internal            #help
 
 Parsing stops at the first line that is not a command (blank lines before it are skipped).
@@ -38,6 +39,7 @@ Commands go on the first lines of your reply, one per line:
   #tag <tag> [<tag> ...]   #untag <tag>
   #cc add <address>   #cc remove <address>
   #link <KEY-N>   #merge <KEY-N>
+  #requester <address> (the ticket is this customer's: they get the acknowledgement)
   #internal            (this reply is a note for agents only)
 The rest of your reply goes to the requester and watchers (unless #internal)."""
 
@@ -79,6 +81,7 @@ class Plan:
     cc_remove: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     merge_into: str | None = None
+    requester: str | None = None
     internal: bool = False
     help: bool = False
 
@@ -305,6 +308,18 @@ class _Planner:
             return
         (self.plan.cc_remove if removing else self.plan.cc_add).extend(addrs)
 
+    def requester(self, c: RawCommand, args: str) -> None:
+        """`#requester ADDRESS`: one customer's address (an agent gets agent mail, not theirs)."""
+        addr = args.strip("<>,; ").lower()
+        if not ADDR_RE.match(addr):
+            self.err(c, "#requester needs one address", "#requester customer@example.com")
+        elif addr in self.team.agents:
+            self.err(c, f"{addr} is an agent of this desk, not a customer", "#cc add, #assign")
+        elif self.plan.requester not in (None, addr):
+            self.err(c, "a second #requester in one reply", "one #requester per reply")
+        else:
+            self.plan.requester = addr
+
     def other_ticket(self, c: RawCommand, args: str) -> None:
         """`#link KEY` and `#merge KEY`: another ticket of this desk that exists."""
         key = args.strip("[]()").upper()
@@ -335,6 +350,7 @@ _STEPS: dict[str, Callable[[_Planner, RawCommand, str], None]] = {
     "cc": _Planner.cc,
     "link": _Planner.other_ticket,
     "merge": _Planner.other_ticket,
+    "requester": _Planner.requester,
     "internal": _Planner.internal,
     "help": _Planner.want_help,
     "reopen": _Planner.reopen,

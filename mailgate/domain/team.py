@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from mailgate.domain.rulesfile import Checker, PathKey, RulesError, RulesInvalid, TomlFile, suggest
 
 ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 STRATEGIES = ("lead", "round-robin", "least-open")
-TEAM_KEYS = ("triage", "admins", "agents", "groups")
+TEAM_KEYS = ("triage", "admins", "agents", "groups", "notify_new")
+# Who hears of a new ticket of a group: its assignee (the lead, or whom the strategy picked), or
+# every member ("members": seed 000, the request "gets into the inbox of all members of the team").
+NOTIFY_NEW = ("lead", "members")
 AGENT_KEYS = ("address", "name", "handle", "away", "role")
 
 
@@ -37,7 +40,7 @@ class TeamRole(StrEnum):
 
 
 ROLES = tuple(TeamRole)
-GROUP_KEYS = ("name", "members", "lead", "assignment", "description")
+GROUP_KEYS = ("name", "members", "lead", "assignment", "description", "notify_new")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Group:
     lead: str
     assignment: str = "lead"
     description: str = ""
+    notify_new: str = ""  # "lead" | "members"; "" = the team's `notify_new`
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,15 @@ class Team:
     triage: str
     admins: tuple[str, ...] = ()
     _handles: Mapping[str, str] = field(default_factory=dict, repr=False)
+    notify_new: str = "lead"  # the default of every group (NOTIFY_NEW)
+
+    def told_of_new(self, group: str | None) -> tuple[str, ...]:
+        """Who of `group` hears of each new ticket besides its assignee: every member when the
+        group (or the team, by default) says `notify_new = "members"`, else nobody."""
+        g = self.groups.get(group) if group else None
+        if g is None or (g.notify_new or self.notify_new) != "members":
+            return ()
+        return g.members
 
     def agent(self, ref: str) -> Agent | None:
         """An agent by address or handle (case-insensitive)."""
@@ -181,12 +194,15 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
         if not isinstance(description, str):
             check.add((*path, "description"), "description must be a string")
             description = ""
+        notify_new = _notify_new(check, (*path, "notify_new"), raw.get("notify_new", ""))
         if members and lead:
             groups[name] = Group(name, tuple(members), lead, assignment, description)
         elif members:  # lead was invalid and reported; keep the group so rules naming it still check
             groups[name] = Group(name, tuple(members), members[0], assignment, description)
         else:  # members missing or all invalid: reported above; keep the name known for rules
             groups[name] = Group(name, (), "", assignment, description)
+        if notify_new:
+            groups[name] = replace(groups[name], notify_new=notify_new)
 
     triage = ""
     raw_triage = data.get("triage")
@@ -205,8 +221,23 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
             else:
                 admins.append(_norm(ref))
 
-    team = Team(agents=agents, groups=groups, triage=triage, admins=tuple(admins), _handles=handles)
+    team = Team(
+        agents=agents,
+        groups=groups,
+        triage=triage,
+        admins=tuple(admins),
+        _handles=handles,
+        notify_new=_notify_new(check, ("notify_new",), data.get("notify_new", "")) or "lead",
+    )
     return team, check.errors
+
+
+def _notify_new(check: Checker, path: PathKey, value: object) -> str:
+    """A `notify_new` value, or "" when absent or wrong (reported)."""
+    if value in ("", *NOTIFY_NEW):
+        return str(value)
+    check.add(path, f"unknown notify_new '{value}'", suggest(str(value), NOTIFY_NEW))
+    return ""
 
 
 # --- access -------------------------------------------------------------------------------------

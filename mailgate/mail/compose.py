@@ -14,8 +14,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import format_datetime, formataddr
 
+from mailgate.mail.attachments import safe_filename
 from mailgate.mail.model import ParsedMail
 
 LOOP_HEADER = "X-Mailgate-Loop"
@@ -32,6 +36,15 @@ def new_message_id(domain: str) -> str:
     """A fresh Message-ID (bare): opaque and random, carrying no secret and no ticket key. Every
     header is public (STYLE.md habit 13); replies thread because we store the id we sent."""
     return f"mg.{secrets.token_hex(12)}@{domain}"
+
+
+@dataclass(frozen=True)
+class OutAttachment:
+    """A file that travels with a mail we send: the bytes and the name it came with (shown only)."""
+
+    filename: str
+    content_type: str
+    content: bytes
 
 
 @dataclass
@@ -53,6 +66,7 @@ class Outgoing:
     loop_id: str = ""
     extra_headers: dict[str, str] = field(default_factory=dict)
     date: object = None
+    attachments: Sequence[OutAttachment] = ()
 
 
 # RFC 2047 5(3): what may stand for itself inside a Q-encoded word in a phrase.
@@ -219,7 +233,51 @@ def build(out: Outgoing) -> bytes:
     if not raw.endswith("\r\n"):
         raw += "\r\n"
     # ASCII but for an internationalized address (RFC 6532) or a stray byte in an id we echo.
-    return raw.encode("utf-8")
+    data = raw.encode("utf-8")
+    return with_attachments(data, out.attachments) if out.attachments else data
+
+
+def with_attachments(raw: bytes, attachments: Sequence[OutAttachment]) -> bytes:
+    """`raw` made multipart/mixed with the files after its text (RFC 2046 5.1.3).
+
+    The structure and every header come from `EmailMessage` (RFC 2231 names, boundaries); a
+    name is only a display name, made safe (no directory part, no control or bidi characters).
+    A type that is not `maintype/subtype`, or a message/* or multipart/* type (which would need
+    a parsed body), goes as application/octet-stream, so the bytes arrive as they were stored.
+    The base64 bodies are written in one pass each: the stdlib generator writes a body line by
+    line (0.73 s for a 10 MiB file, against 0.2 s this way), so each part is generated with a
+    unique placeholder that the encoded body then replaces."""
+    msg = BytesParser(policy=policy.SMTP).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    msg.make_mixed()
+    bodies: dict[bytes, bytes] = {}
+    for att in attachments:
+        maintype, _, subtype = (att.content_type or "").lower().partition("/")
+        if (
+            not maintype
+            or not subtype
+            or maintype in ("message", "multipart")
+            or not _TOKEN.fullmatch(f"{maintype}/{subtype}")
+        ):
+            maintype, subtype = "application", "octet-stream"
+        msg.add_attachment(b"", maintype=maintype, subtype=subtype, filename=safe_filename(att.filename))
+        marker = f"mailgate-body-{secrets.token_hex(16)}"
+        *_, part = msg.iter_attachments()
+        part.set_payload(marker)
+        bodies[marker.encode("ascii")] = _base64_lines(att.content)
+    out = msg.as_bytes(policy=policy.SMTP)
+    for key, body in bodies.items():
+        out = out.replace(key, body, 1)
+    return out
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in CRLF-separated lines of 76 characters (RFC 2045 6.8)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+
+
+_TOKEN = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 
 
 # References on our mail: the first id (the message that opened the conversation) and the newest

@@ -13,6 +13,7 @@ from mailgate.domain.changes import (
     GroupSet,
     Linked,
     Merged,
+    RequesterSet,
     StatusChanged,
     Unassigned,
     WatcherAdded,
@@ -61,7 +62,7 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
     """Apply a checked command plan. Returns the changes made, in command order: the people,
     the ticket's fields, the links, then the status, and the merge last (it closes the ticket)."""
     changes: list[Change] = []
-    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links):
+    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links, _requester):
         changes += step(repo, ticket, plan, actor)
     if plan.status is not None:
         changes.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
@@ -167,6 +168,24 @@ def _links(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
         repo.event(row(ticket), EventKind.LINK, actor=actor, other=key)
         changes.append(Linked(key))
     return changes
+
+
+def _requester(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#requester ADDRESS`: the ticket becomes the customer's. The one it was opened by stays
+    on it: an agent as an agent (they get agent mail), anyone else as a watcher."""
+    new = plan.requester
+    if new is None or new == ticket.requester:
+        return []
+    tid = row(ticket)
+    old = ticket.requester
+    repo.remove_participant(tid, old, Role.REQUESTER)
+    repo.add_participant(tid, old, Role.AGENT if old == actor else Role.WATCHER)
+    repo.remove_participant(tid, new, Role.WATCHER)
+    repo.add_participant(tid, new, Role.REQUESTER)
+    ticket.requester = new
+    ticket.requester_name = ""
+    repo.event(tid, EventKind.REQUESTER, actor=actor, old=old, new=new)
+    return [RequesterSet(new, old)]
 
 
 def _merge_into(repo: Repo, ticket: Ticket, workflow: Workflow, key: str, actor: str) -> list[Change]:

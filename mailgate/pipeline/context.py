@@ -23,6 +23,7 @@ class Context:
     ticket: Ticket | None = None
     disposition: Disposition | None = None
     rejected: list[str] = field(default_factory=list)  # attachments over the limits, described
+    stored: list[dict[str, object]] = field(default_factory=list)  # attachments kept (store_message)
     fanout: FanOut | None = None  # who this event mailed, and who the cap left out (handlers.common.tell)
     stage: str = "start"
     trace: list[dict[str, str]] = field(default_factory=list)

@@ -12,7 +12,7 @@ ticket and per recipient overall, in sliding windows (Zammad's defaults: 10 per 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
 from mailgate.domain.threading import strip_prefixes, strip_tag
 from mailgate.domain.tokens import Purpose, make_token
-from mailgate.mail.compose import Outgoing, build, new_message_id
+from mailgate.mail.compose import OutAttachment, Outgoing, build, new_message_id
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline.links import NO_LINKS, mail_links
 from mailgate.store.kinds import EventKind
@@ -114,9 +114,11 @@ class Notifier:
         subject: str | None = None,
         check_loops: bool = True,
         from_name: str | None = None,
+        files: Sequence[OutAttachment] = (),
     ) -> str | None:
         """Render and enqueue one mail to `to`; its Message-ID, or None when a loop limit held it
-        back (recorded on the ticket, the admin told once)."""
+        back (recorded on the ticket, the admin told once). `files` travel with it as attachments;
+        templates list them from `attachments` (what the caller gives, else nothing)."""
         to = to.lower()
         if check_loops:
             why = self.over_limit(repo, to, ticket.id)
@@ -151,6 +153,7 @@ class Notifier:
             "unsubscribe_address": unsubscribe,
             "survey_links": SurveyLinks(reply_address, ticket.key),
             **(links.as_context() if links else NO_LINKS),
+            "attachments": [],
             **context,
         }
         text, html = self.renderer.render(desk.key, template, ctx)
@@ -180,6 +183,7 @@ class Notifier:
                 if links
                 else {"List-Unsubscribe": f"<mailto:{unsubscribe}?subject=unsubscribe>"}
             ),
+            attachments=files,
         )
         repo.enqueue(
             ticket_id=ticket.id,

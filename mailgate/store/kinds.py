@@ -42,6 +42,8 @@ class EventKind(StrEnum):
     HELD = "held"
     CC_NOT_ADDED = "cc-not-added"
     COMMANDS_REFUSED = "commands-refused"
+    REQUESTER = "requester"  # the ticket was made another person's (#requester, on behalf)
+    COMMANDS = "commands"  # a mail of commands only: recorded, no message stored
     FORGED_AGENT = "forged-agent"
     # delivery: bounces, unsubscribes, mail the limits held back
     BOUNCE = "bounce"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mailgate.domain.changes import Change, StatusChanged
+from mailgate.domain.changes import Change, RequesterSet, StatusChanged
 from mailgate.domain.commands import HELP, Plan, RawCommand, TicketView, plan, split_commands
 from mailgate.domain.team import may_change
 from mailgate.domain.workflow import Workflow
@@ -24,6 +24,7 @@ from mailgate.pipeline.handlers.common import (
     store_message,
     tell,
     tell_rejected_attachments,
+    travelling,
 )
 from mailgate.pipeline.identity import Proof, prove, token_keys
 from mailgate.pipeline.outcomes import Disposition
@@ -131,7 +132,11 @@ class AgentReplyHandler:
         )
 
     def _allowed(self, ctx: Context, repo: Repo, ticket: Ticket, mail: AgentMail) -> bool:
-        """Whether the agent's role lets them change this ticket; refused when not."""
+        """Whether the agent's role lets them change this ticket; refused when not. The agent who
+        opened a ticket (its requester) may always hand it to the customer it is for."""
+        if ticket.requester == mail.author and {c.name for c in mail.commands} <= {"requester", "internal"}:
+            ctx.note("identity", f"access: {mail.author} opened {ticket.key} and names its requester")
+            return True
         access = may_change(self.services.rules.team, mail.author, ticket.key, ticket.group, ticket.assignee)
         ctx.note("identity", f"access: {access.rule}")
         if access.allowed:
@@ -231,8 +236,20 @@ class AgentReplyHandler:
         s = self.services
         internal = checked.internal
         kind = MessageKind.INTERNAL if internal else MessageKind.PUBLIC
-        store_message(ctx, repo, s, ticket, kind=kind, reply_text=mail.comment)
-        tell_rejected_attachments(s, repo, ctx, ticket)
+        if mail.comment or ctx.mail.attachments:
+            store_message(ctx, repo, s, ticket, kind=kind, reply_text=mail.comment, text=mail.comment)
+            tell_rejected_attachments(s, repo, ctx, ticket)
+        else:
+            # Commands only: nothing was said to anyone, so no message is stored (the quoted
+            # notification below them would read as the agent's words); the audit trail has it.
+            repo.add_thread_ref(ctx.desk.key, ctx.mail.message_id, row(ticket))
+            repo.event(
+                row(ticket),
+                EventKind.COMMANDS,
+                actor=mail.author,
+                commands=[c.line for c in mail.commands],
+                message_id=ctx.mail.message_id,
+            )
         if mail.comment:
             repo.event(row(ticket), EventKind.COMMENT, actor=mail.author, internal=internal)
         first_public = bool(mail.comment) and not internal and ticket.first_response_at is None
@@ -272,6 +289,9 @@ class AgentReplyHandler:
         author, comment, internal = mail.author, mail.comment, checked.internal
         status = workflow.statuses.get(ticket.status)
         agents = s.agents()
+        # The agent's attachments go where the words go: to the customer with a public reply,
+        # to the agents only with an internal note.
+        files = travelling(s, ticket, ctx.stored)
         context: dict[str, Any] = {
             "actor": s.agent_name(author),
             "actor_address": author,
@@ -284,7 +304,7 @@ class AgentReplyHandler:
         # Requester and watchers: the comment and the status change, unless internal. Who it was
         # assigned to, tags and fields are the desk's business, not the customer's.
         status_changed = any(isinstance(c, StatusChanged) for c in changes)
-        if not internal and (comment or status_changed):
+        if not internal and (comment or status_changed or files.listed):
             template = status.template if (status_changed and status) else "agent_comment"
             public = [c for c in changes if c.public]
             tell(
@@ -298,11 +318,64 @@ class AgentReplyHandler:
                 from_name=s.agent_name(author),
                 context={**context, "changes": public, "survey": bool(status and status.resolved)},
                 human=True,
+                attachments=files,
             )
+        # Seed 000: "an email is triggered from the system to all watchers" on a status change;
+        # the agents watching (assignee, agents who took part) get it in agent words, less the
+        # author and a new assignee (told below).
+        if not internal and status_changed and status:
+            new_assignee = ticket.assignee if ticket.assignee != old_assignee else ""
+            watching = s.agents_of(repo, ticket, exclude={author, new_assignee or ""})
+            tell(
+                s,
+                repo,
+                ctx,
+                ticket,
+                [a for a in watching if a in agents],
+                template="watcher_update",
+                kind="watcher-update",
+                from_name=s.agent_name(author),
+                context={**context, "changes": [c for c in changes if c.public]},
+                attachments=files,
+            )
+        # A customer an agent opened the ticket for gets the acknowledgement a requester gets.
+        for change in changes:
+            if isinstance(change, RequesterSet):
+                tell(
+                    s,
+                    repo,
+                    ctx,
+                    ticket,
+                    [change.address],
+                    template="acknowledgement",
+                    kind="acknowledgement",
+                    context={"message": ctx.mail, "requester_name": ticket.requester_name},
+                    auto_submitted="auto-replied",
+                    human=True,
+                )
         # A new assignee hears about it ("assignee will receive an email").
         if ticket.assignee and ticket.assignee != old_assignee and ticket.assignee != author:
+            # What the request is about: the requester's first words and their files, not just the key.
+            first = next(
+                (
+                    m
+                    for m in repo.messages(row(ticket))
+                    if m.direction == "in" and m.kind == MessageKind.PUBLIC
+                ),
+                None,
+            )
             tell(
-                s, repo, ctx, ticket, [ticket.assignee], template="assigned", kind="assigned", context=context
+                s,
+                repo,
+                ctx,
+                ticket,
+                [ticket.assignee],
+                template="assigned",
+                kind="assigned",
+                context={**context, "request": (first.reply_text or first.text).strip() if first else ""},
+                attachments=travelling(
+                    s, ticket, [a for a in (first.attachments if first else []) if "sha256" in a]
+                ),
             )
         # Other agents on the ticket (assignee, else group or triage, and agents who took part)
         # see internal notes. Public replies are not copied to them (the ticket history has them).
@@ -318,6 +391,7 @@ class AgentReplyHandler:
                 template="internal_note",
                 kind="internal-note",
                 context=context,
+                attachments=files,
             )
         if checked.help:
             tell(

@@ -8,11 +8,14 @@ outbox does). Nothing here picks a handler: the registry (handlers/__init__.py) 
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
 from mailgate.config import Config
-from mailgate.mail.attachments import apply_limits
+from mailgate.mail.attachments import apply_limits, human_size, safe_filename
+from mailgate.mail.compose import OutAttachment
 from mailgate.pipeline.apply import agent_side, row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.membership import FanOut, copied_people
@@ -84,11 +87,14 @@ def store_message(
     kind: MessageKind = MessageKind.PUBLIC,
     reply_text: str | None = None,
     thread: bool = True,
+    text: str | None = None,
 ) -> None:
     """Store the message and its attachments (once per content hash). Attachments over the size
     or count limits are recorded by name and size, not stored, and listed in `ctx.rejected`.
     `thread=False` (a held stranger's mail) keeps its Message-ID out of the conversation: our
-    later mail does not reference it, and replies to it are not taken as replies to the ticket."""
+    later mail does not reference it, and replies to it are not taken as replies to the ticket.
+    `text` replaces the whole body as stored (an agent's reply: the quoted notification below
+    it is ours, not theirs; the raw mail keeps it)."""
     m = ctx.mail
     limits = services.config.limits
     kept, rejected = apply_limits(m.attachments, limits.max_attachment_size, limits.max_attachments)
@@ -100,6 +106,7 @@ def store_message(
         elif services.blobs is not None:
             entry["sha256"] = services.blobs.put(att.content)
         attachments.append(entry)
+    ctx.stored = [dict(a) for a in attachments]
     attachments.extend({"rejected": why} for why in rejected)
     ctx.rejected = rejected
     if rejected:
@@ -112,12 +119,52 @@ def store_message(
         message_id=m.message_id,
         inbox_id=ctx.item.id,
         subject=m.subject,
-        text=m.body_text,
+        text=m.body_text if text is None else text,
         reply_text=m.reply_text if reply_text is None else reply_text,
         attachments=attachments,
     )
     if thread:
         repo.add_thread_ref(ctx.desk.key, m.message_id, row(ticket))
+
+
+@dataclass(frozen=True)
+class Travelling:
+    """The attachments of one message as they go on in our mail: the files carried, and the
+    list a template shows (each name, size, and whether it is attached or how to fetch it)."""
+
+    files: tuple[OutAttachment, ...] = ()
+    listed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def travelling(services: Services, ticket: Ticket, stored: list[dict[str, Any]]) -> Travelling:
+    """The message's stored attachments, carried in message order while they fit in
+    `[limits] max_forward_attachments_bytes` together; the rest named, with the command that
+    fetches them (a relay refuses mail past its size limit, and ten people need not get 30 MB)."""
+    budget = services.config.limits.max_forward_attachments_bytes
+    files: list[OutAttachment] = []
+    listed: list[dict[str, Any]] = []
+    used = 0
+    for entry in stored:
+        name = safe_filename(str(entry.get("filename") or ""))
+        size = int(entry.get("size") or 0)
+        content = None
+        if used + size <= budget and services.blobs is not None and entry.get("sha256"):
+            try:
+                content = services.blobs.get(str(entry["sha256"]))
+            except (OSError, ValueError):
+                content = None  # gone from the store: named like one over the budget
+        if content is not None:
+            used += size
+            files.append(OutAttachment(name, str(entry.get("content_type") or ""), content))
+        listed.append(
+            {
+                "name": name,
+                "size": human_size(size),
+                "attached": content is not None,
+                "fetch": f"mailgate tickets attachment {ticket.key} {shlex.quote(name)}",
+            }
+        )
+    return Travelling(tuple(files), listed)
 
 
 def tell_rejected_attachments(services: Services, repo: Repo, ctx: Context, ticket: Ticket) -> None:
@@ -173,6 +220,7 @@ def tell(
     from_name: str | None = None,
     auto_submitted: str = "auto-generated",
     human: bool = False,
+    attachments: Travelling | None = None,
 ) -> list[str]:
     """Queue one mail per recipient; returns who was queued (loop limits may hold some back).
 
@@ -183,8 +231,11 @@ def tell(
     tickets, replies to work on) is never held: a triage person must hear about the hundredth
     ticket of the hour too. Every mail of the event to someone outside the team counts against
     `[security] max_recipients_per_event` (ctx.fanout); who is past it gets nothing.
+    `attachments` travel with each mail, and its template lists them.
     """
     sent = []
+    if attachments is not None:
+        context = {**context, "attachments": attachments.listed}
     agents = services.agents()
     if ctx.fanout is None:
         ctx.fanout = FanOut(services.membership.max_recipients_per_event)
@@ -203,6 +254,7 @@ def tell(
             auto_submitted=auto_submitted,
             from_name=from_name,
             check_loops=(rcpt not in agents and not human) or kind in LOOP_PRONE,
+            files=attachments.files if attachments is not None else (),
         )
         if item is not None:
             sent.append(rcpt)

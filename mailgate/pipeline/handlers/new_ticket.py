@@ -3,19 +3,27 @@ and why this assignee), the ticket with its requester and first watchers, the me
 mail it causes: the assignee (or triage) and agent watchers hear of it, the requester gets an
 acknowledgement (or the rule's automatic answer), never an automatic sender.
 
+An agent may open a ticket for a customer (phone, walk-in, a forwarded mail): `#requester ADDRESS`
+at the top of a new mail, or a forwarded mail (inline block or attached message/rfc822). When the
+relay proves the agent (Authentication-Results), the customer is the requester at once and gets
+the acknowledgement; a From alone proves nothing, so the ticket stays the agent's and they are
+asked to confirm by replying (their reply token proves them), docs/security.md "On behalf".
+
 It runs last in the registry: whatever no other handler took. It must not ticket a sender past
 the flood limit (held in the inbox instead) nor acknowledge an automatic mail.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from mailgate.domain import routing as routing_mod
-from mailgate.domain.commands import HELP
+from mailgate.domain.commands import ADDR_RE, HELP, split_commands
 from mailgate.domain.routing import RoutingDecision
 from mailgate.domain.threading import strip_prefixes
 from mailgate.domain.workflow import Workflow
+from mailgate.mail.forwarded import attached_sender, inline_sender
 from mailgate.pipeline.apply import row
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import FloodHeld, ProcessingError
@@ -25,7 +33,9 @@ from mailgate.pipeline.handlers.common import (
     store_message,
     tell,
     tell_rejected_attachments,
+    travelling,
 )
+from mailgate.pipeline.identity import auth_results_proof
 from mailgate.pipeline.outcomes import Disposition
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import Ticket, now_utc
@@ -36,6 +46,19 @@ def _flood_words(sender: str) -> str:
     """How a held:flood reason starts: the admin is told once per sender per window, when no
     row held with these words is in the window yet."""
     return f"{sender} opened "
+
+
+@dataclass(frozen=True)
+class OnBehalf:
+    """A new mail from an agent naming the customer it is for, and whether the agent is proven."""
+
+    agent: str
+    customer: str
+    name: str
+    source: str  # "#requester", "forwarded inline", "forwarded as an attachment"
+    proven: bool
+    how: str
+    comment: str  # the agent's words without the #requester line
 
 
 class NewTicketHandler:
@@ -54,24 +77,85 @@ class NewTicketHandler:
         self._check_flood(ctx, repo)
         workflow = self.services.rules.workflow(ctx.desk)
         decision = self._route(ctx, repo)
-        ticket, over_cap = self._create(ctx, repo, workflow, decision)
-        self._tell_agents(ctx, repo, ticket, decision, over_cap)
+        behalf = None if ctx.auto_reason else self._on_behalf(ctx)
+        ticket, over_cap = self._create(ctx, repo, workflow, decision, behalf)
+        self._tell_agents(ctx, repo, ticket, decision, over_cap, behalf)
         # The requester: an acknowledgement (or the rule's automatic answer), never to an automatic mail.
         if ctx.auto_reason:
             ctx.note("notify", f"no acknowledgement: {ctx.auto_reason}")
+            return
+        if behalf is not None and not behalf.proven:
+            self._ask_to_confirm(ctx, repo, ticket, behalf)
             return
         tell(
             self.services,
             repo,
             ctx,
             ticket,
-            [m.from_addr],
+            [ticket.requester],
             template=decision.auto_reply or "acknowledgement",
             kind="acknowledgement",
-            context={"message": m, "requester_name": m.from_name},
+            context={"message": m, "requester_name": ticket.requester_name},
             auto_submitted="auto-replied",
         )
         tell_rejected_attachments(self.services, repo, ctx, ticket)
+
+    def _on_behalf(self, ctx: Context) -> OnBehalf | None:
+        """The customer a new mail from an agent is for: a `#requester` line at the top, else the
+        writer of an attached message, else of an inline forwarded block; None when the sender
+        is no agent of team.toml or names nobody."""
+        s = self.services
+        m = ctx.mail
+        agent = m.from_addr
+        if agent not in s.rules.team.agents:
+            return None
+        commands, comment = split_commands(m.reply_text or m.body_text)
+        found: tuple[str, str] | None = None
+        source = ""
+        for c in commands:
+            addr = c.args.strip("<>,; ").lower()
+            if c.name == "requester" and ADDR_RE.match(addr):
+                found, source = (addr, ""), "#requester"
+                break
+        if found is None:
+            for att in m.attachments:
+                if att.content_type != "message/rfc822":
+                    continue
+                raw = att.content
+                if not raw and att.sha256 and s.blobs is not None:
+                    try:
+                        raw = s.blobs.get(att.sha256)
+                    except (OSError, ValueError):  # gone or corrupt: it names nobody
+                        continue
+                found, source = attached_sender(raw), "forwarded as an attachment"
+                if found:
+                    break
+        if found is None:
+            found, source = inline_sender(m.body_text), "forwarded inline"
+        if found is None:
+            return None
+        customer, name = found
+        if customer in s.rules.team.agents or customer in s.config.own_addresses:
+            ctx.note("dispatch", f"{source} names {customer}, of this desk: not made the requester")
+            return None
+        proof = auth_results_proof(m, agent, s.config.security)
+        ctx.note("identity", f"agent {agent} opens it for {customer} ({source}): {proof.how}")
+        return OnBehalf(agent, customer, name, source, proof.proven, proof.how, comment if commands else "")
+
+    def _ask_to_confirm(self, ctx: Context, repo: Repo, ticket: Ticket, behalf: OnBehalf) -> None:
+        """A From alone proves nothing: the ticket stays the agent's, and the agent is asked to
+        confirm by replying with `#requester` (their reply token proves them). Until then the
+        customer gets nothing, so nobody can make the desk mail a stranger in an agent's name."""
+        tell(
+            self.services,
+            repo,
+            ctx,
+            ticket,
+            [behalf.agent],
+            template="on_behalf_confirm",
+            kind="on-behalf-confirm",
+            context={"customer": behalf.customer, "source": behalf.source, "why": behalf.how},
+        )
 
     def _check_flood(self, ctx: Context, repo: Repo) -> None:
         """Past `[limits] new_tickets_per_sender` in the window, new mail of a sender is held in
@@ -128,14 +212,23 @@ class NewTicketHandler:
         return workflow.initial
 
     def _create(
-        self, ctx: Context, repo: Repo, workflow: Workflow, decision: RoutingDecision
+        self,
+        ctx: Context,
+        repo: Repo,
+        workflow: Workflow,
+        decision: RoutingDecision,
+        behalf: OnBehalf | None = None,
     ) -> tuple[Ticket, list[str]]:
         """The ticket, its people and the message, with their events. Returns the ticket and
-        the To/Cc the cap kept from becoming watchers."""
+        the To/Cc the cap kept from becoming watchers. For a proven agent's mail on behalf of a
+        customer, the customer is the requester and the agent takes part as an agent."""
         s = self.services
         m = ctx.mail
         desk = ctx.desk
         initial = self._initial_status(ctx, workflow, decision)
+        for_customer = behalf is not None and behalf.proven
+        requester = behalf.customer if behalf and for_customer else m.from_addr
+        requester_name = behalf.name if behalf and for_customer else m.from_name
         number = repo.next_ticket_number(desk.key)
         now = now_utc()
         ticket = repo.create_ticket(
@@ -143,8 +236,8 @@ class NewTicketHandler:
             desk=desk.key,
             number=number,
             subject=strip_prefixes(m.subject)[:500] or "(no subject)",
-            requester=m.from_addr,
-            requester_name=m.from_name,
+            requester=requester,
+            requester_name=requester_name,
             status=initial,
             status_category=workflow.category(initial),
             priority=decision.priority,
@@ -160,11 +253,23 @@ class NewTicketHandler:
         ctx.ticket = ticket
         tid = row(ticket)
         repo.new_thread(tid)
-        repo.add_participant(tid, m.from_addr, Role.REQUESTER, m.from_name)
+        repo.add_participant(tid, requester, Role.REQUESTER, requester_name)
+        if behalf is not None and for_customer:
+            repo.add_participant(tid, behalf.agent, Role.AGENT, s.agent_name(behalf.agent))
+            repo.event(
+                tid,
+                EventKind.REQUESTER,
+                actor=behalf.agent,
+                old=behalf.agent,
+                new=behalf.customer,
+                source=behalf.source,
+                proof=behalf.how,
+            )
         watchers, over_cap = add_first_cc(ctx, repo, s, ticket)
         for w in decision.watchers:
             repo.add_participant(tid, w, Role.AGENT if w in s.rules.team.agents else Role.WATCHER)
-        store_message(ctx, repo, s, ticket)
+        # A `#requester` line is an instruction to the desk, not words to the customer.
+        store_message(ctx, repo, s, ticket, reply_text=behalf.comment if behalf and behalf.comment else None)
         repo.event(
             tid,
             EventKind.CREATED,
@@ -188,21 +293,29 @@ class NewTicketHandler:
         return ticket, over_cap
 
     def _tell_agents(
-        self, ctx: Context, repo: Repo, ticket: Ticket, decision: RoutingDecision, over_cap: list[str]
+        self,
+        ctx: Context,
+        repo: Repo,
+        ticket: Ticket,
+        decision: RoutingDecision,
+        over_cap: list[str],
+        behalf: OnBehalf | None = None,
     ) -> None:
         """The assignee (or the triage person when no rule placed it), and agent watchers."""
         s = self.services
         m = ctx.mail
         agent_ctx: dict[str, Any] = {
             "decision": decision,
-            "comment": m.reply_text or m.body_text,
+            "comment": (behalf.comment if behalf and behalf.comment else "") or m.reply_text or m.body_text,
             "help": HELP,
             "from": m.from_addr,
             "from_name": m.from_name,
             "cc_not_added": over_cap,
         }
+        files = travelling(s, ticket, ctx.stored)
         if decision.triaged or not ticket.assignee:
             triage = [decision.triage or s.rules.triage_for(ctx.desk.key)]
+            told = set(triage)
             tell(
                 s,
                 repo,
@@ -212,8 +325,10 @@ class NewTicketHandler:
                 template="triage_needed",
                 kind="triage-needed",
                 context=agent_ctx,
+                attachments=files,
             )
         else:
+            told = {ticket.assignee}
             tell(
                 s,
                 repo,
@@ -223,9 +338,15 @@ class NewTicketHandler:
                 template="new_ticket",
                 kind="new-ticket",
                 context=agent_ctx,
+                attachments=files,
             )
         agents = s.rules.team.agents
-        agent_watchers = [w for w in decision.watchers if w in agents and w != ticket.assignee]
+        # `notify_new = "members"`: every member of the group has it in their inbox too.
+        members = [a for a in s.rules.team.told_of_new(ticket.group) if a not in told]
+        if m.from_addr in agents and m.from_addr != ticket.requester and m.from_addr not in told:
+            members.append(m.from_addr)  # the agent who opened it for a customer: its key, its mail
+        agent_watchers = [w for w in decision.watchers if w in agents and w not in told and w not in members]
+        agent_watchers = members + agent_watchers
         if agent_watchers:
             tell(
                 s,
@@ -236,4 +357,5 @@ class NewTicketHandler:
                 template="new_ticket",
                 kind="new-ticket",
                 context=agent_ctx,
+                attachments=files,
             )

@@ -24,6 +24,7 @@ from mailgate.pipeline.handlers.common import (
     store_message,
     tell,
     tell_rejected_attachments,
+    travelling,
 )
 from mailgate.pipeline.identity import token_keys
 from mailgate.pipeline.membership import Standing, standing
@@ -214,6 +215,7 @@ class ReplyHandler:
             template="reopened",
             kind="reopened",
             context={"from": m.from_addr, "comment": text, "help": HELP},
+            attachments=travelling(self.services, ticket, ctx.stored),
         )
         ctx.disposition = Disposition.REPLY_REOPENED
 
@@ -253,6 +255,7 @@ class ReplyHandler:
                 "help": HELP,
                 "cc_not_added": left_out,
             },
+            attachments=travelling(self.services, ticket, ctx.stored),
         )
         ctx.disposition = Disposition.REPLY
         ctx.note("apply", f"added to {ticket.key} as a reply")
