@@ -55,6 +55,7 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "acknowledgement": NEW_TICKET_REQUESTER,
     "agent_comment": AGENT_CHANGE,
     "assigned": AGENT_CHANGE,
+    "group_queue": frozenset({"actor", "actor_address", "comment", "changes", "group", "help"}),
     "internal_note": AGENT_CHANGE,
     "command_help": AGENT_CHANGE,
     "command_error": frozenset({"errors", "help", "comment"}),
