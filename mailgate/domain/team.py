@@ -173,7 +173,9 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
                 lead = None
         key = "assign" if "assign" in raw else "assignment"  # `assign` is the short spelling
         assignment = raw.get(key, "lead")
-        assignment = STRATEGY_ALIASES.get(assignment, assignment) if isinstance(assignment, str) else assignment
+        assignment = (
+            STRATEGY_ALIASES.get(assignment, assignment) if isinstance(assignment, str) else assignment
+        )
         if assignment not in STRATEGIES:
             check.add(
                 (*path, key),

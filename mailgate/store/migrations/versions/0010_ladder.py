@@ -1,0 +1,47 @@
+"""Bounced addresses and the SLA ladder's last step (issue 19, items 7 and 8)
+
+`bouncedaddress`: an address whose mail failed permanently gets no automatic mail, desk-wide,
+until `quiet_until`. On the ticket, `first_response_admins_at` and `resolution_admins_at` mark
+the escalation to the desk's admins, as the other marks of 0003 do.
+
+Revision ID: 0010_ladder
+Revises: 0006_inbox_digest
+Create Date: 2026-12-07 13:40:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision: str = "0010_ladder"
+down_revision: str | None = "0006_inbox_digest"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+MARKS = ("first_response_admins_at", "resolution_admins_at")
+
+
+def upgrade() -> None:
+    # Nullable columns only: existing tickets simply have no marks yet.
+    with op.batch_alter_table("ticket") as batch:
+        for name in MARKS:
+            batch.add_column(sa.Column(name, sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "bouncedaddress",
+        sa.Column("address", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("quiet_until", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("diagnostic", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("ticket_id", sa.Integer(), nullable=True),
+        sa.Column("bounced_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("address"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("bouncedaddress")
+    with op.batch_alter_table("ticket") as batch:
+        for name in reversed(MARKS):
+            batch.drop_column(name)
