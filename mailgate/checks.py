@@ -68,6 +68,8 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "new_ticket": NEW_TICKET_AGENT,
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
+    "address_bounced": frozenset({"addresses", "status", "diagnostic", "quiet_days", "quiet_until"}),
+    "reply_to_bounced": frozenset({"address", "status", "diagnostic", "bounced_at"}),
     **_SCHEDULER_TEMPLATES,
 }
 TEMPLATE_SUFFIXES = (".txt", ".html")

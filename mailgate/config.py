@@ -114,6 +114,7 @@ class Limits:
     auto_mails_per_ticket_window_minutes: int = 60
     auto_mails_per_recipient: int = 30
     auto_mails_per_recipient_window_minutes: int = 10
+    bounce_quiet_days: int = 7  # no automatic mail to an address after it failed permanently
 
 
 # Where Authentication-Results headers may come from (RFC 8601 section 5): "none" when mailgate's
@@ -382,6 +383,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         auto_mails_per_recipient_window_minutes=_get(
             lim, "auto_mails_per_recipient_window_minutes", int, 10, "limits"
         ),
+        bounce_quiet_days=_get(lim, "bounce_quiet_days", int, 7, "limits"),
     )
 
     def _dir(key: str, default: str) -> Path:

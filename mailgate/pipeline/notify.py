@@ -117,6 +117,19 @@ class Notifier:
         """Render and enqueue one mail to `to`; its Message-ID, or None when a loop limit held it
         back (recorded on the ticket, the admin told once)."""
         to = to.lower()
+        if check_loops and (bounced := repo.bounced(to, now_utc())) is not None:
+            # A dead address gets no automatic mail desk-wide for [limits] bounce_quiet_days:
+            # acknowledging every new request from it is backscatter. A person's reply still goes.
+            repo.event(
+                ticket.id,  # type: ignore[arg-type]
+                EventKind.MAIL_QUIET,
+                recipient=to,
+                mail=kind,
+                status=bounced.status,
+                until=bounced.quiet_until.isoformat(),
+            )
+            log.info("not sent %s to %s on %s: it bounced (%s)", kind, to, ticket.key, bounced.status)
+            return None
         if check_loops:
             why = self.over_limit(repo, to, ticket.id)
             if why:

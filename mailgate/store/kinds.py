@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     BOUNCE = "bounce"
     UNSUBSCRIBED = "unsubscribed"
     MAIL_HELD = "mail-held"
+    MAIL_QUIET = "mail-quiet"  # automatic mail not sent: the address bounced (BouncedAddress)
     FANOUT_LIMITED = "fanout-limited"
     # the periodic jobs (pipeline/sla_apply.py)
     SLA_WARNING = "sla-warning"

@@ -28,6 +28,7 @@ from sqlmodel import Session, col
 from mailgate.store.db import insert_for
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import (
+    BouncedAddress,
     Counter,
     Event,
     InboxItem,
@@ -38,6 +39,7 @@ from mailgate.store.models import (
     ThreadRef,
     Ticket,
     now_utc,
+    utc,
 )
 
 # Statements built once: building a statement costs several times more than running it, and
@@ -440,6 +442,26 @@ class Repo:
             ).first()
             is not None
         )
+
+    # -- bounced addresses (handlers/bounce.py, pipeline/notify.py) -------------------------------
+    def record_bounce(
+        self, address: str, *, until: datetime, status: str, diagnostic: str, ticket_id: int | None
+    ) -> None:
+        """`address` failed permanently: no automatic mail to it until `until`. A later bounce
+        moves the date on and keeps its own status and words."""
+        row = self.session.get(BouncedAddress, address.lower())
+        if row is None:
+            row = BouncedAddress(address=address.lower(), quiet_until=until)
+        row.quiet_until, row.status, row.diagnostic = until, status, diagnostic
+        row.ticket_id, row.bounced_at = ticket_id, now_utc()
+        self.session.add(row)
+
+    def bounced(self, address: str, now: datetime) -> BouncedAddress | None:
+        """The bounce that keeps automatic mail from `address` at `now`, or None."""
+        row = self.session.get(BouncedAddress, address.lower())
+        if row is None or utc(row.quiet_until) <= now:
+            return None
+        return row
 
 
 class DeskLookup:
