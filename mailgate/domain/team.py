@@ -180,7 +180,7 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
             check.add(
                 (*path, key),
                 f"unknown assignment '{assignment}'",
-                suggest(str(assignment), (*STRATEGIES, *STRATEGY_ALIASES)),
+                suggest(str(assignment), STRATEGIES),
             )
             assignment = "lead"
         description = raw.get("description", "")

@@ -42,6 +42,7 @@ from mailgate.ruleset import RulesSource
 from mailgate.store import inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
+from mailgate.store.kinds import AdminKind
 from mailgate.store.models import InboxItem, now_utc
 from mailgate.store.repo import Repo
 
@@ -103,7 +104,7 @@ class Runner:
         blobs = BlobStore(config.state_dir / "attachments")
         self.rules = RulesSource(config.rules_dir, config.templates_dir, config.desks)
         self.renderer = Renderer(self.rules)
-        self.notifier = Notifier(config, self.renderer)
+        self.notifier = Notifier(config, self.renderer, rules=self.rules)
         self.services = Services(config, self.notifier, self.rules, blobs=blobs)
         self.handlers: list[Handler] = registry(self.services)
         self.sla = SlaService(config, self.rules, self.notifier)
@@ -154,12 +155,22 @@ class Runner:
             ctx.disposition = exc.disposition
             ctx.note(ctx.stage, f"stopped: {exc.reason}")
             if exc.admin_notice:
-                self.notifier.send_admin(Repo(session), *exc.admin_notice)
+                self.notifier.send_admin(Repo(session), str(exc.disposition), *exc.admin_notice)
             return _outcome(ctx, "done", exc.reason, None)
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         ctx.note(ctx.stage, f"failed: {reason}")
         ctx.trace.append({"stage": ctx.stage, "decision": "traceback", "detail": failed.trace[-4000:]})
         log.error("message %s quarantined at %s: %s", ctx.item.id, ctx.stage, reason)
+        self.notifier.send_admin(
+            Repo(session),
+            AdminKind.QUARANTINE,
+            f"mailgate: message {ctx.item.id} quarantined at {ctx.stage}",
+            f"Message {ctx.item.id} (from {ctx.mail.from_addr or ctx.item.mail_from or '?'},"
+            f" desk {ctx.item.desk}) could not be processed and is quarantined.\n\n"
+            f"Stage:  {ctx.stage}\nReason: {reason}\n\n"
+            f"See it with `mailgate inbox show {ctx.item.id}`; once the cause is fixed,\n"
+            f"`mailgate inbox retry {ctx.item.id}` processes it again.\n",
+        )
         return _outcome(ctx, "failed", reason, ctx.stage)
 
     # -- a batch --------------------------------------------------------------------------------
@@ -262,6 +273,7 @@ class Runner:
         with self.db.session() as session:
             self.notifier.send_admin(
                 Repo(session),
+                AdminKind.RULES_REFUSED,
                 "mailgate: a rules edit was refused, the previous rules stay in force",
                 "The last edit of the rules files has errors, so mailgate keeps using the previous rules.\n\n"
                 + "\n".join(refused.lines())
@@ -306,6 +318,15 @@ class Runner:
     def recover(self) -> None:
         with self.db.session() as session:
             requeued, quarantined = inbox.recover(session, self.config.limits.max_attempts)
+            if quarantined:
+                self.notifier.send_admin(
+                    Repo(session),
+                    AdminKind.QUARANTINE,
+                    f"mailgate: {quarantined} message(s) quarantined after crashes",
+                    f"The worker died while processing {quarantined} message(s) {self.config.limits.max_attempts}"
+                    " times each; they are quarantined.\n\nSee them with `mailgate inbox failed`;"
+                    " `mailgate inbox retry ID` processes one again.\n",
+                )
         if requeued or quarantined:
             log.warning("recovered %d interrupted message(s), quarantined %d", requeued, quarantined)
 

@@ -268,3 +268,19 @@ class BouncedAddress(TableModel, table=True):
     diagnostic: str = ""  # the DSN's words (Diagnostic-Code), as the receiving server gave them
     ticket_id: int | None = None  # the ticket whose mail bounced
     bounced_at: datetime = _ts(nullable=False, default=now_utc)
+
+
+class AdminNotice(TableModel, table=True):
+    """Something an admin must hear of (a quarantined message, a refused rules edit, a held flood
+    or loop). Admins get at most one mail per kind per `[limits] admin_notice_minutes`: the first
+    notice of a quiet kind goes at once, later ones wait (`sent_at` empty) for the next digest."""
+
+    __tablename__ = "adminnotice"
+    __table_args__ = (Index("ix_adminnotice_kind_sent", "kind", "sent_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # quarantine, rules-refused, held:flood, loop
+    subject: str
+    text: str
+    created_at: datetime = _ts(nullable=False, default=now_utc)
+    sent_at: datetime | None = _ts(nullable=True)

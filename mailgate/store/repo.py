@@ -28,6 +28,7 @@ from sqlmodel import Session, col
 from mailgate.store.db import insert_for
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import (
+    AdminNotice,
     BouncedAddress,
     Counter,
     Event,
@@ -462,6 +463,36 @@ class Repo:
         if row is None or utc(row.quiet_until) <= now:
             return None
         return row
+
+    # -- admin notices (pipeline/notify.py) --------------------------------------------------------
+    def add_admin_notice(self, kind: str, subject: str, text: str, now: datetime) -> None:
+        self.session.add(AdminNotice(kind=kind, subject=subject, text=text, created_at=now))
+
+    def admin_kinds_waiting(self) -> list[str]:
+        """The kinds with notices not yet mailed."""
+        return list(
+            self.session.execute(
+                select(col(AdminNotice.kind)).where(col(AdminNotice.sent_at).is_(None)).distinct()
+            ).scalars()
+        )
+
+    def admin_last_sent(self, kind: str) -> datetime | None:
+        """When the admins were last mailed about `kind`."""
+        last = self.session.execute(
+            select(func.max(col(AdminNotice.sent_at))).where(col(AdminNotice.kind) == kind)
+        ).scalar_one()
+        return utc(last)
+
+    def admin_waiting(self, kind: str) -> list[AdminNotice]:
+        """The notices of `kind` not yet mailed, oldest first."""
+        self.session.flush()
+        return list(
+            self.session.execute(
+                select(AdminNotice)
+                .where(col(AdminNotice.kind) == kind, col(AdminNotice.sent_at).is_(None))
+                .order_by(col(AdminNotice.id))
+            ).scalars()
+        )
 
 
 class DeskLookup:

@@ -1,8 +1,9 @@
-"""Bounced addresses and the SLA ladder's last step (issue 19, items 7 and 8)
+"""Bounced addresses, the SLA ladder's last step, admin notices (issue 19, items 7, 8 and 9)
 
 `bouncedaddress`: an address whose mail failed permanently gets no automatic mail, desk-wide,
 until `quiet_until`. On the ticket, `first_response_admins_at` and `resolution_admins_at` mark
-the escalation to the desk's admins, as the other marks of 0003 do.
+the escalation to the desk's admins, as the other marks of 0003 do. `adminnotice`: what the
+admins must hear of, sent at once or collected into the next digest.
 
 Revision ID: 0010_ladder
 Revises: 0006_inbox_digest
@@ -38,9 +39,22 @@ def upgrade() -> None:
         sa.Column("bounced_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("address"),
     )
+    op.create_table(
+        "adminnotice",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("subject", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("text", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_adminnotice_kind_sent", "adminnotice", ["kind", "sent_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_adminnotice_kind_sent", table_name="adminnotice")
+    op.drop_table("adminnotice")
     op.drop_table("bouncedaddress")
     with op.batch_alter_table("ticket") as batch:
         for name in reversed(MARKS):
