@@ -68,8 +68,8 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "new_ticket": NEW_TICKET_AGENT,
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
-    "address_bounced": frozenset({"addresses", "status", "diagnostic", "quiet_days", "quiet_until"}),
-    "reply_to_bounced": frozenset({"address", "status", "diagnostic", "bounced_at"}),
+    "address_bounced": frozenset({"addresses", "dsn_status", "diagnostic", "quiet_days", "quiet_until"}),
+    "reply_to_bounced": frozenset({"address", "dsn_status", "diagnostic", "bounced_at"}),
     **_SCHEDULER_TEMPLATES,
 }
 TEMPLATE_SUFFIXES = (".txt", ".html")
@@ -472,6 +472,14 @@ class SampleContext:
             "cap": 20,
             "mailed": ["ann@example.com"],
             "not_mailed": ["dave@example.com"],
+            "group": "IT",
+            "address": "ann@example.com",
+            "addresses": ["ann@example.com"],
+            "dsn_status": "5.1.1",
+            "diagnostic": "smtp; 550 5.1.1 <ann@example.com>: Recipient address rejected: User unknown",
+            "quiet_days": 7,
+            "quiet_until": "2026-11-30 10:00 UTC",
+            "bounced_at": "2026-11-23 10:00 UTC",
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

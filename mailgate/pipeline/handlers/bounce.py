@@ -92,7 +92,7 @@ class BounceHandler:
             kind="address-bounced",
             context={
                 "addresses": addresses,
-                "status": status,
+                "dsn_status": status,
                 "diagnostic": diagnostic,
                 "quiet_days": days,
                 "quiet_until": f"{until:%Y-%m-%d %H:%M} UTC",

@@ -228,7 +228,7 @@ def warn_bounced(services: Services, repo: Repo, ctx: Context, ticket: Ticket, r
         to=author,
         context={
             "address": rcpt,
-            "status": bounced.status,
+            "dsn_status": bounced.status,
             "diagnostic": bounced.diagnostic,
             "bounced_at": f"{bounced.bounced_at:%Y-%m-%d %H:%M} UTC",
         },
