@@ -67,6 +67,7 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "acknowledgement": NEW_TICKET_REQUESTER,
     "agent_comment": AGENT_CHANGE,
     "assigned": AGENT_CHANGE | {"request"},
+    "group_queue": frozenset({"actor", "actor_address", "comment", "changes", "group", "help"}),
     "internal_note": AGENT_CHANGE,
     "watcher_update": AGENT_CHANGE,
     "command_help": AGENT_CHANGE,
@@ -82,6 +83,8 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "attachments_rejected": frozenset({"rejected"}),
     "agent_signin": frozenset({"url", "minutes"}),  # the web side's sign-in mail (mailgate/web)
     "on_behalf_confirm": frozenset({"customer", "source", "why"}),
+    "address_bounced": frozenset({"addresses", "dsn_status", "diagnostic", "quiet_days", "quiet_until"}),
+    "reply_to_bounced": frozenset({"address", "dsn_status", "diagnostic", "bounced_at"}),
     **_SCHEDULER_TEMPLATES,
 }
 TEMPLATE_SUFFIXES = (".txt", ".html")
@@ -511,6 +514,14 @@ class SampleContext:
             "request": "The printer on floor 3 is on fire.",
             "customer": "ann@example.com",
             "source": "#requester",
+            "group": "IT",
+            "address": "ann@example.com",
+            "addresses": ["ann@example.com"],
+            "dsn_status": "5.1.1",
+            "diagnostic": "smtp; 550 5.1.1 <ann@example.com>: Recipient address rejected: User unknown",
+            "quiet_days": 7,
+            "quiet_until": "2026-11-30 10:00 UTC",
+            "bounced_at": "2026-11-23 10:00 UTC",
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

@@ -136,6 +136,8 @@ class Limits:
     auto_mails_per_ticket_window_minutes: int = 60
     auto_mails_per_recipient: int = 30
     auto_mails_per_recipient_window_minutes: int = 10
+    bounce_quiet_days: int = 7  # no automatic mail to an address after it failed permanently
+    admin_notice_minutes: int = 15  # at most one mail per kind of admin notice in this time
 
 
 # Where Authentication-Results headers may come from (RFC 8601 section 5): "none" when mailgate's
@@ -506,6 +508,8 @@ def load_config(
         auto_mails_per_recipient_window_minutes=_get(
             lim, "auto_mails_per_recipient_window_minutes", int, 10, "limits"
         ),
+        bounce_quiet_days=_get(lim, "bounce_quiet_days", int, 7, "limits"),
+        admin_notice_minutes=_get(lim, "admin_notice_minutes", int, 15, "limits"),
     )
 
     def _dir(key: str, default: str) -> Path:

@@ -212,6 +212,23 @@ class Scheduler:
             state.last_digest_at = now  # owed but nobody has open tickets: the day is done
         return sent
 
+    def admin_digest(self) -> int:
+        """Mail the admins what waited for its kind's quiet time (pipeline/notify.flush_admin):
+        the digest of quarantines, refused rules, floods and loops. Returns the mails queued."""
+        with self._lock, self.db.session() as session:
+            queued = self.runner.notifier.flush_admin(Repo(session), self.now())
+        if queued:
+            log.info("admin digest: %d mail(s)", queued)
+            for fn in self.runner.after_commit:  # wake the sender
+                fn()
+        return queued
+
+    def _admin_tick(self) -> None:
+        try:
+            self.admin_digest()
+        except Exception as exc:  # noqa: BLE001 - e.g. database briefly down: next tick retries
+            log.error("admin digest failed, will retry: %s: %s", type(exc).__name__, exc)
+
     # -- the timer ------------------------------------------------------------------------------------
     def _tick(self, jobs: Sequence[str]) -> None:
         for job in jobs:
@@ -246,6 +263,7 @@ class Scheduler:
         scheduler.add_job(
             self._tick, args=[TIMER_JOBS], id="timers", seconds=self.settings.timers_seconds, **common
         )
+        scheduler.add_job(self._admin_tick, id="admin_digest", seconds=60, **common)
         scheduler.start()
         self._scheduler = scheduler
         log.info(

@@ -328,15 +328,16 @@ def test_attack_forged_bounce_by_subject_tag_mutes_nobody(desk: RunningDaemon, s
     assert any("not muted" in t["decision"] for t in item.trace), item.trace
     agent_says(desk, notice, "Here is your answer.")
     assert "your answer" in body_of(sink.wait_to(CUSTOMER, 2)[-1])  # still mailed
-    # Control: a real bounce of our acknowledgement (its headers returned) mutes the address.
+    # Control: a real bounce of our acknowledgement (its headers returned) mutes the address
+    # for automatic mail (issue 19: an agent's own reply still goes, with a warning to the agent).
     real = _delivery_report(
         CUSTOMER, "Undelivered Mail Returned to Sender", f"Message-ID: {ack['Message-ID']}\nSubject: x\n"
     )
     send(desk, real, "")
     [bounce] = events(desk, "bounce")[-1:]
     assert bounce.data["muted"] == [CUSTOMER]
-    agent_says(desk, notice, "Are you there?")
-    assert len(sink.to(CUSTOMER)) == 2
+    send(desk, make_mail("Another request", sender=CUSTOMER), CUSTOMER)
+    assert len(sink.to(CUSTOMER)) == 2  # no acknowledgement to the dead address
 
 
 # --- fan-out ------------------------------------------------------------------------------------

@@ -60,14 +60,16 @@ def test_warning_then_escalation_exactly_once_each(desk: Desk) -> None:
     assert "first response on SUP-1 is overdue" in body_of(desk.mails("sla-escalation")[0])
     assert "escalated" in desk.ticket("SUP-1").tags
 
-    # The resolution target has its own warning (6h) and escalation (8h).
+    # The resolution target has its own warning (6h) and escalation (8h); at 6h the unanswered
+    # first response climbs to the admins too (issue 19: the ladder, tests/test_sla_ladder.py).
     desk.clock.advance(hours=2)
-    assert desk.run("sla_check") == 1
+    assert desk.run("sla_check") == 2
     desk.clock.advance(hours=2)
     assert desk.run("sla_check") == 1
     assert desk.run("sla_check") == 0
     assert [k for k, _, _ in desk.sent() if k.startswith("sla-")] == [
         "sla-warning",
+        "sla-escalation",
         "sla-escalation",
         "sla-warning",
         "sla-escalation",

@@ -102,12 +102,17 @@ def simulate(
 def test_warning_then_escalation_exactly_once_each_over_repeated_runs() -> None:
     # The SLA job runs every 15 minutes for three days on an unanswered P2 ticket.
     seen = simulate(sla_check, ticket(), RULES, every(MONDAY, MONDAY + 3 * DAY, timedelta(minutes=15)))
-    got = [(type(a).__name__, a.target, now.astimezone(BERLIN).strftime("%a %H:%M")) for now, a in seen]
+    got = [
+        (type(a).__name__, a.target, getattr(a, "level", 0), now.astimezone(BERLIN).strftime("%a %H:%M"))
+        for now, a in seen
+    ]
     assert got == [
-        ("Warn", "first_response", "Mon 12:00"),  # 75% of 4h
-        ("Escalate", "first_response", "Mon 13:15"),  # first run after the 13:00 due
-        ("Warn", "resolution", "Mon 15:00"),  # 75% of 8h
-        ("Escalate", "resolution", "Mon 17:15"),
+        ("Warn", "first_response", 0, "Mon 12:00"),  # 75% of 4h
+        ("Escalate", "first_response", 1, "Mon 13:15"),  # first run after the 13:00 due: the lead
+        ("Warn", "resolution", 0, "Mon 15:00"),  # 75% of 8h
+        ("Escalate", "first_response", 2, "Mon 15:15"),  # 150% of 4h: the admins
+        ("Escalate", "resolution", 1, "Mon 17:15"),
+        ("Escalate", "resolution", 2, "Tue 13:15"),  # 150% of 8h business time
     ]
     escalation = seen[1][1]
     assert escalation.due == datetime(2026, 6, 1, 13, tzinfo=BERLIN) and escalation.tag == "escalated"

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from mailgate.domain.conditions import AllCond, ConditionCompiler, Facts, explain_miss, prefilter
 from mailgate.domain.rulesfile import Checker, RulesInvalid, TomlFile, suggest, type_name
-from mailgate.domain.team import ADDRESS_RE, AssignmentPlan, Team, pick_assignee, plan_assignment
+from mailgate.domain.team import ADDRESS_RE, AssignmentPlan, Team, choose_assignee
 from mailgate.mail.model import ParsedMail
 
 ROUTING_KEYS = ("timezone", "priorities", "defaults", "priority_matrix", "triage", "rules")
@@ -306,13 +306,8 @@ def evaluate(
 
     team = routing.team
     group = scalars.get("group")
-    plan = plan_assignment(team, group, scalars.get("assignee"))
-    assignee, why = pick_assignee(
-        plan,
-        last_assigned=last_assigned(group)
-        if (last_assigned and group and plan.strategy == "round-robin")
-        else None,
-        open_counts=open_counts,
+    plan, assignee, why = choose_assignee(
+        team, group, scalars.get("assignee"), last_assigned=last_assigned, open_counts=open_counts
     )
     triaged = plan.strategy == "triage" or not plan.candidates
     trace.append(("assign", f"{assignee} ({why})", None))

@@ -70,6 +70,9 @@ class Policy:
     resolution: timedelta | None
     warn_at: float = 0.75
     line: int = 0
+    # The ladder's last step: a breach still open at this fraction of the target goes to the
+    # desk's admins (the lead had it at 1.0, the assignee was warned at `warn_at`).
+    admins_at: float = 1.5
 
     def matches(self, ticket_fields: Mapping[str, object]) -> bool:
         """All match keys hold (a list value means any of); a missing field never matches."""
@@ -313,7 +316,7 @@ def _compile_policy(
 ) -> Policy | None:
     path: tuple[str | int, ...] = ("policies", i)
     n_errors = len(check.errors)
-    valid = ("name", "match", "calendar", "first_response", "resolution", "warn_at")
+    valid = ("name", "match", "calendar", "first_response", "resolution", "warn_at", "admins_at")
     check.unknown_keys(path, table, valid, "policy key")
     name = check.string((*path, "name"), table.get("name", f"policy {i + 1}"), "name") or ""
     match: list[tuple[str, frozenset[str]]] = []
@@ -366,6 +369,14 @@ def _compile_policy(
             (*path, "warn_at"), f"warn_at must be a fraction between 0 and 1, got {warn_at!r}", "e.g. 0.75"
         )
         warn_at = 0.75
+    admins_at = table.get("admins_at", 1.5)
+    if isinstance(admins_at, bool) or not isinstance(admins_at, int | float) or not admins_at > 1:
+        check.add(
+            (*path, "admins_at"),
+            f"admins_at must be a fraction of the target above 1, got {admins_at!r}",
+            "e.g. 1.5: the admins hear of a breach when half the target again has passed",
+        )
+        admins_at = 1.5
     if len(check.errors) > n_errors or calendar is None:
         return None
     return Policy(
@@ -376,6 +387,7 @@ def _compile_policy(
         resolution=targets["resolution"],
         warn_at=float(warn_at),
         line=check.file.line_of(path),
+        admins_at=float(admins_at),
     )
 
 
@@ -461,6 +473,8 @@ class TargetClock:
     paused: bool
     breached: bool  # the due passed before completion (or before now, if outstanding)
     warned: bool  # the warning threshold passed before completion (or now)
+    admins_due: datetime | None = None  # when the breach reaches the admins (Policy.admins_at)
+    admins_reached: bool = False  # that time passed before completion (or now)
 
     @property
     def fraction(self) -> float:
@@ -516,6 +530,7 @@ def sla_clock(
         goal = policy.first_response
         due = cal.add(created_at, goal)
         warn_due = cal.add(created_at, goal * policy.warn_at)
+        admins_due = cal.add(created_at, goal * policy.admins_at)
         until = done if done is not None else now
         first = TargetClock(
             target="first_response",
@@ -527,6 +542,8 @@ def sla_clock(
             paused=False,
             breached=until > due,
             warned=until >= warn_due,
+            admins_due=admins_due,
+            admins_reached=until > admins_due,
         )
     resolution = None
     if policy.resolution is not None:
@@ -537,6 +554,7 @@ def sla_clock(
         elapsed = sum((cal.between(s, e if e is not None else now) for s, e in running), timedelta(0))
         reach = _reach(cal, running, goal)  # None: the clock stopped before the goal
         warn_reach = _reach(cal, running, goal * policy.warn_at)
+        admins_reach = _reach(cal, running, goal * policy.admins_at)
         until = closed_at if closed_at is not None else now
         resolution = TargetClock(
             target="resolution",
@@ -548,6 +566,8 @@ def sla_clock(
             paused=current == "waiting",
             breached=reach is not None and until > reach,
             warned=warn_reach is not None and until >= warn_reach,
+            admins_due=admins_reach,
+            admins_reached=admins_reach is not None and until > admins_reach,
         )
     return SlaClock(policy=policy.name, first_response=first, resolution=resolution)
 

@@ -19,6 +19,8 @@ from mailgate.domain.rulesfile import Checker, PathKey, RulesError, RulesInvalid
 
 ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 STRATEGIES = ("lead", "round-robin", "least-open")
+# Other words for a strategy, as other desks name them (`assign = "least-loaded"`).
+STRATEGY_ALIASES = {"least-loaded": "least-open"}
 TEAM_KEYS = ("triage", "admins", "agents", "groups", "notify_new")
 # Who hears of a new ticket of a group: its assignee (the lead, or whom the strategy picked), or
 # every member ("members": seed 000, the request "gets into the inbox of all members of the team").
@@ -40,7 +42,7 @@ class TeamRole(StrEnum):
 
 
 ROLES = tuple(TeamRole)
-GROUP_KEYS = ("name", "members", "lead", "assignment", "description", "notify_new")
+GROUP_KEYS = ("name", "members", "lead", "assignment", "assign", "description", "notify_new")
 
 
 @dataclass(frozen=True)
@@ -182,10 +184,14 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
                     "valid: " + ", ".join(members),
                 )
                 lead = None
-        assignment = raw.get("assignment", "lead")
+        key = "assign" if "assign" in raw else "assignment"  # `assign` is the short spelling
+        assignment = raw.get(key, "lead")
+        assignment = (
+            STRATEGY_ALIASES.get(assignment, assignment) if isinstance(assignment, str) else assignment
+        )
         if assignment not in STRATEGIES:
             check.add(
-                (*path, "assignment"),
+                (*path, key),
                 f"unknown assignment '{assignment}'",
                 suggest(str(assignment), STRATEGIES),
             )
@@ -380,3 +386,28 @@ def pick_assignee(
     who = plan.candidates[0]
     role = "lead" if who == plan.lead else f"next member (lead {plan.lead} away)"
     return who, f"{role} of group '{plan.group}'{away_note}"
+
+
+def choose_assignee(
+    team: Team,
+    group: str | None,
+    explicit: str | None = None,
+    *,
+    last_assigned: Callable[[str], str | None] | None = None,
+    open_counts: Callable[[str], int] | None = None,
+) -> tuple[AssignmentPlan, str, str]:
+    """Who gets a ticket put in `group` (or given to `explicit`): (plan, address, why).
+
+    The one way a ticket gets its group's assignee, whether a routing rule or an agent's
+    `#assign group X` put it there: the group's `assign` strategy in team.toml decides.
+    `last_assigned(group)` and `open_counts(address)` are the caller's state (the database)."""
+    plan = plan_assignment(team, group, explicit)
+    last = last_assigned(group) if (last_assigned and group and plan.strategy == "round-robin") else None
+    assignee, why = pick_assignee(plan, last_assigned=last, open_counts=open_counts)
+    return plan, assignee, why
+
+
+def desk_admins(team: Team, admin_address: str = "") -> list[str]:
+    """Who hears what needs an admin (quarantine, refused rules, floods, loops, the SLA ladder's
+    last step): team.toml `admins` and config's `admin_address`, each once, in that order."""
+    return list(dict.fromkeys(a.lower() for a in (*team.admins, admin_address) if a))

@@ -84,6 +84,8 @@ class TicketFacts:
     first_response_escalated_at: datetime | None = None
     resolution_warned_at: datetime | None = None
     resolution_escalated_at: datetime | None = None
+    first_response_admins_at: datetime | None = None
+    resolution_admins_at: datetime | None = None
     triage_reminded_at: datetime | None = None
     customer_reminded_at: datetime | None = None
     last_review_at: datetime | None = None
@@ -116,7 +118,9 @@ class Warn:
 
 @dataclass(frozen=True)
 class Escalate:
-    """`target` is breached: mail the group lead (else the triage person) and tag the ticket."""
+    """`target` is breached: mail the group lead (else the triage person) and tag the ticket;
+    `level` 2, the breach still open at the policy's `admins_at`: mail the desk's admins. Who
+    exactly, and that nobody gets two steps in a row, is the caller's (team.toml)."""
 
     ticket_key: str
     target: Target
@@ -126,6 +130,7 @@ class Escalate:
     group: str | None
     marks: tuple[Mark, ...]
     tag: str = ESCALATED_TAG
+    level: int = 1
 
 
 @dataclass(frozen=True)
@@ -207,9 +212,17 @@ def sla_check(ticket: TicketFacts, rules: SlaRules, now: datetime) -> list[Warn 
             continue
         warned = getattr(ticket, f"{target.target}_warned_at")
         escalated = getattr(ticket, f"{target.target}_escalated_at")
+        to_admins = getattr(ticket, f"{target.target}_admins_at")
         if target.breached and target.due is not None:
-            if escalated is None:
-                marks: tuple[Mark, ...] = ((f"{target.target}_escalated_at", now),)
+            # The ladder: warned (assignee) → escalated (lead) → admins. After downtime only the
+            # highest step due is taken, and the steps below are marked done with it.
+            level = 2 if target.admins_reached else 1
+            if escalated is None or (level == 2 and to_admins is None):
+                marks: tuple[Mark, ...] = ()
+                if level == 2:
+                    marks += ((f"{target.target}_admins_at", now),)
+                if escalated is None:
+                    marks += ((f"{target.target}_escalated_at", now),)
                 if warned is None:
                     marks += ((f"{target.target}_warned_at", now),)
                 actions.append(
@@ -221,6 +234,7 @@ def sla_check(ticket: TicketFacts, rules: SlaRules, now: datetime) -> list[Warn 
                         ticket.assignee,
                         ticket.group,
                         marks,
+                        level=level,
                     )
                 )
         elif target.warned and not target.paused and warned is None and target.due is not None:

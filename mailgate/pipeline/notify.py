@@ -14,19 +14,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
+from mailgate.domain.team import desk_admins
 from mailgate.domain.threading import strip_prefixes, strip_tag
 from mailgate.domain.tokens import Purpose, make_token
 from mailgate.mail.compose import OutAttachment, Outgoing, build, new_message_id
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline.links import NO_LINKS, mail_links
-from mailgate.store.kinds import EventKind
-from mailgate.store.models import Ticket, now_utc
+from mailgate.ruleset import RulesSource
+from mailgate.store.kinds import AdminKind, EventKind
+from mailgate.store.models import Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
 log = logging.getLogger(__name__)
@@ -67,9 +69,16 @@ class SurveyLinks(Mapping[int, str]):
 
 
 class Notifier:
-    def __init__(self, config: Config, renderer: Renderer, limits: LoopLimits | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        renderer: Renderer,
+        limits: LoopLimits | None = None,
+        rules: RulesSource | None = None,
+    ) -> None:
         self.config = config
         self.renderer = renderer
+        self.rules = rules  # for team.toml `admins`
         lim = config.limits
         self.limits = limits or LoopLimits(
             per_ticket=lim.auto_mails_per_ticket,
@@ -120,6 +129,19 @@ class Notifier:
         back (recorded on the ticket, the admin told once). `files` travel with it as attachments;
         templates list them from `attachments` (what the caller gives, else nothing)."""
         to = to.lower()
+        if check_loops and (bounced := repo.bounced(to, now_utc())) is not None:
+            # A dead address gets no automatic mail desk-wide for [limits] bounce_quiet_days:
+            # acknowledging every new request from it is backscatter. A person's reply still goes.
+            repo.event(
+                ticket.id,  # type: ignore[arg-type]
+                EventKind.MAIL_QUIET,
+                recipient=to,
+                mail=kind,
+                status=bounced.status,
+                until=bounced.quiet_until.isoformat(),
+            )
+            log.info("not sent %s to %s on %s: it bounced (%s)", kind, to, ticket.key, bounced.status)
+            return None
         if check_loops:
             why = self.over_limit(repo, to, ticket.id)
             if why:
@@ -129,6 +151,7 @@ class Notifier:
                 if first:
                     self.send_admin(
                         repo,
+                        AdminKind.LOOP,
                         f"mailgate: automatic mail to {to} held (loop limit)",
                         f"mailgate held a {kind} mail to {to} about {ticket.key}: {why}.\n\n"
                         "This is how a loop with an auto-responder looks. Mail to this address is held\n"
@@ -235,15 +258,59 @@ class Notifier:
         )
         return message_id
 
-    def send_admin(self, repo: Repo, subject: str, text: str) -> str:
-        """A plain mail to the configured admin address (refused rules edits, held loops)."""
+    def admins(self) -> list[str]:
+        """Who hears what needs an admin: team.toml `admins` and config's `admin_address`."""
+        team = self.rules.current.team if self.rules is not None else None
+        return desk_admins(team, self.config.admin_address) if team else [self.config.admin_address]
+
+    def send_admin(self, repo: Repo, kind: AdminKind | str, subject: str, text: str) -> None:
+        """Tell the admins (quarantine, refused rules edits, held floods and loops). At most one
+        mail per kind per `[limits] admin_notice_minutes`: a notice of a kind that was quiet goes
+        at once; later ones are kept and go together as one digest when the time has passed
+        (`flush_admin`, run by the scheduler), so a storm of failures is one mail, not hundreds."""
+        now = now_utc()
+        repo.add_admin_notice(str(kind), subject, text, now)
+        self.flush_admin(repo, now, kinds=[str(kind)])
+
+    def flush_admin(self, repo: Repo, now: datetime, kinds: list[str] | None = None) -> int:
+        """Mail the admins every kind of notice that waits and whose quiet time has passed;
+        returns the number of mails queued."""
+        window = timedelta(minutes=self.config.limits.admin_notice_minutes)
         desk = self.config.desks[0]
-        return self.send_plain(
-            repo,
-            desk,
-            to=self.config.admin_address,
-            subject=subject,
-            text=text,
-            kind="admin",
-            from_name=f"mailgate at {desk.name}",
-        )
+        queued = 0
+        for kind in kinds if kinds is not None else repo.admin_kinds_waiting():
+            last = repo.admin_last_sent(kind)
+            if last is not None and now - last < window:
+                continue
+            waiting = repo.admin_waiting(kind)
+            if not waiting:
+                continue
+            if len(waiting) == 1:
+                subject, text = waiting[0].subject, waiting[0].text
+            else:
+                subject = (
+                    f"mailgate: {len(waiting)} notices ({kind}) since {utc(waiting[0].created_at):%H:%M} UTC"
+                )
+                text = (
+                    f"{len(waiting)} notices of one kind ({kind}) came within [limits] admin_notice_minutes;\n"
+                    "they are collected here, oldest first.\n\n"
+                    + "\n\n".join(
+                        f"== {n.subject} ({utc(n.created_at):%Y-%m-%d %H:%M} UTC)\n\n{n.text}"
+                        for n in waiting
+                    )
+                )
+            for admin in self.admins():
+                self.send_plain(
+                    repo,
+                    desk,
+                    to=admin,
+                    subject=subject,
+                    text=text,
+                    kind="admin",
+                    from_name=f"mailgate at {desk.name}",
+                )
+                queued += 1
+            for n in waiting:
+                n.sent_at = now
+                repo.session.add(n)
+        return queued

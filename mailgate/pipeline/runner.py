@@ -44,6 +44,7 @@ from mailgate.ruleset import RulesSource
 from mailgate.store import inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
+from mailgate.store.kinds import AdminKind
 from mailgate.store.lease import Keeper, Lease
 from mailgate.store.models import InboxItem, now_utc
 from mailgate.store.repo import Repo
@@ -110,7 +111,7 @@ class Runner:
         blobs = BlobStore(config.state_dir / "attachments")
         self.rules = RulesSource(config.rules_dir, config.templates_dir, config.desks)
         self.renderer = Renderer(self.rules)
-        self.notifier = Notifier(config, self.renderer)
+        self.notifier = Notifier(config, self.renderer, rules=self.rules)
         self.services = Services(config, self.notifier, self.rules, blobs=blobs)
         self.handlers: list[Handler] = registry(self.services)
         self.sla = SlaService(config, self.rules, self.notifier)
@@ -165,17 +166,34 @@ class Runner:
             ctx.disposition = exc.disposition
             ctx.note(ctx.stage, f"quarantined: {exc.reason}")
             log.warning("message %s quarantined at %s: %s", ctx.item.id, ctx.stage, exc.reason)
+            self.notifier.send_admin(
+                Repo(session),
+                AdminKind.QUARANTINE,
+                f"mailgate: message {ctx.item.id} quarantined at {ctx.stage}",
+                f"Message {ctx.item.id} (desk {ctx.item.desk}) is quarantined: {exc.reason}.\n\n"
+                f"See it with `mailgate inbox show {ctx.item.id} --raw`.\n",
+            )
             return _outcome(ctx, "failed", exc.reason, ctx.stage)
         if isinstance(exc, ProcessingError):
             ctx.disposition = exc.disposition
             ctx.note(ctx.stage, f"stopped: {exc.reason}")
             if exc.admin_notice:
-                self.notifier.send_admin(Repo(session), *exc.admin_notice)
+                self.notifier.send_admin(Repo(session), str(exc.disposition), *exc.admin_notice)
             return _outcome(ctx, "done", exc.reason, None)
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         ctx.note(ctx.stage, f"failed: {reason}")
         ctx.trace.append({"stage": ctx.stage, "decision": "traceback", "detail": failed.trace[-4000:]})
         log.error("message %s quarantined at %s: %s", ctx.item.id, ctx.stage, reason)
+        self.notifier.send_admin(
+            Repo(session),
+            AdminKind.QUARANTINE,
+            f"mailgate: message {ctx.item.id} quarantined at {ctx.stage}",
+            f"Message {ctx.item.id} (from {ctx.mail.from_addr or ctx.item.mail_from or '?'},"
+            f" desk {ctx.item.desk}) could not be processed and is quarantined.\n\n"
+            f"Stage:  {ctx.stage}\nReason: {reason}\n\n"
+            f"See it with `mailgate inbox show {ctx.item.id}`; once the cause is fixed,\n"
+            f"`mailgate inbox retry {ctx.item.id}` processes it again.\n",
+        )
         return _outcome(ctx, "failed", reason, ctx.stage)
 
     # -- a batch --------------------------------------------------------------------------------
@@ -285,6 +303,7 @@ class Runner:
         with self.db.session() as session:
             self.notifier.send_admin(
                 Repo(session),
+                AdminKind.RULES_REFUSED,
                 "mailgate: a rules edit was refused, the previous rules stay in force",
                 "The last edit of the rules files has errors, so mailgate keeps using the previous rules.\n\n"
                 + "\n".join(refused.lines())
@@ -304,6 +323,17 @@ class Runner:
                 claimed.taken_over,
                 claimed.quarantined,
             )
+        if claimed.quarantined:
+            limit = self.config.limits.max_attempts
+            with self.db.session() as session:
+                self.notifier.send_admin(
+                    Repo(session),
+                    AdminKind.QUARANTINE,
+                    f"mailgate: {claimed.quarantined} message(s) quarantined after their worker died",
+                    f"The worker processing {claimed.quarantined} message(s) died {limit} times each;"
+                    " they are quarantined.\n\nSee them with `mailgate inbox failed`;"
+                    " `mailgate inbox retry ID` processes one again.\n",
+                )
         ids = claimed.ids
         if not ids:
             return []

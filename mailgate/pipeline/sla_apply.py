@@ -29,6 +29,7 @@ from sqlalchemy import bindparam, or_, select
 
 from mailgate.config import Config, Desk
 from mailgate.domain.sla import Category, SlaRules, StatusInterval, policy_for, sla_clock
+from mailgate.domain.team import desk_admins
 from mailgate.domain.timers import (
     Action,
     AutoClose,
@@ -208,6 +209,8 @@ def ticket_facts(
         first_response_escalated_at=utc(ticket.first_response_escalated_at),
         resolution_warned_at=utc(ticket.resolution_warned_at),
         resolution_escalated_at=utc(ticket.resolution_escalated_at),
+        first_response_admins_at=utc(ticket.first_response_admins_at),
+        resolution_admins_at=utc(ticket.resolution_admins_at),
         triage_reminded_at=utc(ticket.triage_reminded_at),
         customer_reminded_at=utc(ticket.customer_reminded_at),
         last_review_at=utc(ticket.last_review_at),
@@ -342,6 +345,31 @@ class SlaService:
             return list(group.members)
         return [self.rules.triage_for(ticket.desk)]
 
+    def _ladder(self, repo: Repo, ticket: Ticket, action: Escalate) -> list[str]:
+        """Who gets this step of the ladder — warn the assignee, escalate to the group lead (else
+        the triage person), then to the desk's admins — less whoever got the step before it for
+        this breach: nobody is told twice in a row. A lead who was the one warned is skipped: the
+        step climbs to the admins at once."""
+        admins = desk_admins(self.rules.team, self.config.admin_address)
+        before = self._told_before(repo, ticket, action)
+        if action.level == 1:
+            lead = [a for a in self._lead_or_triage(ticket) if a not in before]
+            return lead or [a for a in admins if a not in before]
+        return [a for a in admins if a not in before]
+
+    def _told_before(self, repo: Repo, ticket: Ticket, action: Escalate) -> set[str]:
+        """Who got the step below `action` for its target on this ticket: the warning for the
+        lead's step, the lead's step for the admins'."""
+        since = utc(ticket.created_at) - timedelta(seconds=1)
+        tid: int = ticket.id  # type: ignore[assignment]
+        kind = EventKind.SLA_WARNING if action.level == 1 else EventKind.SLA_ESCALATED
+        steps = [
+            e
+            for e in repo.recent_events(tid, kind, since)
+            if e.get("target") == action.target and (kind == EventKind.SLA_WARNING or e.get("level", 1) == 1)
+        ]
+        return {a.lower() for a in steps[-1].get("to", [])} if steps else set()
+
     def _group(self, ticket: Ticket) -> list[str]:
         team = self.rules.team
         group = team.groups.get(ticket.group) if ticket.group else None
@@ -427,7 +455,7 @@ class SlaService:
                 sent, f"warned {', '.join(sent)}: {action.target} due {action.due:%Y-%m-%d %H:%M}Z"
             )
         elif isinstance(action, Escalate):
-            to = self._lead_or_triage(ticket)
+            to = self._ladder(repo, ticket, action)
             ctx = {
                 "target": TARGET_LABELS[action.target],
                 "due": when(action.due, tz),
@@ -440,9 +468,16 @@ class SlaService:
                 repo.event(tid, EventKind.TAGS, actor="system", added=[action.tag], removed=[])
             sent = self._mail(repo, desk, ticket, to, "sla_escalation", "sla-escalation", ctx, agents=True)
             repo.event(
-                tid, EventKind.SLA_ESCALATED, target=action.target, due=action.due.isoformat(), to=list(sent)
+                tid,
+                EventKind.SLA_ESCALATED,
+                target=action.target,
+                due=action.due.isoformat(),
+                to=list(sent),
+                level=action.level,
             )
-            applied = Applied(sent, f"escalated {action.target} to {', '.join(sent)}")
+            applied = Applied(
+                sent, f"escalated {action.target} (level {action.level}) to {', '.join(sent) or 'nobody new'}"
+            )
         elif isinstance(action, RemindTriage):
             ctx = {"unanswered_for": span(action.unanswered_for), "created": when(action.created_at, tz)}
             to = [self.rules.triage_for(ticket.desk)]

@@ -49,6 +49,7 @@ class EventKind(StrEnum):
     BOUNCE = "bounce"
     UNSUBSCRIBED = "unsubscribed"
     MAIL_HELD = "mail-held"
+    MAIL_QUIET = "mail-quiet"  # automatic mail not sent: the address bounced (BouncedAddress)
     FANOUT_LIMITED = "fanout-limited"
     # the periodic jobs (pipeline/sla_apply.py)
     SLA_WARNING = "sla-warning"
@@ -73,3 +74,13 @@ class MessageKind(StrEnum):
     INTERNAL = "internal"  # agents only
     SYSTEM = "system"  # a bounce or an automatic reply, kept as a note
     HELD = "held"  # a stranger's mail, agents only, outside the conversation
+
+
+class AdminKind(StrEnum):
+    """What an admin notice is about (`AdminNotice.kind`): each kind is rate-limited on its own,
+    so a flood of quarantined mail never hides a refused rules edit."""
+
+    QUARANTINE = "quarantine"
+    RULES_REFUSED = "rules-refused"
+    FLOOD = "held:flood"
+    LOOP = "loop"

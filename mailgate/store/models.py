@@ -142,6 +142,8 @@ class Ticket(TableModel, table=True):
     first_response_escalated_at: datetime | None = _ts(nullable=True)
     resolution_warned_at: datetime | None = _ts(nullable=True)
     resolution_escalated_at: datetime | None = _ts(nullable=True)
+    first_response_admins_at: datetime | None = _ts(nullable=True)  # the ladder's last step
+    resolution_admins_at: datetime | None = _ts(nullable=True)
     triage_reminded_at: datetime | None = _ts(nullable=True)
     customer_reminded_at: datetime | None = _ts(nullable=True)
     last_review_at: datetime | None = _ts(nullable=True)
@@ -268,3 +270,35 @@ class DaemonBeat(TableModel, table=True):
     started_at: datetime = _ts(nullable=False, default=now_utc)
     beat_at: datetime = _ts(nullable=False, default=now_utc)
     last_batch_at: datetime | None = _ts(nullable=True)  # the pipeline's newest processed message
+
+
+class BouncedAddress(TableModel, table=True):
+    """An address whose mail failed permanently (RFC 3464 DSN, status 5.x.x): automatic mail to
+    it stops desk-wide until `quiet_until` ([limits] bounce_quiet_days), so a dead address does
+    not get an acknowledgement for every new request (backscatter). A human's reply still goes.
+    One row per address; a later bounce moves `quiet_until` on."""
+
+    __tablename__ = "bouncedaddress"
+
+    address: str = Field(primary_key=True)
+    quiet_until: datetime = _ts(nullable=False)
+    status: str = ""  # the DSN's Status, e.g. 5.1.1
+    diagnostic: str = ""  # the DSN's words (Diagnostic-Code), as the receiving server gave them
+    ticket_id: int | None = None  # the ticket whose mail bounced
+    bounced_at: datetime = _ts(nullable=False, default=now_utc)
+
+
+class AdminNotice(TableModel, table=True):
+    """Something an admin must hear of (a quarantined message, a refused rules edit, a held flood
+    or loop). Admins get at most one mail per kind per `[limits] admin_notice_minutes`: the first
+    notice of a quiet kind goes at once, later ones wait (`sent_at` empty) for the next digest."""
+
+    __tablename__ = "adminnotice"
+    __table_args__ = (Index("ix_adminnotice_kind_sent", "kind", "sent_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # quarantine, rules-refused, held:flood, loop
+    subject: str
+    text: str
+    created_at: datetime = _ts(nullable=False, default=now_utc)
+    sent_at: datetime | None = _ts(nullable=True)

@@ -28,6 +28,8 @@ from sqlmodel import Session, col
 from mailgate.store.db import insert_for
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import (
+    AdminNotice,
+    BouncedAddress,
     Counter,
     Event,
     InboxItem,
@@ -38,6 +40,7 @@ from mailgate.store.models import (
     ThreadRef,
     Ticket,
     now_utc,
+    utc,
 )
 
 # Statements built once: building a statement costs several times more than running it, and
@@ -439,6 +442,56 @@ class Repo:
                 .limit(1)
             ).first()
             is not None
+        )
+
+    # -- bounced addresses (handlers/bounce.py, pipeline/notify.py) -------------------------------
+    def record_bounce(
+        self, address: str, *, until: datetime, status: str, diagnostic: str, ticket_id: int | None
+    ) -> None:
+        """`address` failed permanently: no automatic mail to it until `until`. A later bounce
+        moves the date on and keeps its own status and words."""
+        row = self.session.get(BouncedAddress, address.lower())
+        if row is None:
+            row = BouncedAddress(address=address.lower(), quiet_until=until)
+        row.quiet_until, row.status, row.diagnostic = until, status, diagnostic
+        row.ticket_id, row.bounced_at = ticket_id, now_utc()
+        self.session.add(row)
+
+    def bounced(self, address: str, now: datetime) -> BouncedAddress | None:
+        """The bounce that keeps automatic mail from `address` at `now`, or None."""
+        row = self.session.get(BouncedAddress, address.lower())
+        if row is None or utc(row.quiet_until) <= now:
+            return None
+        return row
+
+    # -- admin notices (pipeline/notify.py) --------------------------------------------------------
+    def add_admin_notice(self, kind: str, subject: str, text: str, now: datetime) -> None:
+        self.session.add(AdminNotice(kind=kind, subject=subject, text=text, created_at=now))
+
+    def admin_kinds_waiting(self) -> list[str]:
+        """The kinds with notices not yet mailed."""
+        return list(
+            self.session.execute(
+                select(col(AdminNotice.kind)).where(col(AdminNotice.sent_at).is_(None)).distinct()
+            ).scalars()
+        )
+
+    def admin_last_sent(self, kind: str) -> datetime | None:
+        """When the admins were last mailed about `kind`."""
+        last = self.session.execute(
+            select(func.max(col(AdminNotice.sent_at))).where(col(AdminNotice.kind) == kind)
+        ).scalar_one()
+        return utc(last)
+
+    def admin_waiting(self, kind: str) -> list[AdminNotice]:
+        """The notices of `kind` not yet mailed, oldest first."""
+        self.session.flush()
+        return list(
+            self.session.execute(
+                select(AdminNotice)
+                .where(col(AdminNotice.kind) == kind, col(AdminNotice.sent_at).is_(None))
+                .order_by(col(AdminNotice.id))
+            ).scalars()
         )
 
 

@@ -174,7 +174,7 @@ class Desk:
         return sum(r.actions for r in self.scheduler.run_all(jobs or JOBS))
 
 
-def make_desk(root: Path, *, sla: str = SLA, database_url: str | None = None) -> Desk:
+def make_desk(root: Path, *, sla: str = SLA, database_url: str | None = None, team: str = TEAM) -> Desk:
     path = write_config(root)
     text = path.read_text()
     head, _, tail = text.partition("[[desks]]")
@@ -184,7 +184,7 @@ def make_desk(root: Path, *, sla: str = SLA, database_url: str | None = None) ->
         '[[desks]]\naddress = "care@example.com"\nkey = "CARE"\nname = "Care"\nworkflow = "caredesk"\n\n'
     )
     path.write_text(head + desks + tail)
-    (root / "rules" / "team.toml").write_text(TEAM)
+    (root / "rules" / "team.toml").write_text(team)
     (root / "rules" / "routing.toml").write_text(ROUTING)
     (root / "rules" / "sla.toml").write_text(sla)
     env = {"MAILGATE_SECRET": "test-secret"}

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mailgate.domain.changes import Change, RequesterSet, StatusChanged
+from mailgate.domain.changes import Change, GroupSet, RequesterSet, StatusChanged
 from mailgate.domain.commands import HELP, Plan, RawCommand, TicketView, plan, split_commands
-from mailgate.domain.team import may_change
+from mailgate.domain.team import choose_assignee, may_change
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.reply import extract_reply
 from mailgate.pipeline.apply import apply_plan, change_status, requester_side, row
@@ -89,8 +89,11 @@ class AgentReplyHandler:
         if checked is None:
             return
         old_assignee = ticket.assignee
+        self._group_assignee(ctx, repo, ticket, checked)
         changes = self._apply(ctx, repo, ticket, workflow, checked, mail)
         self._tell_people(ctx, repo, ticket, workflow, checked, mail, changes, old_assignee)
+        if not ticket.assignee and any(isinstance(c, GroupSet) for c in changes):
+            self._tell_group(ctx, repo, ticket, mail, changes)
         ctx.disposition = Disposition.AGENT_REPLY
 
     # -- the guards ----------------------------------------------------------------------------
@@ -227,6 +230,41 @@ class AgentReplyHandler:
             },
         )
         ctx.disposition = Disposition.FORGED_AGENT
+
+    def _group_assignee(self, ctx: Context, repo: Repo, ticket: Ticket, checked: Plan) -> None:
+        """`#assign group X` without `#assign AGENT`: the ticket goes to whom the group's `assign`
+        strategy in team.toml picks (its lead, round-robin, least-open), as routing would; when
+        nobody in the group is available it is left unassigned in the group (and the group told),
+        not with whoever held it before."""
+        if checked.group is None or checked.group == ticket.group or checked.assignee or checked.unassign:
+            return
+        team = self.services.rules.team
+        plan, who, why = choose_assignee(
+            team, checked.group, last_assigned=repo.last_assignee, open_counts=repo.open_count
+        )
+        if plan.candidates:
+            checked.assignee = who
+            ctx.note("commands", f"group {checked.group} assigns {who}: {why}")
+        else:
+            checked.unassign = True
+            ctx.note("commands", f"group {checked.group}: nobody available ({why}); left unassigned")
+
+    def _tell_group(
+        self, ctx: Context, repo: Repo, ticket: Ticket, mail: AgentMail, changes: list[Change]
+    ) -> None:
+        """A ticket moved to a group with nobody to take it: every member hears of it (else the
+        triage person), so it does not wait unseen."""
+        s = self.services
+        people = [a for a in (s.group_members(ticket) or (s.rules.team.triage,)) if a and a != mail.author]
+        context = {
+            "actor": s.agent_name(mail.author),
+            "actor_address": mail.author,
+            "comment": mail.comment,
+            "changes": changes,
+            "group": ticket.group,
+            "help": HELP,
+        }
+        tell(s, repo, ctx, ticket, people, template="group_queue", kind="group-queue", context=context)
 
     # -- applying ------------------------------------------------------------------------------
     def _apply(

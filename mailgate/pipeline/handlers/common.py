@@ -23,7 +23,7 @@ from mailgate.pipeline.notify import Notifier
 from mailgate.ruleset import RulesSource, Snapshot
 from mailgate.store.blobs import BlobStore
 from mailgate.store.kinds import EventKind, MessageKind, Role
-from mailgate.store.models import Ticket
+from mailgate.store.models import Ticket, now_utc
 from mailgate.store.repo import Repo
 
 # Mail that answers mail claiming to come from an agent: the one agent-bound kind that can loop.
@@ -258,9 +258,37 @@ def tell(
         )
         if item is not None:
             sent.append(rcpt)
+            if human and rcpt not in agents:
+                warn_bounced(services, repo, ctx, ticket, rcpt)
     if sent:
         ctx.note("notify", f"{template} queued to {', '.join(sent)}")
     return sent
+
+
+def warn_bounced(services: Services, repo: Repo, ctx: Context, ticket: Ticket, rcpt: str) -> None:
+    """A person's reply went to an address that bounced: it is sent (the address may work
+    again), and the agent who wrote it is told it will probably not arrive, and why."""
+    bounced = repo.bounced(rcpt, now_utc())
+    author = ctx.mail.from_addr
+    if bounced is None or author not in services.agents():
+        return
+    ctx.note("notify", f"{rcpt} bounced ({bounced.status}): sent anyway, {author} warned")
+    services.notifier.send(
+        repo,
+        desk=ctx.desk,
+        ticket=ticket,
+        kind="reply-to-bounced",
+        template="reply_to_bounced",
+        to=author,
+        context={
+            "address": rcpt,
+            "dsn_status": bounced.status,
+            "diagnostic": bounced.diagnostic,
+            "bounced_at": f"{bounced.bounced_at:%Y-%m-%d %H:%M} UTC",
+        },
+        in_reply_to=ctx.mail.message_id,
+        check_loops=False,
+    )
 
 
 class OneEvent:
