@@ -174,3 +174,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("key")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=_show)
+    from mailgate.cli.export import register_export
+
+    register_export(tsub)
