@@ -108,7 +108,7 @@ def weekly_mail(report: Report, desk: Desk, recipient: Recipient, opt_out_hint: 
     tz = ZoneInfo(report.periods.tz)
     start = report.periods.since.astimezone(tz)
     end = report.periods.until.astimezone(tz) - timedelta(seconds=1)
-    whom = f"group {recipient.group}" if recipient.group else desk.name
+    whom = f"group {recipient.group} ({desk.name})" if recipient.group else desk.name
     week = f"{start:%d %b} – {end:%d %b %Y}"
     t = report.total
     first = t.attainment("first_response")

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from conftest import make_mail, reply
 from sqlalchemy import func, select, update
-from support.sla_desk import CUSTOMER, LEAD, TECH, Desk, make_desk
 
 from mailgate.intake.accept import Acceptor, Envelope
 from mailgate.store.models import Event, Message, OutboxItem, Ticket
+from support.sla_desk import CUSTOMER, LEAD, TECH, Desk, make_desk
 
 SLA = """
 [calendars.office]
@@ -85,7 +85,9 @@ class History:
                 c = getattr(Ticket, column)
                 s.execute(update(Ticket).where(c >= wall).values({column: when}))
 
-    def new(self, subject: str, when: datetime, *, to: str = "support@example.com", source: str = "smtp") -> Ticket:
+    def new(
+        self, subject: str, when: datetime, *, to: str = "support@example.com", source: str = "smtp"
+    ) -> Ticket:
         self._deliver(make_mail(subject, sender=CUSTOMER, to=to), CUSTOMER, when, source)
         return self.desk.tickets()[-1]
 
