@@ -26,7 +26,7 @@ from sqlmodel import Session
 from mailgate.domain.sla import SlaRules, policy_for, sla_clock
 from mailgate.domain.workflow import Workflow
 from mailgate.pipeline.sla_apply import TrailEvent, ticket_facts
-from mailgate.reports.figures import Scope
+from mailgate.reports.figures import Scope, status_trails
 from mailgate.store.models import Event, Message, Ticket, utc
 from mailgate.store.repo import Repo
 
@@ -106,14 +106,7 @@ def export_rows(
         if not tickets:
             return
         ids = [t.id for t in tickets]
-        trails: dict[int, list[TrailEvent]] = defaultdict(list)
-        events = (
-            select(_E.ticket_id, _E.kind, _E.data, _E.created_at)
-            .where(_E.ticket_id.in_(ids), _E.kind.in_(("created", "status")))
-            .order_by(_E.ticket_id, _E.id)
-        )
-        for tid, kind, data, created_at in session.execute(events):
-            trails[tid].append(TrailEvent(kind, data, created_at))
+        trails = status_trails(session, ids)
         conversations: dict[int, list[dict[str, Any]]] = defaultdict(list)
         if with_messages:
             messages = (
