@@ -11,6 +11,7 @@ It must not query the database or read the clock; `report_charts` takes a finish
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -30,19 +31,21 @@ class Series:
     values: tuple[float | None, ...]
 
 
-def _nice_max(value: float) -> float:
-    """The axis top: 1, 2, 2.5 or 5 times a power of ten, at or above `value`."""
-    if value <= 0:
-        return 1.0
+def _nice_max(value: float, integer: bool = False) -> float:
+    """The axis top: four gridline steps of 1, 2, 2.5 or 5 times a power of ten (whole steps for
+    counts), reaching at least `value`."""
+    raw = value / 4
+    if raw <= 0:
+        return 4.0
     magnitude = 1.0
-    while magnitude * 10 <= value:
+    while magnitude * 10 <= raw:
         magnitude *= 10
-    while magnitude > value:
+    while magnitude > raw:
         magnitude /= 10
-    for step in (1, 2, 2.5, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if integer:
+        step = float(max(1, math.ceil(step)))
+    return 4 * step
 
 
 def _fmt(value: float) -> str:
@@ -78,6 +81,10 @@ def _frame(title: str, desc: str, labels: Sequence[str], top: float, unit: str) 
     return out
 
 
+def _counts(series: Sequence[Series], unit: str) -> bool:
+    return not unit and all(float(v).is_integer() for s in series for v in s.values if v is not None)
+
+
 def _legend(series: Sequence[Series]) -> list[str]:
     out = []
     x = _LEFT
@@ -99,7 +106,7 @@ def bar_chart(
         peak = max((sum(s.values[i] or 0 for s in series) for i in range(len(labels))), default=0)
     else:
         peak = max((v for s in series for v in s.values if v is not None), default=0)
-    top = _nice_max(float(peak))
+    top = _nice_max(float(peak), _counts(series, unit))
     desc = "; ".join(
         f"{label}: "
         + ", ".join(
