@@ -6,7 +6,14 @@ non-ASCII with RFC 2047 / quoted-printable / base64) and times, in the same run:
   * stdlib:   email.message_from_bytes(raw, policy=policy.default) + get_body(("plain", "html")).get_content()
 Prints the figures and the exact command. Numbers are printed, never asserted.
 
-    .venv/bin/python bench/parse_bench.py [--messages N] [--seed S] [--repeat R]
+With `--against DIR` (a checkout or `git archive` of an earlier commit, the directory holding its
+`mailgate/` package) the same corpus is also parsed by that version's parse_message in a child
+process, in alternating rounds with this one so both see the same machine load: the before/after
+figure for a change to the parser. `--fixtures` adds the same comparison on the captured and
+hand-made mails in tests/fixtures/mail (bounces, replies, HTML), where the bounce and reply
+layers do their real work.
+
+    .venv/bin/python bench/parse_bench.py [--messages N] [--seed S] [--repeat R] [--against DIR] [--fixtures]
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ import argparse
 import os
 import random
 import shlex
+import struct
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from email import message_from_bytes, policy
@@ -23,8 +33,11 @@ from email.message import EmailMessage
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from pathlib import Path
 
 from mailgate.mail.parse import parse_message
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "mail"
 
 WORDS = [
     "printer",
@@ -147,11 +160,66 @@ def rate(fn: Callable[[bytes], object], corpus: list[bytes], repeat: int) -> flo
     return len(corpus) / best
 
 
+# The child that times another version's parser: reads the corpus file given, prints msg/s.
+_CHILD = """
+import struct, sys, time
+sys.path.insert(0, sys.argv[1])
+from mailgate.mail.parse import parse_message
+data = open(sys.argv[2], "rb").read()
+corpus, pos = [], 0
+while pos < len(data):
+    (n,) = struct.unpack_from(">I", data, pos)
+    corpus.append(data[pos + 4 : pos + 4 + n])
+    pos += 4 + n
+for raw in corpus[:50]:
+    parse_message(raw)  # warm up: imports, regex compilation
+start = time.process_time()
+for raw in corpus:
+    parse_message(raw)
+print(len(corpus) / (time.process_time() - start))
+"""
+
+
+def write_corpus(corpus: list[bytes]) -> str:
+    fd, path = tempfile.mkstemp(prefix="parse-bench-", suffix=".bin")
+    with os.fdopen(fd, "wb") as f:
+        for raw in corpus:
+            f.write(struct.pack(">I", len(raw)) + raw)
+    return path
+
+
+def against(corpus: list[bytes], other: str, repeat: int) -> tuple[float, float]:
+    """(this version's msg/s, the other version's msg/s): best of `repeat` rounds, each version in
+    a fresh child process of the same shape, alternating, timed in CPU seconds of the process (the
+    machine is shared: wall time would measure the neighbours)."""
+    path = write_corpus(corpus)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    here = str(Path(__file__).resolve().parent.parent)
+    best = [0.0, 0.0]
+    try:
+        for _ in range(repeat):
+            for i, root in enumerate((here, other)):
+                out = subprocess.run(
+                    [sys.executable, "-c", _CHILD, root, path],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=env,
+                    cwd=root,
+                )
+                best[i] = max(best[i], float(out.stdout.strip()))
+    finally:
+        os.unlink(path)
+    return best[0], best[1]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="runs per parser; the best is reported")
+    ap.add_argument("--against", metavar="DIR", help="also time the parse_message of the mailgate/ in DIR")
+    ap.add_argument("--fixtures", action="store_true", help="also compare on tests/fixtures/mail/*.eml")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     corpus = [make_message(rng, i) for i in range(args.messages)]
@@ -165,6 +233,18 @@ def main() -> int:
     print(f"mailgate parse_message:                       {ours:8.0f} msg/s")
     print(f"stdlib message_from_bytes(default)+get_body:  {stdlib:8.0f} msg/s")
     print(f"ratio mailgate/stdlib:                        {ours / stdlib:8.2f}")
+    if args.against:
+        now, before = against(corpus, os.path.abspath(args.against), args.repeat)
+        print(
+            f"bench corpus, this version / --against:       {now:8.0f} / {before:.0f} msg/s ({now / before - 1:+.1%})"
+        )
+        if args.fixtures:
+            mails = [p.read_bytes() for p in sorted(FIXTURES.glob("*.eml"))] * 20
+            now, before = against(mails, os.path.abspath(args.against), args.repeat)
+            print(
+                f"fixtures x20 ({len(mails)}), this version / --against: {now:8.0f} / {before:.0f} msg/s "
+                f"({now / before - 1:+.1%})"
+            )
     return 0
 
 

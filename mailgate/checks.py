@@ -13,7 +13,7 @@ Each problem is a `Problem` printed as `FILE:LINE: reason`, the form editors jum
   attribute (`ticket.subjct`). A variable guarded by `is defined` is allowed anywhere.
 
 It reads files and never writes, opens no database and sends nothing. It must stay in step
-with what `pipeline/handlers.py` passes to `Notifier.send`: when a handler passes a new variable,
+with what `pipeline/handlers/` passes to `Notifier.send`: when a handler passes a new variable,
 add it here, or `config check` will refuse templates that use it.
 """
 
@@ -120,24 +120,27 @@ def _config_line(path: Path, message: str) -> int:
     return tf.line_of(tuple(key)) if key else 1
 
 
-def check_config(path: Path, env: dict[str, str] | None = None) -> tuple[Config | None, list[Problem]]:
+def check_config(path: Path | None, env: dict[str, str] | None = None) -> tuple[Config | None, list[Problem]]:
+    """config.toml, or with `path` None the embedded default (what `mailgate run` uses with no
+    config file: a fresh checkout's rules/ and templates/ in the working directory)."""
     from mailgate.domain.rulesfile import RulesInvalid, TomlFile
 
-    shown = str(path)
+    shown = str(path) if path is not None else "(embedded default)"
+    if path is not None:
+        try:
+            TomlFile.read(path, shown)  # a syntax error with its line, before load_config says it less well
+        except RulesInvalid as exc:
+            return None, [Problem("config", e.file, e.line, e.reason) for e in exc.errors]
     try:
-        TomlFile.read(path, shown)  # a syntax error with its line, before load_config says it less well
-    except RulesInvalid as exc:
-        return None, [Problem("config", e.file, e.line, e.reason) for e in exc.errors]
-    try:
-        config = load_config(path, env=env)
+        config = load_config(path, env=env, create_state=False)
     except ConfigError as exc:
-        return None, [Problem("config", shown, _config_line(path, str(exc)), str(exc))]
+        line = _config_line(path, str(exc)) if path is not None else 1
+        return None, [Problem("config", shown, line, str(exc))]
     problems = []
     for what, d in (("rules_dir", config.rules_dir), ("templates_dir", config.templates_dir)):
         if not d.is_dir():
-            problems.append(
-                Problem("config", shown, _config_line(path, f"config.{what}:"), f"{what}: no directory {d}")
-            )
+            line = _config_line(path, f"config.{what}:") if path is not None else 1
+            problems.append(Problem("config", shown, line, f"{what}: no directory {d}"))
     return config, problems
 
 
@@ -173,7 +176,7 @@ class RulesFacts:
     live: Any = None  # the rules Snapshot that loaded, for sample contexts
 
 
-def check_rules(config: Config, config_path: Path) -> tuple[RulesFacts, list[Problem]]:
+def check_rules(config: Config, config_path: Path | None) -> tuple[RulesFacts, list[Problem]]:
     from mailgate.domain.rulesfile import RulesInvalid
 
     facts = RulesFacts()
@@ -191,11 +194,12 @@ def check_rules(config: Config, config_path: Path) -> tuple[RulesFacts, list[Pro
         facts.live = rules
         for wf in rules.workflows.values():
             facts.status_templates.update(st.template for st in wf.statuses.values())
-        facts.auto_reply_templates.update(
-            r.actions.auto_reply for r in rules.routing.rules if r.actions.auto_reply
-        )
-        if rules.routing.defaults.auto_reply:
-            facts.auto_reply_templates.add(rules.routing.defaults.auto_reply)
+        for routing in (rules.routing, *rules.desk_routing.values()):  # desks' own files too
+            facts.auto_reply_templates.update(
+                r.actions.auto_reply for r in routing.rules if r.actions.auto_reply
+            )
+            if routing.defaults.auto_reply:
+                facts.auto_reply_templates.add(routing.defaults.auto_reply)
     return facts, problems
 
 
@@ -477,15 +481,17 @@ class SampleContext:
 # -- all together --------------------------------------------------------------------------------
 
 
-def check_all(config_path: Path, env: dict[str, str] | None = None) -> Report:
-    """Config, then rules, then templates: each stage only when the one before gave it what it needs."""
+def check_all(config_path: Path | None, env: dict[str, str] | None = None) -> Report:
+    """Config, then rules, then templates: each stage only when the one before gave it what it
+    needs. `config_path` None checks the embedded default."""
     report = Report()
     config, problems = check_config(config_path, env)
     report.problems.extend(problems)
-    report.checked.append(str(config_path))
+    report.checked.append(str(config_path) if config_path is not None else "the embedded default")
     if config is None:
         return report
-    report.warnings.extend(config_warnings(config, config_path))
+    if config_path is not None:
+        report.warnings.extend(config_warnings(config, config_path))
     facts, problems = check_rules(config, config_path)
     report.problems.extend(problems)
     report.checked.append(str(config.rules_dir))

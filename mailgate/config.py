@@ -21,6 +21,7 @@ from dotenv import dotenv_values
 from mailgate.mail.decode import plus_parts
 
 DEFAULT_SMTP_PORT = 2525
+DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 ADDRESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
 
@@ -38,6 +39,9 @@ class Desk:
     name: str = "Support"
     aliases: tuple[str, ...] = ()
     workflow: str = "default"
+    # Web forms and portals that relay a person's request: From the portal, Reply-To the person
+    # (mailgate/mail/portal.py). Their mail makes the Reply-To address the requester.
+    portals: tuple[str, ...] = ()
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -58,7 +62,7 @@ class SmtpIntake:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = DEFAULT_SMTP_PORT
-    max_message_size: int = 25 * 1024 * 1024
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     lmtp: bool = False
 
 
@@ -92,7 +96,6 @@ class Pipeline:
     """[pipeline]: where `mailgate run` works off its mail (mailgate/daemon.py)."""
 
     worker: str = "process"  # one of WORKER_MODES
-    parse_ahead: bool = True  # parse_processes = 1: a helper process parses a backlog ahead
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,21 @@ class SchedulerSettings:
     weekly_report_hour: int = 7  # local hour (the [timers] calendar's zone) it goes out
 
 
+def largest_attachment(max_message_size: int) -> int:
+    """The largest attachment a message of `max_message_size` bytes can carry: base64 (RFC 2045
+    section 6.8) writes 57 bytes as a line of 76 characters and CRLF, 78 bytes on the wire, so
+    at most 57/78 of the message is attachment (25 MiB carries 18.3 MiB at most)."""
+    return max_message_size * 57 // 78
+
+
+# The default attachment limit: what fits in the default message limit, in whole MiB (18 MiB).
+DEFAULT_MAX_ATTACHMENT_SIZE = largest_attachment(DEFAULT_MAX_MESSAGE_SIZE) // 2**20 * 2**20
+
+
 @dataclass(frozen=True)
 class Limits:
     max_attempts: int = 3
-    max_attachment_size: int = 20 * 1024 * 1024
+    max_attachment_size: int = DEFAULT_MAX_ATTACHMENT_SIZE
     max_attachments: int = 50
     new_tickets_per_sender: int = 20
     flood_window_minutes: int = 120
@@ -192,6 +206,15 @@ class Config:
     security: Security = Security()
     scheduler: SchedulerSettings = SchedulerSettings()
     membership: Membership = Membership()
+    source: Path | None = None  # the config file read; None: the embedded default
+
+    @property
+    def described(self) -> str:
+        """Which configuration and state this is, as commands tell the operator."""
+        where = (
+            f"config {self.source}" if self.source else f"no config file, the embedded default in {self.root}"
+        )
+        return f"{where}, state dir {self.state_dir}"
 
     @property
     def system_sender(self) -> str:
@@ -277,14 +300,28 @@ def _env(env: dict[str, str], name: str) -> str:
     return env.get(name, "")
 
 
-def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = None) -> Config:
+def config_path(path: str | Path | None = None) -> Path | None:
+    """The config file to read: `path` (--config), else $MAILGATE_CONFIG, else ./config.toml in
+    the working directory when there is one; None means the embedded default."""
+    if path is None and os.environ.get("MAILGATE_CONFIG"):
+        path = os.environ["MAILGATE_CONFIG"]
+    if path is None and Path("config.toml").is_file():
+        path = "config.toml"
+    return Path(path) if path is not None else None
+
+
+def load_config(
+    path: str | Path | None = None, *, env: dict[str, str] | None = None, create_state: bool = True
+) -> Config:
     """Load settings. With no file, the embedded default: one desk support@localhost (SUP).
 
     `env` defaults to `.env` next to the config (or in the working directory) overlaid by os.environ.
-    MAILGATE_CONFIG names the file when `path` is None.
+    The file is `path`, else MAILGATE_CONFIG, else ./config.toml (`config_path`).
+    `create_state=False` (commands that only read what is there) never creates the state
+    directory: without MAILGATE_SECRET and state/secret.key the secret is empty, as such commands
+    sign nothing.
     """
-    if path is None and os.environ.get("MAILGATE_CONFIG"):
-        path = os.environ["MAILGATE_CONFIG"]
+    path = config_path(path)
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -335,6 +372,12 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
             seen_addr.add(a)
         if key in seen_keys:
             raise ConfigError(f"{where}.key: {key} is used by two desks")
+        portals = tuple(str(p).lower() for p in _get(d, "portals", list, [], where))
+        for j, portal in enumerate(portals):
+            if not ADDRESS_RE.match(portal):
+                raise ConfigError(f"{where}.portals: not an address: {portal!r} (item {j + 1})")
+            if portal in seen_addr:
+                raise ConfigError(f"{where}.portals: {portal} is a desk address, not a portal's")
         seen_keys.add(key)
         desks.append(
             Desk(
@@ -343,6 +386,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
                 name=_get(d, "name", str, key, where),
                 aliases=aliases,
                 workflow=_get(d, "workflow", str, "default", where),
+                portals=portals,
             )
         )
 
@@ -352,7 +396,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         enabled=_get(s, "enabled", bool, True, "smtp"),
         host=_get(s, "host", str, "127.0.0.1", "smtp"),
         port=int(port_env) if port_env else _get(s, "port", int, DEFAULT_SMTP_PORT, "smtp"),
-        max_message_size=_get(s, "max_message_size", int, 25 * 1024 * 1024, "smtp"),
+        max_message_size=_get(s, "max_message_size", int, DEFAULT_MAX_MESSAGE_SIZE, "smtp"),
         lmtp=_get(s, "lmtp", bool, False, "smtp"),
     )
 
@@ -384,17 +428,22 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
     worker = _get(p, "worker", str, "process", "pipeline")
     if worker not in WORKER_MODES:
         raise ConfigError(f'pipeline.worker: write "process" or "thread", not {worker!r}')
-    parse_processes = _get(p, "parse_processes", int, 1, "pipeline")
-    if parse_processes not in (0, 1):
-        raise ConfigError(
-            "pipeline.parse_processes: 1 (a helper process parses ahead) or 0 (the worker parses)"
-        )
-    pipeline = Pipeline(worker=worker, parse_ahead=parse_processes == 1)
+    pipeline = Pipeline(worker=worker)
 
     lim = data.get("limits", {})
+    reachable = largest_attachment(smtp.max_message_size)
+    max_attachment = _get(lim, "max_attachment_size", int, None, "limits")
+    if max_attachment is None:  # what the message limit lets through, in whole MiB when it can
+        max_attachment = min(DEFAULT_MAX_ATTACHMENT_SIZE, reachable) if reachable >= 2**20 else reachable
+    elif smtp.enabled and max_attachment > reachable:
+        raise ConfigError(
+            f"limits.max_attachment_size: {max_attachment} bytes can never arrive: smtp.max_message_size "
+            f"is {smtp.max_message_size} bytes, and base64 makes an attachment 78/57 times larger, so "
+            f"{reachable} bytes is the most a message can carry (raise smtp.max_message_size, or lower this)"
+        )
     limits = Limits(
         max_attempts=_get(lim, "max_attempts", int, 3, "limits"),
-        max_attachment_size=_get(lim, "max_attachment_size", int, 20 * 1024 * 1024, "limits"),
+        max_attachment_size=max_attachment,
         max_attachments=_get(lim, "max_attachments", int, 50, "limits"),
         new_tickets_per_sender=_get(lim, "new_tickets_per_sender", int, 20, "limits"),
         flood_window_minutes=_get(lim, "flood_window_minutes", int, 120, "limits"),
@@ -413,7 +462,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         return p if p.is_absolute() else root / p
 
     secret = env.get("MAILGATE_SECRET", "")
-    if not secret:
+    if not secret and (create_state or (state_dir / "secret.key").is_file()):
         secret = _state_secret(state_dir)
     security = _security(data, env)
 
@@ -436,6 +485,7 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
         security=security,
         scheduler=_scheduler(data),
         membership=_membership(_table(data, "security", SECURITY_KEYS)),
+        source=path.resolve() if path is not None else None,
     )
 
 

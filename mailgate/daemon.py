@@ -48,7 +48,7 @@ class Worker:
         from mailgate.pipeline.runner import Runner
 
         self.config = config
-        self.runner = Runner(db, config, parse_ahead=config.pipeline.parse_ahead)
+        self.runner = Runner(db, config)
         self.sender = Sender(db, config, transport)
         self.runner.after_commit.append(self.sender.wake.set)
         self.threads: list[threading.Thread] = []
@@ -78,7 +78,6 @@ class Worker:
         self.sender.stop()
         for t in self.threads:
             t.join(timeout=30)
-        self.runner.close()
 
 
 class WakePipe:
@@ -200,6 +199,11 @@ class Daemon:
             acceptor = Acceptor(self.db, self.config)
             for poller in pollers_for(self.config, self.db, acceptor, wake=self.wake):
                 self.extra_stops.append(poller.start().stop)  # stopped before the db closes
+        # --- heartbeat: what `mailgate status` reports of this daemon (mailgate/store/heartbeat.py) ---
+        from mailgate.status import listeners
+        from mailgate.store.heartbeat import Heartbeat
+
+        self.extra_stops.append(Heartbeat(self.db, listeners(self.config, self.smtp_port)).start().stop)
 
     # -- the worker process -----------------------------------------------------------------------
     def _start_process(self) -> None:
@@ -288,7 +292,8 @@ class Daemon:
         try:
             self.start()
             # What is loaded by now lives as long as the daemon: a full collection need not walk
-            # it again (a pass over the database layer is long enough to delay an SMTP reply). Here, not in `start`, which tests call in their own process.
+            # it again (a pass over the database layer is long, and may fall in the middle of an
+            # SMTP reply). Here, not in `start`, which tests call in their own process.
             gc.freeze()
         except BaseException:
             # e.g. the SMTP port is taken: stop what did start, the worker process above all

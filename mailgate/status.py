@@ -1,8 +1,10 @@
 """Facts for `mailgate status`: what an operator (or a monitoring check) needs to know at a glance.
 
 `gather(config, db)` reads the database and the rules files once and returns a `Status`: the
-intake listeners configured, the last progress of each IMAP poller, inbox and outbox depth, the
-age of the oldest unsent mail, failed and quarantined counts, and the rules version in force.
+running daemons as their heartbeat rows report them (pid, host, the listeners with the ports they
+really bound, started at, last beat, last batch; mailgate/store/heartbeat.py), the last progress
+of each IMAP poller, inbox and outbox depth, the age of the oldest unsent mail and of the oldest
+unprocessed message, failed and quarantined counts, and the rules version in force.
 `Status.attention` lists, in words, what needs a human; the CLI exits 1 when it is not empty.
 
 Read-only: it never changes a row, never sends mail and never talks to a mail server. It does not
@@ -21,6 +23,8 @@ from sqlmodel import col
 
 from mailgate.config import Config
 from mailgate.store.db import Database
+from mailgate.store.heartbeat import Beat, daemons
+from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, InboxItem, OutboxItem, now_utc, utc
 
 # Mail older than this still unsent means the relay is down or refusing: a human should look.
@@ -36,8 +40,28 @@ class ImapMailbox:
 
 
 @dataclass(frozen=True)
-class Status:
+class Daemon:
+    """A `mailgate run` by its heartbeat; times in ISO form, as JSON carries them."""
+
+    host: str
+    pid: int
     listeners: list[str]
+    started_at: str
+    beat_at: str
+    last_batch_at: str | None
+    alive: bool
+
+    @classmethod
+    def of(cls, b: Beat) -> Daemon:
+        last = b.last_batch_at.isoformat() if b.last_batch_at else None
+        return cls(b.host, b.pid, b.listeners, b.started_at.isoformat(), b.beat_at.isoformat(), last, b.alive)
+
+
+@dataclass(frozen=True)
+class Status:
+    listeners: list[str]  # what the running daemons listen on, real ports; [] when none runs
+    configured_listeners: list[str]  # what config.toml asks for
+    daemons: list[Daemon]
     imap: list[ImapMailbox]
     inbox_new: int
     inbox_processing: int
@@ -45,6 +69,7 @@ class Status:
     outbox_pending: int
     outbox_failed: int
     oldest_unsent_seconds: float | None
+    oldest_unprocessed_seconds: float | None
     rules_on_disk: str | None  # fingerprint of the files now; None when they do not load
     rules_in_force: str | None  # the version the pipeline last routed a ticket with
     rules_errors: list[str] = field(default_factory=list)
@@ -54,18 +79,23 @@ class Status:
     def ok(self) -> bool:
         return not self.attention
 
+    @property
+    def running(self) -> list[Daemon]:
+        return [d for d in self.daemons if d.alive]
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
         return data
 
 
-def listeners(config: Config) -> list[str]:
-    """The intakes this configuration runs, as an operator would name them."""
+def listeners(config: Config, smtp_port: int | None = None) -> list[str]:
+    """The intakes this configuration runs, as an operator would name them; `smtp_port` is the
+    port the running listener bound (the daemon passes it for its heartbeat)."""
     out = []
     if config.smtp.enabled:
         proto = "lmtp" if config.smtp.lmtp else "smtp"
-        out.append(f"{proto}://{config.smtp.host}:{config.smtp.port}")
+        out.append(f"{proto}://{config.smtp.host}:{smtp_port or config.smtp.port}")
     for acct in getattr(config, "imap", ()):  # [[imap]] accounts, when this build has them
         out.append(f"imap://{acct.user}@{acct.host}:{acct.port}/{acct.folder} -> {acct.desk}")
     return out
@@ -134,14 +164,24 @@ def gather(
         oldest = s.execute(
             select(func.min(col(OutboxItem.created_at))).where(col(OutboxItem.state) == "pending")
         ).scalar_one()
+        oldest_new = s.execute(
+            select(func.min(col(InboxItem.received_at))).where(col(InboxItem.state) == "new")
+        ).scalar_one()
         last_routed = s.execute(
-            select(col(Event.data)).where(col(Event.kind) == "routed").order_by(col(Event.id).desc()).limit(1)
+            select(col(Event.data))
+            .where(col(Event.kind) == EventKind.ROUTED)
+            .order_by(col(Event.id).desc())
+            .limit(1)
         ).scalar_one_or_none()
     oldest_age = (now - utc(oldest)).total_seconds() if oldest is not None else None
+    new_age = (now - utc(oldest_new)).total_seconds() if oldest_new is not None else None
     on_disk, rules_errors = rules_fingerprint(config)
     in_force = (last_routed or {}).get("rules_version") if isinstance(last_routed, dict) else None
+    beats = [Daemon.of(b) for b in daemons(db, now)]
     status = Status(
-        listeners=listeners(config),
+        listeners=[x for d in beats if d.alive for x in d.listeners],
+        configured_listeners=listeners(config),
+        daemons=beats,
         imap=_imap(db),
         inbox_new=int(inbox_counts.get("new", 0)),
         inbox_processing=int(inbox_counts.get("processing", 0)),
@@ -149,17 +189,30 @@ def gather(
         outbox_pending=int(outbox_counts.get("pending", 0)),
         outbox_failed=int(outbox_counts.get("failed", 0)),
         oldest_unsent_seconds=round(oldest_age, 1) if oldest_age is not None else None,
+        oldest_unprocessed_seconds=round(new_age, 1) if new_age is not None else None,
         rules_on_disk=on_disk,
         rules_in_force=in_force,
         rules_errors=rules_errors,
     )
-    status.attention.extend(_attention(status, max_unsent_age, oldest_age))
+    status.attention.extend(_attention(status, max_unsent_age, oldest_age, new_age))
     return status
 
 
-def _attention(st: Status, max_unsent_age: timedelta, oldest_age: float | None) -> list[str]:
+def _attention(
+    st: Status, max_unsent_age: timedelta, oldest_age: float | None, new_age: float | None
+) -> list[str]:
     """What needs a human, one sentence each, with the command that shows more."""
     out = []
+    if not st.running:
+        out.append(
+            "no daemon is running: mail piped in is stored but not processed, and nothing is sent;"
+            " start it with `mailgate run`"
+        )
+    if new_age is not None and new_age > max_unsent_age.total_seconds():
+        out.append(
+            f"the oldest unprocessed message came in {_age(new_age)} ago (limit"
+            f" {_age(max_unsent_age.total_seconds())}): is the pipeline working? see `mailgate inbox list`"
+        )
     if st.quarantined:
         out.append(f"{st.quarantined} message(s) quarantined: see `mailgate inbox failed`")
     if st.outbox_failed:
@@ -199,14 +252,43 @@ def _age(seconds: float) -> str:
     return f"{seconds // 86400}d"
 
 
-def render_text(st: Status) -> str:
+def _when(iso: str | None, now: datetime) -> str:
+    if iso is None:
+        return "never"
+    at = datetime.fromisoformat(iso)
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC ({_age(max((now - at).total_seconds(), 0))} ago)"
+
+
+def render_text(st: Status, now: datetime | None = None) -> str:
     """The human form of `mailgate status`."""
-    lines = ["intake:   " + (", ".join(st.listeners) if st.listeners else "none (pipe/ingest only)")]
+    now = now or now_utc()
+    lines = []
+    for d in st.running:
+        lines.append(
+            f"daemon:   running, pid {d.pid} on {d.host}, started {_when(d.started_at, now)};"
+            f" last beat {_age(max((now - datetime.fromisoformat(d.beat_at)).total_seconds(), 0))} ago;"
+            f" last batch {_when(d.last_batch_at, now)}"
+        )
+    if not st.running:
+        gone = st.daemons[0] if st.daemons else None
+        lines.append(
+            "daemon:   NOT RUNNING"
+            + (f" (last seen: pid {gone.pid} on {gone.host}, {_when(gone.beat_at, now)})" if gone else "")
+        )
+        configured = ", ".join(st.configured_listeners) or "none (pipe/ingest only)"
+        lines.append(f"intake:   nothing listens (config.toml: {configured})")
+    else:
+        lines.append("intake:   " + (", ".join(st.listeners) if st.listeners else "none (pipe/ingest only)"))
     for box in st.imap:
         last = box.last_progress or "never"
         lines.append(f"imap:     {box.account} {box.folder}: last progress {last}")
+    waiting = (
+        f" (oldest {_age(st.oldest_unprocessed_seconds)})"
+        if st.oldest_unprocessed_seconds is not None
+        else ""
+    )
     lines.append(
-        f"inbox:    {st.inbox_new} new, {st.inbox_processing} processing, {st.quarantined} quarantined"
+        f"inbox:    {st.inbox_new} new{waiting}, {st.inbox_processing} processing, {st.quarantined} quarantined"
     )
     oldest = f", oldest {_age(st.oldest_unsent_seconds)}" if st.oldest_unsent_seconds is not None else ""
     lines.append(f"outbox:   {st.outbox_pending} pending{oldest}, {st.outbox_failed} failed")

@@ -3,7 +3,7 @@
 Each attack goes through the real daemon over SMTP and asserts that nothing changed (no new
 participant, no status moved, the ticket's people as before) and nothing leaked (the attacker got
 no mail at all, and no mail of the desk names them as a recipient). Each group has a control:
-the honest path still works. DESIGN.md "Who is on a ticket"; docs/security-membership.md.
+the honest path still works. DESIGN.md "Who is on a ticket"; docs/security.md, "Membership and fan-out".
 """
 
 from __future__ import annotations

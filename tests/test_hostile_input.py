@@ -245,7 +245,7 @@ def test_hostile_corpus_over_smtp_ends_processed_or_quarantined(tmp_path: Path, 
         assert failed.returncode == 0
         quarantined = [r for r in rows.values() if r.state == "failed"]
         if quarantined:
-            assert len(failed.stdout.strip().splitlines()) == len(quarantined)
+            assert len(failed.stdout.strip().splitlines()) == 1 + len(quarantined)  # and the header
             again = cli("--config", str(cfg), "inbox", "retry", str(quarantined[0].id))
             assert again.returncode == 0 and "queued again" in again.stdout
         else:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import RunningDaemon, Sink, make_mail, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -115,7 +114,7 @@ def test_pipe_refuses_a_message_over_the_size_limit_without_reading_it_all(tmp_p
 
 
 def test_group_commit_rolls_back_only_the_failing_message(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Bulk ingest shares one transaction between messages (group commit); a message that fails
+    """A batch shares one transaction between its messages (group commit); a message that fails
     half-way, or stops with an expected outcome, undoes only its own writes."""
     from mailgate.intake.accept import Acceptor, Envelope
     from mailgate.pipeline import stages
@@ -139,7 +138,7 @@ def test_group_commit_rolls_back_only_the_failing_message(tmp_path: Path, monkey
         return result
 
     monkeypatch.setattr(stages, "thread", exploding)
-    runner = Runner(db, config, group_ms=10_000)
+    runner = Runner(db, config)
     assert runner.run_until_idle() == 6
     with db.session() as s:
         rows = {r.message_id: r for r in s.execute(select(InboxItem)).scalars()}
@@ -155,6 +154,56 @@ def test_group_commit_rolls_back_only_the_failing_message(tmp_path: Path, monkey
     ]
 
 
+def test_a_reply_that_fails_after_changing_its_ticket_leaves_the_ticket_as_it_was(tmp_path: Path) -> None:
+    """A reply threads onto an existing ticket, changes it, then fails: in a batch with other mail,
+    its changes are rolled back, it is quarantined naming the ticket, and the rest of the batch
+    is processed."""
+    from mailgate.intake.accept import Acceptor, Envelope
+    from mailgate.pipeline.runner import Runner
+    from mailgate.store.models import InboxItem, Message
+
+    cfg = write_config(tmp_path / "desk")
+    config = load_config(cfg, env={"MAILGATE_SECRET": "x"})
+    db = Database(config.database_url)
+    acceptor = Acceptor(db, config)
+    runner = Runner(db, config)
+    acceptor.accept(make_mail("printer on fire", message_id="<first@acme.com>"), Envelope())
+    assert runner.run_until_idle() == 1
+    [ticket] = _tickets(cfg)
+    real = runner.sla.refresh
+
+    def failing(repo, ticket, desk, new):  # type: ignore[no-untyped-def]
+        real(repo, ticket, desk, new=new)
+        if not new:  # the reply
+            ticket.priority = "urgent"  # an ORM change to the ticket, flushed, then a failure
+            repo.session.flush()
+            raise RuntimeError("bug after changing the ticket")
+
+    runner.sla.refresh = failing  # type: ignore[method-assign]
+    acceptor.accept_many(
+        [
+            (make_mail("before", message_id="<b@acme.com>", sender="b@acme.com"), Envelope()),
+            (
+                make_mail(f"Re: [{ticket.key}] printer on fire", "still burning", message_id="<r@acme.com>"),
+                Envelope(),
+            ),
+            (make_mail("after", message_id="<a@acme.com>", sender="a@acme.com"), Envelope()),
+        ]
+    )
+    assert runner.run_until_idle() == 3
+    with db.session() as s:
+        rows = {r.message_id: r for r in s.execute(select(InboxItem)).scalars()}
+        on_ticket = s.execute(select(Message).where(Message.ticket_id == ticket.id)).scalars().all()
+    reply = rows["r@acme.com"]
+    assert reply.state == "failed" and "bug after changing the ticket" in (reply.reason or "")
+    assert reply.ticket_id == ticket.id
+    assert (rows["b@acme.com"].state, rows["a@acme.com"].state) == ("done", "done")
+    assert len(on_ticket) == 1  # the reply's message was rolled back with it
+    tickets = {t.key: t for t in _tickets(cfg)}
+    assert tickets[ticket.key].priority == ticket.priority != "urgent"
+    assert sorted(t.subject for t in tickets.values()) == ["after", "before", "printer on fire"]
+
+
 def _with_attachment(raw: bytes, name: str, content: bytes) -> bytes:
     from email import message_from_bytes, policy
 
@@ -163,14 +212,13 @@ def _with_attachment(raw: bytes, name: str, content: bytes) -> bytes:
     return msg.as_bytes()
 
 
-def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path) -> None:
-    """Bulk ingest parses ahead in a helper process, across batches; the result must not differ, and a helper
-    that is killed costs nothing but speed (its messages are parsed in place, none quarantined).
-    The helper also stores the attachments the worker keeps: each must be in the blob store,
-    byte for byte, and one over the size limit must still be refused."""
+def test_batches_thread_across_batch_boundaries_and_keep_attachments(tmp_path: Path) -> None:
+    """Messages are claimed and processed in batches; a reply that comes batches after its
+    ticket still threads onto it, a mail that looks like a reply but threads onto nothing is
+    routed by its words, and each kept attachment is in the blob store, byte for byte, while
+    one over the size limit is refused."""
     import hashlib
     import os
-    import signal
 
     from mailgate.intake.accept import Acceptor, Envelope
     from mailgate.pipeline.runner import Runner
@@ -185,35 +233,15 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
     raws[4] = _with_attachment(raws[4], "report.bin", report)
     raws[7] = _with_attachment(_with_attachment(raws[7], "small.bin", b"tiny"), "huge.bin", huge)
     raws.append(make_mail("Re: [SUP-3] request 2", "more", message_id="<p-reply@acme.com>"))
-    # Looks like a reply (the helper does not tokenise it) but threads onto nothing: a new ticket,
-    # routed by its words all the same.
+    # Looks like a reply but threads onto nothing: a new ticket, routed by its words.
     password = ("forgot my password", "locked out since this morning")
     raws.append(make_mail(*password, message_id="<p-pw1@acme.com>", in_reply_to="<n-7@news.example>"))
     raws.append(make_mail(*password, message_id="<p-pw2@acme.com>", sender="customer2@acme.com"))
     Acceptor(db, config).accept_many([(r, Envelope(source="mbox")) for r in raws])
-    # Batches of four: each next batch is claimed and handed to the helper before this one is
-    # done, and the reply to SUP-3 comes three batches after it.
-    runner = Runner(db, config, batch_size=4, group_ms=10_000, parse_ahead=True)
-    try:
-        assert runner.run_until_idle() == 15
-        assert runner.ahead is not None and runner.ahead.pid is not None
-        os.kill(runner.ahead.pid, signal.SIGKILL)
-        Acceptor(db, config).accept_many(
-            [
-                (
-                    make_mail(f"after the helper died {i}", message_id=f"<p-late{i}@acme.com>"),
-                    Envelope(source="mbox"),
-                )
-                for i in range(3)
-            ]
-        )
-        assert runner.run_until_idle() == 3
-    finally:
-        runner.close()
+    # Batches of four: the reply to SUP-3 comes three batches after it.
+    assert Runner(db, config, batch_size=4).run_until_idle() == 15
     tickets = _tickets(cfg)
-    assert [t.subject for t in tickets] == [f"request {i}" for i in range(12)] + [password[0]] * 2 + [
-        f"after the helper died {i}" for i in range(3)
-    ]
+    assert [t.subject for t in tickets] == [f"request {i}" for i in range(12)] + [password[0]] * 2
     routed = {(t.group, t.category) for t in tickets if t.subject == password[0]}
     assert routed == {("IT", "Accounts and passwords")}
     with db.session() as s:
@@ -229,43 +257,6 @@ def test_parsing_ahead_in_another_process_gives_the_same_tickets(tmp_path: Path)
     small, refused = stored["p7@acme.com"]
     assert blobs.get(small["sha256"]) == b"tiny"
     assert "huge.bin" in refused["rejected"] and "over the" in refused["rejected"]
-    assert not blobs.exists(hashlib.sha256(huge).hexdigest())
-
-
-@pytest.mark.parametrize("in_reply_to", [None, "<earlier@acme.com>"])
-def test_the_parse_helper_stores_kept_attachments_and_hands_over_only_their_digests(
-    tmp_path: Path, in_reply_to: str | None
-) -> None:
-    """The helper puts each attachment the worker will keep into the blob store before it hands
-    the parse over, so the bytes need not cross the pipe; one over the limits stays with the
-    worker (which refuses it) and is never stored. A reply's attachments too (its words are
-    not tokenised there, its attachments are stored all the same)."""
-    import hashlib
-    import time
-
-    from mailgate.pipeline.parse_ahead import ParseAhead
-    from mailgate.store.blobs import BlobStore
-
-    blobs = BlobStore(tmp_path / "attachments")
-    report, huge = os.urandom(60_000), os.urandom(150_000)
-    mail = make_mail("two files", in_reply_to=in_reply_to)
-    raw = _with_attachment(_with_attachment(mail, "report.bin", report), "huge.bin", huge)
-    ahead = ParseAhead(("support@localhost",), blobs=blobs.root, limits=(100_000, 50))
-    try:
-        ahead.submit([(1, raw)])
-        digest = hashlib.sha256(report).hexdigest()
-        deadline = time.monotonic() + 60
-        while not blobs.exists(digest):  # the helper has started and reached the message
-            assert time.monotonic() < deadline, "the parse helper never stored the attachment"
-            time.sleep(0.02)
-        parsed = ahead.take(1)
-    finally:
-        ahead.close()
-    assert parsed is not None
-    kept, over = parsed.attachments
-    assert (kept.filename, kept.sha256, kept.size, kept.content) == ("report.bin", digest, 60_000, b"")
-    assert blobs.get(digest) == report
-    assert (over.filename, over.sha256, over.content) == ("huge.bin", None, huge)
     assert not blobs.exists(hashlib.sha256(huge).hexdigest())
 
 
@@ -288,7 +279,7 @@ def test_mbox_is_split_exactly_as_the_stdlib_splits_it(parts: list[bytes]) -> No
     the stdlib's mailbox.mbox gives it (From_ lines, blank separators, CRLF, a file cut short)."""
     import tempfile
 
-    from mailgate.cli.ingest import mbox_messages
+    from mailgate.intake.pipe import mbox_messages
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "box"

@@ -20,7 +20,10 @@ def test_parse_json_of_a_reply(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["ticket_ref"] == "SUP-30"
     assert data["from_addr"] == "juergen.mueller@firma.example"
-    assert data["reply_text"].endswith("Jürgen Müller")
+    # The sign-off and name below the text are a signature (no "-- " line): gone from the reply,
+    # still in the whole body.
+    assert data["reply_text"].endswith("Farbe fehlt weiterhin.")
+    assert "Jürgen Müller" in data["body_text"]
     assert "bitte starten Sie den Drucker neu" in data["body_text"]
 
 

@@ -28,6 +28,8 @@ def load(name: str) -> ParsedMail:
         ("bulk_newsletter.eml", "Precedence: bulk"),
         ("own_address_loop.eml", "one of our own addresses"),
         ("noreply_sender.eml", "robot address"),
+        # captured: Dovecot's Pigeonhole Sieve vacation answering one of our acknowledgements
+        ("auto_reply_pigeonhole_vacation.eml", "Auto-Submitted: auto-replied (vacation)"),
     ],
 )
 def test_automatic_mail_is_flagged_with_a_reason(name: str, reason: str) -> None:

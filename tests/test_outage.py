@@ -91,7 +91,8 @@ def test_permanent_refusal_is_shown_by_outbox_failed_and_retried_by_outbox_retry
         wait_until(lambda: {i.state for i in outbox(d)} == {"failed"}, what="both mails failed")
         failed = cli("--config", str(cfg), "outbox", "failed")
         assert failed.returncode == 0
-        lines = failed.stdout.strip().splitlines()
+        header, *lines = failed.stdout.strip().splitlines()
+        assert header.split()[:3] == ["ID", "STATE", "KIND"]
         assert len(lines) == 2 and all(" failed " in line and "550" in line for line in lines)
         assert any("acknowledgement" in line and "c@acme.com" in line for line in lines)
         assert sink.messages == []
@@ -102,7 +103,9 @@ def test_permanent_refusal_is_shown_by_outbox_failed_and_retried_by_outbox_retry
         assert (again.returncode, again.stdout.strip()) == (0, "1 mail(s) queued again")
         [ack] = sink.wait_to("c@acme.com", 1)
         assert ack["Subject"] == "[SUP-1] to a mailbox that is gone"
-        assert len(cli("--config", str(cfg), "outbox", "failed").stdout.strip().splitlines()) == 1
+        assert (
+            len(cli("--config", str(cfg), "outbox", "failed").stdout.strip().splitlines()) == 1 + 1
+        )  # header
         assert cli("--config", str(cfg), "outbox", "retry").returncode == 0  # the rest
         d.settle()
         assert {i.state for i in outbox(d)} == {"sent"}
@@ -135,8 +138,13 @@ def test_storage_failure_quarantines_and_inbox_retry_recovers(tmp_path: Path, si
 
         failed = cli("--config", str(cfg), "inbox", "failed")
         assert failed.returncode == 0
-        [line] = failed.stdout.strip().splitlines()
-        assert line.split()[0] == str(bad.id) and "failed" in line and "new-ticket:" in line
+        header, line = failed.stdout.strip().splitlines()
+        assert (
+            header.split()[0] == "ID"
+            and line.split()[0] == str(bad.id)
+            and "failed" in line
+            and "new-ticket:" in line
+        )
         assert cli("--config", str(cfg), "inbox", "retry", str(good.id)).returncode == 1  # not quarantined
 
         store.unlink()  # fixed

@@ -120,13 +120,13 @@ def test_two_workers_and_two_senders_never_take_the_same_row(
 
     def work(i: int) -> None:
         runner = runners[i]
-        real = runner.process
+        real = runner.begin
 
-        def recording(item: Any, raw: bytes | None, ahead: bool = False) -> Any:
+        def recording(item: Any, raw: bytes | None) -> Any:
             done[i].append(item.id)
-            return real(item, raw, ahead)
+            return real(item, raw)
 
-        runner.process = recording  # type: ignore[method-assign]
+        runner.begin = recording  # type: ignore[method-assign]
         start.wait()
         while runner.run_once():
             pass

@@ -18,17 +18,17 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from conftest import REPO, Sink, free_port, make_mail
+from support.console import CLEAN_ENV, MAILGATE, Run, mailgate, wait_for_db
 
 README = (REPO / "README.md").read_text()
 
@@ -104,9 +104,6 @@ def test_bin_run_from_a_fresh_clone_serves_the_readme_example(tmp_path: Path) ->
 
 # -- every command, as the installed console script ---------------------------------------------
 
-MAILGATE = shutil.which("mailgate", path=str(Path(sys.executable).parent))
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-
 # The README's example mail ("Try it"), as the files a user would pipe or pass.
 EXAMPLE = make_mail(
     "system is down",
@@ -119,33 +116,6 @@ REPLY = make_mail(
     message_id="<readme-2@acme.com>",
     in_reply_to="<readme-1@acme.com>",
 )
-
-
-@dataclass
-class Run:
-    args: tuple[str, ...]
-    code: int
-    out: str
-    err: str
-    raw: bytes = field(repr=False)
-
-
-def mailgate(cwd: Path, *args: str, stdin: bytes | None = None, ok: tuple[int, ...] = (0,)) -> Run:
-    """Run the console script in a new process; it must exit with one of `ok` and no traceback."""
-    assert MAILGATE, f"no mailgate console script next to {sys.executable}"
-    proc = subprocess.run(
-        [MAILGATE, *args], cwd=cwd, env=CLEAN_ENV, input=stdin, capture_output=True, timeout=120
-    )
-    run = Run(
-        args,
-        proc.returncode,
-        proc.stdout.decode(errors="replace"),
-        proc.stderr.decode(errors="replace"),
-        proc.stdout,
-    )
-    assert "Traceback" not in run.err and "Traceback" not in run.out, run
-    assert run.code in ok, run
-    return run
 
 
 def test_readme_try_it_in_a_fresh_checkout_directory(tmp_path: Path) -> None:
@@ -175,18 +145,6 @@ class Desk:
 
     def cli(self, *args: str, ok: tuple[int, ...] = (0,)) -> Run:
         return mailgate(self.root, "--config", str(self.config), *args, ok=ok)
-
-
-def _wait_for_db(db: Path, query: str, want: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    got = None
-    while time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            got = conn.execute(query).fetchone()
-        if got == want:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{query}: {got}, waited for {want}")
 
 
 def _with_attachment(subject: str, message_id: str) -> bytes:
@@ -252,7 +210,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
             stdin=_with_attachment("logs attached", "<att-1@acme.com>"),
         )  # stored: exit 0, so the MTA does not send it again; the failure is the desk's to fix
         runs["inbox failed"] = d.cli("inbox", "failed")
-        d.failed_id = int(runs["inbox failed"].out.split()[0])
+        d.failed_id = int(runs["inbox failed"].out.splitlines()[1].split()[0])  # under the header
         store.unlink()
         runs["inbox retry"] = d.cli("inbox", "retry", str(d.failed_id))
         # The daemon processes the retried message and tries to send every mail; the relay
@@ -267,8 +225,8 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for_db(db, "SELECT count(*) FROM inboxitem WHERE state != 'done'", (0,))
-            _wait_for_db(db, "SELECT count(*) FROM outboxitem WHERE state = 'pending'", (0,))
+            wait_for_db(db, "SELECT count(*) FROM inboxitem WHERE state != 'done'", (0,))
+            wait_for_db(db, "SELECT count(*) FROM outboxitem WHERE state = 'pending'", (0,))
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(60)
@@ -295,7 +253,7 @@ def test_ingest_stdin_file_mbox_and_maildir_make_their_tickets(desk: Desk) -> No
     rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
     assert set(rows) == {"SUP-1", "SUP-2", "SUP-3", "SUP-4", "SUP-5"}, listing
     assert rows["SUP-1"].endswith("system is down")
-    assert {rows["SUP-2"].split(None, 4)[-1], rows["SUP-3"].split(None, 4)[-1]} == {
+    assert {rows["SUP-2"].split(None, 6)[-1], rows["SUP-3"].split(None, 6)[-1]} == {
         "printer 1 jammed",
         "printer 2 jammed",
     }
@@ -327,7 +285,8 @@ def test_inbox_list_show_raw_failed_and_retry(desk: Desk) -> None:
         b"\r\n", b"\n"
     )
     failed = desk.runs["inbox failed"].out
-    assert re.match(rf"\s*{desk.failed_id} failed\s+SUP\s+-\s.*new-ticket: ", failed), failed
+    assert re.match(r"\s+ID STATE\s+DESK\s+TICKET\s+FROM\s+OUTCOME\n", failed), failed
+    assert re.search(rf"^\s*{desk.failed_id} failed\s+SUP\s+-\s.*new-ticket: ", failed, re.M), failed
     assert desk.runs["inbox retry"].out.strip() == f"inbox item {desk.failed_id} queued again"
     after = desk.cli("inbox", "show", str(desk.failed_id)).out
     assert "ticket SUP-5" in after and "outcome     ticket-created" in after, after
@@ -337,18 +296,21 @@ def test_inbox_list_show_raw_failed_and_retry(desk: Desk) -> None:
 def test_daemon_run_then_outbox_failed_retry_and_list(desk: Desk) -> None:
     run = desk.runs["run"]
     assert run.code == 0 and "stopped" in run.out and "Traceback" not in run.out, run.out[-3000:]
-    failed = desk.runs["outbox failed"].out.splitlines()
+    header, *failed = desk.runs["outbox failed"].out.splitlines()
+    assert header.split() == ["ID", "STATE", "KIND", "TO", "TRIES", "NEXT", "LAST", "ERROR"], header
     assert failed and all(" failed " in line and "550" in line for line in failed), failed
     assert any("acknowledgement" in line and "customer1@acme.com" in line for line in failed), failed
     assert desk.runs["outbox retry"].out.strip() == f"{len(failed)} mail(s) queued again"
-    pending = desk.cli("outbox", "list").out.splitlines()
+    listing = desk.cli("outbox", "list")
+    _, *pending = listing.out.splitlines()
     assert len(pending) == len(failed) and all(" pending " in line for line in pending), pending
+    assert "sender: NOT RUNNING (no daemon)" in listing.err, listing
 
 
 def test_status_and_status_json(desk: Desk) -> None:
     text = desk.cli("status", ok=(0, 1))
     assert re.search(r"^inbox:\s+0 new, 0 processing, 0 quarantined$", text.out, re.M), text
-    n = len(desk.runs["outbox failed"].out.splitlines())
+    n = len(desk.runs["outbox failed"].out.splitlines()) - 1  # under the header
     assert re.search(rf"^outbox:\s+{n} pending", text.out, re.M), text
     st = json.loads(desk.cli("status", "--json", ok=(0, 1)).out)
     assert (st["outbox_pending"], st["quarantined"], st["rules_errors"]) == (n, 0, [])

@@ -115,49 +115,6 @@ def test_the_worker_process_does_the_work_is_replaced_when_it_dies_and_dies_with
         daemon.stop()
 
 
-def test_a_parse_process_that_dies_does_not_stall_the_pipeline(tmp_path: Path) -> None:
-    """The pipeline parses a backlog ahead in a helper process. If the kernel's OOM killer takes
-    that process, mail must go on being ticketed (parsed in place, a new helper later), not fail
-    batch after batch."""
-    from mailgate.config import load_config
-    from mailgate.intake.accept import Acceptor, Envelope
-    from mailgate.pipeline.runner import Runner
-    from mailgate.store.db import Database
-
-    config = load_config(write_config(tmp_path / "desk"), env={"MAILGATE_SECRET": "test-secret"})
-    db = Database(config.database_url)
-    acceptor = Acceptor(db, config)
-    runner = Runner(db, config, parse_ahead=True)
-    try:
-
-        def arrive(*subjects: str) -> None:
-            for s in subjects:
-                acceptor.accept(
-                    make_mail(s, "x\n", sender=f"{s.split()[0]}@acme.com"),
-                    Envelope(rcpt_tos=("support@localhost",), source="smtp"),
-                )
-
-        arrive("a one", "b two", "c three")
-        assert runner.run_once() == 3
-        assert runner.ahead is not None and runner.ahead.pid is not None
-        killed = runner.ahead.pid
-        os.kill(killed, signal.SIGKILL)
-        time.sleep(0.5)
-        arrive("d four", "e five", "f six")
-        assert runner.run_until_idle() == 3
-        arrive("g seven", "h eight")
-        assert runner.run_until_idle() == 2
-        assert runner.ahead.pid not in (None, killed)  # a new helper took over
-        with sqlite3.connect(config.state_dir / "mailgate.db") as conn:
-            states = conn.execute(
-                "SELECT state, disposition, count(*) FROM inboxitem GROUP BY 1, 2"
-            ).fetchall()
-        assert states == [("done", "ticket-created", 8)]
-    finally:
-        runner.close()
-        db.dispose()
-
-
 def test_a_taken_port_is_a_clear_error_and_leaves_no_worker_behind(tmp_path: Path) -> None:
     """The listener starts after the worker process: when the port is taken, `mailgate run` must
     say so and exit, stopping the worker it had started (multiprocessing would otherwise wait for

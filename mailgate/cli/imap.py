@@ -66,7 +66,7 @@ def _position(config: Config, account: str, folder: str, uidvalidity: int) -> st
     from mailgate.cli.common import open_db
     from mailgate.store import imap_state
 
-    with open_db(config) as db, db.session() as s:
+    with open_db(config, create=True) as db, db.session() as s:
         state = imap_state.get_state(s, account, folder)
         stuck = [f for f in imap_state.failures(s, account) if f.given_up and f.folder == folder]
     if state is None:

@@ -57,6 +57,101 @@ host = "127.0.0.1"
 port = 25
 """
 
+INIT_TEAM = """\
+# A new desk's team, written by `mailgate init`: replace the two example people with yours.
+# rules/team.toml and rules/routing.toml of the mailgate sources show a larger desk (seed 003's
+# care desk: several groups, round-robin and least-open assignment). Format: docs/routing.md.
+# Check an edit with `mailgate rules check`; the daemon reloads this file when it changes and
+# keeps the last good version if an edit is wrong.
+
+# Who gets every ticket that no routing rule sent to a group or an agent.
+triage = "{lead}"
+
+# Who is told when a rules edit is refused (besides the log).
+admins = ["{admin}"]
+
+# --- agents ---------------------------------------------------------------------------------
+# address is how mail reaches them and how they are recognised; handle is for "#assign lead".
+# away = true: no new tickets are assigned to them. role = "agent" (default), "lead", "admin"
+# or "light" (internal notes only): docs/security.md "Roles".
+
+[[agents]]
+address = "{lead}"
+name = "Team lead"   # replace: the person who triages
+handle = "lead"
+role = "lead"
+
+[[agents]]
+address = "{agent}"
+name = "Agent"       # replace, and add one [[agents]] table per person
+handle = "agent"
+
+# --- groups ---------------------------------------------------------------------------------
+# A routing rule sends a ticket to a group; the group assigns it: "lead" (default), "round-robin"
+# (members in turn) or "least-open" (the member with the fewest open tickets).
+
+[[groups]]
+name = "{name}"
+members = ["{lead}", "{agent}"]
+lead = "{lead}"
+assignment = "round-robin"
+"""
+
+INIT_ROUTING = """\
+# Routing rules for a new desk, written by `mailgate init`: which group, agent, priority and
+# type a NEW ticket gets. Rules are tried in order; the first that hits decides, unless it says
+# `continue = true` (its actions apply and the next rules are tried too: marking rules).
+# No rule with a group or assignee hits: the triage person of team.toml gets the ticket.
+# Try a message with `mailgate rules test message.eml`; check edits with `mailgate rules check`.
+# Format, and every condition and action: docs/routing.md.
+
+# Time of day and weekday conditions are read in this zone (set yours: an IANA zone name).
+timezone = "Europe/London"
+
+# The priorities tickets may have, most urgent first.
+priorities = ["critical", "high", "medium", "low"]
+
+[defaults]
+priority = "medium"
+
+# A rule may set impact and urgency instead of a priority; the matrix gives the priority.
+[priority_matrix]
+impact = ["high", "medium", "low"]
+urgency = ["high", "medium", "low"]
+priority = [
+  # urgency: high     medium    low
+  ["critical", "high", "medium"], # impact high
+  ["high", "medium", "low"],      # impact medium
+  ["medium", "low", "low"],       # impact low
+]
+default_impact = "medium"
+default_urgency = "medium"
+
+[[rules]]
+name = "urgent"
+description = "The sender flags the mail as urgent (Outlook Importance / X-Priority, or says so)"
+continue = true
+when.any = [
+  {{ header = {{ name = "Importance", equals = "high" }} }},
+  {{ header = {{ name = "X-Priority", starts = ["1", "2"] }} }},
+  {{ subject = {{ words = ["urgent", "asap", "emergency"] }} }},
+]
+then = {{ urgency = "high", tags = ["urgent"] }}
+
+[[rules]]
+name = "after-hours"
+description = "Arrived at a weekend or outside office hours"
+continue = true
+when.any = [{{ weekday = ["sat", "sun"] }}, {{ time = "18:00-08:00" }}]
+then = {{ tags = ["after-hours"] }}
+
+# Send tickets to the group (uncomment and adapt; first match wins):
+# [[rules]]
+# name = "billing"
+# when.text.words = ["invoice", "billing", "refund"]
+# then = {{ group = "{name}", type = "Billing" }}
+"""
+
 ENV_EXAMPLE = """\
 # Secrets for mailgate. Copy to .env (keep it private: chmod 600) or set them in the service's
 # environment (systemd: EnvironmentFile=). Never put them in config.toml.
@@ -92,12 +187,13 @@ def _init(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EX_CONFIG
+    admin = (args.admin or f"postmaster@{address.split('@')[1]}").lower()
     files: dict[Path, bytes] = {
         target / "config.toml": CONFIG_TEMPLATE.format(
             name=args.name.replace('"', "'"),
             address=address,
             key=key,
-            admin=args.admin or f"postmaster@{address.split('@')[1]}",
+            admin=admin,
         ).encode(),
         target / ".env.example": ENV_EXAMPLE.encode(),
     }
@@ -105,6 +201,13 @@ def _init(args: argparse.Namespace) -> int:
         for p in sorted(src.rglob("*")):
             if p.is_file() and "__pycache__" not in p.parts:
                 files[target / name / p.relative_to(src)] = p.read_bytes()
+    # The shipped team and routing are the example care desk's: a new desk gets a team of its
+    # own domain to fill in, and routing rules that refer to nobody but it.
+    domain = address.split("@")[1]
+    group = args.name.replace('"', "'")
+    people = {"lead": f"team-lead@{domain}", "agent": f"agent@{domain}"}
+    files[target / "rules" / "team.toml"] = INIT_TEAM.format(admin=admin, name=group, **people).encode()
+    files[target / "rules" / "routing.toml"] = INIT_ROUTING.format(name=group).encode()
     existing = [p for p in files if p.exists()]
     if existing and not args.force:
         print(
@@ -139,22 +242,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    import os
-
     from mailgate.checks import check_all
+    from mailgate.config import config_path
 
-    path = (
-        args.config
-        or os.environ.get("MAILGATE_CONFIG")
-        or ("config.toml" if Path("config.toml").exists() else None)
-    )
-    if path is None:
+    path = config_path(args.config)
+    if path is None:  # a fresh checkout: the embedded default, which `mailgate run` would use
         print(
-            "mailgate config check: no config file (--config FILE, $MAILGATE_CONFIG or ./config.toml)",
-            file=sys.stderr,
+            "no config file (--config FILE, $MAILGATE_CONFIG or ./config.toml): checking the embedded default"
         )
-        return EX_CONFIG
-    report = check_all(Path(path))
+    report = check_all(path)
     for w in report.warnings:
         print(f"warning: {w}")
     for p in report.problems:

@@ -46,6 +46,9 @@ def result_dict(mail: ParsedMail, desk_keys: Iterable[str]) -> dict[str, Any]:
             "diagnostic": mail.bounce.diagnostic,
             "permanent": mail.bounce.permanent,
             "original_envelope_id": mail.bounce.original_envelope_id,
+            "kind": mail.bounce.kind,
+            "complaint": mail.bounce.complaint,
+            "detector": mail.bounce.detector,
         }
     return _clean(
         {

@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlmodel import col
 
-from mailgate.cli.common import config_of, open_db
+from mailgate.cli.common import config_of, cut, open_db
 from mailgate.store import inbox
-from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, utc
+from mailgate.store.db import Database
+from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, now_utc, utc
 
 
 def _inbox_list(args: argparse.Namespace) -> int:
@@ -30,10 +32,13 @@ def _inbox_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no failed messages" if args.failed else "inbox is empty")
         return 0
+    key_width = max(len("TICKET"), *(len(keys.get(r.ticket_id, "-")) for r in rows))
+    print(f"{'ID':>6} {'STATE':<10} {'DESK':<8} {'TICKET':<{key_width}} {'FROM':<28} OUTCOME")
     for r in rows:
         what = f"{r.stage}: {r.reason}" if r.state == "failed" else (r.disposition or "")
         print(
-            f"{r.id:>6} {r.state:<10} {r.desk:<6} {keys.get(r.ticket_id, '-'):<10} {r.mail_from or '-':<28} {what}"
+            f"{r.id:>6} {r.state:<10} {cut(r.desk, 8)} {keys.get(r.ticket_id, '-'):<{key_width}}"
+            f" {cut(r.mail_from or '-', 28)} {what}"
         )
     return 0
 
@@ -98,22 +103,51 @@ def _inbox_retry(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _sender_line(db: Database, pending: int) -> tuple[str, bool]:
+    """Who sends the pending mail: a running daemon (by its heartbeat), or nobody. The second
+    value is False when mail waits and no sender is alive."""
+    from mailgate.store.heartbeat import daemons
+
+    running = [d for d in daemons(db) if d.alive]
+    if running:
+        d = running[0]
+        return f"sender: running in the daemon, pid {d.pid} on {d.host}", True
+    if not pending:
+        return "sender: no daemon is running", True
+    return f"sender: NOT RUNNING (no daemon): {pending} mail(s) wait until `mailgate run` starts", False
+
+
+def _when(at: datetime, now: datetime) -> str:
+    """A time as how far it is from now: `in 4m`, or `overdue 3m` when it has passed."""
+    seconds = int((utc(at) - now).total_seconds())
+    span = abs(seconds)
+    text = f"{span}s" if span < 120 else f"{span // 60}m" if span < 7200 else f"{span // 3600}h"
+    return f"in {text}" if seconds > 0 else "now" if span < 5 else f"overdue {text}"
+
+
 def _outbox_list(args: argparse.Namespace) -> int:
-    with open_db(config_of(args)) as db, db.session() as s:
-        stmt = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(args.limit)
-        if args.failed:
-            stmt = stmt.where(col(OutboxItem.state) == "failed")
-        else:
-            stmt = stmt.where(col(OutboxItem.state).in_(["pending", "sending", "failed"]))
-        rows = list(s.execute(stmt).scalars())
+    with open_db(config_of(args)) as db:
+        with db.session() as s:
+            stmt = select(OutboxItem).order_by(col(OutboxItem.id).desc()).limit(args.limit)
+            if args.failed:
+                stmt = stmt.where(col(OutboxItem.state) == "failed")
+            else:
+                stmt = stmt.where(col(OutboxItem.state).in_(["pending", "sending", "failed"]))
+            rows = list(s.execute(stmt).scalars())
+        sender, alive = _sender_line(db, sum(r.state != "failed" for r in rows))
     if not rows:
         print("no failed mail" if args.failed else "outbox is empty")
         return 0
+    now = now_utc()
+    print(f"{'ID':>6} {'STATE':<8} {'KIND':<16} {'TO':<30} {'TRIES':>5} {'NEXT':<12} LAST ERROR")
     for r in rows:
+        nxt = "-" if r.state == "failed" else _when(r.next_attempt_at, now)
         print(
-            f"{r.id:>6} {r.state:<8} {r.kind:<16} to {','.join(r.recipients):<30} tries {r.attempts}"
-            f" next {utc(r.next_attempt_at):%Y-%m-%d %H:%M:%S}  {r.last_error or ''}"
+            f"{r.id:>6} {r.state:<8} {cut(r.kind, 16)} {cut(','.join(r.recipients), 30)} {r.attempts:>5}"
+            f" {nxt:<12} {' '.join((r.last_error or '-').split())}"
         )
+    if not args.failed:
+        print(sender, file=sys.stdout if alive else sys.stderr)
     return 0
 
 

@@ -25,6 +25,7 @@ from mailgate.config import Config, load_config
 from mailgate.domain.routing import RoutingDecision, evaluate
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.mail.parse import parse_message
+from mailgate.mail.portal import relayed_by_portal
 from mailgate.ruleset import Snapshot, load
 
 
@@ -41,7 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     test.add_argument("message", metavar="MESSAGE.eml", help="a raw RFC 5322 message; - reads stdin")
     test.add_argument("--json", action="store_true", help="print one JSON object")
     test.add_argument(
-        "--desk", metavar="ADDRESS", help="the desk address it arrived at (default: the first desk)"
+        "--desk",
+        metavar="KEY|ADDRESS",
+        help="the desk it arrived at, by key (CARE) or address; its own rules/<KEY>/routing.toml "
+        "applies (default: the first desk)",
     )
     test.add_argument(
         "--at",
@@ -89,6 +93,14 @@ def run_check(args: argparse.Namespace) -> int:
         f"ok: {len(rules.routing.rules)} rules, {len(team.groups)} groups, {len(team.agents)} agents, "
         f"triage {team.triage} (version {rules.version}); workflows: {', '.join(rules.workflows)}; {sla}"
     )
+    if len(cfg.desks) > 1 or rules.desk_routing:
+        for d in cfg.desks:  # each desk's routing: its own file, or the shared one
+            own = d.key in rules.desk_routing
+            where = f"rules/{d.key}/routing.toml" if own else "rules/routing.toml"
+            print(
+                f"desk {d.key} <{d.address}>: {where}, {len(rules.routing_for(d.key).rules)} rules, "
+                f"triage {rules.triage_for(d.key)}"
+            )
     return EX_OK
 
 
@@ -103,7 +115,13 @@ def run_test(args: argparse.Namespace) -> int:
     if rules is None:
         return EX_DATAERR
     mail = parse_message(raw, own_addresses=cfg.own_addresses)
-    desk = (args.desk or cfg.desks[0].address).lower()
+    configured = cfg.desk_by_key(args.desk) if args.desk else cfg.desks[0]
+    desk = configured.address if configured is not None else args.desk.lower()
+    configured = configured or cfg.desk_for(desk)
+    key = configured.key if configured is not None else cfg.desks[0].key
+    relayed = relayed_by_portal(mail, configured.portals, cfg.own_addresses) if configured else None
+    if relayed is not None and relayed.person:  # as the pipeline reads a portal's mail
+        mail.from_addr, mail.from_name = relayed.person, relayed.name
     if args.at:
         try:
             now = datetime.fromisoformat(args.at)
@@ -119,21 +137,24 @@ def run_test(args: argparse.Namespace) -> int:
         now = now.replace(tzinfo=UTC)
     # A dry run has no database: round-robin starts at the first member in turn and least-open
     # has no counts; the daemon passes both from the tickets it has.
-    decision = evaluate(rules, mail, desk_address=desk, now=now)
+    routing = rules.routing_for(key)
+    decision = evaluate(routing, mail, desk_address=desk, now=now)
     if args.json:
         out = decision.to_dict()
         out["rules_version"] = rules.version
         out["desk"] = desk
+        out["desk_key"] = key
         out["time"] = now.isoformat()
         out["message"] = {"subject": mail.subject, "from": mail.from_addr}
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return EX_OK
-    tz = rules.routing.timezone
-    known = "" if cfg.desk_for(desk) else "  (not a configured desk)"
+    tz = routing.timezone
+    known = f" ({key})" if configured else "  (not a configured desk)"
+    source = f"rules/{key}/routing.toml" if key in rules.desk_routing else "rules/routing.toml"
     print(f"message   {mail.subject!r} from {mail.from_addr or '(no sender)'}")
     print(f"desk      {desk}{known}")
     print(f"time      {now.astimezone(tz):%a %Y-%m-%d %H:%M} {tz} (from {when})")
-    print(f"rules     version {rules.version}, {len(rules.routing.rules)} rules")
+    print(f"rules     version {rules.version}, {len(routing.rules)} rules of {source}")
     print()
     print("Rules, in order:")
     for line in decision.trace:

@@ -35,13 +35,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
+    from mailgate.cli.progress import progress
     from mailgate.store.db import Database
-    from mailgate.store.migrate import current_revision, head_revision
+    from mailgate.store.migrate import current_revision, head_revision, pending_revisions
 
     config = config_of(args)
     db = Database(config.database_url, upgrade=False)
-    before = current_revision(db.engine)
-    db.upgrade()
+    try:
+        before = current_revision(db.engine)
+        steps = pending_revisions(db.engine)
+        with progress(args, total=len(steps) or None, desc="db upgrade", unit="migration") as bar:
+
+            def step(revision: str) -> None:
+                bar.set_description_str(f"db upgrade: {revision}")
+                bar.update(1)
+
+            db.upgrade(on_step=step)
+    finally:
+        db.dispose()
     print(f"database at revision {head_revision()} (was {before or 'empty'})")
     return 0
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
+import sys
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlmodel import col
 
-from mailgate.cli.common import config_of, open_db
-from mailgate.store.models import Event, OutboxItem, Ticket, now_utc, utc
+from mailgate.cli.common import config_of, cut, open_db
+from mailgate.domain.history import sentence
+from mailgate.store.models import Event, OutboxItem, Participant, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
 
@@ -19,29 +24,101 @@ def _fmt(dt: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
+# The columns of `tickets list`, with the width each keeps whatever its values: a long address is
+# cut with an ellipsis rather than pushing the columns after it (issue 25). The subject, last,
+# takes the rest of a terminal's width; in a pipe it is whole.
+COLUMNS = (("KEY", 10), ("STATUS", 14), ("PRIORITY", 8), ("GROUP", 12), ("ASSIGNEE", 22), ("REQUESTER", 26))
+CSV_FIELDS = (
+    "key",
+    "status",
+    "priority",
+    "group",
+    "assignee",
+    "requester",
+    "created_at",
+    "updated_at",
+    "subject",
+)
+SORTS = {
+    "created": (col(Ticket.created_at), col(Ticket.id)),
+    "updated": (col(Ticket.updated_at), col(Ticket.id)),
+    "key": (col(Ticket.desk), col(Ticket.number)),
+    "status": (col(Ticket.status), col(Ticket.id)),
+    "priority": (col(Ticket.priority), col(Ticket.id)),
+    "assignee": (col(Ticket.assignee), col(Ticket.id)),
+    "due": (col(Ticket.resolution_due), col(Ticket.id)),
+}
+# Newest first for times, alphabetical for the rest; --reverse turns either round.
+_NEWEST_FIRST = {"created", "updated"}
+
+
+def _select(args: argparse.Namespace) -> Any:
+    stmt = select(Ticket)
+    if args.desk:
+        stmt = stmt.where(col(Ticket.desk) == args.desk.upper())
+    if args.status:  # a status of the workflow, or a category: open, waiting, closed
+        wanted = [v.strip() for v in args.status.split(",") if v.strip()]
+        stmt = stmt.where(or_(col(Ticket.status).in_(wanted), col(Ticket.status_category).in_(wanted)))
+    if args.group:
+        stmt = stmt.where(col(Ticket.group) == args.group)
+    if args.assignee:
+        if args.assignee in ("-", "none"):
+            stmt = stmt.where(col(Ticket.assignee).is_(None))
+        else:
+            stmt = stmt.where(col(Ticket.assignee) == args.assignee.lower())
+    if args.mine:  # assigned to that agent, or one they are on as agent or watcher; not closed
+        me = args.mine.lower()
+        on = select(col(Participant.ticket_id)).where(
+            col(Participant.address) == me, col(Participant.role).in_(["agent", "watcher"])
+        )
+        stmt = stmt.where(
+            or_(col(Ticket.assignee) == me, col(Ticket.id).in_(on)), col(Ticket.status_category) != "closed"
+        )
+    order = SORTS[args.sort]
+    descending = (args.sort in _NEWEST_FIRST) != args.reverse
+    stmt = stmt.order_by(*(c.desc() if descending else c.asc() for c in order))
+    return stmt.limit(args.limit) if args.limit > 0 else stmt
+
+
 def _list(args: argparse.Namespace) -> int:
     with open_db(config_of(args)) as db, db.session() as s:
-        stmt = select(Ticket).order_by(col(Ticket.id).desc()).limit(args.limit)
-        if args.desk:
-            stmt = stmt.where(col(Ticket.desk) == args.desk.upper())
-        if args.status:
-            stmt = stmt.where(col(Ticket.status) == args.status)
-        rows = list(s.execute(stmt).scalars())
+        rows = list(s.execute(_select(args)).scalars())
     if args.json:
-        print(json.dumps([_ticket_dict(t) for t in rows], indent=2, default=str))
+        print(json.dumps([_ticket_dict(t) for t in rows], indent=2, default=str, ensure_ascii=False))
+        return 0
+    if args.csv:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(CSV_FIELDS)
+        for t in rows:
+            d = _ticket_dict(t)
+            out.writerow([_csv_value(d[f]) for f in CSV_FIELDS])
         return 0
     if not rows:
         print("no tickets")
         return 0
-    print(f"{'KEY':<10} {'STATUS':<18} {'ASSIGNEE':<24} {'REQUESTER':<28} SUBJECT")
+    widths = [w for _, w in COLUMNS]
+    widths[0] = max(len("KEY"), *(len(t.key) for t in rows))  # keys are never cut
+    room = None
+    if sys.stdout.isatty():
+        room = max(shutil.get_terminal_size().columns - sum(widths) - len(widths), 20)
+    print(" ".join(cut(name, w) for (name, _), w in zip(COLUMNS, widths, strict=True)) + " SUBJECT")
     for t in rows:
-        print(f"{t.key:<10} {t.status:<18} {(t.assignee or '-'):<24} {t.requester:<28} {t.subject[:60]}")
+        values = (t.key, t.status, t.priority, t.group, t.assignee, t.requester)
+        cells = " ".join(cut(v or "-", w) for v, w in zip(values, widths, strict=True))
+        print(f"{cells} {t.subject if room is None else cut(t.subject, room).rstrip()}")
     return 0
+
+
+def _csv_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return "" if value is None else value
 
 
 def _ticket_dict(t: Ticket) -> dict[str, object]:
     return {
         "key": t.key,
+        "desk": t.desk,
         "subject": t.subject,
         "requester": t.requester,
         "status": t.status,
@@ -53,6 +130,7 @@ def _ticket_dict(t: Ticket) -> dict[str, object]:
         "tags": t.tags,
         "fields": t.fields,
         "created_at": utc(t.created_at),
+        "updated_at": utc(t.updated_at),
         "first_response_at": utc(t.first_response_at),
         "first_response_due": utc(t.first_response_due),
         "resolution_due": utc(t.resolution_due),
@@ -115,7 +193,14 @@ def _show(args: argparse.Namespace) -> int:
             for m in messages
         ]
         data["events"] = [
-            {"at": utc(e.created_at), "actor": e.actor, "kind": e.kind, "data": e.data} for e in events
+            {
+                "at": utc(e.created_at),
+                "actor": e.actor,
+                "kind": e.kind,
+                "data": e.data,
+                "text": sentence(e.kind, e.actor, e.data),
+            }
+            for e in events
         ]
         print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
         return 0
@@ -152,8 +237,7 @@ def _show(args: argparse.Namespace) -> int:
             print(f"    [attachment] {a.get('filename')} ({a.get('content_type')}, {a.get('size')} bytes)")
     print("\nHistory:")
     for e in events:
-        detail = ", ".join(f"{k}={v}" for k, v in (e.data or {}).items())
-        print(f"  {_fmt(e.created_at)} {e.actor}: {e.kind} {detail}")
+        print(f"  {_fmt(e.created_at)}  {sentence(e.kind, e.actor, e.data)}")
     print("\nMail sent:")
     for o in outgoing:
         when = _fmt(o.sent_at) if o.sent_at else o.state + (f" ({o.last_error})" if o.last_error else "")
@@ -164,11 +248,20 @@ def _show(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tickets", help="list and show tickets")
     tsub = p.add_subparsers(dest="tickets_command", required=True)
-    ls = tsub.add_parser("list", help="the newest tickets")
-    ls.add_argument("--desk")
-    ls.add_argument("--status")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--json", action="store_true")
+    ls = tsub.add_parser("list", help="tickets, newest first; filter, sort, or print as JSON or CSV")
+    ls.add_argument("--desk", help="only this desk's tickets (its key, e.g. SUP)")
+    ls.add_argument("--status", help="status or category (open, waiting, closed); several with commas")
+    ls.add_argument("--group", help="only this group's tickets")
+    ls.add_argument("--assignee", help="only tickets assigned to this address (- for unassigned)")
+    ls.add_argument(
+        "--mine", metavar="ADDRESS", help="tickets not closed that ADDRESS is assigned to or watches"
+    )
+    ls.add_argument("--sort", choices=sorted(SORTS), default="created", help="default: %(default)s")
+    ls.add_argument("--reverse", action="store_true", help="turn the order round")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (0: all; default %(default)s)")
+    fmt = ls.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON list, every field")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     ls.set_defaults(func=_list)
     sh = tsub.add_parser("show", help="one ticket: fields, messages and full history")
     sh.add_argument("key")

@@ -41,11 +41,6 @@ Commands go on the first lines of your reply, one per line:
   #internal            (this reply is a note for agents only)
 The rest of your reply goes to the requester and watchers (unless #internal)."""
 
-KNOWN = (
-    "status", "assign", "unassign", "priority", "type", "category", "set", "unset", "tag", "untag",
-    "cc", "link", "merge", "internal", "help", "reopen",
-)  # fmt: skip
-
 
 @dataclass(frozen=True)
 class RawCommand:
@@ -130,164 +125,221 @@ def plan(
     ticket_exists: Callable[[str], bool],
 ) -> tuple[Plan, list[CommandError]]:
     """Check every command; the Plan is to be applied only when the error list is empty."""
-    p = Plan()
-    errors: list[CommandError] = []
-    status_from = ticket.status
-
-    def err(c: RawCommand, reason: str, valid: str = "") -> None:
-        errors.append(CommandError(c.line_no, c.line, reason, valid))
-
-    def set_status(c: RawCommand, st: Status) -> None:
-        nonlocal status_from
-        if p.status is not None:
-            err(c, "a second status change in one reply", "one #status per reply")
-            return
-        if st.id == ticket.status:
-            err(c, f"{ticket.key} is already {st.label}")
-            return
-        if not workflow.can(status_from, st.id):
-            here = workflow.status(status_from).label if status_from in workflow.statuses else status_from
-            targets = ", ".join(
-                f"{t.label} (#{t.aliases[0] if t.aliases else t.id})" for t in workflow.targets(status_from)
-            )
-            err(c, f"cannot go from {here} to {st.label}", targets or "none: this status is final")
-            return
-        p.status = st
-
+    planner = _Planner(ticket, workflow, team, author, ticket_exists)
     for c in commands:
-        args = c.args.strip()
-        name = c.name
-        if name not in KNOWN:
-            st = workflow.find(name) or (workflow.find(f"{name} {args}") if args else None)
-            if st is not None:
-                set_status(c, st)
-                continue
-            err(
+        planner.check(c)
+    return planner.plan, planner.errors
+
+
+@dataclass
+class _Planner:
+    """Checks one command at a time into `plan`, or notes in `errors` why it cannot be done.
+
+    One small step per command word (`_STEPS`); a word that is no command may be a status
+    (`#resolve`, `#waiting for customer`)."""
+
+    ticket: TicketView
+    workflow: Workflow
+    team: Team
+    author: str
+    ticket_exists: Callable[[str], bool]
+    plan: Plan = field(default_factory=Plan)
+    errors: list[CommandError] = field(default_factory=list)
+
+    def check(self, c: RawCommand) -> None:
+        step = _STEPS.get(c.name)
+        if step is None:
+            self.status_word(c, c.args.strip())
+            return
+        step(self, c, c.args.strip())
+
+    def err(self, c: RawCommand, reason: str, valid: str = "") -> None:
+        self.errors.append(CommandError(c.line_no, c.line, reason, valid))
+
+    def targets(self) -> str:
+        """The statuses the ticket may move to, with the word that moves it there."""
+        return ", ".join(
+            f"{t.label} (#{t.aliases[0] if t.aliases else t.id})"
+            for t in self.workflow.targets(self.ticket.status)
+        )
+
+    def set_status(self, c: RawCommand, st: Status) -> None:
+        wf, here = self.workflow, self.ticket.status
+        if self.plan.status is not None:
+            self.err(c, "a second status change in one reply", "one #status per reply")
+            return
+        if st.id == here:
+            self.err(c, f"{self.ticket.key} is already {st.label}")
+            return
+        if not wf.can(here, st.id):
+            label = wf.status(here).label if here in wf.statuses else here
+            self.err(
+                c, f"cannot go from {label} to {st.label}", self.targets() or "none: this status is final"
+            )
+            return
+        self.plan.status = st
+
+    # -- one step per command word ---------------------------------------------------------------
+    def status_word(self, c: RawCommand, args: str) -> None:
+        """`#resolve`, `#pending`, `#waiting for customer`: a status by one of its words."""
+        wf = self.workflow
+        st = wf.find(c.name) or (wf.find(f"{c.name} {args}") if args else None)
+        if st is not None:
+            self.set_status(c, st)
+            return
+        self.err(
+            c,
+            f"unknown command #{c.name}",
+            "#status #assign #priority #type #set #tag #cc #link #merge #internal, "
+            "or a status: " + " ".join(f"#{w}" for w in wf.words() if " " not in w),
+        )
+
+    def want_help(self, c: RawCommand, args: str) -> None:
+        self.plan.help = True
+
+    def internal(self, c: RawCommand, args: str) -> None:
+        self.plan.internal = True
+
+    def reopen(self, c: RawCommand, args: str) -> None:
+        self.set_status(c, self.workflow.status(self.workflow.reopen or self.workflow.initial))
+
+    def status(self, c: RawCommand, args: str) -> None:
+        st = self.workflow.find(args) if args else None
+        if st is None:
+            self.err(c, f"unknown status '{args}'" if args else "#status needs a status", self.targets())
+            return
+        self.set_status(c, st)
+
+    def assign(self, c: RawCommand, args: str) -> None:
+        words = args.split(None, 1)
+        if not words:
+            self.err(
+                c, "#assign needs an agent or a group", "#assign <agent>, #assign me, #assign group <group>"
+            )
+            return
+        if words[0].lower() == "group" and len(words) == 2:
+            self.assign_group(c, words[1])
+            return
+        if args.lower() == "me":
+            self.plan.assignee = self.author
+            return
+        agent = self.team.agent(args) or _agent_by_name(self.team, args)
+        if agent is not None:
+            self.plan.assignee = agent.address
+            return
+        group = _group(self.team, args)
+        if group is not None:
+            self.plan.group = group
+            return
+        self.err(
+            c,
+            f"no agent or group '{args}'",
+            "agents: "
+            + ", ".join(a.handle for a in self.team.agents.values())
+            + "; groups: "
+            + ", ".join(self.team.groups),
+        )
+
+    def assign_group(self, c: RawCommand, name: str) -> None:
+        group = _group(self.team, name)
+        if group is None:
+            self.err(c, f"unknown group '{name}'", ", ".join(self.team.groups))
+            return
+        self.plan.group = group
+
+    def unassign(self, c: RawCommand, args: str) -> None:
+        self.plan.unassign = True
+
+    def priority(self, c: RawCommand, args: str) -> None:
+        value = self.workflow.match_priority(args) if args else None
+        if value is None:
+            self.err(c, f"unknown priority '{args}'", ", ".join(self.workflow.priorities))
+            return
+        self.plan.priority = value
+
+    def set_type(self, c: RawCommand, args: str) -> None:
+        value = self.workflow.match_type(args) if args else None
+        if value is None:
+            self.err(c, f"unknown type '{args}'", ", ".join(self.workflow.types))
+            return
+        self.plan.type = value
+
+    def category(self, c: RawCommand, args: str) -> None:
+        if not args:
+            self.err(c, "#category needs a value")
+            return
+        self.plan.category = args
+
+    def set_field(self, c: RawCommand, args: str) -> None:
+        m = FIELD_RE.match(args)
+        if not m or not m.group(2).strip():
+            self.err(c, "#set needs field=value", "#set plan=enterprise")
+            return
+        self.plan.set_fields[m.group(1).lower()] = m.group(2).strip()
+
+    def unset_field(self, c: RawCommand, args: str) -> None:
+        if not args:
+            self.err(c, "#unset needs a field name", ", ".join(self.ticket.fields) or "no fields are set")
+            return
+        self.plan.unset_fields.append(args.lower())
+
+    def tag(self, c: RawCommand, args: str) -> None:
+        tags = [t.strip(",").lower() for t in args.split() if t.strip(",")]
+        if not tags:
+            self.err(c, f"#{c.name} needs at least one tag")
+        (self.plan.tags_add if c.name == "tag" else self.plan.tags_remove).extend(tags)
+
+    def cc(self, c: RawCommand, args: str) -> None:
+        words = args.split()
+        op = words[0].lower() if words else ""
+        removing = op in ("remove", "rm", "del")
+        named = words[1:] if removing or op == "add" else words
+        addrs = [w.strip("<>,;").lower() for w in named]
+        bad = [a for a in addrs if not ADDR_RE.match(a)]
+        if not addrs or bad:
+            self.err(
                 c,
-                f"unknown command #{name}",
-                "#status #assign #priority #type #set #tag #cc #link #merge #internal, "
-                "or a status: " + " ".join(f"#{w}" for w in workflow.words() if " " not in w),
+                f"not an address: {', '.join(bad)}" if bad else "#cc needs an address",
+                "#cc add someone@example.com, #cc remove someone@example.com",
             )
-            continue
-        if name == "help":
-            p.help = True
-        elif name == "internal":
-            p.internal = True
-        elif name == "reopen":
-            target = workflow.reopen or workflow.initial
-            set_status(c, workflow.status(target))
-        elif name == "status":
-            st = workflow.find(args) if args else None
-            if st is None:
-                err(
-                    c,
-                    f"unknown status '{args}'" if args else "#status needs a status",
-                    ", ".join(
-                        f"{t.label} (#{t.aliases[0] if t.aliases else t.id})"
-                        for t in workflow.targets(status_from)
-                    ),
-                )
-            else:
-                set_status(c, st)
-        elif name == "assign":
-            words = args.split(None, 1)
-            if not words:
-                err(
-                    c,
-                    "#assign needs an agent or a group",
-                    "#assign <agent>, #assign me, #assign group <group>",
-                )
-            elif words[0].lower() == "group" and len(words) == 2:
-                g = _group(team, words[1])
-                if g is None:
-                    err(c, f"unknown group '{words[1]}'", ", ".join(team.groups))
-                else:
-                    p.group = g
-            elif args.lower() == "me":
-                p.assignee = author
-            else:
-                agent = team.agent(args) or _agent_by_name(team, args)
-                g = _group(team, args) if agent is None else None
-                if agent is not None:
-                    p.assignee = agent.address
-                elif g is not None:
-                    p.group = g
-                else:
-                    err(
-                        c,
-                        f"no agent or group '{args}'",
-                        "agents: "
-                        + ", ".join(a.handle for a in team.agents.values())
-                        + "; groups: "
-                        + ", ".join(team.groups),
-                    )
-        elif name == "unassign":
-            p.unassign = True
-        elif name == "priority":
-            value = workflow.match_priority(args) if args else None
-            if value is None:
-                err(c, f"unknown priority '{args}'", ", ".join(workflow.priorities))
-            else:
-                p.priority = value
-        elif name == "type":
-            value = workflow.match_type(args) if args else None
-            if value is None:
-                err(c, f"unknown type '{args}'", ", ".join(workflow.types))
-            else:
-                p.type = value
-        elif name == "category":
-            if not args:
-                err(c, "#category needs a value")
-            else:
-                p.category = args
-        elif name == "set":
-            m = FIELD_RE.match(args)
-            if not m or not m.group(2).strip():
-                err(c, "#set needs field=value", "#set plan=enterprise")
-            else:
-                p.set_fields[m.group(1).lower()] = m.group(2).strip()
-        elif name == "unset":
-            if not args:
-                err(c, "#unset needs a field name", ", ".join(ticket.fields) or "no fields are set")
-            else:
-                p.unset_fields.append(args.lower())
-        elif name in ("tag", "untag"):
-            tags = [t.strip(",").lower() for t in args.split() if t.strip(",")]
-            if not tags:
-                err(c, f"#{name} needs at least one tag")
-            (p.tags_add if name == "tag" else p.tags_remove).extend(tags)
-        elif name == "cc":
-            words = args.split()
-            op = words[0].lower() if words else ""
-            addrs = (
-                [w.strip("<>,;").lower() for w in words[1:]]
-                if op in ("add", "remove", "rm", "del")
-                else [w.strip("<>,;").lower() for w in words]
-            )
-            bad = [a for a in addrs if not ADDR_RE.match(a)]
-            if not addrs or bad:
-                err(
-                    c,
-                    f"not an address: {', '.join(bad)}" if bad else "#cc needs an address",
-                    "#cc add someone@example.com, #cc remove someone@example.com",
-                )
-            elif op in ("remove", "rm", "del"):
-                p.cc_remove.extend(addrs)
-            else:
-                p.cc_add.extend(addrs)
-        elif name in ("link", "merge"):
-            key = args.strip("[]()").upper()
-            if not KEY_RE.match(key):
-                err(c, f"#{name} needs a ticket key", f"#{name} {ticket.key.rsplit('-', 1)[0]}-12")
-            elif key == ticket.key:
-                err(c, f"cannot {name} {ticket.key} with itself")
-            elif not ticket_exists(key):
-                err(c, f"no ticket {key}")
-            elif name == "link":
-                p.links.append(key)
-            else:
-                p.merge_into = key
-    return p, errors
+            return
+        (self.plan.cc_remove if removing else self.plan.cc_add).extend(addrs)
+
+    def other_ticket(self, c: RawCommand, args: str) -> None:
+        """`#link KEY` and `#merge KEY`: another ticket of this desk that exists."""
+        key = args.strip("[]()").upper()
+        if not KEY_RE.match(key):
+            self.err(c, f"#{c.name} needs a ticket key", f"#{c.name} {self.ticket.key.rsplit('-', 1)[0]}-12")
+        elif key == self.ticket.key:
+            self.err(c, f"cannot {c.name} {self.ticket.key} with itself")
+        elif not self.ticket_exists(key):
+            self.err(c, f"no ticket {key}")
+        elif c.name == "link":
+            self.plan.links.append(key)
+        else:
+            self.plan.merge_into = key
+
+
+# The command words and the step that checks each; any other word may name a status.
+_STEPS: dict[str, Callable[[_Planner, RawCommand, str], None]] = {
+    "status": _Planner.status,
+    "assign": _Planner.assign,
+    "unassign": _Planner.unassign,
+    "priority": _Planner.priority,
+    "type": _Planner.set_type,
+    "category": _Planner.category,
+    "set": _Planner.set_field,
+    "unset": _Planner.unset_field,
+    "tag": _Planner.tag,
+    "untag": _Planner.tag,
+    "cc": _Planner.cc,
+    "link": _Planner.other_ticket,
+    "merge": _Planner.other_ticket,
+    "internal": _Planner.internal,
+    "help": _Planner.want_help,
+    "reopen": _Planner.reopen,
+}
+KNOWN = tuple(_STEPS)
 
 
 def _group(team: Team, name: str) -> str | None:

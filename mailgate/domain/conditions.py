@@ -97,8 +97,6 @@ class Facts:
             headers[key] = (*headers.get(key, ()), value)
         f.headers = headers
         f.has_attachment = bool(mail.attachments)
-        if mail.words:
-            f._tokens.update(mail.words)  # tokenised ahead, by `words_of`
         return f
 
     def tokens(self, field: str, values: tuple[str, ...]) -> frozenset[str]:
@@ -134,14 +132,6 @@ class Facts:
             got = self.now.astimezone(tz)
             self._local[tz] = got
         return got
-
-
-def words_of(mail: ParsedMail) -> dict[str, frozenset[str]]:
-    """The word sets of the subject and the body, exactly as `Facts.tokens` makes them, for
-    `ParsedMail.words`. Tokenising a body is most of routing's time for a new ticket, and it
-    needs nothing but the mail, so the parse helper does it on the other core."""
-    f = Facts.of(mail, desk_address="", now=datetime.now(UTC))
-    return {name: f.tokens(name, f.text[name]) for name in ("subject", "body")}
 
 
 class Cond(Protocol):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from functools import cached_property
 from typing import Any
@@ -26,7 +26,7 @@ from mailgate.domain.rulesfile import Checker, RulesInvalid, TomlFile, suggest, 
 from mailgate.domain.team import ADDRESS_RE, AssignmentPlan, Team, pick_assignee, plan_assignment
 from mailgate.mail.model import ParsedMail
 
-ROUTING_KEYS = ("timezone", "priorities", "defaults", "priority_matrix", "rules")
+ROUTING_KEYS = ("timezone", "priorities", "defaults", "priority_matrix", "triage", "rules")
 RULE_KEYS = ("name", "description", "when", "then", "continue", "enabled")
 ACTION_KEYS = (
     "group",
@@ -372,6 +372,15 @@ def parse_routing(file: TomlFile, team: Team, templates: frozenset[str]) -> Rout
     check = Checker(file)
     data = file.data
     check.unknown_keys((), data, ROUTING_KEYS, "routing.toml key")
+    if "triage" in data:
+        # Who gets what no rule placed, for the desks that use this file (a desk's own
+        # rules/<KEY>/routing.toml): it replaces team.toml's triage person for them.
+        ref = check.string(("triage",), data["triage"], "triage")
+        agent = team.agent(ref) if ref else None
+        if ref is not None and agent is None:
+            check.add(("triage",), f"unknown agent '{ref}' as triage", suggest(ref.lower(), team.agents))
+        elif agent is not None:
+            team = replace(team, triage=agent.address)
 
     tz: tzinfo = ZoneInfo("UTC")
     compiler = ConditionCompiler(check, tz)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from mailgate.domain.rulesfile import Checker, PathKey, RulesError, RulesInvalid, TomlFile, suggest
 
@@ -20,10 +21,22 @@ ADDRESS_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 STRATEGIES = ("lead", "round-robin", "least-open")
 TEAM_KEYS = ("triage", "admins", "agents", "groups")
 AGENT_KEYS = ("address", "name", "handle", "away", "role")
-# What an agent may do (docs/security.md "Roles"): light agents write internal notes only; an
-# agent (the default) changes the tickets of their groups and those assigned to them; a lead also
-# those assigned to the members of the groups they lead; an admin, every ticket.
-ROLES = ("agent", "lead", "admin", "light")
+
+
+class TeamRole(StrEnum):
+    """An agent's role in team.toml (`role = "lead"`): the value is the word the file uses.
+
+    What an agent may do (docs/security.md "Roles"): light agents write internal notes only; an
+    agent (the default) changes the tickets of their groups and those assigned to them; a lead
+    also those assigned to the members of the groups they lead; an admin, every ticket."""
+
+    AGENT = "agent"
+    LEAD = "lead"
+    ADMIN = "admin"
+    LIGHT = "light"
+
+
+ROLES = tuple(TeamRole)
 GROUP_KEYS = ("name", "members", "lead", "assignment", "description")
 
 
@@ -35,7 +48,7 @@ class Agent:
     name: str
     handle: str
     away: bool = False
-    role: str = "agent"  # one of ROLES
+    role: TeamRole = TeamRole.AGENT
 
 
 @dataclass(frozen=True)
@@ -116,10 +129,10 @@ def check_team(file: TomlFile) -> tuple[Team, list[RulesError]]:
             check.add((*path, "handle"), f"handle '{handle}' is already used by {handles[handle]}")
         handles.setdefault(handle, address)
         away = check.boolean((*path, "away"), raw.get("away", False), "away")
-        role = raw.get("role", "agent")
-        if role not in ROLES:
-            check.add((*path, "role"), f"unknown role '{role}'", suggest(str(role), ROLES))
-            role = "agent"
+        word = raw.get("role", "agent")
+        role = TeamRole(word) if word in ROLES else TeamRole.AGENT
+        if word not in ROLES:
+            check.add((*path, "role"), f"unknown role '{word}'", suggest(str(word), ROLES))
         agents[address] = Agent(address=address, name=name, handle=handle, away=bool(away), role=role)
 
     def agent_ref(path: tuple[str | int, ...], ref: str, what: str) -> str | None:
@@ -217,9 +230,9 @@ def may_change(team: Team, address: str, ticket_key: str, group: str | None, ass
     agent = team.agents.get(address)
     if agent is None:
         return Access(False, f"{address} is not an agent in team.toml")
-    if agent.role == "admin":
+    if agent.role == TeamRole.ADMIN:
         return Access(True, "an admin may change every ticket")
-    if agent.role == "light":
+    if agent.role == TeamRole.LIGHT:
         return Access(
             False,
             f'{address} is a light agent (team.toml role = "light"): light agents write internal '
@@ -234,7 +247,7 @@ def may_change(team: Team, address: str, ticket_key: str, group: str | None, ass
     mine = [g.name for g in team.groups.values() if address in g.members or g.lead == address]
     if group in mine:
         return Access(True, f"{ticket_key} belongs to {address}'s group '{group}'")
-    if agent.role == "lead" and assignee:
+    if agent.role == TeamRole.LEAD and assignee:
         led = [g for g in team.groups.values() if g.lead == address and assignee in g.members]
         if led:
             return Access(
@@ -242,7 +255,7 @@ def may_change(team: Team, address: str, ticket_key: str, group: str | None, ass
             )
     reach = (
         "tickets of their groups, tickets assigned to them and to the members of groups they lead"
-        if agent.role == "lead"
+        if agent.role == TeamRole.LEAD
         else "tickets of their groups and tickets assigned to them"
     )
     return Access(

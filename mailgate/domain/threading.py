@@ -5,6 +5,16 @@
 2. In-Reply-To naming a message we stored or sent
 3. References naming one (tolerating commas between ids, as Exchange and iOS send them)
 4. a subject tag of this desk, [SUP-20] or (SUP-20), anywhere in the subject
+5. a bare key of this desk, "RE: SUP-20", leading the subject after any reply/forward prefixes
+
+Why a bare key only where it leads the subject: Zammad threads on its ticket hook anywhere in the
+subject, but its hook ("Ticket#31001") reads like nothing else; RT needs its tag in brackets. Our
+keys are short words ("SUP-1", like "COVID-19" or "ISO-9001") that people write in the middle of a
+new request — "Same as SUP-1 but for printers" is a new ticket. Where the key leads the subject
+("RE: SUP-1", "AW: SUP-1 – Drucker", "SUP-1: any news?") the mail is about that ticket, as a
+client that dropped the brackets or a person typing the key writes it. Inside a word
+("XSUP-1", "SUP-12a") or another desk's key is never a hit, and who may join the ticket is still
+decided by the membership rules (pipeline/membership.py): a stranger's mail is held.
 
 Each finder is a pure function; lookups of stored Message-IDs and ticket keys are passed in, so
 this module never touches the database (RFC 5322 section 3.6.4 for the threading headers).
@@ -24,6 +34,9 @@ from mailgate.mail.msgid import parse_msgids
 # [SUP-20], (SUP-20), [JIRA] (SUP-20), "SUP-20:" is not a tag: brackets or parentheses are required.
 TAG_RE = re.compile(r"[\[(]\s*([A-Za-z][A-Za-z0-9]{0,15})-(\d{1,9})\s*[\])]")
 _SPACES = re.compile(r"\s{2,}")
+# A key with no brackets at the very start (of the subject without prefixes), ending at a word's
+# end: "SUP-1", "SUP-1: x", "SUP-1 - x", not "SUP-12a", "SUP-1-2" or "SUP-1.5".
+BARE_KEY_RE = re.compile(r"([A-Za-z][A-Za-z0-9]{0,15})-(\d{1,9})(?![\w-]|[.,]\d)")
 # Reply and forward prefixes as clients write them: Re, RE, Fwd, FW, AW, WG (de), SV, VS (nordic),
 # TR (fr), RIF (it), Antw (nl), RES/ENC (pt), R (it), Odp (pl), 回复/回覆/转发/答复 (zh), 返信 (ja).
 PREFIX_RE = re.compile(
@@ -31,6 +44,13 @@ PREFIX_RE = re.compile(
     r"回复|回覆|转发|轉寄|答复|返信|転送)\s*(?:\[\d+\])?\s*[:：]\s*)+",
     re.IGNORECASE,
 )
+
+
+def bare_subject_key(subject: str) -> tuple[str, int] | None:
+    """The key leading the subject after its reply/forward prefixes, as (KEY, number): "RE: SUP-1"
+    and "SUP-1: printer" give ("SUP", 1); "Same as SUP-1" and "XSUP-1" give None."""
+    m = BARE_KEY_RE.match(strip_prefixes(subject))
+    return (m.group(1).upper(), int(m.group(2))) if m else None
 
 
 def subject_tags(subject: str) -> list[tuple[str, int]]:
@@ -110,6 +130,17 @@ def key_from_subject_tag(subject: str, desk_key: str, lookup: Lookup) -> ThreadH
     return None
 
 
+def key_from_bare_subject_key(subject: str, desk_key: str, lookup: Lookup) -> ThreadHit | None:
+    """A bare key of this desk leading the subject ("RE: SUP-1"), when that ticket exists."""
+    found = bare_subject_key(subject)
+    if found is None or found[0] != desk_key:
+        return None
+    candidate = f"{found[0]}-{found[1]}"
+    if lookup.key_exists(candidate):
+        return ThreadHit(candidate, "subject-key", f"subject starts with the key {candidate} (no brackets)")
+    return None
+
+
 Finder = Callable[[], ThreadHit | None]
 
 
@@ -130,6 +161,7 @@ def find_ticket(
         ("in-reply-to", lambda: key_from_in_reply_to(irt, lookup)),
         ("references", lambda: key_from_references(refs, lookup)),
         ("subject-tag", lambda: key_from_subject_tag(subject, desk_key, lookup)),
+        ("subject-key", lambda: key_from_bare_subject_key(subject, desk_key, lookup)),
     ]
     tried: list[str] = []
     for name, finder in finders:

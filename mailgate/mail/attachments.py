@@ -110,3 +110,109 @@ def apply_limits(
         else:
             kept.append(att)
     return kept, rejected
+
+
+# --- names for parts that have none, and inline versus attachment -------------------------------
+
+# What a part without a name is called, by type, as a mature help desk (Zammad's email parser)
+# stores it: "<Content-Description>.<ext>" when the sender described the part, else "<kind>.<ext>".
+_UNNAMED: dict[str, tuple[str, str]] = {
+    "message/delivery-status": ("txt", "delivery-status"),
+    "text/plain": ("txt", "document"),
+    "text/html": ("html", "document"),
+    "video/quicktime": ("mov", "video"),
+    "image/jpeg": ("jpg", "image"),
+    "image/jpg": ("jpg", "image"),
+    "image/pjpeg": ("jpg", "image"),
+    "image/png": ("png", "image"),
+    "image/gif": ("gif", "image"),
+    "image/webp": ("webp", "image"),
+    "image/bmp": ("bmp", "image"),
+    "image/tiff": ("tif", "image"),
+    "text/calendar": ("ics", "calendar"),
+    "text/rfc822-headers": ("txt", "headers"),
+    "message/rfc822": ("eml", "message"),
+}
+_EXTENSIONS = {
+    "application/pdf": "pdf",
+    "application/zip": "zip",
+    "application/msword": "doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.ms-excel": "xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "application/vnd.ms-powerpoint": "ppt",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+    "application/pgp-signature": "asc",
+    "application/pkcs7-signature": "p7s",
+    "application/x-pkcs7-signature": "p7s",
+    "text/csv": "csv",
+    "text/x-vcard": "vcf",
+    "text/vcard": "vcf",
+    "audio/mpeg": "mp3",
+    "video/mp4": "mp4",
+}
+# Outlook names inline images in their Content-ID: <image001.png@01DA47B2.5C3E1F30>.
+_CID_NAME_RE = re.compile(
+    r"^([^@\s/\\]+?\.(?:png|jpe?g|gif|bmp|webp|tiff?|svg|heic|emz|wmz|pdf|txt|ics|docx?|xlsx?))@",
+    re.IGNORECASE,
+)
+_CID_LOCAL_RE = re.compile(r"^([^@\s/\\]+)@")
+CID_REF_RE = re.compile(r"""cid:([^"'\s>)]+)""", re.IGNORECASE)
+
+
+def unnamed_filename(content_type: str, content_id: str | None, description: str | None) -> str:
+    """A display name for a part that carries none: the name inside an Outlook Content-ID, then
+    "<description or kind>.<ext>" by type, then the Content-ID's local part, then "file"."""
+    cid = (content_id or "").strip("<> ")
+    match = _CID_NAME_RE.match(cid)
+    if match:
+        return safe_filename(match.group(1), "file")
+    known = _UNNAMED.get(content_type)
+    if known is not None:
+        ext, kind = known
+        desc = safe_filename(decode_header_value(description), "") if description else ""
+        return f"{desc or kind}.{ext}"
+    match = _CID_LOCAL_RE.match(cid)
+    if match:
+        return safe_filename(match.group(1), "file")
+    by_type = _EXTENSIONS.get(content_type)
+    return f"file.{by_type}" if by_type else "file"
+
+
+def unique_filename(name: str, taken: Iterable[str]) -> str:
+    """`name`, or "name1.ext", "name2.ext", … when an earlier part already has it."""
+    used = set(taken)
+    if name not in used:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    for i in range(1, 1000):
+        candidate = f"{stem}{i}.{ext}" if ext else f"{stem}{i}"
+        if candidate not in used:
+            return candidate
+    return name
+
+
+def referenced_cids(html: str | None) -> set[str]:
+    """Content-IDs the HTML body shows (`<img src="cid:…">`), lowercased (RFC 2392)."""
+    if not html or "cid:" not in html.lower():
+        return set()
+    return {m.group(1).strip("<>").lower() for m in CID_REF_RE.finditer(html)}
+
+
+def shown_inline(content_type: str, marked_inline: bool, content_id: str | None, shown: set[str]) -> bool:
+    """Does a mail client show this part in the body rather than in the attachment list?
+
+    `marked_inline`: the part says so (Content-Disposition: inline) or is a resource of a
+    multipart/related body (RFC 2387). An image the HTML body shows by cid: is in place (RFC 2392)
+    whatever its disposition; an image marked inline is too (Apple Mail puts photos in the text
+    that way) unless the HTML shows images by cid: and not this one, and an inline PDF or other
+    file is listed as an attachment, as Outlook and Thunderbird list them.
+    """
+    cid = (content_id or "").strip("<> ").lower()
+    if cid and cid in shown:
+        return True
+    if not marked_inline or not content_type.startswith("image/"):
+        return False
+    return not (shown and cid)

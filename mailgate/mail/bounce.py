@@ -1,9 +1,22 @@
-"""Bounces: which recipient failed, why, and which of our messages it was about.
+"""Bounces and complaints: which recipient failed (or complained), why, for good or for now, and
+which of our messages it was about.
 
-Reads RFC 3464 delivery status notifications (multipart/report; report-type=delivery-status) and
-the common non-standard formats that predate or ignore it: qmail, Exim, Postfix without DSN and
-Exchange/Office 365 NDR text. Returns None for anything else, including success DSNs. It must not
-decide what happens to the ticket or the address; that is the pipeline's job.
+Layers, first answer wins, each a reader of what the field really sends:
+
+1. RFC 3464 delivery status notifications: a `message/delivery-status` part wherever it sits,
+   whatever the report-type says (some MTAs omit or misspell it), with missing fields filled from
+   what is there (no Action: the Status class; no Final-Recipient: Original-Recipient,
+   X-Failed-Recipients, the notice text, the returned message's To).
+2. RFC 5965 (ARF) feedback reports, and Microsoft's JMRP: a complaint, permanent, about the
+   complaining recipient (Original-Rcpt-To, or the To of the returned message).
+3. The plain-text notices of the MTAs and providers that send no RFC 3464 report (bounce_text.py).
+4. GNU Mailman's detectors (flufl.bounce), guarded, for what the layers above do not know.
+
+A delay warning (RFC 3464 Action: delayed, a 4.x.x status, "THIS IS A WARNING ONLY") is a bounce
+with `permanent=False`: the address is not to be given up on. Success and relay reports and read
+receipts (RFC 3798 MDNs) are not bounces. Bounce detection does not look at Precedence or list
+headers: a real DSN that carries them is still a DSN. It must not decide what happens to the
+ticket or the address; that is the pipeline's job.
 """
 
 from __future__ import annotations
@@ -13,245 +26,439 @@ import email.policy
 import re
 from email.message import Message
 
-from mailgate.literals import required_literals
+from mailgate.mail import bounce_text as text
+from mailgate.mail.bounce_flufl import flufl_failures
 from mailgate.mail.decode import bare_address, decode_header_value
 from mailgate.mail.model import Bounce, ParsedMail
 from mailgate.mail.msgid import parse_msgids
 
-_STATUS_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
-_SMTP_CODE_RE = re.compile(r"\b([45])\d\d[ -]")
-_ADDR_RE = re.compile(r"[A-Za-z0-9._%+'=/!#$&*?^`{|}~-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_MSGID_LINE_RE = re.compile(r"^\s*message-id\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
-
-# Where a non-standard bounce starts quoting the original message: addresses below are not
-# failed recipients, and the first Message-ID below is the original's.
-_COPY_MARKERS = re.compile(
-    r"^(?:--- below this line is a copy of the message\.|"  # qmail
-    r"------ this is a copy of the message, including all the headers\. ------|"  # exim
-    r"------ this is a copy of the message's headers\. ------|"  # exim, headers only
-    r"-{2,} ?original message ?-{2,}|"
-    r"original message headers:|"  # Exchange / Office 365
-    r"----- original message -----|"
-    r"-----\s*the following addresses had permanent fatal errors\s*-----)",
-    re.IGNORECASE | re.MULTILINE,
-)
-# The wording of the well-known non-standard formats, each with its name for the diagnostic. Each
-# wording is its own regex, so that the plain text every match needs (`required_literals`) is
-# looked for in the lowered text first: the four case-blind scans of 20 KB were a tenth of parsing
-# an ordinary message.
-_TEXT_FORMATS: list[tuple[str, re.Pattern[str], tuple[str, ...]]] = [
-    (name, rx, required_literals(rx))
-    for name, wording in (
-        ("qmail", r"Hi\. This is the qmail-send program"),
-        ("exim", r"This message was created automatically by mail delivery software"),
-        ("postfix", r"This is the mail system at host"),
-        ("postfix", r"I'm sorry to have to inform you that your message"),
-        ("exchange", r"Delivery has failed to these recipients or groups"),
-        ("exchange", r"Your message to .{1,200} couldn't be delivered"),
-        ("exchange", r"Diagnostic information for administrators"),
-    )
-    for rx in (re.compile(wording, re.IGNORECASE),)
-]
-_BOUNCE_SUBJECT_RE = re.compile(
-    r"undeliver|undelivered mail returned to sender|delivery status notification \(failure\)|"
-    r"mail delivery failed|failure notice|returned mail|delivery failure|non remis|unzustellbar|"
-    r"nicht zustellbar|no se puede entregar|non recapitabile|não entregue|onbestelbaar|kunde inte levereras",
-    re.IGNORECASE,
-)
-_ROBOT_FROM_RE = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mailerdaemon)@", re.IGNORECASE)
+_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
+_ORIGINAL_TYPES = ("message/rfc822", "message/global", "text/rfc822-headers", "message/global-headers")
+_MAX_PARTS = 200
+_SMTP_REPLY_RE = re.compile(r"\b([245])(\d)(\d)\b")
 
 
 def detect_bounce(msg: Message, mail: ParsedMail | None = None) -> Bounce | None:
-    """A `Bounce` if `msg` reports a failed (or delayed) delivery, else None.
+    """A `Bounce` if `msg` reports a failed or delayed delivery or a complaint, else None.
 
-    `mail` is the already-parsed form (from, subject, body text) used by the text heuristics.
+    `mail` is the already-parsed form (from, subject, headers, body text) the text layers read.
     """
-    report = _find_report(msg, 0)
-    if report is not None:
-        bounce = _from_dsn(report)
-        if bounce is not None:
-            return bounce
-        # A multipart/report whose status part says "delivered" is not a failure.
-        if _has_status_part(report):
-            return None
+    parts = _top_parts(msg)
+    types = {_ctype(p) for p in parts}
+    if "message/feedback-report" in types:
+        report = _from_feedback(parts)
+        if report is not None:
+            return report
+    if "message/disposition-notification" in types:
+        return None  # RFC 3798 read receipt: a report, never a delivery failure
+    status_parts = [p for p in parts if _ctype(p) in _STATUS_TYPES] if types & set(_STATUS_TYPES) else []
+    dsn = _from_dsn(status_parts, parts, mail) if status_parts else None
+    if dsn is not None:
+        return dsn
+    if status_parts and _only_success(status_parts):
+        return None  # RFC 3464 "delivered", "relayed" or "expanded": not a failure
     if mail is None:
         return None
-    return _from_text(mail, msg)
+    return _from_text(msg, parts, mail)
 
 
-def _find_report(part: Message, depth: int) -> Message | None:
-    if depth > 10:
-        return None
-    if part.get_content_type() == "multipart/report":
-        report_type = part.get_param("report-type")
-        if isinstance(report_type, str) and report_type.lower() == "delivery-status":
-            return part
-    if part.is_multipart() and part.get_content_maintype() == "multipart":
-        children = part.get_payload()
-        if isinstance(children, list):
-            for child in children:
-                if isinstance(child, Message):
-                    found = _find_report(child, depth + 1)
-                    if found is not None:
-                        return found
+# --- the MIME tree --------------------------------------------------------------------------------
+
+
+def _top_parts(msg: Message) -> list[Message]:
+    """The parts of the report itself: multiparts are descended, attached messages are not (a
+    person forwarding a bounce to the desk sent a message about it, not a bounce)."""
+    found: list[Message] = []
+    stack = [msg]
+    while stack and len(found) < _MAX_PARTS:
+        part = stack.pop(0)
+        found.append(part)
+        if _ctype(part).startswith("multipart/") and part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                stack.extend(c for c in children if isinstance(c, Message))
+    return found
+
+
+def _ctype(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:  # noqa: BLE001 - a broken Content-Type is plain text (RFC 2045 section 5.2)
+        return "text/plain"
+
+
+def _original_headers(parts: list[Message]) -> Message | None:
+    """The header block of the returned message (message/rfc822 or text/rfc822-headers)."""
+    for part in parts:
+        ctype = _ctype(part)
+        if ctype not in _ORIGINAL_TYPES:
+            continue
+        if ctype in ("message/rfc822", "message/global"):
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                return inner[0]
+            if isinstance(inner, str):  # some gateways label a text copy message/rfc822
+                return email.message_from_string(inner, policy=email.policy.compat32)
+        else:
+            try:
+                payload = part.get_payload(decode=True)
+            except Exception:  # noqa: BLE001
+                payload = None
+            data = payload if isinstance(payload, bytes) else b""
+            return email.message_from_bytes(data, policy=email.policy.compat32)
     return None
 
 
-def _has_status_part(report: Message) -> bool:
-    children = report.get_payload()
-    return isinstance(children, list) and any(
-        isinstance(c, Message) and c.get_content_type() == "message/delivery-status" for c in children
-    )
+def _msgid_of(headers: Message | None) -> str | None:
+    if headers is None:
+        return None
+    ids = parse_msgids(decode_header_value(headers.get("Message-ID", "") or ""))
+    return ids[0].strip("<> ") if ids else None
 
 
-def _status_blocks(part: Message) -> list[dict[str, str]]:
-    """RFC 3464 field blocks: the per-message block first, then one per recipient."""
+def _first_msgid(value: str | None) -> str | None:
+    if not value:
+        return None
+    ids = parse_msgids(value)
+    return ids[0].strip("<> ") if ids else None
+
+
+def _header_addresses(headers: Message | None, name: str) -> list[str]:
+    if headers is None:
+        return []
+    out: list[str] = []
+    for value in headers.get_all(name) or []:
+        for match in text.ADDR_RE.finditer(decode_header_value(value)):
+            addr = bare_address(match.group(0))
+            if addr and addr not in out:
+                out.append(addr)
+    return out
+
+
+def _failed_header(mail: ParsedMail | None) -> list[str]:
+    """X-Failed-Recipients (Exim, Gmail, Google Groups): the MTA's own list of who failed."""
+    if mail is None:
+        return []
+    out: list[str] = []
+    for value in mail.header_all("X-Failed-Recipients"):
+        for match in text.ADDR_RE.finditer(value):
+            addr = bare_address(match.group(0))
+            if addr and addr not in out:
+                out.append(addr)
+    return out
+
+
+# --- RFC 3464 -------------------------------------------------------------------------------------
+
+
+def _field_blocks(part: Message) -> list[list[tuple[str, str]]]:
+    """RFC 3464 field groups, per-message first, then one per recipient, in order. A status part
+    the stdlib could not split (no blank lines, or encoded) is split here from its text."""
     payload = part.get_payload()
-    blocks: list[dict[str, str]] = []
-    if isinstance(payload, list):  # the stdlib parses delivery-status into one Message per block
+    raw_blocks: list[list[tuple[str, str]]] = []
+    if isinstance(payload, list) and payload:
         for block in payload:
             if isinstance(block, Message):
-                blocks.append({k.lower(): decode_header_value(v) for k, v in block.items()})
-        return blocks
-    text = _decoded(part)
-    for chunk in re.split(r"\r?\n\s*\r?\n", text.decode("utf-8", "replace")):
-        fields: dict[str, str] = {}
-        for line in re.sub(r"\r?\n[ \t]+", " ", chunk).splitlines():
-            name, sep, value = line.partition(":")
-            if sep:
-                fields[name.strip().lower()] = value.strip()
-        if fields:
-            blocks.append(fields)
+                raw_blocks.append([(k.lower(), decode_header_value(v)) for k, v in block.items()])
+    else:
+        try:
+            data = part.get_payload(decode=True) or b""
+        except Exception:  # noqa: BLE001
+            data = b""
+        body = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        for chunk in re.split(r"\r?\n\s*\r?\n", body):
+            fields: list[tuple[str, str]] = []
+            for line in re.sub(r"\r?\n[ \t]+", " ", chunk).splitlines():
+                name, sep, value = line.partition(":")
+                if sep and name.strip() and " " not in name.strip():
+                    fields.append((name.strip().lower(), value.strip()))
+            if fields:
+                raw_blocks.append(fields)
+    # A block holding several recipients (a missing blank line) is split at each new recipient.
+    blocks: list[list[tuple[str, str]]] = []
+    for fields in raw_blocks:
+        current: list[tuple[str, str]] = []
+        for name, value in fields:
+            if name == "final-recipient" and any(n == "final-recipient" for n, _ in current):
+                blocks.append(current)
+                current = []
+            current.append((name, value))
+        if current:
+            blocks.append(current)
     return blocks
 
 
-def _typed_value(value: str) -> str:
+def _typed(value: str) -> str:
     """RFC 3464 typed fields look like "rfc822; user@example.com" or "smtp; 550 5.1.1 ..."."""
     return value.split(";", 1)[1].strip() if ";" in value else value.strip()
 
 
-def _from_dsn(report: Message) -> Bounce | None:
-    children = [c for c in report.get_payload() if isinstance(c, Message)]
-    blocks: list[dict[str, str]] = []
-    original_id: str | None = None
-    for child in children:
-        ctype = child.get_content_type()
-        if ctype in ("message/delivery-status", "message/global-delivery-status"):
-            blocks.extend(_status_blocks(child))
-        elif ctype in ("message/rfc822", "message/global") and original_id is None:
-            inner = child.get_payload()
-            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                ids = parse_msgids(decode_header_value(inner[0].get("Message-ID", "")))
-                original_id = ids[0] if ids else None
-        elif ctype in ("text/rfc822-headers", "message/global-headers") and original_id is None:
-            headers = email.message_from_bytes(_decoded(child), policy=email.policy.compat32)
-            ids = parse_msgids(decode_header_value(headers.get("Message-ID", "")))
-            original_id = ids[0] if ids else None
+def _action_of(fields: dict[str, str]) -> str:
+    """The Action, or what Status and Diagnostic-Code imply when a broken DSN leaves it out."""
+    action = fields.get("action", "").strip().lower().split(" ", 1)[0].rstrip(";")
+    if action:
+        return action
+    status = text.STATUS_RE.search(fields.get("status", ""))
+    klass = status.group(1)[0] if status else None
+    if klass is None:
+        reply = _SMTP_REPLY_RE.search(fields.get("diagnostic-code", ""))
+        klass = reply.group(1) if reply else None
+    return {"5": "failed", "4": "delayed", "2": "delivered"}.get(klass or "", "failed")
+
+
+def _only_success(status_parts: list[Message]) -> bool:
+    actions = [
+        _action_of(dict(b))
+        for p in status_parts
+        for b in _field_blocks(p)
+        if any(n in ("final-recipient", "original-recipient", "action") for n, _ in b)
+    ]
+    return bool(actions) and all(a in ("delivered", "relayed", "expanded") for a in actions)
+
+
+def _from_dsn(status_parts: list[Message], parts: list[Message], mail: ParsedMail | None) -> Bounce | None:
     envelope_id = None
-    failed: list[str] = []
-    status = diagnostic = None
-    permanent = True
-    for block in blocks:
-        if "original-envelope-id" in block and envelope_id is None:
-            envelope_id = block["original-envelope-id"].strip() or None
-        action = block.get("action", "").strip().lower()
-        recipient = block.get("final-recipient") or block.get("original-recipient")
-        if not recipient or action not in ("failed", "delayed"):
-            continue
-        addr = bare_address(_typed_value(recipient))
-        if addr and addr not in failed:
-            failed.append(addr)
-        if status is None:
-            found = _STATUS_RE.search(block.get("status", ""))
-            status = found.group(1) if found else None
-            diagnostic = _typed_value(block["diagnostic-code"]) if block.get("diagnostic-code") else None
-            # RFC 3464 section 2.3.3: "delayed" is transient; a 4.x.x status is a temporary failure.
-            permanent = action == "failed" and not (status or "").startswith("4")
-    if not failed:
-        return None
+    failed: list[tuple[str, dict[str, str]]] = []
+    delayed: list[tuple[str, dict[str, str]]] = []
+    anonymous: list[dict[str, str]] = []  # failure blocks with no recipient field at all
+    for part in status_parts:
+        for block in _field_blocks(part):
+            fields = dict(block)
+            if envelope_id is None and fields.get("original-envelope-id", "").strip():
+                envelope_id = fields["original-envelope-id"].strip()
+            recipient = (
+                fields.get("final-recipient")
+                or fields.get("original-recipient")
+                or fields.get("x-actual-recipient")
+            )
+            is_recipient_block = recipient is not None or "action" in fields or "status" in fields
+            if not is_recipient_block:
+                continue
+            action = _action_of(fields)
+            if action not in ("failed", "delayed"):
+                continue
+            addr = bare_address(_typed(recipient)) if recipient else None
+            if addr is None:
+                anonymous.append(fields)
+                continue
+            (failed if action == "failed" else delayed).append((addr, fields))
+    chosen = failed or delayed
+    original = _original_headers(parts)
+    if not chosen:
+        if not anonymous:
+            return None
+        # A DSN that says something failed but not for whom: the MTA's header, the notice, the
+        # returned message's recipients.
+        human = "\n".join(_text_of(p) for p in parts if _ctype(p) == "text/plain")
+        exclude = _own_side(mail)
+        names = (
+            _failed_header(mail) or text.recipients_in(human, exclude) or _header_addresses(original, "To")
+        )
+        action = _action_of(anonymous[0])
+        chosen = [(a, anonymous[0]) for a in names]
+        if not chosen:
+            chosen = [("", anonymous[0])]
+        if action == "delayed":
+            delayed, failed = chosen, []
+        else:
+            failed = chosen
+    first = chosen[0][1]
+    status_match = text.STATUS_RE.search(first.get("status", ""))
+    status = status_match.group(1) if status_match else None
+    diagnostic = _typed(first["diagnostic-code"]) if first.get("diagnostic-code") else None
+    if status is None and diagnostic:
+        status = text.status_in(diagnostic)
+    # RFC 3464 section 2.3.3: "delayed" is transient. A "failed" with a 4.x.x status (Postfix's
+    # "delivery time expired") was given up on for this message, but says nothing final about the
+    # address: temporary as well.
+    permanent = bool(failed) and not (status or "").startswith("4")
     return Bounce(
-        failed_recipients=tuple(failed),
-        original_message_id=original_id,
+        failed_recipients=tuple(a for a, _ in chosen if a),
+        original_message_id=_msgid_of(original) or _text_msgid(parts),
         status=status,
         diagnostic=diagnostic,
         permanent=permanent,
         original_envelope_id=envelope_id,
+        kind="failed" if failed else "delayed",
+        detector="rfc3464",
     )
 
 
-def _from_text(mail: ParsedMail, msg: Message) -> Bounce | None:
-    """Non-standard bounces: recognised by their well-known wording (or a robot sender + bounce subject)."""
-    body = mail.body_text or ""
-    head = body[:20000]
-    lowered = head.lower()
-    fmt = next(
-        (
-            name
-            for name, pattern, needs in _TEXT_FORMATS
-            if all(n in lowered for n in needs) and pattern.search(head)
-        ),
-        None,
-    )
-    if fmt is None:
-        robot = bool(_ROBOT_FROM_RE.match(mail.from_addr or ""))
-        if not (robot and _BOUNCE_SUBJECT_RE.search(mail.subject or "")):
-            return None
-        fmt = "unknown format"
-    marker = _COPY_MARKERS.search(body)
-    notice = body[: marker.start()] if marker else body
-    copy = body[marker.end() :] if marker else ""
-    own = {mail.from_addr} | set(mail.to_addrs)
-    failed: list[str] = []
-    for match in _ADDR_RE.finditer(notice):
-        addr = bare_address(match.group(0).strip(".'"))
-        if addr and addr not in own and addr not in failed and not _ROBOT_FROM_RE.match(addr):
-            failed.append(addr)
-    if not failed:
+def _text_of(part: Message) -> str:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001
+        data = None
+    if not isinstance(data, bytes):
+        payload = part.get_payload()
+        return payload if isinstance(payload, str) else ""
+    charset = "utf-8"
+    try:
+        charset = part.get_content_charset() or "utf-8"
+        return data.decode(charset, "replace")
+    except (LookupError, Exception):  # noqa: BLE001 - an unknown charset is read as UTF-8
+        return data.decode("utf-8", "replace")
+
+
+def _text_msgid(parts: list[Message]) -> str | None:
+    """The original's Message-ID when it is quoted as text (a copy pasted below the notice)."""
+    for part in parts:
+        if _ctype(part) == "text/plain":
+            _, copy = text.split_notice(_text_of(part))
+            found = _first_msgid(text.message_id_in(copy)) if copy else None
+            if found:
+                return found
+    return None
+
+
+def _own_side(mail: ParsedMail | None) -> set[str]:
+    """Addresses that are the bounce's own sender and addressee: never the failed recipient."""
+    if mail is None:
+        return set()
+    return {a for a in (mail.from_addr, *mail.to_addrs, *mail.cc_addrs, *mail.reply_to) if a}
+
+
+# --- RFC 5965 feedback reports (ARF) and Microsoft JMRP --------------------------------------------
+
+_COMPLAINT_TYPES = {"abuse", "fraud", "virus", "other", "complaint", "opt-out", "unsubscribe"}
+
+
+def _from_feedback(parts: list[Message]) -> Bounce | None:
+    feedback = next((p for p in parts if _ctype(p) == "message/feedback-report"), None)
+    if feedback is None:
         return None
-    original_id = None
-    for match in _MSGID_LINE_RE.finditer(copy or body):
-        ids = parse_msgids(match.group(1))
-        if ids:
-            original_id = ids[0]
-            break
-    if original_id is None:
-        # The original may be attached as message/rfc822 even when the notice is not a DSN.
-        for part in msg.walk() if msg.is_multipart() else ():
-            if part.get_content_type() == "message/rfc822":
-                inner = part.get_payload()
-                if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                    ids = parse_msgids(decode_header_value(inner[0].get("Message-ID", "")))
-                    original_id = ids[0] if ids else None
-                    break
-    status_match = _STATUS_RE.search(notice)
-    status = status_match.group(1) if status_match else None
-    code = _SMTP_CODE_RE.search(notice)
-    temporary = (status or "").startswith("4") or (
-        status is None and code is not None and code.group(1) == "4"
-    )
-    diagnostic = _diagnostic_line(notice) or fmt
+    fields: dict[str, str] = {}
+    recipients: list[str] = []
+    for block in _field_blocks(feedback):
+        for name, value in block:
+            fields.setdefault(name, value)
+            if name in ("original-rcpt-to", "removal-recipient"):
+                addr = bare_address(_typed(value))
+                if addr and addr not in recipients:
+                    recipients.append(addr)
+    kind = fields.get("feedback-type", "abuse").strip().lower()
+    if kind not in _COMPLAINT_TYPES:
+        return None  # RFC 6591 auth-failure and "not-spam" reports complain of no one
+    original = _original_headers(parts)
+    if not recipients:
+        recipients = _header_addresses(original, "X-HmXmrOriginalRecipient") or _header_addresses(
+            original, "To"
+        )
+    agent = fields.get("user-agent", "").strip()
     return Bounce(
-        failed_recipients=tuple(failed),
+        failed_recipients=tuple(recipients),
+        original_message_id=_msgid_of(original),
+        status=None,
+        diagnostic=f"feedback report: {kind}" + (f" ({agent})" if agent else ""),
+        permanent=True,
+        kind="complaint",
+        detector="arf",
+    )
+
+
+def _jmrp(parts: list[Message], mail: ParsedMail) -> Bounce | None:
+    """Microsoft's Junk Mail Reporting Program: a multipart whose returned message names its
+    recipient in X-HmXmrOriginalRecipient (Outlook.com's own form of an ARF complaint)."""
+    original = _original_headers(parts)
+    if original is None:
+        return None
+    recipients = _header_addresses(original, "X-HmXmrOriginalRecipient")
+    if not recipients:
+        return None
+    return Bounce(
+        failed_recipients=tuple(recipients),
+        original_message_id=_msgid_of(original),
+        diagnostic="feedback report: abuse (Microsoft JMRP)",
+        permanent=True,
+        kind="complaint",
+        detector="jmrp",
+    )
+
+
+# --- non-standard notices ---------------------------------------------------------------------------
+
+
+def _from_text(msg: Message, parts: list[Message], mail: ParsedMail) -> Bounce | None:
+    subject = mail.subject or ""
+    robot = text.robot_sender(mail)
+    failed_header = _failed_header(mail)
+    bounce_subject = bool(subject) and text.bounce_subject(subject)
+    null_path = (mail.header("Return-Path") or "x").strip() in ("<>", "", "< >")
+    if robot or null_path or bounce_subject:
+        jmrp = _jmrp(parts, mail)
+        if jmrp is not None:
+            return jmrp
+    auto = (mail.header("Auto-Submitted") or "no").strip().lower()
+    # Signs that no person wrote this. A failure subject is not one: people write "Mail delivery
+    # failed" to a help desk, and paste the notice they got below it.
+    machine = robot or null_path or bool(failed_header) or not auto.startswith("no") or not mail.from_addr
+    body = mail.body_text or ""
+    if not machine:
+        # No sign of a machine: only a notice in its own words, opening one of its first lines, in
+        # a mail that is not a reply or a forward, is a bounce (people quote bounces in sentences,
+        # below their own words, and in forwards; a notice says what it is at the top).
+        if text.REPLY_PREFIX_RE.match(subject):
+            return None
+        top = text.first_lines(body, 3)
+        wording = text.wording_of(top, strong_only=True)
+        if wording is None or not text.opens_a_line(top, wording):
+            return None
+        notice, copy = text.split_notice(body[:30000])
+        recognised = True
+    else:
+        head = body[:30000]
+        notice, copy = text.split_notice(head)
+        # The notice is read, not the copy of a message below it; when the notice says nothing
+        # known, the whole text is.
+        wording = text.wording_of(notice) or text.wording_of(head)
+        recognised = (
+            (wording is not None and wording.strong)
+            or bool(failed_header)
+            or (robot and (bounce_subject or wording is not None))
+            or (null_path and bounce_subject and wording is not None)
+        )
+    # Worth asking Mailman's detectors: a mail system's mail, or a failure subject on mail that
+    # also came from no one (null reverse path) or says it was generated automatically.
+    suspected = robot or (bounce_subject and (null_path or not auto.startswith("no")))
+    if not recognised and not suspected:
+        return None
+    if text.is_success_notice(mail, notice):
+        return None
+    exclude = _own_side(mail)
+    recipients = failed_header or text.recipients_in(notice, exclude)
+    detector = wording.name if wording is not None and recognised else None
+    flufl = None
+    if not recipients or not recognised:
+        flufl = flufl_failures(msg)
+        if flufl is not None:
+            temp, perm = flufl
+            found = [a for a in perm + temp if a not in exclude]
+            if found:
+                recipients = found
+                detector = detector or "flufl.bounce"
+                recognised = True
+    if not recognised:
+        return None
+    original = _original_headers(parts)
+    original_id = (
+        _msgid_of(original)
+        or _first_msgid(text.message_id_in(copy))
+        # No copy marker: a notice never quotes its own Message-ID, so one in the text is the original's.
+        or _first_msgid(text.message_id_in(body))
+    )
+    if not recipients:
+        recipients = _header_addresses(original, "To")
+    status = text.status_in(notice)
+    if flufl is not None and detector == "flufl.bounce":
+        temporary = not flufl[1] and bool(flufl[0])
+    else:
+        temporary = text.is_temporary(notice, subject, status)
+    return Bounce(
+        failed_recipients=tuple(recipients),
         original_message_id=original_id,
         status=status,
-        diagnostic=diagnostic,
+        diagnostic=text.diagnostic_in(notice) or (detector or "delivery failure notice"),
         permanent=not temporary,
+        kind="delayed" if temporary else "failed",
+        detector=detector or "notice",
     )
-
-
-_DIAG_RE = re.compile(
-    r"^.*(?:\b[45]\d\d[ -]|said:|smtp error|remote server returned|user unknown|does not exist|mailbox).*$",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def _diagnostic_line(notice: str) -> str | None:
-    match = _DIAG_RE.search(notice)
-    return match.group(0).strip()[:300] if match else None
-
-
-def _decoded(part: Message) -> bytes:
-    """A leaf part's body with its transfer encoding undone (`get_payload(decode=True)` is bytes
-    for a non-multipart part; anything else reads as empty)."""
-    data = part.get_payload(decode=True)
-    return data if isinstance(data, bytes) else b""

@@ -35,7 +35,8 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Bounce:
-    """What a delivery status notification (RFC 3464) or a non-standard bounce tells us."""
+    """What a delivery status notification (RFC 3464), a non-standard bounce or a feedback report
+    (RFC 5965 complaint) tells us."""
 
     failed_recipients: tuple[str, ...]
     original_message_id: str | None
@@ -43,6 +44,14 @@ class Bounce:
     diagnostic: str | None = None
     permanent: bool = True
     original_envelope_id: str | None = None  # RFC 3461 ENVID we gave the relay, echoed by the DSN
+    # "failed", "delayed" (a warning: the MTA is still trying) or "complaint" (an RFC 5965 feedback
+    # report: the recipient marked our mail as spam and must get no more of it).
+    kind: str = "failed"
+    detector: str | None = None  # which reader recognised it ("rfc3464", "arf", "exim", "flufl.bounce", ...)
+
+    @property
+    def complaint(self) -> bool:
+        return self.kind == "complaint"
 
 
 @dataclass
@@ -73,9 +82,6 @@ class ParsedMail:
     is_bounce: bool = False
     bounce: Bounce | None = None
     errors: list[str] = field(default_factory=list)
-    # Word sets of fields ("subject", "body"), lowercase, when computed ahead of time: routing
-    # reads them instead of tokenising (domain.conditions.words_of; the parse helper fills them).
-    words: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         """First value of a header, case-insensitive, or None."""

@@ -15,17 +15,25 @@ import email.parser
 import email.policy
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from mailgate.mail.attachments import attachment_filename, tnef_content_type
+from mailgate.mail.attachments import (
+    attachment_filename,
+    referenced_cids,
+    shown_inline,
+    tnef_content_type,
+    unique_filename,
+    unnamed_filename,
+)
 from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
-from mailgate.mail.html import html_to_text
+from mailgate.mail.html import cut_quote, html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
 from mailgate.mail.msgid import parse_msgids
-from mailgate.mail.reply import extract_reply
+from mailgate.mail.reply import FORWARD_SUBJECT_RE, extract_reply
 from mailgate.mail.screen import auto_reply_reason
 
 # Nesting deeper than any client produces is an attack or a broken generator; stop descending.
@@ -168,8 +176,7 @@ class _Walk:
         disposition = (part.get_content_disposition() or "") if _safe_disp(part) else ""
         inline = disposition == "inline" or (inline_resource and disposition != "attachment")
         if not filename:
-            ext = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "text/calendar": ".ics"}
-            filename = ("inline" if inline else "attachment") + ext.get(ctype, ".bin")
+            filename = unnamed_filename(ctype, cid_text, part.get("Content-Description"))
         self.attachments.append(
             Attachment(
                 filename=filename,
@@ -336,18 +343,39 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
     walk = _Walk(mail.errors)
     with contextlib.suppress(_Stop):
         walk.visit(msg, 0)
-    mail.attachments = walk.attachments
     plain = [p for p in walk.plain if p.strip()]
     if walk.html:
         mail.body_html = "\n".join(walk.html)
+    mail.attachments = _as_shown(walk.attachments, mail.body_html)
+    sender = f"{mail.from_name} {mail.from_addr}"
+    forward = bool(FORWARD_SUBJECT_RE.match(mail.subject or ""))
     if plain:
         mail.body_text = "\n\n".join(plain)
     elif mail.body_html:
         mail.body_text = html_to_text(mail.body_html)
-    mail.reply_text = extract_reply(mail.body_text)
+        # HTML-only mail: its client marked where the history starts; cut there first.
+        above = None if forward else cut_quote(mail.body_html)
+        if above is not None:
+            mail.reply_text = extract_reply(html_to_text(above), sender, forward=forward)
+    if not mail.reply_text:
+        mail.reply_text = extract_reply(mail.body_text, sender, forward=forward)
     defects = {type(d).__name__ for part in _parts(msg) for d in getattr(part, "defects", ())}
     for name in sorted(defects):
         mail.errors.append(f"MIME defect: {name}")
+
+
+def _as_shown(attachments: list[Attachment], html: str | None) -> list[Attachment]:
+    """Inline or listed as clients show them (attachments.shown_inline), no two with one name."""
+    shown = referenced_cids(html)
+    out: list[Attachment] = []
+    names: list[str] = []
+    for att in attachments:
+        inline = shown_inline(att.content_type, att.inline, att.content_id, shown)
+        name = unique_filename(att.filename, names)
+        names.append(name)
+        same = inline == att.inline and name == att.filename
+        out.append(att if same else replace(att, inline=inline, filename=name))
+    return out
 
 
 def _msgids(value: str) -> list[str]:

@@ -77,6 +77,10 @@ def is_own_address(addr: str, own_addresses: Iterable[str]) -> bool:
 
 def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | None:
     """Why this message must not be answered automatically, or None if a person wrote it."""
+    # A bounce first: a real DSN may also carry Precedence: bulk or list headers (a list's MTA
+    # reporting on our mail), and it is handled as the bounce it is, not as bulk mail.
+    if mail.is_bounce:
+        return "delivery status notification (bounce)"
     # RFC 3834 section 5: any value other than "no" means the message was generated automatically.
     auto = mail.header("Auto-Submitted")
     if auto is not None and auto.strip().split(";", 1)[0].strip().lower() not in ("", "no"):

@@ -1,8 +1,10 @@
 """The sender: the only code that sends mail. The outbox only moves forward (STYLE.md habit 9).
 
 pending → (claimed: sending) → sent | pending again with a later next_attempt_at | failed.
-Each delivery is recorded in its own commit right after the relay accepted it, so a crash can at
-worst resend the one message in flight, never lose one. A relay that is down is logged once per
+A pass claims what is due (committed before anything goes to the relay), hands it over on kept-alive
+connections, one mail after another per connection, and records every outcome of the pass in one
+commit. A crash can at worst resend the mails of the pass in flight (handed over, not yet
+recorded: at most `batch_size`), never lose one. A relay that is down is logged once per
 outage, not once per try; temporary failures back off exponentially with jitter up to a deadline;
 a permanent 5xx is recorded and shown by `mailgate outbox failed`.
 """
@@ -13,11 +15,12 @@ import logging
 import random
 import threading
 import zlib
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import CursorResult, bindparam, or_, select, update
 from sqlmodel import col
 
 from mailgate.config import Config
@@ -31,8 +34,7 @@ LEASE = timedelta(minutes=5)
 _OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
 
 
-def _update_outbox(item_id: int | None, **values: object) -> Any:
-    return update(_OUTBOX).where(_OUTBOX.c.id == item_id).values(**values)
+Outcome = tuple[int | None, dict[str, Any]]  # an outbox row's id and its new values
 
 
 class Sender:
@@ -114,9 +116,18 @@ class Sender:
                 ).scalars()
             )
 
-    def _finish(self, item_id: int | None, **values: object) -> None:
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """Every outcome of a pass in one commit: one executemany per kind of outcome (sent,
+        failed, retry later, put back), not a commit per mail, which kept the write lock from the
+        pipeline and the intake once per mail."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for item_id, values in outcomes:
+            groups[tuple(sorted(values))].append({"row_id": item_id, "claimed_by": None, **values})
         with self.db.session() as s:  # Core on the connection: no ORM state is involved
-            s.connection().execute(_update_outbox(item_id, claimed_by=None, **values))
+            conn = s.connection()
+            for keys, rows in groups.items():
+                columns: dict[str, Any] = {k: bindparam(k) for k in (*keys, "claimed_by")}
+                conn.execute(update(_OUTBOX).where(_OUTBOX.c.id == bindparam("row_id")).values(columns), rows)
 
     def run_once(self, now: datetime | None = None) -> int:
         """Send what is due. Returns how many were handed over."""
@@ -130,40 +141,57 @@ class Sender:
             key = (item.recipients[0] if item.recipients else "").lower().encode()
             lanes[zlib.crc32(key) % n].append(item)
         if self._lanes is None:
-            return self._send_lane(self.transports[0], lanes[0], now)
-        futures = [
-            self._lanes.submit(self._send_lane, transport, lane, now)
-            for transport, lane in zip(self.transports, lanes, strict=True)
-            if lane
-        ]
-        return sum(f.result() for f in futures)
+            outcomes = self._send_lane(self.transports[0], lanes[0], now)
+        else:
+            futures = [
+                self._lanes.submit(self._send_lane, transport, lane, now)
+                for transport, lane in zip(self.transports, lanes, strict=True)
+                if lane
+            ]
+            outcomes = [outcome for f in futures for outcome in f.result()]
+        self._record(outcomes)
+        return sum(1 for _, values in outcomes if values["state"] == "sent")
 
-    def _send_lane(self, transport: Transport, items: list[OutboxItem], now: datetime) -> int:
-        sent = 0
+    def _send_lane(self, transport: Transport, items: list[OutboxItem], now: datetime) -> list[Outcome]:
+        """Hand this lane's mails to the relay one after another on its one connection; returns
+        the outcome of each, for `_record`."""
+        outcomes: list[Outcome] = []
         for n, item in enumerate(items):
             try:
                 transport.send(item.mail_from, item.recipients, item.raw, item.message_id)
             except PermanentFailure as exc:
                 log.warning("outbox %s to %s failed permanently: %s", item.id, ",".join(item.recipients), exc)
-                self._finish(item.id, state="failed", attempts=item.attempts + 1, last_error=str(exc)[:2000])
+                outcomes.append(
+                    (
+                        item.id,
+                        {"state": "failed", "attempts": item.attempts + 1, "last_error": str(exc)[:2000]},
+                    )
+                )
                 continue
             except TemporaryFailure as exc:
-                self._temporary(item, str(exc), now)
+                outcomes.append((item.id, self._temporary(item, str(exc), now)))
                 # The relay is down or refusing: put the rest back untouched and wait.
-                for rest in items[n + 1 :]:
-                    self._finish(rest.id, state="pending")
-                return sent
+                outcomes += [(rest.id, {"state": "pending"}) for rest in items[n + 1 :]]
+                return outcomes
             with self._lock:
                 back, self._outage_since = self._outage_since, None
             if back is not None:
                 log.info("relay is back after %s", now_utc() - back)
-            self._finish(
-                item.id, state="sent", attempts=item.attempts + 1, sent_at=now_utc(), last_error=None
+            outcomes.append(
+                (
+                    item.id,
+                    {
+                        "state": "sent",
+                        "attempts": item.attempts + 1,
+                        "sent_at": now_utc(),
+                        "last_error": None,
+                    },
+                )
             )
-            sent += 1
-        return sent
+        return outcomes
 
-    def _temporary(self, item: OutboxItem, error: str, now: datetime) -> None:
+    def _temporary(self, item: OutboxItem, error: str, now: datetime) -> dict[str, Any]:
+        """The new values of a mail the relay did not take this time: retry later, or give up."""
         attempts = item.attempts + 1
         deadline = utc(item.created_at) + timedelta(seconds=self.config.relay.give_up_after_seconds)
         with self._lock:
@@ -171,15 +199,13 @@ class Sender:
         if first:
             log.warning("cannot hand mail to the relay, will retry with backoff: %s", error)
         if now >= deadline:
-            self._finish(item.id, state="failed", attempts=attempts, last_error=f"gave up: {error}"[:2000])
-            return
-        self._finish(
-            item.id,
-            state="pending",
-            attempts=attempts,
-            last_error=error[:2000],
-            next_attempt_at=now + self.backoff(attempts),
-        )
+            return {"state": "failed", "attempts": attempts, "last_error": f"gave up: {error}"[:2000]}
+        return {
+            "state": "pending",
+            "attempts": attempts,
+            "last_error": error[:2000],
+            "next_attempt_at": now + self.backoff(attempts),
+        }
 
     def recover(self) -> int:
         """Rows a dead process of this host was sending go back to pending now, not after the lease."""

@@ -18,6 +18,13 @@ from typing import Protocol
 from mailgate.config import Relay
 
 
+def _said(reply: bytes | str) -> str:
+    """The relay's reply text as a person reads it in `mailgate outbox list` (not `b'...'`), with
+    control characters shown escaped: a relay's words never reach a log or terminal raw."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class TemporaryFailure(Exception):
     pass
 
@@ -86,7 +93,9 @@ class SmtpTransport:
             if r.username:
                 conn.login(r.username, r.password)
         except smtplib.SMTPAuthenticationError as exc:
-            raise TemporaryFailure(f"relay refused our login: {exc.smtp_code} {exc.smtp_error!r}") from exc
+            raise TemporaryFailure(
+                f"relay refused our login: {exc.smtp_code} {_said(exc.smtp_error)}"
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise TemporaryFailure(f"cannot reach relay {r.host}:{r.port}: {exc}") from exc
         return conn
@@ -99,15 +108,15 @@ class SmtpTransport:
                 refused = self._conn.sendmail(mail_from, list(recipients), raw)
             except smtplib.SMTPRecipientsRefused as exc:
                 codes = [code for code, _ in exc.recipients.values()]
-                detail = "; ".join(f"{a}: {c} {m!r}" for a, (c, m) in exc.recipients.items())
+                detail = "; ".join(f"{a}: {c} {_said(m)}" for a, (c, m) in exc.recipients.items())
                 if all(500 <= c < 600 for c in codes):
                     raise PermanentFailure(detail) from exc
                 raise TemporaryFailure(detail) from exc
             except smtplib.SMTPResponseException as exc:
                 self.close()
                 if 500 <= exc.smtp_code < 600:
-                    raise PermanentFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
-                raise TemporaryFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
+                    raise PermanentFailure(f"{exc.smtp_code} {_said(exc.smtp_error)}") from exc
+                raise TemporaryFailure(f"{exc.smtp_code} {_said(exc.smtp_error)}") from exc
             except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as exc:
                 self.close()
                 if attempt == 2:

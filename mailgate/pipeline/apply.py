@@ -4,17 +4,32 @@ plan, and the audit events for each. Called inside the handler's transaction; ne
 
 from __future__ import annotations
 
+from mailgate.domain.changes import (
+    Assigned,
+    AttributeSet,
+    Change,
+    FieldCleared,
+    FieldSet,
+    GroupSet,
+    Linked,
+    Merged,
+    StatusChanged,
+    Unassigned,
+    WatcherAdded,
+    WatcherRemoved,
+)
 from mailgate.domain.commands import Plan
 from mailgate.domain.workflow import Status, Workflow
+from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import Participant, Ticket, now_utc
 from mailgate.store.repo import Repo
 
 
 def change_status(
     repo: Repo, ticket: Ticket, workflow: Workflow, new: Status, actor: str, why: str = ""
-) -> str:
-    """Move the ticket, keep the resolved/closed times right, and record the event. Returns a line
-    for the mail ("agent1 changed the status to Work in progress")."""
+) -> StatusChanged:
+    """Move the ticket, keep the resolved/closed times right, and record the event. Returns the
+    change, which the mail prints as "agent1 changed the status to Work in progress"."""
     old = ticket.status
     now = now_utc()
     ticket.status = new.id
@@ -30,8 +45,8 @@ def change_status(
     repo.session.add(ticket)
     old_label = workflow.statuses[old].label if old in workflow.statuses else old
     repo.event(
-        ticket.id,  # type: ignore[arg-type]
-        "status",
+        row(ticket),
+        EventKind.STATUS,
         actor=actor,
         old=old,
         new=new.id,
@@ -39,56 +54,107 @@ def change_status(
         why=why,
         label=f"{old_label} → {new.label}",
     )
-    return f"changed the status to {new.label}"
+    return StatusChanged(old, new, why)
 
 
-def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor: str) -> list[str]:
-    """Apply a checked command plan. Returns the change lines for the mails, in command order."""
-    lines: list[str] = []
-    tid: int = ticket.id  # type: ignore[assignment]
-    if plan.group is not None and plan.group != ticket.group:
-        repo.event(tid, "group", actor=actor, old=ticket.group, new=plan.group)
-        ticket.group = plan.group
-        lines.append(f"moved it to group {plan.group}")
+def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor: str) -> list[Change]:
+    """Apply a checked command plan. Returns the changes made, in command order: the people,
+    the ticket's fields, the links, then the status, and the merge last (it closes the ticket)."""
+    changes: list[Change] = []
+    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links):
+        changes += step(repo, ticket, plan, actor)
+    if plan.status is not None:
+        changes.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
+    if plan.merge_into:
+        changes += _merge_into(repo, ticket, workflow, plan.merge_into, actor)
+    ticket.updated_at = now_utc()
+    repo.session.add(ticket)
+    return changes
+
+
+def _group(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    if plan.group is None or plan.group == ticket.group:
+        return []
+    repo.event(row(ticket), EventKind.GROUP, actor=actor, old=ticket.group, new=plan.group)
+    ticket.group = plan.group
+    return [GroupSet(plan.group)]
+
+
+def _assignee(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#unassign`, then `#assign`: a new assignee takes part in the ticket as an agent."""
+    changes: list[Change] = []
+    tid = row(ticket)
     if plan.unassign and ticket.assignee:
-        repo.event(tid, "assign", actor=actor, old=ticket.assignee, new=None)
+        repo.event(tid, EventKind.ASSIGN, actor=actor, old=ticket.assignee, new=None)
+        changes.append(Unassigned(ticket.assignee))
         ticket.assignee = None
-        lines.append("removed the assignee")
     if plan.assignee is not None and plan.assignee != ticket.assignee:
-        repo.event(tid, "assign", actor=actor, old=ticket.assignee, new=plan.assignee)
+        repo.event(tid, EventKind.ASSIGN, actor=actor, old=ticket.assignee, new=plan.assignee)
+        changes.append(Assigned(plan.assignee, ticket.assignee))
         ticket.assignee = plan.assignee
-        repo.add_participant(tid, plan.assignee, "agent")
-        lines.append(f"assigned it to {plan.assignee}")
-    for attr, label in (("priority", "priority"), ("type", "type"), ("category", "category")):
+        repo.add_participant(tid, plan.assignee, Role.AGENT)
+    return changes
+
+
+def _attributes(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """Priority, type and category: each its own event, named as the attribute."""
+    changes: list[Change] = []
+    for kind in (EventKind.PRIORITY, EventKind.TYPE, EventKind.CATEGORY):
+        attr = kind.value
         value = getattr(plan, attr)
         if value is not None and value != getattr(ticket, attr):
-            repo.event(tid, attr, actor=actor, old=getattr(ticket, attr), new=value)
+            repo.event(row(ticket), kind, actor=actor, old=getattr(ticket, attr), new=value)
+            changes.append(AttributeSet(attr, getattr(ticket, attr), value))
             setattr(ticket, attr, value)
-            lines.append(f"set the {label} to {value}")
-    if plan.set_fields or plan.unset_fields:
-        fields = dict(ticket.fields or {})
-        for k, v in plan.set_fields.items():
-            if fields.get(k) != v:
-                fields[k] = v
-                lines.append(f"set {k} to {v}")
-        for k in plan.unset_fields:
-            if fields.pop(k, None) is not None:
-                lines.append(f"cleared {k}")
-        repo.event(tid, "fields", actor=actor, set=plan.set_fields, unset=plan.unset_fields)
-        ticket.fields = fields
-    if plan.tags_add or plan.tags_remove:
-        tags = [t for t in (ticket.tags or []) if t not in plan.tags_remove]
-        tags += [t for t in plan.tags_add if t not in tags]
-        repo.event(tid, "tags", actor=actor, added=plan.tags_add, removed=plan.tags_remove)
-        ticket.tags = tags
+    return changes
+
+
+def _fields(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    if not (plan.set_fields or plan.unset_fields):
+        return []
+    changes: list[Change] = []
+    fields = dict(ticket.fields or {})
+    for k, v in plan.set_fields.items():
+        if fields.get(k) != v:
+            changes.append(FieldSet(k, fields.get(k), v))
+            fields[k] = v
+    for k in plan.unset_fields:
+        if fields.pop(k, None) is not None:
+            changes.append(FieldCleared(k))
+    repo.event(row(ticket), EventKind.FIELDS, actor=actor, set=plan.set_fields, unset=plan.unset_fields)
+    ticket.fields = fields
+    return changes
+
+
+def _tags(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """Tags are the desk's own words: recorded, never told to anyone (no change record)."""
+    if not (plan.tags_add or plan.tags_remove):
+        return []
+    tags = [t for t in (ticket.tags or []) if t not in plan.tags_remove]
+    tags += [t for t in plan.tags_add if t not in tags]
+    repo.event(row(ticket), EventKind.TAGS, actor=actor, added=plan.tags_add, removed=plan.tags_remove)
+    ticket.tags = tags
+    return []
+
+
+def _watchers(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#cc add` and `#cc remove`: every command is recorded, a change only when it made one."""
+    changes: list[Change] = []
+    tid = row(ticket)
     for addr in plan.cc_add:
-        if repo.add_participant(tid, addr, "watcher"):
-            lines.append(f"added {addr} as a watcher")
-        repo.event(tid, "cc", actor=actor, added=addr)
+        if repo.add_participant(tid, addr, Role.WATCHER):
+            changes.append(WatcherAdded(addr))
+        repo.event(tid, EventKind.CC, actor=actor, added=addr)
     for addr in plan.cc_remove:
-        if repo.remove_participant(tid, addr, "watcher"):
-            lines.append(f"removed {addr} from the watchers")
-        repo.event(tid, "cc", actor=actor, removed=addr)
+        if repo.remove_participant(tid, addr, Role.WATCHER):
+            changes.append(WatcherRemoved(addr))
+        repo.event(tid, EventKind.CC, actor=actor, removed=addr)
+    return changes
+
+
+def _links(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#link KEY`: each ticket lists the other in its `links` field."""
+    changes: list[Change] = []
     for key in plan.links:
         other = repo.ticket_by_key(key)
         if other is None:
@@ -98,30 +164,36 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
             if b.key not in links:
                 a.fields = {**(a.fields or {}), "links": [*links, b.key]}
                 repo.session.add(a)
-        repo.event(tid, "link", actor=actor, other=key)
-        lines.append(f"linked it to {key}")
-    if plan.status is not None:
-        lines.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
-    if plan.merge_into:
-        target = repo.ticket_by_key(plan.merge_into)
-        if target is not None:
-            merge(repo, ticket, target, workflow, actor)
-            lines.append(f"merged it into {target.key}")
-    ticket.updated_at = now_utc()
-    repo.session.add(ticket)
-    return lines
+        repo.event(row(ticket), EventKind.LINK, actor=actor, other=key)
+        changes.append(Linked(key))
+    return changes
+
+
+def _merge_into(repo: Repo, ticket: Ticket, workflow: Workflow, key: str, actor: str) -> list[Change]:
+    target = repo.ticket_by_key(key)
+    if target is None:
+        return []
+    merge(repo, ticket, target, workflow, actor)
+    return [Merged(target.key)]
+
+
+def row(ticket: Ticket) -> int:
+    """The row id of a stored ticket (every ticket a plan is applied to has been inserted)."""
+    assert ticket.id is not None, f"{ticket.key} is not stored"
+    return ticket.id
 
 
 def merge(repo: Repo, ticket: Ticket, target: Ticket, workflow: Workflow, actor: str) -> None:
     """Close `ticket` into `target`: its people follow, and later replies thread to the target."""
-    for p in repo.participants(ticket.id):  # type: ignore[arg-type]
-        repo.add_participant(target.id, p.address, "watcher" if p.role == "requester" else p.role, p.name)  # type: ignore[arg-type]
+    for p in repo.participants(row(ticket)):
+        role = Role.WATCHER if p.role == Role.REQUESTER else Role(p.role)
+        repo.add_participant(row(target), p.address, role, p.name)
     ticket.merged_into = target.key
     final = workflow.close or next((s.id for s in workflow.statuses.values() if s.final), None)
     if final and ticket.status != final:
         change_status(repo, ticket, workflow, workflow.status(final), actor, f"merged into {target.key}")
-    repo.event(target.id, "merged", actor=actor, source=ticket.key)  # type: ignore[arg-type]
-    repo.event(ticket.id, "merged-into", actor=actor, target=target.key)  # type: ignore[arg-type]
+    repo.event(row(target), EventKind.MERGED, actor=actor, source=ticket.key)
+    repo.event(row(ticket), EventKind.MERGED_INTO, actor=actor, target=target.key)
 
 
 def requester_side(
@@ -131,8 +203,8 @@ def requester_side(
     exclude = exclude or set()
     return [
         p.address
-        for p in repo.participants(ticket.id)  # type: ignore[arg-type]
-        if p.role in ("requester", "watcher")
+        for p in repo.participants(row(ticket))
+        if p.role in (Role.REQUESTER, Role.WATCHER)
         and p.notify
         and p.address not in agents
         and p.address not in exclude
@@ -150,10 +222,10 @@ def agent_side(
         out.extend(group_members)
     elif triage:
         out.append(triage)
-    for p in repo.participants(ticket.id):  # type: ignore[arg-type]
-        if p.role == "agent" and p.notify and p.address not in out:
+    for p in repo.participants(row(ticket)):
+        if p.role == Role.AGENT and p.notify and p.address not in out:
             out.append(p.address)
     return [a for a in out if a not in exclude]
 
 
-__all__ = ["Participant", "agent_side", "apply_plan", "change_status", "merge", "requester_side"]
+__all__ = ["Participant", "agent_side", "apply_plan", "change_status", "merge", "requester_side", "row"]

@@ -8,6 +8,7 @@ from mailgate.config import Desk
 from mailgate.domain.threading import ThreadHit
 from mailgate.mail.model import ParsedMail
 from mailgate.pipeline.membership import FanOut
+from mailgate.pipeline.outcomes import Disposition
 from mailgate.store.models import InboxItem, Ticket
 
 
@@ -17,13 +18,12 @@ class Context:
     desk: Desk
     raw: bytes = b""  # the message as received (store.models.InboxRaw)
     mail: ParsedMail = field(default_factory=ParsedMail)
-    parsed: ParsedMail | None = None  # parsed ahead of time in another process (bulk ingest)
     auto_reason: str | None = None  # screen: why we must not auto-answer this
     hit: ThreadHit | None = None
     ticket: Ticket | None = None
-    disposition: str | None = None
+    disposition: Disposition | None = None
     rejected: list[str] = field(default_factory=list)  # attachments over the limits, described
-    fanout: FanOut | None = None  # who this event mailed, and who the cap left out (handlers.tell)
+    fanout: FanOut | None = None  # who this event mailed, and who the cap left out (handlers.common.tell)
     stage: str = "start"
     trace: list[dict[str, str]] = field(default_factory=list)
 

@@ -6,11 +6,13 @@ not a ProcessingError is unexpected: the runner quarantines the message with its
 
 from __future__ import annotations
 
+from mailgate.pipeline.outcomes import Disposition
+
 
 class ProcessingError(Exception):
     """Stop here; record `disposition` and `reason`."""
 
-    disposition = "rejected"
+    disposition = Disposition.REJECTED
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -20,20 +22,29 @@ class ProcessingError(Exception):
         self.admin_notice: tuple[str, str] | None = None
 
 
+class Unattributable(ProcessingError):
+    """Mail with nobody to attribute it to: empty, or without a From address. Not an expected
+    outcome a desk can leave alone (it was accepted with a 250, and its sender may be waiting), so
+    it is quarantined like a crash — `mailgate inbox failed` lists it and `status` counts it — but
+    with its reason and no traceback."""
+
+    disposition = Disposition.QUARANTINED
+
+
 class LoopDetected(ProcessingError):
-    disposition = "ignored:loop"
+    disposition = Disposition.IGNORED_LOOP
 
 
 class SystemMailAnswer(ProcessingError):
     """Mail to the no-reply system sender, or answering a system mail (an admin notice, a digest):
     never ticketed, so an auto-responding admin mailbox cannot open tickets or loop."""
 
-    disposition = "ignored:system-mail"
+    disposition = Disposition.IGNORED_SYSTEM_MAIL
 
 
 class BounceUnmatched(ProcessingError):
-    disposition = "bounce:unmatched"
+    disposition = Disposition.BOUNCE_UNMATCHED
 
 
 class FloodHeld(ProcessingError):
-    disposition = "held:flood"
+    disposition = Disposition.HELD_FLOOD

@@ -22,6 +22,7 @@ from mailgate.mail.decode import plus_parts
 from mailgate.mail.model import ParsedMail
 from mailgate.mail.msgid import parse_msgids
 from mailgate.pipeline.identity import token_proof
+from mailgate.store.kinds import EventKind
 from mailgate.store.models import Ticket
 from mailgate.store.repo import Repo
 
@@ -96,7 +97,7 @@ def removed_by_agent(repo: Repo, ticket: Ticket, address: str) -> bool:
     """Whether an agent's last word on `address` was `#cc remove`: mail we sent them before then
     proves they were in the conversation, not that they may come back."""
     last = None
-    for data in repo.recent_events(ticket.id, "cc", datetime(1970, 1, 1, tzinfo=UTC)):  # type: ignore[arg-type]
+    for data in repo.recent_events(ticket.id, EventKind.CC, datetime(1970, 1, 1, tzinfo=UTC)):  # type: ignore[arg-type]
         if address in (data.get("added"), data.get("removed")):
             last = "added" if data.get("added") == address else "removed"
     return last == "removed"

@@ -18,16 +18,14 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import bindparam, func, select
-from sqlmodel import col
-
 from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
 from mailgate.domain.threading import strip_prefixes, strip_tag
 from mailgate.domain.tokens import Purpose, make_token
 from mailgate.mail.compose import Outgoing, build, new_message_id
 from mailgate.outbox.render import Renderer
-from mailgate.store.models import Event, SendLog, Ticket, now_utc
+from mailgate.store.kinds import EventKind
+from mailgate.store.models import Ticket, now_utc
 from mailgate.store.repo import Repo
 
 log = logging.getLogger(__name__)
@@ -45,16 +43,6 @@ def ticket_subject(ticket: Ticket) -> str:
     """`[SUP-20] subject`: our tag once, in front; any foreign tag kept (DESIGN.md threading)."""
     base = strip_tag(strip_prefixes(ticket.subject), ticket.key) or "(no subject)"
     return f"[{ticket.key}] {base}"
-
-
-_SENDLOG = SendLog.__table__  # type: ignore[attr-defined]
-# Both loop-limit windows in one indexed query (recipient, created_at), built once.
-_LIMIT_COUNTS = select(
-    func.count().filter(_SENDLOG.c.created_at > bindparam("overall_since")),
-    func.count().filter(
-        _SENDLOG.c.ticket_id == bindparam("t"), _SENDLOG.c.created_at > bindparam("ticket_since")
-    ),
-).where(_SENDLOG.c.recipient == bindparam("r"), _SENDLOG.c.created_at > bindparam("since"))
 
 
 class SurveyLinks(Mapping[int, str]):
@@ -93,19 +81,9 @@ class Notifier:
         """Why mail to `recipient` must be held now, or None. One query for both windows."""
         now = now_utc()
         lim = self.limits
-        overall_since = now - lim.overall_window
-        ticket_since = now - lim.per_ticket_window
-        counts = repo.core(
-            _LIMIT_COUNTS,
-            {
-                "r": recipient,
-                "t": ticket_id,
-                "overall_since": overall_since,
-                "ticket_since": ticket_since,
-                "since": min(overall_since, ticket_since),
-            },
-        ).one()
-        overall, per = tuple(counts)
+        overall, per = repo.automatic_mails(
+            recipient, ticket_id, now - lim.overall_window, now - lim.per_ticket_window
+        )
         if overall >= lim.overall:
             return f"{overall} automatic mails to {recipient} in {lim.overall_window}"
         if ticket_id is not None and per >= lim.per_ticket:
@@ -118,19 +96,7 @@ class Notifier:
 
     def held_recently(self, repo: Repo, recipient: str) -> bool:
         """Whether mail to `recipient` was already held in the notice window (the admin was told)."""
-        since = now_utc() - self.notice_window
-        return (
-            repo.session.execute(
-                select(col(Event.id))
-                .where(
-                    col(Event.kind) == "mail-held",
-                    col(Event.created_at) > since,
-                    col(Event.data)["recipient"].as_string() == recipient,
-                )
-                .limit(1)
-            ).first()
-            is not None
-        )
+        return repo.mail_held_since(recipient, now_utc() - self.notice_window)
 
     def send(
         self,
@@ -155,7 +121,7 @@ class Notifier:
             why = self.over_limit(repo, to, ticket.id)
             if why:
                 first = not self.held_recently(repo, to)
-                repo.event(ticket.id, "mail-held", recipient=to, mail=kind, reason=why)  # type: ignore[arg-type]
+                repo.event(ticket.id, EventKind.MAIL_HELD, recipient=to, mail=kind, reason=why)  # type: ignore[arg-type]
                 log.warning("held %s to %s on %s: %s", kind, to, ticket.key, why)
                 if first:
                     self.send_admin(

@@ -1,10 +1,20 @@
-"""The worker that drains the inbox through the stages, oldest first.
+"""The one path through the pipeline: claim a batch, parse each message, process the batch in one
+transaction, record each outcome.
 
-A batch of claimed rows is processed in ONE transaction, each message inside its own savepoint:
-a message that fails rolls back only its own writes and is quarantined with stage and reason,
-the others commit together (group commit: one fsync for the batch). Expected outcomes are
-`ProcessingError`s and become a disposition; anything else is caught once, here, and never
-stops the loop (STYLE.md habit 3).
+    claim    up to `batch_size` new inbox rows, oldest first (committed: new → processing,
+             attempts + 1, so a worker that dies leaves rows `recover` hands back)
+    parse    each message, before the transaction: parsing reads no table, so SQLite's write
+             lock stays free for the intake meanwhile
+    process  the messages together in one transaction, each inside a SAVEPOINT: a message that
+             fails or stops rolls back only its own writes (group commit: one commit for many;
+             a transaction that has held the write lock `HOLD_SECONDS` commits, and the rest of
+             the batch goes on in the next)
+    record   done (disposition + trace) or failed (stage, reason, traceback), in the same commit
+
+The daemon's worker and `mailgate ingest` run this same path; a batch is whatever is waiting, up
+to `batch_size`, so an idle desk commits one message at a time and a backlog many at once.
+Expected outcomes are `ProcessingError`s and become a disposition; anything else is caught once,
+here, and never stops the loop (STYLE.md habit 3).
 """
 
 from __future__ import annotations
@@ -14,18 +24,19 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mailgate.config import Config
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline import stages
 from mailgate.pipeline.context import Context
-from mailgate.pipeline.errors import ProcessingError
+from mailgate.pipeline.errors import ProcessingError, Unattributable
 from mailgate.pipeline.handlers import Handler, Services, registry
 from mailgate.pipeline.notify import Notifier
-from mailgate.pipeline.parse_ahead import ParseAhead
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
 from mailgate.store import inbox
@@ -36,64 +47,60 @@ from mailgate.store.repo import Repo
 
 log = logging.getLogger(__name__)
 
+# Messages claimed and processed together at most. Bigger batches save commits; smaller ones keep
+# the write lock (which the intake needs for every 250) held for shorter, and fewer parsed
+# messages in memory at once.
+BATCH_SIZE = 50
+# A batch's transaction commits early, and the rest of the batch goes on in the next one, once it
+# has held the write lock this long: the intake's commit before each 250 waits for it.
+HOLD_SECONDS = 0.05
 
-# Built once: the statement that records a message's outcome runs for every message.
 _INBOX = InboxItem.__table__  # type: ignore[attr-defined]
-_FINISH = (
-    update(_INBOX)
-    .where(_INBOX.c.id == bindparam("row_id"))
-    .values(
-        {
-            c: bindparam(c)
-            for c in (
-                "state",
-                "disposition",
-                "reason",
-                "stage",
-                "trace",
-                "ticket_id",
-                "processed_at",
-                "claimed_by",
-            )
-        }
-    )
-)
+_OUTCOME = ("state", "disposition", "reason", "stage", "trace", "ticket_id", "processed_at", "claimed_by")
+# Records the outcome of every message of a batch, in one executemany.
+_FINISH = update(_INBOX).where(_INBOX.c.id == bindparam("row_id")).values({c: bindparam(c) for c in _OUTCOME})
 
 
 Claimed = tuple[InboxItem, bytes | None]  # a claimed row and its message (None: the bytes are missing)
 
 
-class _GroupBroken(Exception):
-    """The group transaction can no longer be used; carries how far the group had got."""
+@dataclass
+class Failed:
+    """A message that stopped (a `ProcessingError`) or crashed, waiting to be recorded."""
+
+    ctx: Context
+    exc: Exception
+    trace: str  # the traceback, taken where it was caught
+
+
+def _outcome(ctx: Context, state: str, reason: str | None, stage: str | None) -> dict[str, Any]:
+    """The row's final values (also set on the detached row, for callers and the log line)."""
+    values: dict[str, Any] = {
+        "state": state,
+        "disposition": ctx.disposition,
+        "reason": reason,
+        "stage": stage,
+        "trace": ctx.trace,
+        "ticket_id": ctx.ticket.id if ctx.ticket is not None else None,
+        "processed_at": now_utc(),
+        "claimed_by": None,
+    }
+    for key, value in values.items():
+        setattr(ctx.item, key, value)
+    return {"row_id": ctx.item.id, **values}
 
 
 class Runner:
-    def __init__(
-        self,
-        db: Database,
-        config: Config,
-        *,
-        batch_size: int = 50,
-        group_ms: float = 0,
-        parse_ahead: bool = False,
-    ) -> None:
+    """Claims a batch of inbox rows, parses each, and processes them in one transaction.
+
+    The daemon's worker and `mailgate ingest` both drive it through `run_once`; there is no
+    other way through the pipeline."""
+
+    def __init__(self, db: Database, config: Config, *, batch_size: int = BATCH_SIZE) -> None:
         self.db = db
         self.config = config
         self.batch_size = batch_size
-        self.group_ms = group_ms  # > 0: group commit (process_group); 0: a transaction per message
-        # A helper process parses a batch ahead (pipeline/parse_ahead.py); started on the first
-        # batch of more than one message, so a quiet daemon never starts it (or by start_helper).
         blobs = BlobStore(config.state_dir / "attachments")
-        lim = config.limits
-        self.ahead = (
-            ParseAhead(
-                config.own_addresses,
-                blobs=blobs.root,
-                limits=(lim.max_attachment_size, lim.max_attachments),
-            )
-            if parse_ahead
-            else None
-        )
         self.rules = RulesSource(config.rules_dir, config.templates_dir, config.desks)
         self.renderer = Renderer(self.rules)
         self.notifier = Notifier(config, self.renderer)
@@ -101,11 +108,26 @@ class Runner:
         self.handlers: list[Handler] = registry(self.services)
         self.sla = SlaService(config, self.rules, self.notifier)
         self.after_commit: list[Callable[[], None]] = []  # e.g. wake the sender
-        self._next: list[Claimed] = []  # group mode with the helper: the batch claimed ahead
         self.wake = threading.Event()
         self._stop = threading.Event()
 
     # -- one message ----------------------------------------------------------------------------
+    def begin(self, item: InboxItem, raw: bytes | None) -> Context | Failed:
+        """The context of a claimed message, parsed. Parsing reads no table, so it runs before
+        the batch's transaction, outside SQLite's write lock. A message that cannot get this far
+        comes back as `Failed`, to be recorded inside the transaction."""
+        ctx = Context(item=item, desk=self.config.desk_by_key(item.desk), raw=raw or b"")  # type: ignore[arg-type]
+        try:
+            if raw is None:
+                raise RuntimeError(f"inbox row {item.id} has no message bytes (inboxraw)")
+            if ctx.desk is None:
+                raise ProcessingError(f"desk {item.desk} is no longer configured")
+            ctx.stage = "parse"
+            stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - sorted into the two tiers by `_record_failure`
+            return Failed(ctx, exc, traceback.format_exc())
+        return ctx
+
     def _apply(self, ctx: Context, session: Session) -> None:
         """The stages after parse and the handler, writing through one Repo on `session`."""
         repo = Repo(session)
@@ -120,115 +142,92 @@ class Runner:
         if ctx.ticket is not None:
             # SLA due times (pipeline/sla_apply.py)
             self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
-        self._finish(session, ctx.item, ctx, "done", None, None)
 
-    def _begin(self, item: InboxItem, raw: bytes | None, ahead: bool = False) -> Context:
-        """Context for a claimed message, parsed (parsing reads no table: done outside the lock,
-        or ahead of time by the parse helper)."""
-        desk = self.config.desk_by_key(item.desk)
-        ctx = Context(item=item, desk=desk, raw=raw or b"")  # type: ignore[arg-type]
-        if raw is None:
-            raise RuntimeError(f"inbox row {item.id} has no message bytes (inboxraw)")
-        if ahead and self.ahead is not None:
-            ctx.parsed = self.ahead.take(item.id)  # None: not parsed there, parse here
-        if desk is None:
-            raise ProcessingError(f"desk {item.desk} is no longer configured")
-        ctx.stage = "parse"
-        stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
-        return ctx
-
-    def _stopped(self, ctx: Context, session: Session, exc: ProcessingError) -> None:
-        """An expected outcome: record it (the message's own writes were rolled back)."""
-        ctx.disposition = exc.disposition
-        ctx.note(ctx.stage, f"stopped: {exc.reason}")
-        # Only a ticket that existed before this message: anything made here was rolled back.
+    def _record_failure(self, failed: Failed, session: Session) -> dict[str, Any]:
+        """An expected outcome (`ProcessingError`) is recorded as the message's disposition; anything
+        else quarantines the message with stage, reason and traceback. Either way the message's own
+        writes were rolled back, so only a ticket that existed before it is named."""
+        ctx, exc = failed.ctx, failed.exc
         if ctx.ticket is not None and not ctx.hit:
             ctx.ticket = None
-        if exc.admin_notice:
-            self.notifier.send_admin(Repo(session), *exc.admin_notice)
-        self._finish(session, ctx.item, ctx, "done", exc.reason, None)
-
-    def _crashed(self, ctx: Context, session: Session, exc: Exception) -> None:
-        """Anything unexpected: quarantine with stage, reason and traceback; never stop the loop."""
+        if isinstance(exc, Unattributable):  # needs a human: quarantined, with its reason
+            ctx.disposition = exc.disposition
+            ctx.note(ctx.stage, f"quarantined: {exc.reason}")
+            log.warning("message %s quarantined at %s: %s", ctx.item.id, ctx.stage, exc.reason)
+            return _outcome(ctx, "failed", exc.reason, ctx.stage)
+        if isinstance(exc, ProcessingError):
+            ctx.disposition = exc.disposition
+            ctx.note(ctx.stage, f"stopped: {exc.reason}")
+            if exc.admin_notice:
+                self.notifier.send_admin(Repo(session), *exc.admin_notice)
+            return _outcome(ctx, "done", exc.reason, None)
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         ctx.note(ctx.stage, f"failed: {reason}")
-        ctx.trace.append(
-            {"stage": ctx.stage, "decision": "traceback", "detail": traceback.format_exc()[-4000:]}
-        )
+        ctx.trace.append({"stage": ctx.stage, "decision": "traceback", "detail": failed.trace[-4000:]})
         log.error("message %s quarantined at %s: %s", ctx.item.id, ctx.stage, reason)
-        if ctx.ticket is not None and not ctx.hit:
-            ctx.ticket = None
-        self._finish(session, ctx.item, ctx, "failed", reason, ctx.stage)
+        return _outcome(ctx, "failed", reason, ctx.stage)
 
-    def process(self, item: InboxItem, raw: bytes | None, ahead: bool = False) -> Context:
-        """Process one claimed message in its own transaction: short transactions keep the write
-        lock free for the intake. A ProcessingError or a crash rolls the message's writes back
-        and records the outcome in a fresh transaction."""
-        t0 = time.perf_counter()
-        ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
-        try:
-            ctx = self._begin(item, raw, ahead)
-            with self.db.session(durable=False) as session:
-                self._apply(ctx, session)
-        except ProcessingError as exc:
-            with self.db.session(durable=False) as session:
-                self._stopped(ctx, session, exc)
-        except Exception as exc:  # noqa: BLE001 - the one catch-all
-            with self.db.session(durable=False) as session:
-                self._crashed(ctx, session, exc)
-        self._log(ctx, t0)
-        return ctx
-
-    def process_group(self, items: list[Claimed], *, handed_over: bool = False) -> None:
-        """Group commit for bulk work (`mailgate ingest --mbox`): messages share one transaction
-        until `group_ms` have passed, each inside a SAVEPOINT, so a failing message rolls back
-        only its own writes. One fsync per group instead of one per message; the write lock is
-        held longer, which is why the daemon, which answers SMTP clients, does not use it.
-        `handed_over`: the items are with the parse helper already."""
-        # The next messages are parsed on the other core while this one is handled.
-        if len(items) > 1 and not handed_over:
-            self._parse_ahead(items)
-        i = 0
-        while i < len(items):
-            first = i
+    # -- a batch --------------------------------------------------------------------------------
+    def process_batch(self, items: list[Claimed]) -> None:
+        """Parse every message, then process them together in one transaction (group commit; a
+        second one after `HOLD_SECONDS`), each inside a SAVEPOINT: a message that fails or stops
+        rolls back only its own writes. If a transaction as a whole fails (its commit, the
+        connection), its messages and the rest are done again in a transaction each, so one bad
+        message cannot hold the others back."""
+        contexts = [self.begin(item, raw) for item, raw in items]
+        done = 0
+        while done < len(contexts):
             try:
-                i = self._group(items, first)
-            except _GroupBroken as broken:
-                # The session itself failed (e.g. a flush error): the whole group was rolled back.
-                # Do its messages again one by one, each in its own transaction.
-                end = broken.args[0]
-                for item, raw in items[first:end]:
-                    self.process(item, raw)
-                i = end
+                done += self._transaction(contexts[done:])
+                self._committed()
+            except Exception as exc:  # noqa: BLE001 - nothing of it was committed; try one by one
+                if len(contexts) - done == 1:
+                    raise
+                log.warning("a transaction of a batch failed (%s): one transaction per message", exc)
+                for item, raw in items[done:]:
+                    self._transaction([self.begin(item, raw)])
+                    self._committed()
+                done = len(contexts)
 
-    def _group(self, items: list[Claimed], first: int) -> int:
-        """One group transaction from `items[first]`; returns the index after the last one done."""
-        i = first
-        start = time.perf_counter()
+    def _committed(self) -> None:
+        """After each commit: what it queued can go out now (the sender is woken)."""
+        for fn in self.after_commit:
+            fn()
+
+    def _transaction(self, contexts: list[Context | Failed]) -> int:
+        """One transaction over the first of `contexts`, until they are all done or it has held the
+        write lock `HOLD_SECONDS`; returns how many it did (at least one)."""
+        done = 0
         with self.db.session(durable=False) as session:
             conn = session.connection()
-            while i < len(items) and (i == first or (time.perf_counter() - start) * 1000 < self.group_ms):
-                item, raw = items[i]
-                i += 1
+            start = time.perf_counter()
+            for ctx in contexts:
                 t0 = time.perf_counter()
-                ctx = Context(item=item, desk=self.config.desk_by_key(item.desk))  # type: ignore[arg-type]
-                conn.exec_driver_sql("SAVEPOINT mg_message")
-                try:
-                    ctx = self._begin(item, raw, ahead=True)
-                    self._apply(ctx, session)
-                    session.flush()
-                except Exception as exc:  # noqa: BLE001 - sorted below
-                    if not session.is_active:
-                        raise _GroupBroken(i) from exc
-                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT mg_message")
-                    session.expunge_all()  # objects of the rolled-back writes must never be flushed
-                    if isinstance(exc, ProcessingError):
-                        self._stopped(ctx, session, exc)
+                if done and t0 - start > HOLD_SECONDS:
+                    break
+                if isinstance(ctx, Context):
+                    savepoint = session.begin_nested()
+                    try:
+                        self._apply(ctx, session)
+                        savepoint.commit()
+                    except Exception as exc:  # noqa: BLE001 - recorded below, never stops the batch
+                        # The objects of the rolled-back writes must never be flushed. Detached
+                        # first, as they are, the rollback cannot expire what the outcome and the
+                        # log still read of them (a ticket's id and key).
+                        session.expunge_all()
+                        savepoint.rollback()
+                        ctx = Failed(ctx, exc, traceback.format_exc())
                     else:
-                        self._crashed(ctx, session, exc)
-                conn.exec_driver_sql("RELEASE SAVEPOINT mg_message")
+                        conn.execute(_FINISH, _outcome(ctx, "done", None, None))
+                if isinstance(ctx, Failed):
+                    conn.execute(_FINISH, self._record_failure(ctx, session))
+                    ctx = ctx.ctx
+                # Each outcome is written at once, in the same commit as its work: a later
+                # message of the batch may ask what became of an earlier one (the flood limit
+                # tells the admin only when no earlier mail of that sender was held).
+                done += 1
                 self._log(ctx, t0)
-        return i
+        return done
 
     def _log(self, ctx: Context, t0: float) -> None:
         if not log.isEnabledFor(logging.INFO):  # the record's fields cost more than the call
@@ -259,24 +258,6 @@ class Runner:
             },
         )
 
-    @staticmethod
-    def _finish(
-        session: Session, item: InboxItem, ctx: Context, state: str, reason: str | None, stage: str | None
-    ) -> None:
-        values = {
-            "state": state,
-            "disposition": ctx.disposition,
-            "reason": reason,
-            "stage": stage,
-            "trace": ctx.trace,
-            "ticket_id": ctx.ticket.id if ctx.ticket is not None else None,
-            "processed_at": now_utc(),
-            "claimed_by": None,
-        }
-        session.connection().execute(_FINISH, {"row_id": item.id, **values})  # no ORM state
-        for key, value in values.items():  # keep the detached row in step for callers and tests
-            setattr(item, key, value)
-
     # -- batches --------------------------------------------------------------------------------
     def refresh_rules(self) -> None:
         """Pick up rules edits; a refused edit is logged and mailed to the admin, once per edit."""
@@ -303,53 +284,20 @@ class Runner:
             return []
         with self.db.reading() as session:  # the raw mail is read outside the write lock
             rows = session.execute(
-                select(InboxItem).where(InboxItem.id.in_(ids)).order_by(InboxItem.id)
+                select(InboxItem).where(col(InboxItem.id).in_(ids)).order_by(col(InboxItem.id))
             ).scalars()
             raws = inbox.raws(session, ids)
-            return [(item, raws.get(item.id)) for item in rows]  # type: ignore[arg-type]
-
-    def _run_group_ahead(self) -> int:
-        """Group commit with the parse helper: the batch after this one is claimed before this
-        one is processed and handed to the helper behind it, so the helper parses on across the
-        boundary. Handing each batch over only when it came up had the worker wait at every
-        boundary for the helper to receive the batch and catch up, message by message (20 to 40
-        waits and 0.1 to 0.2 s in an ingest of 1,000). Two batches are claimed at a time; a
-        crash leaves both to `recover`, as it left one."""
-        items = self._next or self._claim()
-        handed_over = bool(self._next)
-        if not items:
-            return 0
-        if not handed_over:
-            self._parse_ahead(items)
-        self._next = self._claim()
-        self._parse_ahead(self._next, behind=True)
-        self.process_group(items, handed_over=True)
-        for fn in self.after_commit:
-            fn()
-        return len(items)
+            return [(item, raws.get(item.id)) for item in rows if item.id is not None]
 
     def run_once(self) -> int:
-        """Claim and process one batch. Returns how many messages were processed."""
+        """Claim and process one batch: whatever is waiting, up to `batch_size` messages.
+        Returns how many messages were processed."""
         self.refresh_rules()
-        if self.group_ms > 0 and self.ahead is not None:
-            return self._run_group_ahead()
         items = self._claim()
-        if self.group_ms > 0 and items:
-            self.process_group(items)
-            for fn in self.after_commit:
-                fn()
-            return len(items)
-        # A backlog: the rest of the batch is parsed ahead on the other core.
-        self._parse_ahead(items[1:])
-        for j, (item, raw) in enumerate(items):
-            self.process(item, raw, ahead=j > 0)
-            for fn in self.after_commit:
-                fn()
+        if not items:
+            return 0
+        self.process_batch(items)
         return len(items)
-
-    def _parse_ahead(self, items: list[Claimed], *, behind: bool = False) -> None:
-        if self.ahead is not None and items:
-            self.ahead.submit([(item.id, raw) for item, raw in items if raw is not None], behind=behind)
 
     def run_until_idle(self, max_batches: int = 10_000) -> int:
         total = 0
@@ -385,14 +333,3 @@ class Runner:
     def stop(self) -> None:
         self._stop.set()
         self.wake.set()
-
-    def start_helper(self) -> None:
-        """Start the parse helper ahead of the first batch (only with parse_ahead): for a caller
-        that knows a backlog is coming, so the helper's start-up overlaps its own work."""
-        if self.ahead is not None:
-            self.ahead.start()
-
-    def close(self) -> None:
-        """Stop the parse helper (call after the serve thread has ended)."""
-        if self.ahead is not None:
-            self.ahead.close()

@@ -44,6 +44,7 @@ from mailgate.domain.workflow import Workflow, norm
 from mailgate.pipeline.apply import change_status, requester_side
 from mailgate.pipeline.notify import Notifier
 from mailgate.ruleset import RulesSource, Snapshot
+from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
@@ -111,7 +112,7 @@ class TrailEvent(NamedTuple):
 _E = Event.__table__.c  # type: ignore[attr-defined]
 _STATUS_TRAIL = (  # or_, not in_: a prebuilt IN list would be expanded at every run
     select(_E.kind, _E.data, _E.created_at)
-    .where(_E.ticket_id == bindparam("t"), or_(_E.kind == "created", _E.kind == "status"))
+    .where(_E.ticket_id == bindparam("t"), or_(_E.kind == EventKind.CREATED, _E.kind == EventKind.STATUS))
     .order_by(_E.id)
 )
 
@@ -127,9 +128,9 @@ def status_history(
     """
     created = utc(ticket.created_at)
     assert created is not None
-    first = next((e for e in events if e.kind == "created"), None)
+    first = next((e for e in events if e.kind == EventKind.CREATED), None)
     initial = (first.data or {}).get("status") if first is not None else None
-    changes = [e for e in events if e.kind == "status"]
+    changes = [e for e in events if e.kind == EventKind.STATUS]
     if initial is None and changes:
         initial = (changes[0].data or {}).get("old")
     category: Category = _category(workflow, initial or ticket.status, None)
@@ -319,7 +320,9 @@ class SlaService:
         allowed to quarantine the mail that caused the change. `new`: the ticket was made by this
         message, so its whole status history is its creation (no need to read the audit trail)."""
         try:
-            history = [TrailEvent("created", {"status": ticket.status}, ticket.created_at)] if new else None
+            history = (
+                [TrailEvent(EventKind.CREATED, {"status": ticket.status}, ticket.created_at)] if new else None
+            )
             refresh_due(repo, ticket, self.rules.workflow(desk), self.sla, now or now_utc(), events=history)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("could not compute SLA due times of %s: %s", ticket.key, exc)
@@ -328,7 +331,7 @@ class SlaService:
     def _lead_or_triage(self, ticket: Ticket) -> list[str]:
         team = self.rules.team
         group = team.groups.get(ticket.group) if ticket.group else None
-        return [group.lead] if group is not None and group.lead else [team.triage]
+        return [group.lead] if group is not None and group.lead else [self.rules.triage_for(ticket.desk)]
 
     def _assignee_or_group(self, ticket: Ticket) -> list[str]:
         team = self.rules.team
@@ -337,14 +340,14 @@ class SlaService:
         group = team.groups.get(ticket.group) if ticket.group else None
         if group is not None and group.members:
             return list(group.members)
-        return [team.triage]
+        return [self.rules.triage_for(ticket.desk)]
 
     def _group(self, ticket: Ticket) -> list[str]:
         team = self.rules.team
         group = team.groups.get(ticket.group) if ticket.group else None
         if group is not None:
             return [a for a in dict.fromkeys([group.lead, *group.members]) if a]
-        return [ticket.assignee] if ticket.assignee else [team.triage]
+        return [ticket.assignee] if ticket.assignee else [self.rules.triage_for(ticket.desk)]
 
     def _mail(
         self,
@@ -382,12 +385,12 @@ class SlaService:
     def _capped(self, repo: Repo, desk: Desk, ticket: Ticket, recipients: list[str]) -> list[str]:
         """A job's mail to requester and watchers is one event: at most `[security]
         max_recipients_per_event` of them; the rest are recorded and the assignee (else the
-        triage person) is told, as for mail caused by a received message (handlers.OneEvent)."""
+        triage person) is told, as for mail caused by a received message (handlers/common.OneEvent)."""
         cap = self.config.membership.max_recipients_per_event
         if len(recipients) <= cap:
             return recipients
         mailed, over = recipients[:cap], recipients[cap:]
-        repo.event(ticket.id, "fanout-limited", cap=cap, mailed=mailed, not_mailed=over)  # type: ignore[arg-type]
+        repo.event(ticket.id, EventKind.FANOUT_LIMITED, cap=cap, mailed=mailed, not_mailed=over)  # type: ignore[arg-type]
         context = {"cap": cap, "mailed": mailed, "not_mailed": over}
         for agent in self._assignee_or_group(ticket):
             self.notifier.send(
@@ -417,7 +420,9 @@ class SlaService:
                 "policy": action.policy,
             }
             sent = self._mail(repo, desk, ticket, to, "sla_warning", "sla-warning", ctx, agents=True)
-            repo.event(tid, "sla-warning", target=action.target, due=action.due.isoformat(), to=list(sent))
+            repo.event(
+                tid, EventKind.SLA_WARNING, target=action.target, due=action.due.isoformat(), to=list(sent)
+            )
             applied = Applied(
                 sent, f"warned {', '.join(sent)}: {action.target} due {action.due:%Y-%m-%d %H:%M}Z"
             )
@@ -432,15 +437,17 @@ class SlaService:
             }
             if action.tag not in (ticket.tags or []):
                 ticket.tags = [*(ticket.tags or []), action.tag]
-                repo.event(tid, "tags", actor="system", added=[action.tag], removed=[])
+                repo.event(tid, EventKind.TAGS, actor="system", added=[action.tag], removed=[])
             sent = self._mail(repo, desk, ticket, to, "sla_escalation", "sla-escalation", ctx, agents=True)
-            repo.event(tid, "sla-escalated", target=action.target, due=action.due.isoformat(), to=list(sent))
+            repo.event(
+                tid, EventKind.SLA_ESCALATED, target=action.target, due=action.due.isoformat(), to=list(sent)
+            )
             applied = Applied(sent, f"escalated {action.target} to {', '.join(sent)}")
         elif isinstance(action, RemindTriage):
             ctx = {"unanswered_for": span(action.unanswered_for), "created": when(action.created_at, tz)}
-            to = [self.rules.team.triage]
+            to = [self.rules.triage_for(ticket.desk)]
             sent = self._mail(repo, desk, ticket, to, "triage_reminder", "triage-reminder", ctx, agents=True)
-            repo.event(tid, "triage-reminded", to=list(sent))
+            repo.event(tid, EventKind.TRIAGE_REMINDED, to=list(sent))
             applied = Applied(sent, f"reminded {', '.join(sent)} of an unanswered ticket")
         elif isinstance(action, RemindCustomer):
             ctx = {"waiting_since": when(action.waiting_since, tz), "close_at": when(action.close_at, tz)}
@@ -448,7 +455,7 @@ class SlaService:
             sent = self._mail(
                 repo, desk, ticket, to, "customer_reminder", "customer-reminder", ctx, agents=False
             )
-            repo.event(tid, "customer-reminded", to=list(sent))
+            repo.event(tid, EventKind.CUSTOMER_REMINDED, to=list(sent))
             applied = Applied(sent, "reminded the requester")
         elif isinstance(action, AutoClose):
             applied = self._auto_close(repo, desk, workflow, ticket, action, tz)
@@ -456,7 +463,7 @@ class SlaService:
             ctx = {"deferred_since": when(action.deferred_since, tz)}
             to = self._group(ticket)
             sent = self._mail(repo, desk, ticket, to, "deferred_review", "deferred-review", ctx, agents=True)
-            repo.event(tid, "deferred-review", to=list(sent))
+            repo.event(tid, EventKind.DEFERRED_REVIEW, to=list(sent))
             applied = Applied(sent, f"brought back for review to {', '.join(sent)}")
         else:  # Digest is per desk, not per ticket: see send_digest
             raise TypeError(f"not a ticket action: {action!r}")

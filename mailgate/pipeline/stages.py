@@ -14,22 +14,32 @@ from mailgate.mail.compose import LOOP_HEADER
 from mailgate.mail.decode import plus_parts
 from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.parse import parse_message
+from mailgate.mail.portal import relayed_by_portal
 from mailgate.mail.screen import auto_reply_reason
 from mailgate.pipeline.context import Context
-from mailgate.pipeline.errors import LoopDetected, SystemMailAnswer
+from mailgate.pipeline.errors import LoopDetected, SystemMailAnswer, Unattributable
 from mailgate.store.repo import DeskLookup, Repo
 
 
 def parse(ctx: Context, config: Config, repo: Repo) -> None:
-    if ctx.parsed is not None:
-        ctx.mail = ctx.parsed
-    else:
-        ctx.mail = parse_message(ctx.raw, own_addresses=config.own_addresses)
+    ctx.mail = parse_message(ctx.raw, own_addresses=config.own_addresses)
     m = ctx.mail
     detail = f"from {m.from_addr or '(none)'}, subject {m.subject[:80]!r}, {len(m.attachments)} attachment(s)"
     if m.errors:
         detail += f"; defects: {'; '.join(m.errors[:3])}"
     ctx.note("parse", detail)
+    relayed = relayed_by_portal(m, ctx.desk.portals, config.own_addresses) if ctx.desk.portals else None
+    if relayed is not None:
+        # A web form's mail: the person in Reply-To is the requester (mail/portal.py has the guards).
+        ctx.note("parse", relayed.why)
+        if relayed.person:
+            m.from_addr, m.from_name = relayed.person, relayed.name
+    if not m.from_addr and not m.is_bounce:
+        # Nobody to make a ticket for, answer or attribute a reply to; the MTA had its 250, so
+        # the message must not vanish as an outcome: an admin looks (`mailgate inbox failed`).
+        if not ctx.raw.strip():
+            raise Unattributable("empty message: no headers and no body")
+        raise Unattributable("no sender address: the From header is missing or holds no address")
 
 
 def screen(ctx: Context, config: Config, repo: Repo) -> None:

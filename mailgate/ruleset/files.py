@@ -41,11 +41,14 @@ class Sources:
     """The bytes of one look at the files, and their fingerprint.
 
     `rules` maps a rules file name to (path, bytes) for the files present; workflow.toml falls
-    back to the shipped presets. Templates: `shared` is templates/*, `desks` templates/<KEY>/*,
-    `shipped` the package's own set; each maps a file name to its text (None: not UTF-8)."""
+    back to the shipped presets. `desk_routing` maps a directory name under rules/ (a desk key,
+    e.g. CARE) to its own routing.toml, which replaces rules/routing.toml for that desk.
+    Templates: `shared` is templates/*, `desks` templates/<KEY>/*, `shipped` the package's own
+    set; each maps a file name to its text (None: not UTF-8)."""
 
     rules_dir: Path
     rules: Mapping[str, tuple[Path, bytes]]
+    desk_routing: Mapping[str, tuple[Path, bytes]]
     shared: Mapping[str, tuple[Path, bytes]]
     desks: Mapping[str, Mapping[str, tuple[Path, bytes]]]
     shipped: Mapping[str, tuple[Path, bytes]]
@@ -80,6 +83,14 @@ def read_sources(rules_dir: Path, templates_dir: Path) -> Sources:
                 rules[name] = (SHIPPED_WORKFLOW, SHIPPED_WORKFLOW.read_bytes())
         except OSError as exc:  # unreadable: validation reports it with the file's name
             raise Unreadable(path, exc) from exc
+    desk_routing: dict[str, tuple[Path, bytes]] = {}
+    for path in desk_routing_files(rules_dir):
+        try:
+            desk_routing[path.parent.name] = (path, path.read_bytes())
+        except FileNotFoundError:
+            continue  # removed while we looked: the next look sees the directory without it
+        except OSError as exc:
+            raise Unreadable(path, exc) from exc
     shared = _templates_in(templates_dir)
     desks: dict[str, dict[str, tuple[Path, bytes]]] = {}
     try:
@@ -91,11 +102,23 @@ def read_sources(rules_dir: Path, templates_dir: Path) -> Sources:
     shipped = _templates_in(SHIPPED_TEMPLATES)
 
     h = hashlib.sha256()
-    for group, files in (("rules", rules), ("shared", shared), ("shipped", shipped), *desks.items()):
+    groups = (("rules", rules), ("shared", shared), ("shipped", shipped), *desks.items())
+    if desk_routing:  # (only then: the fingerprint of a desk without per-desk rules is unchanged)
+        groups += (("desk rules", {f"{key}/{ROUTING_FILE}": e for key, e in desk_routing.items()}),)
+    for group, files in groups:
         h.update(f"[{group}]\0".encode())
         for name, (path, data) in sorted(files.items()):
             h.update(f"{name}\0{path == SHIPPED_WORKFLOW}\0".encode() + data + b"\0")
-    return Sources(rules_dir, rules, shared, desks, shipped, h.hexdigest()[:12])
+    return Sources(rules_dir, rules, desk_routing, shared, desks, shipped, h.hexdigest()[:12])
+
+
+def desk_routing_files(rules_dir: Path) -> list[Path]:
+    """rules/<KEY>/routing.toml for every directory under rules/ that has one, sorted."""
+    try:
+        subdirs = sorted(e.name for e in os.scandir(rules_dir) if e.is_dir() and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [rules_dir / d / ROUTING_FILE for d in subdirs if (rules_dir / d / ROUTING_FILE).is_file()]
 
 
 class Unreadable(Exception):
@@ -110,17 +133,22 @@ class Unreadable(Exception):
 Stat = tuple[str, int, int, int] | tuple[str, None]
 
 
-def _stat(path: Path) -> Stat:
+def _stat(path: Path, name: str | None = None) -> Stat:
+    name = name or path.name
     try:
         st = path.stat()
     except OSError:
-        return (path.name, None)
-    return (path.name, st.st_mtime_ns, st.st_size, st.st_ino)
+        return (name, None)
+    return (name, st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def rules_signature(rules_dir: Path) -> tuple[Stat, ...]:
-    """Four stat calls: what changes when a rules file is written, replaced, added or removed."""
-    return tuple(_stat(rules_dir / name) for name in RULES_FILES)
+    """Four stat calls and a look at rules/'s directories: what changes when a rules file (or a
+    desk's own routing.toml) is written, replaced, added or removed."""
+    return (
+        *(_stat(rules_dir / name) for name in RULES_FILES),
+        *(_stat(path, f"{path.parent.name}/{path.name}") for path in desk_routing_files(rules_dir)),
+    )
 
 
 def templates_signature(templates_dir: Path) -> tuple[object, ...]:

@@ -88,10 +88,21 @@ class Snapshot:
     version: str  # the fingerprint of the files' bytes; recorded on every routed ticket
     files: tuple[Path, ...]
     loaded_at: datetime = field(compare=False)
+    # A desk's own rules/<KEY>/routing.toml, by desk key: it replaces rules/routing.toml for that
+    # desk, with the triage person it names (else team.toml's).
+    desk_routing: Mapping[str, Routing] = field(default_factory=lambda: MappingProxyType({}))
 
     def workflow(self, desk: DeskLike) -> Workflow:
         """The preset the desk names (checked at load, so it exists)."""
         return self.workflows[desk.workflow]
+
+    def routing_for(self, desk_key: str) -> Routing:
+        """The routing rules of one desk: its own file, else the shared rules/routing.toml."""
+        return self.desk_routing.get(desk_key, self.routing)
+
+    def triage_for(self, desk_key: str) -> str:
+        """Who gets the desk's tickets that no rule placed."""
+        return self.routing_for(desk_key).team.triage
 
 
 def display(path: Path) -> str:
@@ -151,6 +162,7 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
 
     team.toml is required; routing.toml is optional (no file: every ticket goes to triage);
     workflow.toml falls back to the shipped presets; sla.toml is optional (no SLA)."""
+    desks = tuple(desks)
     errors: list[RulesError] = []
     templates = _templates(sources, errors)
     names = templates.names()
@@ -184,6 +196,31 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
                     for e in exc.errors
                     if team is not None or not e.reason.startswith(("unknown group", "unknown agent"))
                 )
+
+    desk_routing: dict[str, Routing] = {}
+    keys = {desk.key for desk in desks}
+    for key, (path, data) in sources.desk_routing.items():
+        if keys and key not in keys:
+            errors.append(
+                RulesError(
+                    display(path),
+                    1,
+                    f"no desk has the key {key}: a desk's own routing.toml lives in rules/<KEY>/",
+                    f"desks: {', '.join(sorted(keys))}",
+                )
+            )
+            continue
+        desk_file = _toml(path, data, errors)
+        if desk_file is None:
+            continue
+        try:
+            desk_routing[key] = parse_routing(desk_file, team or Team(agents={}, groups={}, triage=""), names)
+        except RulesInvalid as exc:
+            errors.extend(
+                e
+                for e in exc.errors
+                if team is not None or not e.reason.startswith(("unknown group", "unknown agent"))
+            )
 
     workflows: dict[str, Workflow] = {}
     wf_path, wf_bytes = sources.rules[WORKFLOW_FILE]
@@ -225,8 +262,12 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
         sla=sla,
         templates=templates,
         version=sources.fingerprint,
-        files=tuple(path for path, _ in sources.rules.values()),
+        files=(
+            *(path for path, _ in sources.rules.values()),
+            *(path for path, _ in sources.desk_routing.values()),
+        ),
         loaded_at=datetime.now(UTC),
+        desk_routing=MappingProxyType(desk_routing),
     )
 
 

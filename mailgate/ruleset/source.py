@@ -7,7 +7,8 @@ see the old snapshot or the new one, never a mixture. A bad edit is refused as a
 errors are logged once per edit (and returned once, for the admin mail) and the last good
 snapshot stays in force.
 
-What a poll costs: the rules files' stat signature (four stat calls) at every poll, so a routing
+What a poll costs: the rules files' stat signature (four stat calls, and a look at the
+directories under rules/ for desks' own routing.toml) at every poll, so a routing
 edit applies to the very next mail; the templates' (a stat per template file) at most once per
 TEMPLATES_CHECK_SECONDS, so a template edit shows within about a second without a stat per
 rendered mail. Files are read only when a stat changed, and a snapshot is built only when their
@@ -34,6 +35,7 @@ from mailgate.domain.rulesfile import RulesError, RulesInvalid, being_written
 from mailgate.ruleset.files import (
     RULES_FILES,
     Unreadable,
+    desk_routing_files,
     newest_mtime_ns,
     read_sources,
     rules_signature,
@@ -98,7 +100,9 @@ class RulesSource:
         racy = self._recheck_at is not None and now >= self._recheck_at
         if rules_sig == self._rules_sig and templates_sig == self._templates_sig and not racy:
             return None
-        if being_written(*(self.rules_dir / name for name in RULES_FILES)):
+        if being_written(
+            *(self.rules_dir / name for name in RULES_FILES), *desk_routing_files(self.rules_dir)
+        ):
             return None  # truncated by an editor mid-save: look again at the next poll
         self._rules_sig, self._templates_sig = rules_sig, templates_sig
         self._recheck_at = self._racy(now)

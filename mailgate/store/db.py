@@ -2,8 +2,7 @@
 
 SQLite runs in WAL mode with synchronous=FULL, so a commit that returned is on disk even after a
 power cut: intakes acknowledge mail only after such a commit. PostgreSQL is durable by default.
-The WAL is copied back into the database file by a thread of its own (`Checkpointer`), not by
-whichever commit happens to cross SQLite's threshold.
+SQLite copies the WAL back into the database file itself (its automatic checkpoint).
 The schema is always brought to the latest Alembic revision at open; an empty database is made at
 that revision in one go (store.migrate._create_fresh).
 """
@@ -11,11 +10,8 @@ that revision in one go (store.migrate._create_fresh).
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
-import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
@@ -27,10 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-log = logging.getLogger(__name__)
-
 MIGRATIONS = Path(__file__).with_name("migrations")
-WAL_BACKSTOP_PAGES = 10_000  # SQLite's own checkpoint, if the Checkpointer falls behind (default 1,000)
 
 
 @cache
@@ -53,14 +46,12 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._gate: AbstractContextManager[object] = nullcontext()
-        self._checkpointer: Checkpointer | None = None
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
             on_disk = bool(path) and path != ":memory:"
             if on_disk:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._gate = WriteGate(f"{path}-writer.lock" if on_disk else None)
-            self._checkpointer = Checkpointer(path) if on_disk else None
             self.engine: Engine = create_engine(
                 url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=8, max_overflow=8
             )
@@ -74,10 +65,10 @@ class Database:
         if upgrade:
             self.upgrade()
 
-    def upgrade(self) -> None:
+    def upgrade(self, on_step: Callable[[str], None] | None = None) -> None:
         from mailgate.store.migrate import upgrade_to_head
 
-        upgrade_to_head(self.engine)
+        upgrade_to_head(self.engine, on_step=on_step)
 
     @contextmanager
     def session(self, *, durable: bool = True) -> Iterator[Session]:
@@ -109,8 +100,6 @@ class Database:
                             yield session
                     finally:
                         raw.execute("PRAGMA synchronous=FULL")
-        if self._checkpointer is not None:
-            self._checkpointer.poke()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -129,78 +118,7 @@ class Database:
             yield session
 
     def dispose(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
         self.engine.dispose()
-
-
-class Checkpointer:
-    """Copies the WAL back into the database file, from a thread of its own, at most once a
-    second while commits come in (SQLite's "application-initiated checkpoints", wal.html 6.4).
-
-    SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1,000 pages:
-    that commit writes the pages back and waits for two fsyncs of its own, on the path of
-    whoever committed (an SMTP 250, a pipeline batch). Here a PASSIVE checkpoint, which never
-    blocks readers or the writer, runs on its own connection while the commits go on (the
-    driver releases the interpreter lock while SQLite works). The automatic checkpoint stays as a
-    backstop at a higher mark (`WAL_BACKSTOP_PAGES`, set per connection) in case this thread
-    falls behind. Durability does not depend on it: every commit is in the WAL first. The thread
-    ends after a quiet spell and starts again with the next commit."""
-
-    EVERY = 1.0  # seconds between checkpoints while commits come in
-    QUIET = 10.0  # seconds without commits after which the thread ends
-
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(path)
-        self._lock = threading.Lock()
-        self._poked = threading.Event()
-        self._closing = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last = 0.0
-
-    def poke(self) -> None:
-        """A commit happened: checkpoint within a second."""
-        with self._lock:
-            self._poked.set()
-            if self._thread is None and not self._closing.is_set():
-                self._thread = threading.Thread(target=self._run, name="mailgate-checkpoint", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            if not self._poked.wait(self.QUIET):
-                with self._lock:
-                    if not self._poked.is_set():
-                        self._thread = None
-                        return
-            if self._closing.is_set():
-                return
-            self._closing.wait(max(0.0, self._last + self.EVERY - time.monotonic()))
-            if self._closing.is_set():
-                return
-            self._poked.clear()
-            self._last = time.monotonic()
-            self.checkpoint()
-
-    def checkpoint(self) -> None:
-        try:
-            # mode=rw: a database removed meanwhile is not made again, empty.
-            conn = sqlite3.connect(Path(self.path).as_uri() + "?mode=rw", uri=True, timeout=5)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:  # the backstop checkpoints; nothing is lost either way
-            log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closing.set()
-            self._poked.set()
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=30)
-        self._closing.clear()  # the engine can be used again after dispose; so can this
 
 
 class WriteGate:
@@ -247,7 +165,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")  # the Checkpointer does it sooner
     cur.close()
 
 

@@ -7,6 +7,7 @@ only one of them migrates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,7 +80,7 @@ def _create_fresh(engine: Engine) -> bool:
     """Make an empty database at HEAD in one transaction: the tables from the models and
     Alembic's version row, as Alembic's cookbook ("building an up to date database from
     scratch") and Airflow's initdb do. Running the five migrations instead, on SQLite with their
-    batch table copies, took a tenth of a whole ingest benchmark, and every new desk pays it once.
+    batch table copies, is a visible part of a small benchmark, and every new desk pays it once.
     tests/test_migrations.py checks that the migrations give exactly this schema, on SQLite and
     PostgreSQL, so a database made either way takes the next migration the same.
     Returns False, touching nothing, if the database has any table already."""
@@ -99,7 +100,23 @@ def _create_fresh(engine: Engine) -> bool:
     return True
 
 
-def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
+def pending_revisions(engine: Engine) -> list[str]:
+    """The migrations an upgrade to head would run, oldest first ([] for an empty database,
+    which is made at head in one step, or an up-to-date one)."""
+    from alembic.script import ScriptDirectory
+
+    current = current_revision(engine)
+    if current is None:
+        return []
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.iterate_revisions("heads", current)))]
+
+
+def upgrade_to_head(
+    engine: Engine, revision: str = "head", on_step: Callable[[str], None] | None = None
+) -> None:
+    """Bring the database to `revision`; `on_step(revision)` after each migration applied (the
+    progress bar of `mailgate db upgrade`)."""
     # Alembic's INFO lines would end up in an MTA's delivery status for every piped message.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if revision == "head":
@@ -113,4 +130,7 @@ def upgrade_to_head(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_ID})
-        command.upgrade(alembic_config(conn), revision)
+        cfg = alembic_config(conn)
+        if on_step is not None:
+            cfg.attributes["on_version_apply"] = lambda **kw: on_step(kw["step"].up_revision_id or "")
+        command.upgrade(cfg, revision)

@@ -259,6 +259,22 @@ class JobState(TableModel, table=True):
     last_actions: int = 0
 
 
+class DaemonBeat(TableModel, table=True):
+    """A running `mailgate run`, as it reports itself (mailgate/store/heartbeat.py): what
+    `mailgate status` shows is what the daemon really does — the ports it listens on, when it
+    started, that it is alive now — not what the config file says it would do."""
+
+    __tablename__ = "daemonbeat"
+
+    id: str = Field(primary_key=True)  # "<host>:<pid>": several daemons may share one database
+    host: str
+    pid: int
+    listeners: list[str] = _json(list)  # e.g. smtp://127.0.0.1:2526, with the port it bound
+    started_at: datetime = _ts(nullable=False, default=now_utc)
+    beat_at: datetime = _ts(nullable=False, default=now_utc)
+    last_batch_at: datetime | None = _ts(nullable=True)  # the pipeline's newest processed message
+
+
 class ReportOptOut(TableModel, table=True):
     """People who asked not to get the weekly report mail (`mailgate report --opt-out ADDRESS`);
     group leads and admins get it otherwise."""

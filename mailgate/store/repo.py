@@ -17,14 +17,16 @@ them without warning (issue 24).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Result
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from mailgate.store.db import insert_for
+from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import (
     Counter,
     Event,
@@ -41,7 +43,10 @@ from mailgate.store.models import (
 # Statements built once: building a statement costs several times more than running it, and
 # these run many times per message. Plain table statements skip the ORM's per-row bookkeeping;
 # SQLAlchemy's compiled cache keys on the statement's structure, so each compiles once.
-_T = {m: m.__table__ for m in (Counter, Event, Message, OutboxItem, Participant, SendLog, ThreadRef, Ticket)}
+_T: dict[type, Any] = {
+    m: getattr(m, "__table__")  # noqa: B009 - SQLModel declares no __table__ for the checker
+    for m in (Counter, Event, Message, OutboxItem, Participant, SendLog, ThreadRef, Ticket)
+}
 _NEXT_NUMBER = (
     update(_T[Counter])
     .where(_T[Counter].c.desk == bindparam("d"))
@@ -88,6 +93,18 @@ _THREAD_IDS = (
     .where(_T[ThreadRef].c.ticket_id == bindparam("t"))
     .order_by(_T[ThreadRef].c.id)
 )
+# The per-sender flood limit (handlers/new_ticket.py), on the (requester, created_at) index.
+_OPENED_SINCE = (
+    select(func.count())
+    .select_from(_T[Ticket])
+    .where(_T[Ticket].c.requester == bindparam("r"), _T[Ticket].c.created_at > bindparam("since"))
+)
+# Both loop-limit windows in one indexed query (recipient, created_at) (pipeline/notify.py).
+_SL = _T[SendLog].c
+_MAIL_COUNTS = select(
+    func.count().filter(_SL.created_at > bindparam("overall_since")),
+    func.count().filter(_SL.ticket_id == bindparam("t"), _SL.created_at > bindparam("ticket_since")),
+).where(_SL.recipient == bindparam("r"), _SL.created_at > bindparam("since"))
 _SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[OutboxItem].c.kind).where(
     _T[OutboxItem].c.message_id == bindparam("m")
 )
@@ -192,9 +209,12 @@ class Repo:
         """(ticket id, recipients, kind) of a mail we sent with this Message-ID, or None when we
         sent none: what an In-Reply-To must name to prove its sender got that mail."""
         row = self.core(_SENT, {"m": message_id}).first()
-        return None if row is None else (row[0], list(row[1] or []), row[2])
+        if row is None:
+            return None
+        ticket_id, recipients, kind = tuple(row)
+        return ticket_id, list(recipients or []), kind
 
-    def event(self, ticket_id: int, what: str, actor: str = "system", **data: Any) -> None:
+    def event(self, ticket_id: int, what: EventKind, actor: str = "system", **data: Any) -> None:
         """Append to the audit trail. `what` is the event kind: created, status, comment, …
 
         A plain INSERT, not an ORM add + flush: events are written many times per message and
@@ -204,7 +224,7 @@ class Repo:
             {"ticket_id": ticket_id, "kind": what, "actor": actor, "data": data, "created_at": now_utc()},
         )
 
-    def add_participant(self, ticket_id: int, address: str, role: str, name: str = "") -> bool:
+    def add_participant(self, ticket_id: int, address: str, role: Role, name: str = "") -> bool:
         """True when the address is new on the ticket."""
         return bool(
             self.write(
@@ -225,8 +245,8 @@ class Repo:
             self.session.execute(
                 update(Participant)
                 .where(
-                    Participant.ticket_id == ticket_id,
-                    Participant.address.in_([a.lower() for a in addresses]),
+                    col(Participant.ticket_id) == ticket_id,
+                    col(Participant.address).in_([a.lower() for a in addresses]),
                 )
                 .values(notify=False)
             )
@@ -234,16 +254,16 @@ class Repo:
     def participants(self, ticket_id: int) -> list[Person]:
         """The ticket's people, in the order they joined (read-only rows: change them with
         `add_participant`, `remove_participant` and `mute`)."""
-        return [Person(*row) for row in self.core(_PEOPLE, {"t": ticket_id})]
+        return [Person._make(row) for row in self.core(_PEOPLE, {"t": ticket_id})]
 
-    def remove_participant(self, ticket_id: int, address: str, role: str) -> bool:
+    def remove_participant(self, ticket_id: int, address: str, role: Role) -> bool:
         """True when the address had that role on the ticket."""
         return bool(self.write(_REMOVE_PERSON, {"t": ticket_id, "a": address.lower(), "r": role}))
 
     def messages(self, ticket_id: int) -> list[Message]:
         return list(
             self.session.execute(
-                select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
+                select(Message).where(col(Message.ticket_id) == ticket_id).order_by(col(Message.id))
             ).scalars()
         )
 
@@ -277,8 +297,8 @@ class Repo:
         pairs = self._threads.get(ticket_id)
         if pairs is None:
             pairs = self._threads[ticket_id] = [
-                (mid, rcpts[0].lower() if rcpts else "")
-                for mid, rcpts in self.core(_THREAD_IDS, {"t": ticket_id})
+                (str(mid), rcpts[0].lower() if rcpts else "")
+                for mid, rcpts in map(tuple, self.core(_THREAD_IDS, {"t": ticket_id}))
             ]
         who = recipient.lower()
         ids = [mid for mid, to in pairs if not to or to == who]
@@ -287,7 +307,7 @@ class Repo:
     def count_tickets(self, desk: str | None = None) -> int:
         stmt = select(func.count()).select_from(Ticket)
         if desk:
-            stmt = stmt.where(Ticket.desk == desk)
+            stmt = stmt.where(col(Ticket.desk) == desk)
         return int(self.session.execute(stmt).scalar_one())
 
     def add_message(self, **values: Any) -> None:
@@ -304,21 +324,23 @@ class Repo:
         if not message_ids:
             return set()
         rows = self.session.execute(
-            select(OutboxItem.recipients).where(
-                OutboxItem.ticket_id == ticket_id,
-                OutboxItem.message_id.in_(list(message_ids)),  # type: ignore[attr-defined]
+            select(col(OutboxItem.recipients)).where(
+                col(OutboxItem.ticket_id) == ticket_id,
+                col(OutboxItem.message_id).in_(list(message_ids)),
             )
         ).scalars()
         return {addr.lower() for recipients in rows for addr in recipients}
 
-    def recent_events(self, ticket_id: int, kind: str, since: Any) -> list[dict[str, Any]]:
+    def recent_events(self, ticket_id: int, kind: EventKind, since: datetime) -> list[dict[str, Any]]:
         """The data of this ticket's `kind` events since `since`, oldest first."""
         return [
             dict(data or {})
             for data in self.session.execute(
-                select(Event.data)
-                .where(Event.ticket_id == ticket_id, Event.kind == kind, Event.created_at > since)
-                .order_by(Event.id)
+                select(col(Event.data))
+                .where(
+                    col(Event.ticket_id) == ticket_id, col(Event.kind) == kind, col(Event.created_at) > since
+                )
+                .order_by(col(Event.id))
             ).scalars()
         ]
 
@@ -331,18 +353,93 @@ class Repo:
     def ticket_of_message(self, desk: str, message_id: str, author: str) -> str | None:
         """The key of the ticket holding an inbound message of `author` with this Message-ID."""
         row = self.session.execute(
-            select(Ticket.key)
-            .join(Message, Message.ticket_id == Ticket.id)
+            select(col(Ticket.key))
+            .join(Message, col(Message.ticket_id) == col(Ticket.id))
             .where(
-                Ticket.desk == desk,
-                Message.message_id == message_id,
-                Message.author == author,
-                Message.direction == "in",
+                col(Ticket.desk) == desk,
+                col(Message.message_id) == message_id,
+                col(Message.author) == author,
+                col(Message.direction) == "in",
             )
-            .order_by(Message.id)
+            .order_by(col(Message.id))
             .limit(1)
         ).first()
         return row[0] if row else None
+
+    # -- limits and assignment (handlers/new_ticket.py, pipeline/notify.py) ----------------------
+    def tickets_opened_since(self, requester: str, since: datetime) -> int:
+        """How many tickets `requester` opened after `since`: the per-sender flood limit."""
+        return int(self.core(_OPENED_SINCE, {"r": requester, "since": since}).scalar_one())
+
+    def held_since(self, disposition: str, reason_prefix: str, since: datetime) -> bool:
+        """Whether an inbox row processed after `since` was stopped with this disposition and a
+        reason starting with `reason_prefix` (the flood limit's "SENDER opened "): the held rows
+        of this batch are flushed, so they count."""
+        return (
+            self.session.execute(
+                select(col(InboxItem.id))
+                .where(
+                    col(InboxItem.disposition) == disposition,
+                    col(InboxItem.reason).startswith(reason_prefix, autoescape=True),
+                    col(InboxItem.processed_at) > since,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+    def last_assignee(self, group: str) -> str | None:
+        """Who the group's most recent assigned ticket went to (round-robin's last turn)."""
+        row = self.session.execute(
+            select(col(Ticket.assignee))
+            .where(col(Ticket.group) == group, col(Ticket.assignee).is_not(None))
+            .order_by(col(Ticket.id).desc())
+            .limit(1)
+        ).first()
+        return row[0] if row else None
+
+    def open_count(self, assignee: str) -> int:
+        """How many tickets not closed are assigned to `assignee` (least-open assignment)."""
+        return int(
+            self.session.execute(
+                select(func.count())
+                .select_from(Ticket)
+                .where(col(Ticket.assignee) == assignee, col(Ticket.status_category) != "closed")
+            ).scalar_one()
+        )
+
+    def automatic_mails(
+        self, recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
+    ) -> tuple[int, int]:
+        """Automatic mails to `recipient` since `overall_since`, and on this ticket since
+        `ticket_since`: both loop-limit windows in one query."""
+        counts = self.core(
+            _MAIL_COUNTS,
+            {
+                "r": recipient,
+                "t": ticket_id,
+                "overall_since": overall_since,
+                "ticket_since": ticket_since,
+                "since": min(overall_since, ticket_since),
+            },
+        ).one()
+        overall, per_ticket = tuple(counts)
+        return int(overall), int(per_ticket)
+
+    def mail_held_since(self, recipient: str, since: datetime) -> bool:
+        """Whether mail to `recipient` was held by a loop limit after `since` (on any ticket)."""
+        return (
+            self.session.execute(
+                select(col(Event.id))
+                .where(
+                    col(Event.kind) == EventKind.MAIL_HELD,
+                    col(Event.created_at) > since,
+                    col(Event.data)["recipient"].as_string() == recipient,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
 
 
 class DeskLookup:

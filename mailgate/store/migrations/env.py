@@ -9,6 +9,11 @@ target_metadata = SQLModel.metadata
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations through `mailgate db upgrade`")
-context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+context.configure(
+    connection=connection,
+    target_metadata=target_metadata,
+    render_as_batch=True,
+    on_version_apply=context.config.attributes.get("on_version_apply"),  # db upgrade's progress bar
+)
 with context.begin_transaction():
     context.run_migrations()

@@ -1,10 +1,10 @@
 """Reports: indexes for the figures' GROUP BYs, and the weekly report mail's opt-outs
 
-Numbered 0009 because other branches add 0007 and 0008; when they are merged, `down_revision`
+Numbered 0009 because other branches add 0007 and 0008; when one is merged after this, `down_revision`
 here becomes the last of theirs.
 
 Revision ID: 0009_reports
-Revises: 0006_inbox_digest
+Revises: 0008_daemon_heartbeat
 Create Date: 2026-12-07 13:10:00
 """
 
@@ -15,7 +15,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0009_reports"
-down_revision: str | None = "0006_inbox_digest"
+down_revision: str | None = "0008_daemon_heartbeat"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

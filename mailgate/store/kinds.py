@@ -1,0 +1,73 @@
+"""The words the store keeps in its text columns, as enums: audit event kinds (`Event.kind`),
+what a participant is on a ticket (`Participant.role`) and what a stored message is
+(`Message.kind`).
+
+Each is an `enum.StrEnum` whose values are exactly the strings stored (and read back by the CLI,
+the reports and the tests), so a member is written as its value and compares equal to it. A
+misspelt kind is a name error at import, not a row nobody ever finds. This module only names
+words: it must not grow behaviour.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    """What an audit event (`Event.kind`) records."""
+
+    # a new ticket and where rules sent it
+    CREATED = "created"
+    ROUTED = "routed"
+    # a ticket's own fields, changed by commands, mail or jobs
+    STATUS = "status"
+    GROUP = "group"
+    ASSIGN = "assign"
+    PRIORITY = "priority"
+    TYPE = "type"
+    CATEGORY = "category"
+    FIELDS = "fields"
+    TAGS = "tags"
+    CC = "cc"
+    LINK = "link"
+    MERGED = "merged"
+    MERGED_INTO = "merged-into"
+    # what people wrote, and what was made of it
+    COMMENT = "comment"
+    FIRST_RESPONSE = "first-response"
+    REPLY = "reply"
+    AUTO_REPLY = "auto-reply"
+    RATING = "rating"
+    JOINED = "joined"
+    HELD = "held"
+    CC_NOT_ADDED = "cc-not-added"
+    COMMANDS_REFUSED = "commands-refused"
+    FORGED_AGENT = "forged-agent"
+    # delivery: bounces, unsubscribes, mail the limits held back
+    BOUNCE = "bounce"
+    UNSUBSCRIBED = "unsubscribed"
+    MAIL_HELD = "mail-held"
+    FANOUT_LIMITED = "fanout-limited"
+    # the periodic jobs (pipeline/sla_apply.py)
+    SLA_WARNING = "sla-warning"
+    SLA_ESCALATED = "sla-escalated"
+    TRIAGE_REMINDED = "triage-reminded"
+    CUSTOMER_REMINDED = "customer-reminded"
+    DEFERRED_REVIEW = "deferred-review"
+
+
+class Role(StrEnum):
+    """What a participant is on one ticket (`Participant.role`); team roles are domain.team's."""
+
+    REQUESTER = "requester"
+    WATCHER = "watcher"
+    AGENT = "agent"
+
+
+class MessageKind(StrEnum):
+    """Who may see a stored message (`Message.kind`)."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"  # agents only
+    SYSTEM = "system"  # a bounce or an automatic reply, kept as a note
+    HELD = "held"  # a stranger's mail, agents only, outside the conversation

@@ -1,0 +1,75 @@
+"""Bounces that are not RFC 3464 reports, delay warnings and complaints, through the real daemon:
+each is noted on the ticket of the mail it returns and never answered; a failure or a complaint
+stops mail to that address on the ticket, a delay warning does not."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+
+from conftest import RunningDaemon, Sink, make_mail
+from sqlalchemy import select
+
+from mailgate.store.models import Participant
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mail"
+CUSTOMER = "gone@acme.com"
+
+
+def _ack(daemon: RunningDaemon, sink: Sink) -> EmailMessage:
+    daemon.send(make_mail("printer broken", sender=CUSTOMER), sender=CUSTOMER)
+    daemon.settle()
+    [ack] = sink.wait_to(CUSTOMER, 1)
+    return ack
+
+
+def _about(name: str, ack: EmailMessage) -> bytes:
+    """A fixture notice, made to return our acknowledgement to CUSTOMER."""
+    raw = (FIXTURES / name).read_bytes()
+    raw = raw.replace(b"ack.SUP-9.1@desk.example", str(ack["Message-ID"]).strip("<>").encode())
+    raw = raw.replace(b"support@desk.example", b"support@localhost")
+    return raw.replace(b"gone@customer.example", CUSTOMER.encode()).replace(
+        b"user@example.com", CUSTOMER.encode()
+    )
+
+
+def _notify(daemon: RunningDaemon) -> dict[str, bool]:
+    with daemon.db.session() as s:
+        return {p.address: p.notify for p in s.execute(select(Participant)).scalars()}
+
+
+def test_opensmtpd_text_bounce_with_list_headers_mutes_the_address(daemon: RunningDaemon, sink: Sink) -> None:
+    ack = _ack(daemon, sink)
+    raw = b"Precedence: bulk\r\nList-Id: <relay.acme.com>\r\n" + _about("bounce_opensmtpd.eml", ack)
+    daemon.send(raw, sender="")
+    daemon.settle()
+    item = daemon.inbox()[-1]
+    assert item.disposition == "bounce", item.trace
+    assert len(daemon.tickets()) == 1
+    assert _notify(daemon)[CUSTOMER] is False
+    assert len(sink.to(CUSTOMER)) == 1  # never answered
+
+
+def test_arf_complaint_mutes_the_complainer(daemon: RunningDaemon, sink: Sink) -> None:
+    ack = _ack(daemon, sink)
+    raw = _about("complaint_arf.eml", ack).replace(
+        b"8787KJKJ3K4J3K4J3K4J3.mail@desk.example", str(ack["Message-ID"]).strip("<>").encode()
+    )
+    daemon.send(raw, sender="abusedesk@example.com")
+    daemon.settle()
+    item = daemon.inbox()[-1]
+    assert item.disposition == "bounce", item.trace
+    assert _notify(daemon)[CUSTOMER] is False
+    assert len(sink.to(CUSTOMER)) == 1
+
+
+def test_a_delay_warning_is_noted_but_the_address_keeps_getting_mail(
+    daemon: RunningDaemon, sink: Sink
+) -> None:
+    ack = _ack(daemon, sink)
+    daemon.send(_about("bounce_sendmail_warning.eml", ack), sender="")
+    daemon.settle()
+    item = daemon.inbox()[-1]
+    assert item.disposition == "bounce", item.trace
+    assert len(daemon.tickets()) == 1
+    assert _notify(daemon)[CUSTOMER] is True
