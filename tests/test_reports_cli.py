@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import make_mail
 from support.report_desk import known_week
 from support.sla_desk import LEAD, TECH
 
@@ -118,8 +119,22 @@ def test_on_a_desk_init_just_made(tmp_path: Path) -> None:
         timeout=120,
     )
     config = tmp_path / "desk" / "config.toml"
+    # Nothing received yet: both say so, as every reading command does, instead of empty figures.
+    for args in (("report",), ("tickets", "export")):
+        empty = mailgate(config, *args, ok=os.EX_NOINPUT)
+        assert "nothing was ever received with this configuration" in empty.stderr
+    mail = tmp_path / "first.eml"
+    mail.write_bytes(make_mail("Printer on fire", sender="ann@acme.example", to="support@localhost"))
+    mailgate(config, "ingest", str(mail))
     data = json.loads(mailgate(config, "report", "--format", "json").stdout)
-    assert data["total"]["created"] == 0 and data["rows"][0]["first_response_median_h"] is None
+    assert (data["total"]["created"], data["total"]["created_pipe"], data["total"]["backlog_open"]) == (
+        1,
+        1,
+        1,
+    )
+    assert data["total"]["first_response_median_h"] is None
     assert "Volume and backlog" in mailgate(config, "report", "--by", "week").stdout
-    assert mailgate(config, "tickets", "export").stdout.startswith("key,desk,subject,requester,")
-    assert mailgate(config, "tickets", "export", "--format", "json").stdout == "[]\n"
+    rows = list(csv.DictReader(io.StringIO(mailgate(config, "tickets", "export").stdout)))
+    assert [(r["key"], r["subject"], r["requester"]) for r in rows] == [
+        ("SUP-1", "Printer on fire", "ann@acme.example")
+    ]
