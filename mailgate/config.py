@@ -109,6 +109,8 @@ class SchedulerSettings:
     enabled: bool = True
     sla_check_seconds: float = 300.0  # how late a warning or escalation may be, at most
     timers_seconds: float = 900.0  # reminders, auto-close, reviews, the digest hour
+    weekly_report_day: int | None = 0  # weekly report mail: weekday (0 = Monday), None = off
+    weekly_report_hour: int = 7  # local hour (the [timers] calendar's zone) it goes out
 
 
 def largest_attachment(max_message_size: int) -> int:
@@ -297,14 +299,30 @@ def _table(data: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
 
 
 def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
-    t = _table(data, "scheduler", {"enabled", "sla_check_seconds", "timers_seconds"})
+    t = _table(
+        data,
+        "scheduler",
+        {"enabled", "sla_check_seconds", "timers_seconds", "weekly_report_day", "weekly_report_hour"},
+    )
     values: dict[str, float] = {}
     for key, default in (("sla_check_seconds", 300.0), ("timers_seconds", 900.0)):
         value = _get(t, key, float, default, "scheduler")
         if value < 1:
             raise ConfigError(f"scheduler.{key}: expected a number of seconds >= 1, got {value!r}")
         values[key] = value
-    return SchedulerSettings(enabled=_get(t, "enabled", bool, True, "scheduler"), **values)
+    day = t.get("weekly_report_day", "mon")
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    if day is not False and (not isinstance(day, str) or day.lower() not in days):
+        raise ConfigError(f"scheduler.weekly_report_day: expected mon … sun, or false for none, got {day!r}")
+    hour = t.get("weekly_report_hour", 7)
+    if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
+        raise ConfigError(f"scheduler.weekly_report_hour: expected an hour 0-23, got {hour!r}")
+    return SchedulerSettings(
+        enabled=_get(t, "enabled", bool, True, "scheduler"),
+        weekly_report_day=None if day is False else days.index(day.lower()),
+        weekly_report_hour=hour,
+        **values,
+    )
 
 
 def _web(data: dict[str, Any], env: dict[str, str]) -> Web:

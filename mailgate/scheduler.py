@@ -1,5 +1,5 @@
 """The periodic jobs of `mailgate run`: SLA check, triage reminder, auto-close, waiting-for-customer
-reminder and close, deferred review, daily digest (docs/sla.md).
+reminder and close, deferred review, daily digest (docs/sla.md), weekly report mail (docs/reports.md).
 
 APScheduler only says *when* to look. Everything a job knows lives in the database — the
 ticket's facts and the marks earlier runs stored (`pipeline/sla_apply.py`) — so a job is
@@ -36,6 +36,7 @@ from mailgate.domain.sla import SlaRules
 from mailgate.domain.timers import TicketFacts
 from mailgate.pipeline.runner import Runner
 from mailgate.pipeline.sla_apply import SlaService, refresh_due, ticket_facts
+from mailgate.reports.weekly import last_week_end, send_weekly
 from mailgate.store.db import insert_for
 from mailgate.store.models import JobState, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
@@ -44,7 +45,14 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 # Run order inside one "timers" tick: closing first, so a ticket closed now is not also reviewed.
-TIMER_JOBS = ("auto_close", "waiting_customer", "triage_reminder", "deferred_review", "digest")
+TIMER_JOBS = (
+    "auto_close",
+    "waiting_customer",
+    "triage_reminder",
+    "deferred_review",
+    "digest",
+    "weekly_report",
+)
 JOBS = ("sla_check", *TIMER_JOBS)
 
 
@@ -116,7 +124,7 @@ class Scheduler:
         if job not in JOBS:
             raise ValueError(f"unknown job {job!r}; jobs: {', '.join(JOBS)}")
         rules = self.sla.sla
-        if rules is None:
+        if rules is None and job != "weekly_report":  # the weekly report needs no SLA rules
             return JobRun(job, desk.key, ran=False)
         now = self.now()
         with self._lock, self.db.session() as session:
@@ -125,9 +133,13 @@ class Scheduler:
                 return JobRun(job, desk.key, ran=False)
             repo = Repo(session)
             state = _job_state(session, job, desk.key)
-            if job == "digest":
+            if job == "weekly_report":
+                actions = self._weekly(repo, desk, state, now)
+            elif job == "digest":
+                assert rules is not None
                 actions = self._digest(repo, desk, rules, state, now)
             else:
+                assert rules is not None
                 actions = self._per_ticket(repo, job, desk, rules, now)
             state.last_run_at = now
             state.last_actions = actions
@@ -228,6 +240,33 @@ class Scheduler:
             self.admin_digest()
         except Exception as exc:  # noqa: BLE001 - e.g. database briefly down: next tick retries
             log.error("admin digest failed, will retry: %s: %s", type(exc).__name__, exc)
+
+    def _weekly(self, repo: Repo, desk: Desk, state: JobState, now: datetime) -> int:
+        """Last week's report mail, once per week (reports/weekly.py; the mark is the week's end)."""
+        day = self.settings.weekly_report_day
+        if day is None:
+            return 0
+        snapshot = self.runner.rules.current
+        end = last_week_end(now, day, self.settings.weekly_report_hour, self.sla.tz())
+        done = utc(state.last_digest_at)
+        if done is None:  # the first run starts the count: the first report covers a whole week
+            state.last_digest_at = end
+            return 0
+        if done >= end:
+            return 0
+        sent = send_weekly(
+            repo,
+            self.sla.notifier,
+            self.config,
+            desk,
+            team=snapshot.team,
+            workflows={d.key: snapshot.workflow(d) for d in self.config.desks},
+            sla=snapshot.sla,
+            week_end=end,
+            now=now,
+        )
+        state.last_digest_at = end
+        return len(sent)
 
     # -- the timer ------------------------------------------------------------------------------------
     def _tick(self, jobs: Sequence[str]) -> None:

@@ -24,6 +24,7 @@ COMMANDS = {
     "db": "mailgate.cli.run",
     "ingest": "mailgate.cli.ingest",
     "tickets": "mailgate.cli.tickets",
+    "report": "mailgate.cli.report",
     "inbox": "mailgate.cli.queues",
     "outbox": "mailgate.cli.queues",
     "parse": "mailgate.cli.parse",

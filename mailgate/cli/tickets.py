@@ -312,3 +312,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     at.add_argument("name")
     at.add_argument("-o", "--output", help="write to this file instead of stdout")
     at.set_defaults(func=_attachment)
+    from mailgate.cli.export import register_export
+
+    register_export(tsub)

@@ -95,6 +95,7 @@ class BusinessCalendar:
         "_always",
         "_day",
         "_span_cache",
+        "_week_cache",
     )
 
     def __init__(
@@ -145,6 +146,9 @@ class BusinessCalendar:
         # A day's opening intervals as UTC instants, worked out once: every message's SLA due
         # times walk the same few days, and the zone arithmetic was most of their cost.
         self._span_cache: dict[date, tuple[tuple[datetime, datetime], ...]] = {}
+        # Whether a week from a date is plain, worked out once: a report measures a year of
+        # tickets, each walking the same weeks (bench/report_bench.py).
+        self._week_cache: dict[date, bool] = {}
 
     @classmethod
     def always(cls, tz: str = "UTC", *, name: str = "24x7") -> BusinessCalendar:
@@ -307,6 +311,14 @@ class BusinessCalendar:
 
     def _plain_week(self, day: date) -> bool:
         """True when [day, day+7) has no holiday and no offset change, so it holds `week_length`."""
+        cached = self._week_cache.get(day)
+        if cached is None:
+            if len(self._week_cache) >= 4096:
+                self._week_cache.clear()
+            cached = self._week_cache[day] = self._plain_week_uncached(day)
+        return cached
+
+    def _plain_week_uncached(self, day: date) -> bool:
         end = day + _ONE_WEEK
         i = bisect.bisect_left(self._sorted_holidays, day)
         if i < len(self._sorted_holidays) and self._sorted_holidays[i] < end:

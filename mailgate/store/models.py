@@ -194,6 +194,13 @@ class Participant(TableModel, table=True):
 class Event(TableModel, table=True):
     """The audit trail: who changed what on a ticket, and why."""
 
+    __table_args__ = (
+        # mailgate/reports: the figures of a range are GROUP BYs over one kind of event in a time
+        # range, and each ticket's status trail or latest rating is one kind of its events.
+        Index("ix_event_kind_created", "kind", "created_at"),
+        Index("ix_event_ticket_kind", "ticket_id", "kind"),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(index=True)
     actor: str = "system"
@@ -302,3 +309,13 @@ class AdminNotice(TableModel, table=True):
     text: str
     created_at: datetime = _ts(nullable=False, default=now_utc)
     sent_at: datetime | None = _ts(nullable=True)
+
+
+class ReportOptOut(TableModel, table=True):
+    """People who asked not to get the weekly report mail (`mailgate report --opt-out ADDRESS`);
+    group leads and admins get it otherwise."""
+
+    __tablename__ = "reportoptout"
+
+    address: str = Field(primary_key=True)
+    created_at: datetime = _ts(nullable=False, default=now_utc)

@@ -6,7 +6,7 @@ the escalation to the desk's admins, as the other marks of 0003 do. `adminnotice
 admins must hear of, sent at once or collected into the next digest.
 
 Revision ID: 0010_ladder
-Revises: 0008_daemon_heartbeat
+Revises: 0009_reports
 Create Date: 2026-12-07 13:40:00
 """
 
@@ -17,7 +17,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0010_ladder"
-down_revision: str | None = "0008_daemon_heartbeat"
+down_revision: str | None = "0009_reports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
