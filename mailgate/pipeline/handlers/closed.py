@@ -36,7 +36,8 @@ class AgentNotice:
 
 def can_reopen(workflow: Workflow, ticket: Ticket) -> bool:
     """Whether the desk's workflow lets a requester reopen the ticket from its status."""
-    return bool(workflow.reopen) and workflow.can(ticket.status, workflow.reopen)
+    reopen = workflow.reopen
+    return bool(reopen) and reopen is not None and workflow.can(ticket.status, reopen)
 
 
 def rate(repo: Repo, ticket: Ticket, who: str, value: int, comment: str, **event: Any) -> AgentNotice:
