@@ -37,7 +37,9 @@ class AgentNotice:
 def can_reopen(workflow: Workflow, ticket: Ticket) -> bool:
     """Whether the desk's workflow lets a requester reopen the ticket from its status."""
     reopen = workflow.reopen
-    return bool(reopen) and reopen is not None and workflow.can(ticket.status, reopen)
+    if not reopen:
+        return False
+    return workflow.can(ticket.status, reopen)
 
 
 def rate(repo: Repo, ticket: Ticket, who: str, value: int, comment: str, **event: Any) -> AgentNotice:
