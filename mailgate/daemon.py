@@ -180,6 +180,7 @@ class Daemon:
         self.stopped = threading.Event()
         self._stopping = threading.Event()
         self.extra_stops: list[Callable[[], None]] = []
+        self.pollers: list[Any] = []  # the IMAP pollers (mailgate/intake/imap.ImapPoller)
 
     @property
     def smtp_port(self) -> int | None:
@@ -205,6 +206,7 @@ class Daemon:
 
             acceptor = Acceptor(self.db, self.config)
             for poller in pollers_for(self.config, self.db, acceptor, wake=self.wake):
+                self.pollers.append(poller)  # kept for alive(): a dead or stuck poller fails /healthz
                 self.extra_stops.append(poller.start().stop)  # stopped before the db closes
         # --- heartbeat: what `mailgate status` reports of this daemon (mailgate/store/heartbeat.py) ---
         from mailgate.status import listeners
@@ -229,6 +231,7 @@ class Daemon:
                 problems.append("worker thread stopped")
         elif self._process is None or not self._process.is_alive():
             problems.append("worker process not running")
+        problems += [p for p in (poller.health().problem for poller in self.pollers) if p]
         if self._stopping.is_set():
             problems.append("stopping")
         return problems

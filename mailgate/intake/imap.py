@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from imapclient import DELETED, SEEN, IMAPClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,12 +45,16 @@ from mailgate.intake.imap_auth import ImapError, classify, connect
 from mailgate.store import imap_state
 from mailgate.store.db import Database
 from mailgate.store.locks import SessionLock
+from mailgate.store.models import now_utc
 
 log = logging.getLogger(__name__)
 
 IDLE_RENEW_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
 IDLE_CHECK_SECONDS = 0.5  # how quickly a waiting poller notices stop()
 LOCK_RETRY_SECONDS = 2.0  # a standby poller takes over this soon after the holder dies
+# A running poller that made no progress for this many poll intervals is stuck (/healthz says
+# so): with IDLE or without, a healthy one finishes a pass at least once per poll interval.
+STUCK_POLLS = 3
 
 
 class MessageBrokeSession(Exception):
@@ -68,6 +72,28 @@ class PassResult:
     duplicates: int = 0  # already stored (crash before the flag, or UIDVALIDITY resync)
     failed: int = 0
     resynced: bool = False
+
+
+@dataclass(frozen=True)
+class PollerHealth:
+    """One poller as /healthz sees it (`ImapPoller.health()`)."""
+
+    account: str
+    running: bool  # its thread is alive
+    last_progress: datetime | None  # UTC: the last finished pass, stored message or standby check
+    quiet_seconds: float  # since then (or since start)
+    stuck_after: float  # seconds: STUCK_POLLS poll intervals
+    error: str | None  # what the current outage is, if the poller is in one
+
+    @property
+    def problem(self) -> str | None:
+        """Why this poller is not healthy, or None: dead, or stuck (no progress for too long)."""
+        if not self.running:
+            return f"IMAP poller {self.account} not running"
+        if self.quiet_seconds <= self.stuck_after:
+            return None
+        why = f": {self.error}" if self.error else ""
+        return f"IMAP poller {self.account} stuck: no progress for {self.quiet_seconds:.0f}s{why}"
 
 
 def is_connection_loss(exc: BaseException) -> bool:
@@ -116,6 +142,37 @@ class ImapPoller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0  # completed passes, for tests and status
+        self._progress: float | None = None  # time.monotonic() of the last progress (health())
+        self._progress_at: datetime | None = None
+        self._started = time.monotonic()
+        self._error: str | None = None
+
+    # -- health -------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        """Whether the poller's thread is running (False before start() and after it died)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def last_progress(self) -> datetime | None:
+        """When (UTC) it last made progress: finished a pass over the folder, stored a message, or,
+        on standby, found the mailbox still polled by another process. None: not yet."""
+        return self._progress_at
+
+    def health(self) -> PollerHealth:
+        """Alive, and making progress? (The daemon's `alive()` reports `.problem` on /healthz.)"""
+        quiet = time.monotonic() - (self._progress if self._progress is not None else self._started)
+        return PollerHealth(
+            account=self.account.name,
+            running=self.alive,
+            last_progress=self._progress_at,
+            quiet_seconds=quiet,
+            stuck_after=STUCK_POLLS * self.account.poll_seconds,
+            error=self._error,
+        )
+
+    def _progressed(self) -> None:
+        self._progress, self._progress_at = time.monotonic(), now_utc()
 
     # -- one pass over the folder -------------------------------------------------------------
     def run_once(self) -> PassResult:
@@ -166,6 +223,7 @@ class ImapPoller:
                 self._advance(uidvalidity, uid)
             blocked = blocked or not done
         self.passes += 1
+        self._progressed()
         return result
 
     def _position(
@@ -211,6 +269,7 @@ class ImapPoller:
     def _advance(self, uidvalidity: int, uid: int) -> None:
         with self.db.session() as s:
             imap_state.advance(s, self.account.name, self.account.folder, uidvalidity, uid)
+        self._progressed()
 
     def _one(self, client: IMAPClient, uid: int, uidvalidity: int, result: PassResult) -> bool:
         """Fetch, accept, then flag/move/delete one message. True when it is finished with."""
@@ -312,6 +371,7 @@ class ImapPoller:
                     if not standby_logged:
                         log.info("imap %s: another process polls this mailbox; standing by", acct.name)
                         standby_logged = True
+                    self._progressed()  # standing by is this poller's job while another polls
                     self._stop.wait(LOCK_RETRY_SECONDS)
                     continue
                 standby_logged = False
@@ -323,6 +383,7 @@ class ImapPoller:
                         )
                         outage_since = None
                     failures = 0
+                    self._error = None
                     self.prepare(client)
                     while not self._stop.is_set() and self.lock.alive():
                         self.sync(client)
@@ -332,10 +393,11 @@ class ImapPoller:
             except MessageBrokeSession:
                 self._stop.wait(self.retry_base)  # already logged against the UID
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never give up
+                self._error = _describe(exc, acct)
                 if outage_since is None:
                     outage_since = time.monotonic()
                     # Once per outage (STYLE habit 9), not once per retry.
-                    log.warning("imap %s: %s; retrying with backoff", acct.name, _describe(exc, acct))
+                    log.warning("imap %s: %s; retrying with backoff", acct.name, self._error)
                 else:
                     log.debug("imap %s: still failing: %s", acct.name, exc)
                 delay = min(self.retry_max, self.retry_base * 2**failures)
@@ -363,6 +425,7 @@ class ImapPoller:
             client.idle_done()
 
     def start(self) -> ImapPoller:
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self.serve, name=f"imap-{self.account.name}", daemon=True)
         self._thread.start()
         return self

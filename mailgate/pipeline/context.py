@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailgate.config import Desk
 from mailgate.domain.threading import ThreadHit
@@ -26,11 +30,24 @@ class Context:
     stored: list[dict[str, object]] = field(default_factory=list)  # attachments kept (store_message)
     fanout: FanOut | None = None  # who this event mailed, and who the cap left out (handlers.common.tell)
     stage: str = "start"
-    trace: list[dict[str, str]] = field(default_factory=list)
+    # Steps {"stage", "decision"}; a stage's timing step also has "ms" (a number), see `timed`.
+    trace: list[dict[str, Any]] = field(default_factory=list)
 
     def note(self, stage: str, decision: str) -> None:
         """Record what a stage decided and why: `mailgate inbox show` prints these lines."""
         self.trace.append({"stage": stage, "decision": decision})
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Time one stage and record it as a trace step with `ms` (also when the stage raises):
+        /metrics builds its per-stage latency histograms from these steps (web/metrics.py), and
+        `mailgate inbox show` prints them like any other decision."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            ms = (time.perf_counter() - t0) * 1000
+            self.trace.append({"stage": stage, "decision": f"took {ms:.1f} ms", "ms": round(ms, 3)})
 
     @property
     def recipients(self) -> list[str]:

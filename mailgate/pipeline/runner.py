@@ -135,7 +135,8 @@ class Runner:
             if ctx.desk is None:
                 raise ProcessingError(f"desk {item.desk} is no longer configured")
             ctx.stage = "parse"
-            stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
+            with ctx.timed("parse"):
+                stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - sorted into the two tiers by `_record_failure`
             return Failed(ctx, exc, traceback.format_exc())
         return ctx
@@ -145,15 +146,18 @@ class Runner:
         repo = Repo(session)
         for name in stages.ORDER:
             ctx.stage = name
-            getattr(stages, name)(ctx, self.config, repo)
+            with ctx.timed(name):  # each stage's duration, for /metrics (Context.timed)
+                getattr(stages, name)(ctx, self.config, repo)
         ctx.stage = "handle"
         handler = next(h for h in self.handlers if h.can_handle(ctx))
         ctx.note("handle", f"handler: {handler.name}")
         ctx.stage = handler.name
-        handler.execute(ctx, repo)
+        with ctx.timed(handler.name):
+            handler.execute(ctx, repo)
         if ctx.ticket is not None:
             # SLA due times (pipeline/sla_apply.py)
-            self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
+            with ctx.timed("sla"):
+                self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
 
     def _record_failure(self, failed: Failed, session: Session) -> dict[str, Any]:
         """An expected outcome (`ProcessingError`) is recorded as the message's disposition; anything

@@ -1,6 +1,7 @@
 """What a requester does from the request page — rate, say "this isn't resolved", turn mail off —
 applied as the same change, audit event and agent mail that the equivalent reply by mail makes
-(pipeline/handlers.py ReplyHandler and UnsubscribeHandler), in the caller's transaction.
+(pipeline/handlers/closed.py, which ReplyHandler calls too; UnsubscribeHandler), in the caller's
+transaction.
 
 Callers (mailgate/web) have already checked the signed link: `who` is the address the link was
 issued to. Nothing here sends mail; it queues outbox rows, which the sender delivers.
@@ -15,12 +16,12 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from mailgate.config import Config, Desk
-from mailgate.domain.commands import HELP
-from mailgate.pipeline.apply import agent_side, change_status
+from mailgate.pipeline.handlers import closed
+from mailgate.pipeline.handlers.common import Services
 from mailgate.pipeline.notify import Notifier
 from mailgate.ruleset import Snapshot
 from mailgate.store.kinds import EventKind
-from mailgate.store.models import Participant, Ticket, now_utc
+from mailgate.store.models import Participant, Ticket
 from mailgate.store.repo import Repo
 
 
@@ -47,48 +48,36 @@ class RequesterActions:
         self.config = config
         self.notifier = notifier
         self.rules_source = rules  # a RulesSource: `.current` is the snapshot in force
+        self.services = Services(config, notifier, rules)
 
-    def _tell_agents(
-        self, repo: Repo, desk: Desk, ticket: Ticket, template: str, kind: str, context: dict[str, Any]
-    ) -> None:
-        rules: Snapshot = self.rules_source.current
-        group = rules.team.groups.get(ticket.group) if ticket.group else None
-        members = tuple(group.members) if group else ()
-        for agent in agent_side(repo, ticket, members, rules.team.triage, exclude=set()):
-            # Agents' mail is never held by loop limits (handlers.tell): a web click is no loop.
+    def _tell_agents(self, repo: Repo, desk: Desk, ticket: Ticket, notice: closed.AgentNotice) -> None:
+        """The agents the mail path tells (Services.agents_of), told the same; agents' mail is
+        never held by loop limits (handlers.common.tell): a web click is no loop."""
+        for agent in self.services.agents_of(repo, ticket):
             self.notifier.send(
-                repo, desk=desk, ticket=ticket, kind=kind, template=template, to=agent,
-                context=context, check_loops=False,
+                repo, desk=desk, ticket=ticket, kind=notice.kind, template=notice.template, to=agent,
+                context=notice.context, check_loops=False,
             )  # fmt: skip
 
     def rate(self, repo: Repo, desk: Desk, ticket: Ticket, who: str, value: int, comment: str) -> Outcome:
         """Record a rating 1..5 with a comment, as a reply "4 great help" to the resolution mail
-        would; the agents hear of it."""
+        would (handlers/closed.rate); the agents hear of it."""
         if value not in range(1, 6):
             raise ValueError(f"a rating is 1 to 5, not {value}")
         if not is_done(self.rules_source.current, desk, ticket):
             return Outcome.NOT_RESOLVED
-        comment = comment.strip()[:2000]
-        repo.set_ticket(ticket, rating=value, rating_comment=comment or None, updated_at=now_utc())
-        repo.event(ticket.id, EventKind.RATING, actor=who, rating=value, comment=comment, via="web")  # type: ignore[arg-type]
-        self._tell_agents(
-            repo,
-            desk,
-            ticket,
-            "rating_received",
-            "rating",
-            {"rating": value, "comment": comment, "from": who},
-        )
+        comment = comment.strip()[: closed.RATING_COMMENT_MAX]
+        self._tell_agents(repo, desk, ticket, closed.rate(repo, ticket, who, value, comment, via="web"))
         return Outcome.RATED
 
     def reopen(self, repo: Repo, desk: Desk, ticket: Ticket, who: str, comment: str) -> Outcome:
-        """ "This isn't resolved": the ticket opens again as a requester's reply would reopen it,
-        the comment kept as their message, the agents told."""
+        """ "This isn't resolved": the ticket opens again as a requester's reply would reopen it
+        (handlers/closed.reopen), the comment kept as their message, the agents told."""
         rules: Snapshot = self.rules_source.current
         workflow = rules.workflow(desk)
         if not is_done(rules, desk, ticket):
             return Outcome.NOT_RESOLVED
-        if not workflow.reopen or not workflow.can(ticket.status, workflow.reopen):
+        if not closed.can_reopen(workflow, ticket):
             return Outcome.NOT_ALLOWED
         comment = comment.strip()[:20000]
         text = comment or "(this isn't resolved)"
@@ -102,13 +91,8 @@ class RequesterActions:
             reply_text=text,
             attachments=[],
         )
-        change_status(
-            repo, ticket, workflow, workflow.status(workflow.reopen), who, "requester: not resolved (web)"
-        )
-        repo.session.add(ticket)
-        self._tell_agents(
-            repo, desk, ticket, "reopened", "reopened", {"from": who, "comment": text, "help": HELP}
-        )
+        _, notice = closed.reopen(repo, ticket, workflow, who, "requester: not resolved (web)", text)
+        self._tell_agents(repo, desk, ticket, notice)
         return Outcome.REOPENED
 
     def mute(self, repo: Repo, ticket: Ticket, who: str, via: str) -> Outcome:

@@ -62,7 +62,7 @@ class InboxItem(TableModel, table=True):
     """One received message for one desk: the raw bytes, the envelope, and what became of it.
 
     state: new → processing → done | failed (quarantined). `trace` is the list of decisions each
-    stage made, which `mailgate inbox show` prints.
+    stage made, which `mailgate inbox show` prints; a stage's timing step also carries `ms`.
     """
 
     __table_args__ = (
@@ -90,7 +90,7 @@ class InboxItem(TableModel, table=True):
     claimed_until: datetime | None = _ts(nullable=True)  # the lease: free for any worker after this
     stage: str | None = None  # where it failed
     reason: str | None = None
-    trace: list[dict[str, str]] = _json(list)
+    trace: list[dict[str, Any]] = _json(list)
     ticket_id: int | None = Field(default=None, index=True)
     received_at: datetime = _ts(nullable=False, default=now_utc)
     processed_at: datetime | None = _ts(nullable=True)

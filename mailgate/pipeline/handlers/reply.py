@@ -18,8 +18,10 @@ from mailgate.mail.reply import extract_reply
 from mailgate.mail.thanks import is_thanks_only
 from mailgate.pipeline.apply import change_status, row
 from mailgate.pipeline.context import Context
+from mailgate.pipeline.handlers import closed
 from mailgate.pipeline.handlers.common import (
     Services,
+    Travelling,
     cc_not_added,
     store_message,
     tell,
@@ -163,9 +165,9 @@ class ReplyHandler:
             ctx.disposition = Disposition.REPLY_THANKS
             ctx.note("apply", f"only thanks: recorded on {ticket.key}, not reopened, nobody told")
             return True
-        if not (workflow.reopen and workflow.can(ticket.status, workflow.reopen)):
+        if not closed.can_reopen(workflow, ticket):
             return False
-        self._reopen(ctx, repo, ticket, workflow, status, workflow.reopen, text)
+        self._reopen(ctx, repo, ticket, workflow, status, text)
         return True
 
     def _rate(self, ctx: Context, repo: Repo, ticket: Ticket, rating: re.Match[str], text: str) -> None:
@@ -174,48 +176,40 @@ class ReplyHandler:
         comment = text[rating.end() :].strip() if rating.re is RATING_RE else text.strip()
         if comment.strip() == str(value):
             comment = ""
-        ticket.rating = value
-        ticket.rating_comment = comment[:2000] or None
-        repo.session.add(ticket)
-        repo.event(row(ticket), EventKind.RATING, actor=m.from_addr, rating=value, comment=comment[:2000])
+        notice = closed.rate(repo, ticket, m.from_addr, value, comment)
         ctx.disposition = Disposition.RATING
         ctx.note("apply", f"rated {value}/5 by {m.from_addr}; not reopened")
-        tell(
-            self.services,
-            repo,
-            ctx,
-            ticket,
-            self.services.agents_of(repo, ticket),
-            template="rating_received",
-            kind="rating",
-            context={"rating": value, "comment": comment, "from": m.from_addr},
-        )
+        self._tell_agents(ctx, repo, ticket, notice)
 
-    def _reopen(
+    def _tell_agents(
         self,
         ctx: Context,
         repo: Repo,
         ticket: Ticket,
-        workflow: Workflow,
-        status: Status,
-        reopen: str,
-        text: str,
+        notice: closed.AgentNotice,
+        attachments: Travelling | None = None,
     ) -> None:
-        m = ctx.mail
-        change = change_status(
-            repo, ticket, workflow, workflow.status(reopen), m.from_addr, "requester replied"
-        )
-        ctx.note("apply", f"{m.from_addr} replied to a {status.label} ticket: reopened ({change})")
+        s = self.services
         tell(
-            self.services,
+            s,
             repo,
             ctx,
             ticket,
-            self.services.agents_of(repo, ticket),
-            template="reopened",
-            kind="reopened",
-            context={"from": m.from_addr, "comment": text, "help": HELP},
-            attachments=travelling(self.services, ticket, ctx.stored),
+            s.agents_of(repo, ticket),
+            template=notice.template,
+            kind=notice.kind,
+            context=notice.context,
+            attachments=attachments,
+        )
+
+    def _reopen(
+        self, ctx: Context, repo: Repo, ticket: Ticket, workflow: Workflow, status: Status, text: str
+    ) -> None:
+        m = ctx.mail
+        change, notice = closed.reopen(repo, ticket, workflow, m.from_addr, "requester replied", text)
+        ctx.note("apply", f"{m.from_addr} replied to a {status.label} ticket: reopened ({change})")
+        self._tell_agents(
+            ctx, repo, ticket, notice, attachments=travelling(self.services, ticket, ctx.stored)
         )
         ctx.disposition = Disposition.REPLY_REOPENED
 
