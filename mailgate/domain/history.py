@@ -187,6 +187,17 @@ WORDS: dict[str, Callable[[Data], str]] = {
         f"did not send the {d.get('mail')} to {d.get('recipient')}"
         + (f" ({d['reason']})" if d.get("reason") else "")
     ),
+    "mail-quiet": lambda d: (
+        f"did not send the {d.get('mail')} to {d.get('recipient')}: it bounced"
+        + (f" ({d['status']})" if d.get("status") else "")
+        + (f", quiet until {d['until']}" if d.get("until") else "")
+    ),
+    "commands": lambda d: "ran commands: " + "; ".join(map(str, d.get("commands") or [])),
+    "requester": lambda d: (
+        f"made {d.get('new')} the requester"
+        + (f" (was {d['old']})" if d.get("old") and d.get("old") != d.get("new") else "")
+        + (f", by {d['source']}" if d.get("source") else "")
+    ),
     "sla-warning": _sla("warned: close to the"),
     "sla-escalated": _sla("escalated: missed the"),
     "triage-reminded": _mail_to("reminded triage of the untouched ticket"),
