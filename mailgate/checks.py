@@ -50,8 +50,10 @@ AGENT_CHANGE = frozenset(
 NEW_TICKET_AGENT = frozenset({"decision", "comment", "help", "from", "from_name", "cc_not_added"})
 
 # The periodic jobs' mails (SLA warning/escalation, reminders, auto-close, review, digest).
+from mailgate.pipeline.canned import CANNED_VARIABLES  # noqa: E402
 from mailgate.pipeline.sla_apply import TEMPLATE_VARIABLES as _SCHEDULER_TEMPLATES  # noqa: E402
 from mailgate.pipeline.sla_apply import sample_context as _scheduler_samples  # noqa: E402
+from mailgate.ruleset.files import CANNED_DIR  # noqa: E402
 
 TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "acknowledgement": NEW_TICKET_REQUESTER,
@@ -300,7 +302,8 @@ def check_templates(config: Config, facts: RulesFacts) -> list[Problem]:
         if path.name.startswith("_"):
             continue  # partials are checked inside each template that includes them
         name = path.stem
-        allowed = allowed_variables(name, facts)
+        # templates/canned/<name>.txt is an agent's `#canned <name>`, rendered for one ticket.
+        allowed = CANNED_VARIABLES if path.parent.name == CANNED_DIR else allowed_variables(name, facts)
         unknown = meta.find_undeclared_variables(ast) - allowed - _guarded(ast)
         for var in sorted(unknown, key=lambda v: _first_use(ast, v)):
             problems.append(
@@ -482,6 +485,8 @@ class SampleContext:
             "cap": 20,
             "mailed": ["ann@example.com"],
             "not_mailed": ["dave@example.com"],
+            "fields": {"severity": "high", "component": "printer"},
+            "agent": "Tech One",
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

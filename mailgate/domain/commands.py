@@ -7,6 +7,7 @@
     #tag stalled blocked #untag stalled
     #cc add a@b.c        #cc remove a@b.c
     #link SUP-12         #merge SUP-12
+    #canned printer_jam  #time 1h15m
     #internal            #help
 
 Parsing stops at the first line that is not a command (blank lines before it are skipped).
@@ -38,6 +39,8 @@ Commands go on the first lines of your reply, one per line:
   #tag <tag> [<tag> ...]   #untag <tag>
   #cc add <address>   #cc remove <address>
   #link <KEY-N>   #merge <KEY-N>
+  #canned <name>       (a prepared answer, sent before what you write; #canned alone lists them)
+  #time <30m|1h15m>    (time you spent on this ticket)
   #internal            (this reply is a note for agents only)
 The rest of your reply goes to the requester and watchers (unless #internal)."""
 
@@ -81,6 +84,8 @@ class Plan:
     merge_into: str | None = None
     internal: bool = False
     help: bool = False
+    canned: str | None = None  # the canned reply that goes before the agent's own words
+    minutes: int = 0  # time spent, `#time 1h15m`
 
     @property
     def empty(self) -> bool:
@@ -123,9 +128,11 @@ def plan(
     team: Team,
     author: str,
     ticket_exists: Callable[[str], bool],
+    canned: tuple[str, ...] = (),
 ) -> tuple[Plan, list[CommandError]]:
-    """Check every command; the Plan is to be applied only when the error list is empty."""
-    planner = _Planner(ticket, workflow, team, author, ticket_exists)
+    """Check every command; the Plan is to be applied only when the error list is empty.
+    `canned` names the canned replies there are (templates/canned/, kb_* answers)."""
+    planner = _Planner(ticket, workflow, team, author, ticket_exists, canned=canned)
     for c in commands:
         planner.check(c)
     return planner.plan, planner.errors
@@ -145,6 +152,7 @@ class _Planner:
     ticket_exists: Callable[[str], bool]
     plan: Plan = field(default_factory=Plan)
     errors: list[CommandError] = field(default_factory=list)
+    canned: tuple[str, ...] = ()
 
     def check(self, c: RawCommand) -> None:
         step = _STEPS.get(c.name)
@@ -190,7 +198,7 @@ class _Planner:
         self.err(
             c,
             f"unknown command #{c.name}",
-            "#status #assign #priority #type #set #tag #cc #link #merge #internal, "
+            "#status #assign #priority #type #set #tag #cc #link #merge #canned #time #internal, "
             "or a status: " + " ".join(f"#{w}" for w in wf.words() if " " not in w),
         )
 
@@ -319,6 +327,48 @@ class _Planner:
         else:
             self.plan.merge_into = key
 
+    def canned_reply(self, c: RawCommand, args: str) -> None:
+        """`#canned <name>`: one of the desk's prepared answers; alone or unknown, the error
+        lists them all (that is how an agent finds their names)."""
+        name = args.strip().lower()
+        available = ", ".join(self.canned) or "none: add templates/canned/<name>.txt"
+        if self.plan.canned is not None:
+            self.err(c, "a second #canned in one reply", "one #canned per reply")
+        elif not name:
+            self.err(c, "#canned needs the name of a canned reply", available)
+        elif name not in self.canned:
+            self.err(c, f"no canned reply '{name}'", available)
+        else:
+            self.plan.canned = name
+
+    def time_spent(self, c: RawCommand, args: str) -> None:
+        """`#time 30m`, `#time 1h15m`, `#time 2h`: added up per agent and ticket."""
+        minutes = parse_duration(args)
+        if minutes is None:
+            self.err(
+                c, f"not a duration: '{args}'" if args else "#time needs a duration", "#time 30m, #time 1h15m"
+            )
+            return
+        self.plan.minutes += minutes
+
+
+DURATION_RE = re.compile(r"^(?:(\d{1,3})\s*h)?\s*(?:(\d{1,4})\s*m(?:in)?)?$", re.I)
+
+
+def parse_duration(text: str) -> int | None:
+    """Minutes in "30m", "1h15m", "2h", "1h 15m"; None for anything else or for zero."""
+    m = DURATION_RE.match(text.strip())
+    if not m or not (m.group(1) or m.group(2)):
+        return None
+    minutes = int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+    return minutes or None
+
+
+def format_minutes(minutes: int) -> str:
+    """75 → "1h15m", 30 → "30m", 120 → "2h": how `#time` is written."""
+    hours, rest = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + (f"{rest}m" if rest or not hours else "")
+
 
 # The command words and the step that checks each; any other word may name a status.
 _STEPS: dict[str, Callable[[_Planner, RawCommand, str], None]] = {
@@ -338,6 +388,8 @@ _STEPS: dict[str, Callable[[_Planner, RawCommand, str], None]] = {
     "internal": _Planner.internal,
     "help": _Planner.want_help,
     "reopen": _Planner.reopen,
+    "canned": _Planner.canned_reply,
+    "time": _Planner.time_spent,
 }
 KNOWN = tuple(_STEPS)
 

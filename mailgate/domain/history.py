@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mailgate.domain.commands import format_minutes
+
 Data = Mapping[str, Any]
 
 
@@ -181,6 +183,8 @@ WORDS: dict[str, Callable[[Data], str]] = {
         "commands refused, nothing changed: " + "; ".join(map(str, d.get("errors") or []))
     ),
     "forged-agent": _forged,
+    "canned": lambda d: f"sent the canned reply {d.get('name')}",
+    "time": lambda d: f"spent {format_minutes(int(d.get('minutes') or 0))} on it",
     "rating": _rating,
     "fanout-limited": _fanout,
     "mail-held": lambda d: (

@@ -14,6 +14,7 @@ from mailgate.domain.changes import (
     Linked,
     Merged,
     StatusChanged,
+    TimeSpent,
     Unassigned,
     WatcherAdded,
     WatcherRemoved,
@@ -61,7 +62,7 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
     """Apply a checked command plan. Returns the changes made, in command order: the people,
     the ticket's fields, the links, then the status, and the merge last (it closes the ticket)."""
     changes: list[Change] = []
-    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links):
+    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links, _time):
         changes += step(repo, ticket, plan, actor)
     if plan.status is not None:
         changes.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
@@ -167,6 +168,14 @@ def _links(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
         repo.event(row(ticket), EventKind.LINK, actor=actor, other=key)
         changes.append(Linked(key))
     return changes
+
+
+def _time(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#time 30m`: one event per reply, summed per agent by `tickets show` (repo.time_spent)."""
+    if not plan.minutes:
+        return []
+    repo.event(row(ticket), EventKind.TIME, actor=actor, minutes=plan.minutes)
+    return [TimeSpent(plan.minutes)]
 
 
 def _merge_into(repo: Repo, ticket: Ticket, workflow: Workflow, key: str, actor: str) -> list[Change]:

@@ -30,6 +30,7 @@ from mailgate.domain.sla import parse_sla as _parse_sla_text
 from mailgate.domain.team import Team, check_team
 from mailgate.domain.workflow import Workflow, parse_workflows
 from mailgate.ruleset.files import (
+    CANNED_DIR,
     ROUTING_FILE,
     SLA_FILE,
     TEAM_FILE,
@@ -39,6 +40,8 @@ from mailgate.ruleset.files import (
     Unreadable,
     read_sources,
 )
+
+CANNED_PREFIX = f"{CANNED_DIR}/"
 
 
 class DeskLike(Protocol):
@@ -60,9 +63,14 @@ class Templates:
     shared: Mapping[str, TemplateFile]
     desks: Mapping[str, Mapping[str, TemplateFile]]
     shipped: Mapping[str, TemplateFile]
+    # templates/canned/<name>.txt, by file name: what `#canned <name>` sends
+    canned: Mapping[str, TemplateFile] = field(default_factory=lambda: MappingProxyType({}))
 
     def find(self, desk_key: str, filename: str) -> TemplateFile | None:
-        """The file `filename` (e.g. "acknowledgement.txt") as desk `desk_key` sees it."""
+        """The file `filename` (e.g. "acknowledgement.txt", "canned/printer.txt") as desk
+        `desk_key` sees it."""
+        if filename.startswith(CANNED_PREFIX):
+            return self.canned.get(filename.removeprefix(CANNED_PREFIX))
         own = self.desks.get(desk_key)
         if own is not None and filename in own:
             return own[filename]
@@ -74,6 +82,16 @@ class Templates:
         return frozenset(
             n[:-4] for n in (*self.shared, *self.shipped) if n.endswith(".txt") and not n.startswith("_")
         )
+
+    def canned_names(self) -> tuple[str, ...]:
+        """What an agent may name in `#canned`: templates/canned/<name>.txt, and the knowledge-base
+        answers (`kb_*`) routing rules send as auto-replies."""
+        kb = (n for n in self.names() if n.startswith("kb_"))
+        return tuple(sorted({*(n[:-4] for n in self.canned), *kb}))
+
+    def canned_file(self, name: str) -> str:
+        """The template file `find` takes for the canned reply `name` (one of `canned_names`)."""
+        return f"{CANNED_PREFIX}{name}.txt" if f"{name}.txt" in self.canned else f"{name}.txt"
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,7 @@ def _templates(sources: Sources, errors: list[RulesError]) -> Templates:
         shared=files(sources.shared, True),
         desks=MappingProxyType({key: files(raw, True) for key, raw in sources.desks.items()}),
         shipped=files(sources.shipped, False),
+        canned=files(sources.canned, True),
     )
 
 

@@ -43,6 +43,8 @@ class EventKind(StrEnum):
     CC_NOT_ADDED = "cc-not-added"
     COMMANDS_REFUSED = "commands-refused"
     FORGED_AGENT = "forged-agent"
+    CANNED = "canned"  # an agent's `#canned <name>` went out as (the start of) the reply
+    TIME = "time"  # an agent's `#time 30m`: minutes spent on the ticket
     # delivery: bounces, unsubscribes, mail the limits held back
     BOUNCE = "bounce"
     UNSUBSCRIBED = "unsubscribed"

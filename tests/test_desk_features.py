@@ -1,0 +1,157 @@
+"""Service desk features of issue 23, by mail through the real daemon: canned replies
+(`#canned <name>`, a list when the name is unknown, checked by `rules check`) and time tracking
+(`#time 1h15m`, summed per agent by `tickets show`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from conftest import RunningDaemon, Sink, body_of, make_mail, reply, scenario_config
+from sqlalchemy import select
+
+from mailgate.domain.rulesfile import RulesInvalid
+from mailgate.ruleset import load
+
+DESK = "support@desk.example"
+CUSTOMER = "carla@client.example"
+WATCHER = "wes@client.example"
+TRIAGE = "triage@desk.example"
+TECH = "tech1@desk.example"
+
+TEAM = f"""
+triage = "{TRIAGE}"
+[[agents]]
+address = "{TRIAGE}"
+name = "Tara"
+[[agents]]
+address = "{TECH}"
+name = "Theo"
+handle = "tech1"
+"""
+
+
+@pytest.fixture
+def desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
+    cfg = scenario_config(
+        tmp_path / "desk", relay_port=sink.port, desks=[(DESK, "SUP", "default")], team=TEAM, routing=""
+    )
+    d = RunningDaemon(cfg)
+    yield d
+    d.stop()
+
+
+def open_ticket(desk: RunningDaemon, sink: Sink) -> EmailMessage:
+    """Carla writes (Wes on Cc); returns triage's notice of the new ticket."""
+    desk.send(
+        make_mail("Printer jammed", "Floor 2 printer eats paper.\n", sender=CUSTOMER, to=DESK, cc=WATCHER),
+        sender=CUSTOMER,
+        rcpt=DESK,
+    )
+    desk.settle()
+    [notice] = sink.wait_to(TRIAGE, 1)
+    return notice
+
+
+def agent_says(desk: RunningDaemon, notice: EmailMessage, agent: str, text: str) -> None:
+    desk.send(reply(notice, agent, text), sender=agent, rcpt=str(notice["Reply-To"].addresses[0].addr_spec))
+    desk.settle()
+
+
+def events(desk: RunningDaemon, kind: str) -> list[tuple[str, dict[str, object]]]:
+    from mailgate.store.models import Event
+
+    with desk.db.session() as s:
+        rows = s.execute(select(Event.actor, Event.data).where(Event.kind == kind).order_by(Event.id))
+        return [(actor, data) for actor, data in rows]
+
+
+# -- canned replies ----------------------------------------------------------------------------
+
+
+def test_canned_reply_goes_before_the_agents_words_to_requester_and_watcher(
+    desk: RunningDaemon, sink: Sink
+) -> None:
+    notice = open_ticket(desk, sink)
+    agent_says(desk, notice, TRIAGE, "#canned printer_jam\n\nI'll come by at three if it jams again.")
+
+    for person, n in ((CUSTOMER, 2), (WATCHER, 1)):
+        told = body_of(sink.wait_to(person, n)[-1])
+        assert "pull the green\nlever down" in told, told
+        assert "Tara, Sup desk (SUP-1)" in told  # rendered for this ticket and this agent
+        canned_at = told.index("pull the green")
+        assert told.index("I'll come by at three") > canned_at  # the agent's words after it
+    assert "#canned" not in body_of(sink.to(CUSTOMER)[-1])
+    assert events(desk, "canned") == [(TRIAGE, {"name": "printer_jam"})]
+    assert desk.tickets()[0].first_response_at is not None  # it was the first public reply
+
+
+def test_a_kb_answer_is_a_canned_reply_too(desk: RunningDaemon, sink: Sink) -> None:
+    notice = open_ticket(desk, sink)
+    agent_says(desk, notice, TRIAGE, "#canned kb_guest_wifi")
+    told = body_of(sink.wait_to(CUSTOMER, 2)[-1])
+    assert 'The guest Wi-Fi network is "Guest"' in told and "(SUP-1)" in told
+
+
+@pytest.mark.parametrize("line", ["#canned", "#canned printer_fire"])
+def test_canned_alone_or_unknown_lists_the_canned_replies_and_sends_nothing(
+    desk: RunningDaemon, sink: Sink, line: str
+) -> None:
+    notice = open_ticket(desk, sink)
+    agent_says(desk, notice, TRIAGE, f"{line}\n\nHere is how.")
+    error = body_of(sink.wait_to(TRIAGE, 2)[-1])
+    assert "NOT sent to the requester" in error
+    assert "valid: kb_gdpr_request, kb_guest_wifi, kb_password_reset, printer_jam" in error
+    assert len(sink.to(CUSTOMER)) == 1 and sink.to(WATCHER) == []  # the acknowledgement only
+    assert events(desk, "canned") == []
+
+
+def test_rules_check_names_a_broken_canned_reply_by_file_and_line(tmp_path: Path) -> None:
+    from conftest import REPO, write_config
+
+    from mailgate.checks import check_all
+
+    root = tmp_path / "desk"
+    cfg = write_config(root)
+    broken = root / "templates" / "canned" / "broken.txt"
+    broken.write_text("Hello,\n\n{% if ticket.key %}no end\n")
+    with pytest.raises(RulesInvalid) as caught:
+        load(root / "rules", root / "templates")
+    assert any(e.file.endswith("canned/broken.txt") and e.line == 3 for e in caught.value.errors)
+
+    broken.write_text("Hello {{ requester_name }},\n\nYour order {{ order_number }} shipped.\n")
+    report = check_all(cfg)
+    [problem] = [p for p in report.problems if p.file.endswith("broken.txt")]
+    assert (problem.line, "unknown variable 'order_number'" in problem.reason) == (3, True)
+    assert "printer_jam" in load(REPO / "rules", REPO / "templates").templates.canned_names()
+
+
+# -- time tracking -----------------------------------------------------------------------------
+
+
+def test_time_is_recorded_per_agent_and_summed_by_tickets_show(
+    desk: RunningDaemon, sink: Sink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notice = open_ticket(desk, sink)
+    agent_says(desk, notice, TRIAGE, "#assign tech1\n#time 1h15m\n#internal\n\nSent Theo over.")
+    [assigned] = sink.wait_to(TECH, 1)
+    assert "Tara logged 1h15m." in body_of(assigned)
+    agent_says(desk, assigned, TECH, "#time 30m\n#internal\n\nCleared it.")
+    agent_says(desk, assigned, TECH, "#time 20\n\nOops.")  # not a duration: nothing recorded
+    refused = body_of(sink.wait_to(TECH, 2)[-1])
+    assert "not a duration: '20'" in refused and "#time 30m, #time 1h15m" in refused
+    assert len(sink.to(CUSTOMER)) == 1  # time is the desk's business: the customer hears nothing
+
+    assert [d["minutes"] for _, d in events(desk, "time")] == [75, 30]
+    from mailgate.cli import main
+
+    assert main(["--config", str(desk.config_path), "tickets", "show", "SUP-1"]) == 0
+    out = capsys.readouterr().out
+    assert f"time spent  1h45m ({TRIAGE} 1h15m, {TECH} 30m)" in out
+    assert f"{TECH}: spent 30m on it" in out
+    assert main(["--config", str(desk.config_path), "tickets", "show", "SUP-1", "--json"]) == 0
+    spent = json.loads(capsys.readouterr().out)["time_spent"]
+    assert spent == {"minutes": 105, "by_agent": {TRIAGE: 75, TECH: 30}}
