@@ -155,3 +155,98 @@ def test_time_is_recorded_per_agent_and_summed_by_tickets_show(
     assert main(["--config", str(desk.config_path), "tickets", "show", "SUP-1", "--json"]) == 0
     spent = json.loads(capsys.readouterr().out)["time_spent"]
     assert spent == {"minutes": 105, "by_agent": {TRIAGE: 75, TECH: 30}}
+
+
+# -- fields as data ------------------------------------------------------------------------------
+
+FIELDS = """\
+[severity]
+values = ["low", "medium", "high", "critical"]
+default = "medium"
+
+[component]
+label = "Component"
+values = ["printer", "network", "laptop"]
+required_before_resolve = true
+
+[environment]
+type = "text"
+"""
+
+ROUTING = """\
+[[rules]]
+name = "printers"
+when.subject.words = ["printer"]
+then = { fields = { component = "printer" } }
+"""
+
+
+@pytest.fixture
+def fielded(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
+    root = tmp_path / "desk"
+    cfg = scenario_config(root, relay_port=sink.port, desks=[(DESK, "SUP", "default")], team=TEAM)
+    (root / "rules" / "fields.toml").write_text(FIELDS)
+    d = RunningDaemon(cfg)
+    yield d
+    d.stop()
+
+
+def test_fields_have_defaults_allowed_values_and_block_resolving_while_required_ones_are_unset(
+    fielded: RunningDaemon, sink: Sink
+) -> None:
+    notice = open_ticket(fielded, sink)  # "Printer jammed": no routing here, so no component
+    assert fielded.tickets()[0].fields == {"severity": "medium"}  # the default
+
+    agent_says(fielded, notice, TRIAGE, "#set severity=urgentish\n\nLooking.")
+    error = body_of(sink.wait_to(TRIAGE, 2)[-1])
+    assert "'urgentish' is not a severity" in error and "valid: low, medium, high, critical" in error
+    assert len(sink.to(CUSTOMER)) == 1  # nothing applied, nothing sent
+
+    agent_says(fielded, notice, TRIAGE, "#set severity=HIGH\n#set environment=Windows 11\n#resolve\n\nFixed.")
+    error = body_of(sink.wait_to(TRIAGE, 3)[-1])
+    assert "Component must be set before SUP-1 is resolved" in error
+    assert "valid: #set component=printer|network|laptop" in error
+    ticket = fielded.tickets()[0]
+    assert (ticket.status, ticket.fields) == ("open", {"severity": "medium"})  # all or nothing
+
+    agent_says(fielded, notice, TRIAGE, "#set severity=HIGH\n#set component=printer\n#resolve\n\nFixed.")
+    sink.wait_to(CUSTOMER, 2)
+    ticket = fielded.tickets()[0]
+    assert ticket.fields == {"severity": "high", "component": "printer"}  # as the file writes it
+    assert ticket.status == "resolved"
+
+
+def test_routing_sets_fields_and_rules_check_names_bad_fields_by_file_and_line(tmp_path: Path) -> None:
+    from conftest import write_config
+
+    root = tmp_path / "desk"
+    write_config(root)
+    (root / "rules" / "fields.toml").write_text(FIELDS)
+    (root / "rules" / "routing.toml").write_text(ROUTING)
+    rules = load(root / "rules", root / "templates")
+    assert rules.fields.defaults() == {"severity": "medium"}
+    assert [d.name for d in rules.fields.required()] == ["component"]
+
+    (root / "rules" / "routing.toml").write_text(ROUTING.replace('"printer" }', '"printers" }'))
+    (root / "rules" / "fields.toml").write_text(
+        FIELDS.replace('default = "medium"', 'default = "normal"').replace('type = "text"', 'type = "date"')
+    )
+    with pytest.raises(RulesInvalid) as caught:
+        load(root / "rules", root / "templates")
+    found = {(Path(e.file).name, e.line, e.reason) for e in caught.value.errors}
+    assert ("fields.toml", 3, "default 'normal' is not one of the values") in found
+    assert ("fields.toml", 11, "unknown field type 'date'") in found
+
+    (root / "rules" / "fields.toml").write_text(FIELDS)  # valid again: routing is checked against it
+    with pytest.raises(RulesInvalid) as caught:
+        load(root / "rules", root / "templates")
+    found = {(Path(e.file).name, e.line, e.reason) for e in caught.value.errors}
+    assert (
+        "routing.toml",
+        1,
+        "rule 'printers' sets component to 'printers', which rules/fields.toml does not allow",
+    ) in found
+
+    from mailgate.cli import main
+
+    assert main(["--config", str(root / "config.toml"), "rules", "check"]) == 65

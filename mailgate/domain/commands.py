@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailgate.domain.fields import Fields
 from mailgate.domain.team import Agent, Team
 from mailgate.domain.workflow import Status, Workflow
 
@@ -129,12 +130,17 @@ def plan(
     author: str,
     ticket_exists: Callable[[str], bool],
     canned: tuple[str, ...] = (),
+    fields: Fields | None = None,
 ) -> tuple[Plan, list[CommandError]]:
     """Check every command; the Plan is to be applied only when the error list is empty.
-    `canned` names the canned replies there are (templates/canned/, kb_* answers)."""
-    planner = _Planner(ticket, workflow, team, author, ticket_exists, canned=canned)
+    `canned` names the canned replies there are (templates/canned/, kb_* answers); `fields` is
+    rules/fields.toml (allowed values, and what must be set before a ticket is resolved)."""
+    planner = _Planner(
+        ticket, workflow, team, author, ticket_exists, canned=canned, fields=fields or Fields()
+    )
     for c in commands:
         planner.check(c)
+    planner.required_fields()
     return planner.plan, planner.errors
 
 
@@ -153,6 +159,8 @@ class _Planner:
     plan: Plan = field(default_factory=Plan)
     errors: list[CommandError] = field(default_factory=list)
     canned: tuple[str, ...] = ()
+    fields: Fields = field(default_factory=Fields)
+    status_line: RawCommand | None = None  # the command that moves the ticket, for its errors
 
     def check(self, c: RawCommand) -> None:
         step = _STEPS.get(c.name)
@@ -186,6 +194,19 @@ class _Planner:
             )
             return
         self.plan.status = st
+        self.status_line = c
+
+    def required_fields(self) -> None:
+        """Once every command is read: a move to a resolved status needs the fields
+        rules/fields.toml requires, set on the ticket or by a `#set` in the same reply."""
+        st, c = self.plan.status, self.status_line
+        if st is None or c is None or not st.resolved:
+            return
+        present = (set(self.ticket.fields) - set(self.plan.unset_fields)) | set(self.plan.set_fields)
+        for d in self.fields.required():
+            if d.name not in present:
+                valid = f"#set {d.name}=" + ("|".join(d.values) if d.values else "<text>")
+                self.err(c, f"{d.label} must be set before {self.ticket.key} is resolved", valid)
 
     # -- one step per command word ---------------------------------------------------------------
     def status_word(self, c: RawCommand, args: str) -> None:
@@ -283,7 +304,15 @@ class _Planner:
         if not m or not m.group(2).strip():
             self.err(c, "#set needs field=value", "#set plan=enterprise")
             return
-        self.plan.set_fields[m.group(1).lower()] = m.group(2).strip()
+        name, value = m.group(1).lower(), m.group(2).strip()
+        defined = self.fields.get(name)
+        if defined is not None:
+            allowed = defined.match(value)
+            if allowed is None:
+                self.err(c, f"'{value}' is not a {defined.label.lower()}", ", ".join(defined.values))
+                return
+            value = allowed
+        self.plan.set_fields[name] = value
 
     def unset_field(self, c: RawCommand, args: str) -> None:
         if not args:

@@ -21,7 +21,8 @@ TEAM_FILE = "team.toml"
 ROUTING_FILE = "routing.toml"
 WORKFLOW_FILE = "workflow.toml"
 SLA_FILE = "sla.toml"
-RULES_FILES = (TEAM_FILE, ROUTING_FILE, WORKFLOW_FILE, SLA_FILE)
+FIELDS_FILE = "fields.toml"
+RULES_FILES = (TEAM_FILE, ROUTING_FILE, WORKFLOW_FILE, SLA_FILE, FIELDS_FILE)
 TEMPLATE_SUFFIXES = (".txt", ".html")
 # templates/canned/<name>.txt: an agent's `#canned <name>` (not a desk's directory of overrides)
 CANNED_DIR = "canned"

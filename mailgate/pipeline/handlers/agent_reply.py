@@ -159,6 +159,7 @@ class AgentReplyHandler:
             author=mail.author,
             ticket_exists=lambda key: key.startswith(ctx.desk.key + "-") and repo.key_exists(key),
             canned=self.services.rules.templates.canned_names(),
+            fields=self.services.rules.fields,
         )
         for c in mail.commands:
             ctx.note("commands", f"line {c.line_no}: {c.line}")
