@@ -68,6 +68,7 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "requester_reply": frozenset({"from", "from_name", "comment", "help", "cc_not_added"}),
     "held_message": frozenset({"from", "from_name", "why", "subject_seen", "comment"}),
     "fanout_limited": frozenset({"cap", "mailed", "not_mailed"}),
+    "children_open": frozenset({"children", "help"}),  # a parent resolved with open children
     "new_ticket": NEW_TICKET_AGENT,
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
@@ -487,6 +488,7 @@ class SampleContext:
             "not_mailed": ["dave@example.com"],
             "fields": {"severity": "high", "component": "printer"},
             "agent": "Tech One",
+            "children": ["SUP-21", "SUP-22"],
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

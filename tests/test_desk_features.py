@@ -250,3 +250,63 @@ def test_routing_sets_fields_and_rules_check_names_bad_fields_by_file_and_line(t
     from mailgate.cli import main
 
     assert main(["--config", str(root / "config.toml"), "rules", "check"]) == 65
+
+
+# -- parent incidents and broadcast ----------------------------------------------------------
+
+
+def test_parent_broadcast_and_resolve_all_reach_each_childs_people_in_its_own_thread(
+    tmp_path: Path, sink: Sink
+) -> None:
+    root = tmp_path / "desk"
+    cfg = scenario_config(
+        root,
+        relay_port=sink.port,
+        desks=[(DESK, "SUP", "default")],
+        team=TEAM,
+        extra="[security]\nmax_recipients_per_event = 1\n",
+    )
+    desk = RunningDaemon(cfg)
+    try:
+        people = ("ann@client.example", "bob@client.example", CUSTOMER)
+        notices: list[EmailMessage] = []
+        for n, who in enumerate(people, 1):
+            desk.send(
+                make_mail(
+                    "VPN down", "Cannot connect.\n", sender=who, to=DESK, cc=WATCHER if n == 3 else None
+                ),
+                sender=who,
+                rcpt=DESK,
+            )
+            desk.settle()
+            notices.append(sink.wait_to(TRIAGE, n)[-1])
+        ann, bob, carla = people
+        # SUP-2 and SUP-3 are reports of the outage SUP-1; SUP-3 has Wes as a watcher too.
+        agent_says(desk, notices[1], TRIAGE, "#parent SUP-1\n#internal\n\nSame outage.")
+        agent_says(desk, notices[2], TRIAGE, "#parent sup-1\n#internal\n\nSame outage.")
+        assert [t.fields.get("parent") for t in desk.tickets()] == [None, "SUP-1", "SUP-1"]
+
+        agent_says(desk, notices[0], TRIAGE, "#broadcast\n\nThe VPN concentrator is being replaced.")
+        for who, key in ((ann, "SUP-1"), (bob, "SUP-2"), (carla, "SUP-3")):
+            got = sink.wait_to(who, 2)[-1]
+            assert "The VPN concentrator is being replaced." in body_of(got)
+            assert f"[{key}]" in str(got["Subject"])  # each in its own ticket's thread
+        # The cap (1 outside the team) applies per child: Carla is mailed, Wes is past SUP-3's cap.
+        assert len(sink.to(WATCHER)) == 0
+        assert [d["not_mailed"] for _, d in events(desk, "fanout-limited")] == [[WATCHER]]
+        assert [d["parent"] for _, d in events(desk, "broadcast")] == ["SUP-1", "SUP-1"]
+
+        agent_says(desk, notices[2], TRIAGE, "#unparent\n#internal\n\nNot the same after all.")
+        agent_says(desk, notices[0], TRIAGE, "#resolve\n\nReplaced; the VPN is back.")
+        offer = body_of(sink.wait_to(TRIAGE, 4)[-1])
+        assert "SUP-1 is resolved, but 1 ticket(s)" in offer and "SUP-2" in offer and "SUP-3" not in offer
+        assert "#resolve all" in offer
+        assert [t.status for t in desk.tickets()] == ["resolved", "open", "open"]
+
+        agent_says(desk, notices[0], TRIAGE, "#resolve all")
+        assert [t.status for t in desk.tickets()] == ["resolved", "resolved", "open"]
+        resolved = sink.wait_to(bob, 3)[-1]
+        assert "[SUP-2]" in str(resolved["Subject"]) and "Tara changed the status to" in body_of(resolved)
+        assert len(sink.to(carla)) == 2  # unparented: neither resolved nor told
+    finally:
+        desk.stop()

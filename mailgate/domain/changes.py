@@ -127,6 +127,22 @@ class TimeSpent(Change):
 
 
 @dataclass(frozen=True)
+class ParentSet(Change):
+    key: str
+
+    def __str__(self) -> str:
+        return f"made {self.key} its parent"
+
+
+@dataclass(frozen=True)
+class ParentCleared(Change):
+    old: str
+
+    def __str__(self) -> str:
+        return f"removed its parent {self.old}"
+
+
+@dataclass(frozen=True)
 class Merged(Change):
     into: str
 

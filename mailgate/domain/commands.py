@@ -8,6 +8,7 @@
     #cc add a@b.c        #cc remove a@b.c
     #link SUP-12         #merge SUP-12
     #canned printer_jam  #time 1h15m
+    #parent SUP-12       #unparent      #broadcast     #resolve all
     #internal            #help
 
 Parsing stops at the first line that is not a command (blank lines before it are skipped).
@@ -42,6 +43,9 @@ Commands go on the first lines of your reply, one per line:
   #link <KEY-N>   #merge <KEY-N>
   #canned <name>       (a prepared answer, sent before what you write; #canned alone lists them)
   #time <30m|1h15m>    (time you spent on this ticket)
+  #parent <KEY-N>   #unparent   (one incident, many reports of it)
+  #broadcast           (on a parent: your reply goes to the people of every open child too)
+  #resolve all         (on a parent: resolve it and every open child)
   #internal            (this reply is a note for agents only)
 The rest of your reply goes to the requester and watchers (unless #internal)."""
 
@@ -87,6 +91,10 @@ class Plan:
     help: bool = False
     canned: str | None = None  # the canned reply that goes before the agent's own words
     minutes: int = 0  # time spent, `#time 1h15m`
+    parent: str | None = None  # `#parent SUP-12`
+    unparent: bool = False
+    broadcast: bool = False  # the comment goes to the people of every open child as well
+    resolve_children: Status | None = None  # `#resolve all`: every open child moves there too
 
     @property
     def empty(self) -> bool:
@@ -161,6 +169,7 @@ class _Planner:
     canned: tuple[str, ...] = ()
     fields: Fields = field(default_factory=Fields)
     status_line: RawCommand | None = None  # the command that moves the ticket, for its errors
+    broadcast_line: RawCommand | None = None
 
     def check(self, c: RawCommand) -> None:
         step = _STEPS.get(c.name)
@@ -199,6 +208,8 @@ class _Planner:
     def required_fields(self) -> None:
         """Once every command is read: a move to a resolved status needs the fields
         rules/fields.toml requires, set on the ticket or by a `#set` in the same reply."""
+        if self.broadcast_line is not None and self.plan.internal:
+            self.err(self.broadcast_line, "a broadcast goes to requesters: it cannot be #internal")
         st, c = self.plan.status, self.status_line
         if st is None or c is None or not st.resolved:
             return
@@ -213,13 +224,21 @@ class _Planner:
         """`#resolve`, `#pending`, `#waiting for customer`: a status by one of its words."""
         wf = self.workflow
         st = wf.find(c.name) or (wf.find(f"{c.name} {args}") if args else None)
+        if st is not None and st.resolved and args.lower() == "all":
+            # `#resolve all` on a parent: its open children too; on a parent resolved already,
+            # only they move (the offer that came with the first #resolve says to write this).
+            self.plan.resolve_children = st
+            if st.id == self.ticket.status:
+                self.status_line = c
+                return
         if st is not None:
             self.set_status(c, st)
             return
         self.err(
             c,
             f"unknown command #{c.name}",
-            "#status #assign #priority #type #set #tag #cc #link #merge #canned #time #internal, "
+            "#status #assign #priority #type #set #tag #cc #link #merge #canned #time #parent #broadcast "
+            "#internal, "
             "or a status: " + " ".join(f"#{w}" for w in wf.words() if " " not in w),
         )
 
@@ -305,6 +324,9 @@ class _Planner:
             self.err(c, "#set needs field=value", "#set plan=enterprise")
             return
         name, value = m.group(1).lower(), m.group(2).strip()
+        if name == "parent":  # checked like a link: the ticket must exist
+            self.err(c, "the parent is set with #parent", f"#parent {self.ticket.key.rsplit('-', 1)[0]}-12")
+            return
         defined = self.fields.get(name)
         if defined is not None:
             allowed = defined.match(value)
@@ -353,8 +375,20 @@ class _Planner:
             self.err(c, f"no ticket {key}")
         elif c.name == "link":
             self.plan.links.append(key)
+        elif c.name == "parent":
+            self.plan.parent = key
         else:
             self.plan.merge_into = key
+
+    def unparent(self, c: RawCommand, args: str) -> None:
+        if "parent" not in self.ticket.fields:
+            self.err(c, f"{self.ticket.key} has no parent")
+            return
+        self.plan.unparent = True
+
+    def broadcast(self, c: RawCommand, args: str) -> None:
+        self.plan.broadcast = True
+        self.broadcast_line = c
 
     def canned_reply(self, c: RawCommand, args: str) -> None:
         """`#canned <name>`: one of the desk's prepared answers; alone or unknown, the error
@@ -419,6 +453,9 @@ _STEPS: dict[str, Callable[[_Planner, RawCommand, str], None]] = {
     "reopen": _Planner.reopen,
     "canned": _Planner.canned_reply,
     "time": _Planner.time_spent,
+    "parent": _Planner.other_ticket,
+    "unparent": _Planner.unparent,
+    "broadcast": _Planner.broadcast,
 }
 KNOWN = tuple(_STEPS)
 

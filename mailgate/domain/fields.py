@@ -30,7 +30,7 @@ from mailgate.domain.rulesfile import Checker, RulesInvalid, TomlFile, type_name
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 KEYS = ("label", "type", "values", "default", "required_before_resolve")
 TYPES = ("choice", "text")
-RESERVED = ("links",)  # `#link` keeps the linked keys in this field
+RESERVED = ("links", "parent")  # `#link` and `#parent` keep ticket keys in these
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def parse_fields(file: TomlFile) -> Fields:
             check.add(path, f"field name '{name}' must be lowercase letters, digits and _")
             continue
         if name in RESERVED:
-            check.add(path, f"field name '{name}' is reserved (#link keeps the linked tickets in it)")
+            check.add(path, f"field name '{name}' is reserved (#link and #parent keep ticket keys in it)")
             continue
         check.unknown_keys(path, table, KEYS, "field setting")
         values: tuple[str, ...] = ()

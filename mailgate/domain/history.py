@@ -184,6 +184,10 @@ WORDS: dict[str, Callable[[Data], str]] = {
     ),
     "forged-agent": _forged,
     "canned": lambda d: f"sent the canned reply {d.get('name')}",
+    "parent": lambda d: (
+        f"made {d['new']} its parent" if d.get("new") else f"removed its parent {d.get('old')}"
+    ),
+    "broadcast": lambda d: f"broadcast from the parent {d.get('parent')} to this ticket's people",
     "time": lambda d: f"spent {format_minutes(int(d.get('minutes') or 0))} on it",
     "rating": _rating,
     "fanout-limited": _fanout,

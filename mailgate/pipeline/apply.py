@@ -13,6 +13,8 @@ from mailgate.domain.changes import (
     GroupSet,
     Linked,
     Merged,
+    ParentCleared,
+    ParentSet,
     StatusChanged,
     TimeSpent,
     Unassigned,
@@ -62,7 +64,7 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
     """Apply a checked command plan. Returns the changes made, in command order: the people,
     the ticket's fields, the links, then the status, and the merge last (it closes the ticket)."""
     changes: list[Change] = []
-    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links, _time):
+    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links, _parent, _time):
         changes += step(repo, ticket, plan, actor)
     if plan.status is not None:
         changes.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
@@ -167,6 +169,25 @@ def _links(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
                 repo.session.add(a)
         repo.event(row(ticket), EventKind.LINK, actor=actor, other=key)
         changes.append(Linked(key))
+    return changes
+
+
+def _parent(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#unparent`, then `#parent KEY`: the parent's key is kept in the `parent` field, where
+    repo.open_children finds this ticket for the parent's `#broadcast` and `#resolve all`."""
+    changes: list[Change] = []
+    fields = dict(ticket.fields or {})
+    old = fields.get("parent")
+    if plan.unparent and old:
+        fields.pop("parent")
+        repo.event(row(ticket), EventKind.PARENT, actor=actor, old=old, new=None)
+        changes.append(ParentCleared(old))
+    if plan.parent and plan.parent != fields.get("parent"):
+        repo.event(row(ticket), EventKind.PARENT, actor=actor, old=fields.get("parent"), new=plan.parent)
+        fields["parent"] = plan.parent
+        changes.append(ParentSet(plan.parent))
+    if changes:
+        ticket.fields = fields
     return changes
 
 

@@ -28,6 +28,7 @@ from mailgate.pipeline.handlers.common import (
 )
 from mailgate.pipeline.identity import Proof, prove, token_keys
 from mailgate.pipeline.outcomes import Disposition
+from mailgate.pipeline.parent import to_children
 from mailgate.store.kinds import EventKind, MessageKind, Role
 from mailgate.store.models import Ticket, now_utc
 from mailgate.store.repo import Repo
@@ -89,12 +90,14 @@ class AgentReplyHandler:
         if checked is None:
             return
         if checked.canned is not None:
-            mail = self._canned(ctx, repo, ticket, checked.canned, mail)
-            if mail is None:
+            with_text = self._canned(ctx, repo, ticket, checked.canned, mail)
+            if with_text is None:
                 return
+            mail = with_text
         old_assignee = ticket.assignee
         changes = self._apply(ctx, repo, ticket, workflow, checked, mail)
         self._tell_people(ctx, repo, ticket, workflow, checked, mail, changes, old_assignee)
+        to_children(self.services, ctx, repo, ticket, workflow, checked, mail.author, mail.comment)
         ctx.disposition = Disposition.AGENT_REPLY
 
     # -- the guards ----------------------------------------------------------------------------
