@@ -310,3 +310,34 @@ def test_parent_broadcast_and_resolve_all_reach_each_childs_people_in_its_own_th
         assert len(sink.to(carla)) == 2  # unparented: neither resolved nor told
     finally:
         desk.stop()
+
+
+def test_parent_commands_are_checked_like_the_others() -> None:
+    from conftest import REPO
+
+    from mailgate.domain.commands import TicketView, plan, split_commands
+    from mailgate.domain.workflow import load_workflows
+
+    flow = load_workflows(REPO / "rules" / "workflow.toml")["default"]
+    team = load(REPO / "rules", REPO / "templates").team
+
+    def check(text: str, status: str = "open", fields: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+        cmds, _ = split_commands(text)
+        return plan(
+            cmds,
+            ticket=TicketView("SUP-20", status, (), fields),
+            workflow=flow,
+            team=team,
+            author="angel@localhost",
+            ticket_exists=lambda key: key == "SUP-12",
+        )
+
+    assert check("#parent SUP-12")[0].parent == "SUP-12"
+    assert [e.reason for e in check("#parent SUP-99")[1]] == ["no ticket SUP-99"]
+    assert [e.reason for e in check("#set parent=SUP-12")[1]] == ["the parent is set with #parent"]
+    assert [e.reason for e in check("#unparent")[1]] == ["SUP-20 has no parent"]
+    assert check("#unparent", fields=("parent",))[0].unparent
+    refused = check("#broadcast\n#internal")[1]
+    assert [e.reason for e in refused] == ["a broadcast goes to requesters: it cannot be #internal"]
+    p, errors = check("#resolve all", status="resolved")  # the parent is resolved: only the children
+    assert errors == [] and p.status is None and p.resolve_children is not None
