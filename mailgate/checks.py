@@ -60,8 +60,10 @@ AGENT_CHANGE = frozenset(
 NEW_TICKET_AGENT = frozenset({"decision", "comment", "help", "from", "from_name", "cc_not_added"})
 
 # The periodic jobs' mails (SLA warning/escalation, reminders, auto-close, review, digest).
+from mailgate.pipeline.canned import CANNED_VARIABLES  # noqa: E402
 from mailgate.pipeline.sla_apply import TEMPLATE_VARIABLES as _SCHEDULER_TEMPLATES  # noqa: E402
 from mailgate.pipeline.sla_apply import sample_context as _scheduler_samples  # noqa: E402
+from mailgate.ruleset.files import CANNED_DIR  # noqa: E402
 
 TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "acknowledgement": NEW_TICKET_REQUESTER,
@@ -78,6 +80,7 @@ TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "requester_reply": frozenset({"from", "from_name", "comment", "help", "cc_not_added"}),
     "held_message": frozenset({"from", "from_name", "why", "subject_seen", "comment"}),
     "fanout_limited": frozenset({"cap", "mailed", "not_mailed"}),
+    "children_open": frozenset({"children", "help"}),  # a parent resolved with open children
     "new_ticket": NEW_TICKET_AGENT,
     "triage_needed": NEW_TICKET_AGENT,
     "attachments_rejected": frozenset({"rejected"}),
@@ -315,7 +318,8 @@ def check_templates(config: Config, facts: RulesFacts) -> list[Problem]:
         if path.name.startswith("_"):
             continue  # partials are checked inside each template that includes them
         name = path.stem
-        allowed = allowed_variables(name, facts)
+        # templates/canned/<name>.txt is an agent's `#canned <name>`, rendered for one ticket.
+        allowed = CANNED_VARIABLES if path.parent.name == CANNED_DIR else allowed_variables(name, facts)
         unknown = meta.find_undeclared_variables(ast) - allowed - _guarded(ast)
         for var in sorted(unknown, key=lambda v: _first_use(ast, v)):
             problems.append(
@@ -522,6 +526,9 @@ class SampleContext:
             "quiet_days": 7,
             "quiet_until": "2026-11-30 10:00 UTC",
             "bounced_at": "2026-11-23 10:00 UTC",
+            "fields": {"severity": "high", "component": "printer"},
+            "agent": "Tech One",
+            "children": ["SUP-21", "SUP-22"],
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

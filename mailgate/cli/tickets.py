@@ -16,9 +16,11 @@ from sqlalchemy import or_, select
 from sqlmodel import col
 
 from mailgate.cli.common import config_of, cut, open_db
+from mailgate.domain.commands import format_minutes
 from mailgate.domain.history import sentence
 from mailgate.mail.attachments import safe_filename
 from mailgate.store.blobs import BlobStore
+from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, OutboxItem, Participant, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 
@@ -162,6 +164,15 @@ def _sla_line(args: argparse.Namespace, repo: Repo, t: Ticket) -> str | None:
     return sla_summary(repo, t, rules.workflow(desk), rules.sla, now_utc())
 
 
+def time_spent(events: list[Event]) -> dict[str, int]:
+    """Minutes each agent recorded with `#time`, in the order they first did."""
+    spent: dict[str, int] = {}
+    for e in events:
+        if e.kind == EventKind.TIME:
+            spent[e.actor] = spent.get(e.actor, 0) + int((e.data or {}).get("minutes") or 0)
+    return spent
+
+
 def _show(args: argparse.Namespace) -> int:
     with open_db(config_of(args)) as db, db.session() as s:
         repo = Repo(s)
@@ -180,8 +191,10 @@ def _show(args: argparse.Namespace) -> int:
             ).scalars()
         )
         sla = _sla_line(args, repo, t)
+    spent = time_spent(events)
     if args.json:
         data = _ticket_dict(t)
+        data["time_spent"] = {"minutes": sum(spent.values()), "by_agent": spent}
         data["participants"] = [{"address": p.address, "role": p.role, "notify": p.notify} for p in people]
         data["messages"] = [
             {
@@ -228,6 +241,9 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  resolution  {_fmt(t.resolved_at)} (due {_fmt(t.resolution_due)})")
     if sla:
         print(f"  sla         {sla}")
+    if spent:
+        each = ", ".join(f"{who} {format_minutes(m)}" for who, m in spent.items())
+        print(f"  time spent  {format_minutes(sum(spent.values()))} ({each})")
     if t.rating is not None:
         print(f"  rating      {t.rating}/5 {t.rating_comment or ''}")
     print(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from mailgate.domain.commands import format_minutes
 from mailgate.domain.workflow import Status
 
 
@@ -125,6 +126,32 @@ class Linked(Change):
 
     def __str__(self) -> str:
         return f"linked it to {self.key}"
+
+
+@dataclass(frozen=True)
+class TimeSpent(Change):
+    """`#time 1h15m`: the desk's bookkeeping, told to agents only."""
+
+    minutes: int
+
+    def __str__(self) -> str:
+        return f"logged {format_minutes(self.minutes)}"
+
+
+@dataclass(frozen=True)
+class ParentSet(Change):
+    key: str
+
+    def __str__(self) -> str:
+        return f"made {self.key} its parent"
+
+
+@dataclass(frozen=True)
+class ParentCleared(Change):
+    old: str
+
+    def __str__(self) -> str:
+        return f"removed its parent {self.old}"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@
     #cc add a@b.c        #cc remove a@b.c
     #link SUP-12         #merge SUP-12
     #requester a@b.c     (an agent opened it for a customer: the ticket is theirs)
+    #canned printer_jam  #time 1h15m
+    #parent SUP-12       #unparent      #broadcast     #resolve all
     #internal            #help
 
 Parsing stops at the first line that is not a command (blank lines before it are skipped).
@@ -22,6 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailgate.domain.fields import Fields
 from mailgate.domain.team import Agent, Team
 from mailgate.domain.workflow import Status, Workflow
 
@@ -40,6 +43,11 @@ Commands go on the first lines of your reply, one per line:
   #cc add <address>   #cc remove <address>
   #link <KEY-N>   #merge <KEY-N>
   #requester <address> (the ticket is this customer's: they get the acknowledgement)
+  #canned <name>       (a prepared answer, sent before what you write; #canned alone lists them)
+  #time <30m|1h15m>    (time you spent on this ticket)
+  #parent <KEY-N>   #unparent   (one incident, many reports of it)
+  #broadcast           (on a parent: your reply goes to the people of every open child too)
+  #resolve all         (on a parent: resolve it and every open child)
   #internal            (this reply is a note for agents only)
 The rest of your reply goes to the requester and watchers (unless #internal)."""
 
@@ -84,6 +92,12 @@ class Plan:
     requester: str | None = None
     internal: bool = False
     help: bool = False
+    canned: str | None = None  # the canned reply that goes before the agent's own words
+    minutes: int = 0  # time spent, `#time 1h15m`
+    parent: str | None = None  # `#parent SUP-12`
+    unparent: bool = False
+    broadcast: bool = False  # the comment goes to the people of every open child as well
+    resolve_children: Status | None = None  # `#resolve all`: every open child moves there too
 
     @property
     def empty(self) -> bool:
@@ -126,11 +140,18 @@ def plan(
     team: Team,
     author: str,
     ticket_exists: Callable[[str], bool],
+    canned: tuple[str, ...] = (),
+    fields: Fields | None = None,
 ) -> tuple[Plan, list[CommandError]]:
-    """Check every command; the Plan is to be applied only when the error list is empty."""
-    planner = _Planner(ticket, workflow, team, author, ticket_exists)
+    """Check every command; the Plan is to be applied only when the error list is empty.
+    `canned` names the canned replies there are (templates/canned/, kb_* answers); `fields` is
+    rules/fields.toml (allowed values, and what must be set before a ticket is resolved)."""
+    planner = _Planner(
+        ticket, workflow, team, author, ticket_exists, canned=canned, fields=fields or Fields()
+    )
     for c in commands:
         planner.check(c)
+    planner.required_fields()
     return planner.plan, planner.errors
 
 
@@ -148,6 +169,10 @@ class _Planner:
     ticket_exists: Callable[[str], bool]
     plan: Plan = field(default_factory=Plan)
     errors: list[CommandError] = field(default_factory=list)
+    canned: tuple[str, ...] = ()
+    fields: Fields = field(default_factory=Fields)
+    status_line: RawCommand | None = None  # the command that moves the ticket, for its errors
+    broadcast_line: RawCommand | None = None
 
     def check(self, c: RawCommand) -> None:
         step = _STEPS.get(c.name)
@@ -181,19 +206,42 @@ class _Planner:
             )
             return
         self.plan.status = st
+        self.status_line = c
+
+    def required_fields(self) -> None:
+        """Once every command is read: a move to a resolved status needs the fields
+        rules/fields.toml requires, set on the ticket or by a `#set` in the same reply."""
+        if self.broadcast_line is not None and self.plan.internal:
+            self.err(self.broadcast_line, "a broadcast goes to requesters: it cannot be #internal")
+        st, c = self.plan.status, self.status_line
+        if st is None or c is None or not st.resolved:
+            return
+        present = (set(self.ticket.fields) - set(self.plan.unset_fields)) | set(self.plan.set_fields)
+        for d in self.fields.required():
+            if d.name not in present:
+                valid = f"#set {d.name}=" + ("|".join(d.values) if d.values else "<text>")
+                self.err(c, f"{d.label} must be set before {self.ticket.key} is resolved", valid)
 
     # -- one step per command word ---------------------------------------------------------------
     def status_word(self, c: RawCommand, args: str) -> None:
         """`#resolve`, `#pending`, `#waiting for customer`: a status by one of its words."""
         wf = self.workflow
         st = wf.find(c.name) or (wf.find(f"{c.name} {args}") if args else None)
+        if st is not None and st.resolved and args.lower() == "all":
+            # `#resolve all` on a parent: its open children too; on a parent resolved already,
+            # only they move (the offer that came with the first #resolve says to write this).
+            self.plan.resolve_children = st
+            if st.id == self.ticket.status:
+                self.status_line = c
+                return
         if st is not None:
             self.set_status(c, st)
             return
         self.err(
             c,
             f"unknown command #{c.name}",
-            "#status #assign #priority #type #set #tag #cc #link #merge #internal, "
+            "#status #assign #priority #type #set #tag #cc #link #merge #canned #time #parent #broadcast "
+            "#internal, "
             "or a status: " + " ".join(f"#{w}" for w in wf.words() if " " not in w),
         )
 
@@ -278,7 +326,18 @@ class _Planner:
         if not m or not m.group(2).strip():
             self.err(c, "#set needs field=value", "#set plan=enterprise")
             return
-        self.plan.set_fields[m.group(1).lower()] = m.group(2).strip()
+        name, value = m.group(1).lower(), m.group(2).strip()
+        if name == "parent":  # checked like a link: the ticket must exist
+            self.err(c, "the parent is set with #parent", f"#parent {self.ticket.key.rsplit('-', 1)[0]}-12")
+            return
+        defined = self.fields.get(name)
+        if defined is not None:
+            allowed = defined.match(value)
+            if allowed is None:
+                self.err(c, f"'{value}' is not a {defined.label.lower()}", ", ".join(defined.values))
+                return
+            value = allowed
+        self.plan.set_fields[name] = value
 
     def unset_field(self, c: RawCommand, args: str) -> None:
         if not args:
@@ -331,8 +390,62 @@ class _Planner:
             self.err(c, f"no ticket {key}")
         elif c.name == "link":
             self.plan.links.append(key)
+        elif c.name == "parent":
+            self.plan.parent = key
         else:
             self.plan.merge_into = key
+
+    def unparent(self, c: RawCommand, args: str) -> None:
+        if "parent" not in self.ticket.fields:
+            self.err(c, f"{self.ticket.key} has no parent")
+            return
+        self.plan.unparent = True
+
+    def broadcast(self, c: RawCommand, args: str) -> None:
+        self.plan.broadcast = True
+        self.broadcast_line = c
+
+    def canned_reply(self, c: RawCommand, args: str) -> None:
+        """`#canned <name>`: one of the desk's prepared answers; alone or unknown, the error
+        lists them all (that is how an agent finds their names)."""
+        name = args.strip().lower()
+        available = ", ".join(self.canned) or "none: add templates/canned/<name>.txt"
+        if self.plan.canned is not None:
+            self.err(c, "a second #canned in one reply", "one #canned per reply")
+        elif not name:
+            self.err(c, "#canned needs the name of a canned reply", available)
+        elif name not in self.canned:
+            self.err(c, f"no canned reply '{name}'", available)
+        else:
+            self.plan.canned = name
+
+    def time_spent(self, c: RawCommand, args: str) -> None:
+        """`#time 30m`, `#time 1h15m`, `#time 2h`: added up per agent and ticket."""
+        minutes = parse_duration(args)
+        if minutes is None:
+            self.err(
+                c, f"not a duration: '{args}'" if args else "#time needs a duration", "#time 30m, #time 1h15m"
+            )
+            return
+        self.plan.minutes += minutes
+
+
+DURATION_RE = re.compile(r"^(?:(\d{1,3})\s*h)?\s*(?:(\d{1,4})\s*m(?:in)?)?$", re.I)
+
+
+def parse_duration(text: str) -> int | None:
+    """Minutes in "30m", "1h15m", "2h", "1h 15m"; None for anything else or for zero."""
+    m = DURATION_RE.match(text.strip())
+    if not m or not (m.group(1) or m.group(2)):
+        return None
+    minutes = int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
+    return minutes or None
+
+
+def format_minutes(minutes: int) -> str:
+    """75 → "1h15m", 30 → "30m", 120 → "2h": how `#time` is written."""
+    hours, rest = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + (f"{rest}m" if rest or not hours else "")
 
 
 # The command words and the step that checks each; any other word may name a status.
@@ -354,6 +467,11 @@ _STEPS: dict[str, Callable[[_Planner, RawCommand, str], None]] = {
     "internal": _Planner.internal,
     "help": _Planner.want_help,
     "reopen": _Planner.reopen,
+    "canned": _Planner.canned_reply,
+    "time": _Planner.time_spent,
+    "parent": _Planner.other_ticket,
+    "unparent": _Planner.unparent,
+    "broadcast": _Planner.broadcast,
 }
 KNOWN = tuple(_STEPS)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mailgate.domain.commands import format_minutes
+
 Data = Mapping[str, Any]
 
 
@@ -181,6 +183,12 @@ WORDS: dict[str, Callable[[Data], str]] = {
         "commands refused, nothing changed: " + "; ".join(map(str, d.get("errors") or []))
     ),
     "forged-agent": _forged,
+    "canned": lambda d: f"sent the canned reply {d.get('name')}",
+    "parent": lambda d: (
+        f"made {d['new']} its parent" if d.get("new") else f"removed its parent {d.get('old')}"
+    ),
+    "broadcast": lambda d: f"broadcast from the parent {d.get('parent')} to this ticket's people",
+    "time": lambda d: f"spent {format_minutes(int(d.get('minutes') or 0))} on it",
     "rating": _rating,
     "fanout-limited": _fanout,
     "mail-held": lambda d: (

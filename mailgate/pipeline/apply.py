@@ -13,8 +13,11 @@ from mailgate.domain.changes import (
     GroupSet,
     Linked,
     Merged,
+    ParentCleared,
+    ParentSet,
     RequesterSet,
     StatusChanged,
+    TimeSpent,
     Unassigned,
     WatcherAdded,
     WatcherRemoved,
@@ -62,7 +65,18 @@ def apply_plan(repo: Repo, ticket: Ticket, workflow: Workflow, plan: Plan, actor
     """Apply a checked command plan. Returns the changes made, in command order: the people,
     the ticket's fields, the links, then the status, and the merge last (it closes the ticket)."""
     changes: list[Change] = []
-    for step in (_group, _assignee, _attributes, _fields, _tags, _watchers, _links, _requester):
+    for step in (
+        _group,
+        _assignee,
+        _attributes,
+        _fields,
+        _tags,
+        _watchers,
+        _links,
+        _requester,
+        _parent,
+        _time,
+    ):
         changes += step(repo, ticket, plan, actor)
     if plan.status is not None:
         changes.append(change_status(repo, ticket, workflow, plan.status, actor, "command"))
@@ -186,6 +200,33 @@ def _requester(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Chang
     ticket.requester_name = ""
     repo.event(tid, EventKind.REQUESTER, actor=actor, old=old, new=new)
     return [RequesterSet(new, old)]
+
+
+def _parent(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#unparent`, then `#parent KEY`: the parent's key is kept in the `parent` field, where
+    repo.open_children finds this ticket for the parent's `#broadcast` and `#resolve all`."""
+    changes: list[Change] = []
+    fields = dict(ticket.fields or {})
+    old = fields.get("parent")
+    if plan.unparent and old:
+        fields.pop("parent")
+        repo.event(row(ticket), EventKind.PARENT, actor=actor, old=old, new=None)
+        changes.append(ParentCleared(old))
+    if plan.parent and plan.parent != fields.get("parent"):
+        repo.event(row(ticket), EventKind.PARENT, actor=actor, old=fields.get("parent"), new=plan.parent)
+        fields["parent"] = plan.parent
+        changes.append(ParentSet(plan.parent))
+    if changes:
+        ticket.fields = fields
+    return changes
+
+
+def _time(repo: Repo, ticket: Ticket, plan: Plan, actor: str) -> list[Change]:
+    """`#time 30m`: one event per reply, summed per agent by `tickets show` (repo.time_spent)."""
+    if not plan.minutes:
+        return []
+    repo.event(row(ticket), EventKind.TIME, actor=actor, minutes=plan.minutes)
+    return [TimeSpent(plan.minutes)]
 
 
 def _merge_into(repo: Repo, ticket: Ticket, workflow: Workflow, key: str, actor: str) -> list[Change]:

@@ -13,15 +13,19 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 TEAM_FILE = "team.toml"
 ROUTING_FILE = "routing.toml"
 WORKFLOW_FILE = "workflow.toml"
 SLA_FILE = "sla.toml"
-RULES_FILES = (TEAM_FILE, ROUTING_FILE, WORKFLOW_FILE, SLA_FILE)
+FIELDS_FILE = "fields.toml"
+RULES_FILES = (TEAM_FILE, ROUTING_FILE, WORKFLOW_FILE, SLA_FILE, FIELDS_FILE)
 TEMPLATE_SUFFIXES = (".txt", ".html")
+# templates/canned/<name>.txt: an agent's `#canned <name>` (not a desk's directory of overrides)
+CANNED_DIR = "canned"
 
 DEFAULTS = Path(__file__).resolve().parent.parent / "defaults"
 SHIPPED_TEMPLATES = DEFAULTS / "templates"
@@ -53,6 +57,7 @@ class Sources:
     desks: Mapping[str, Mapping[str, tuple[Path, bytes]]]
     shipped: Mapping[str, tuple[Path, bytes]]
     fingerprint: str
+    canned: Mapping[str, tuple[Path, bytes]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _templates_in(directory: Path) -> dict[str, tuple[Path, bytes]]:
@@ -94,22 +99,27 @@ def read_sources(rules_dir: Path, templates_dir: Path) -> Sources:
     shared = _templates_in(templates_dir)
     desks: dict[str, dict[str, tuple[Path, bytes]]] = {}
     try:
-        subdirs = sorted(e.name for e in os.scandir(templates_dir) if e.is_dir())
+        subdirs = sorted(e.name for e in os.scandir(templates_dir) if e.is_dir() and e.name != CANNED_DIR)
     except (FileNotFoundError, NotADirectoryError):
         subdirs = []
     for key in subdirs:
         desks[key] = _templates_in(templates_dir / key)
     shipped = _templates_in(SHIPPED_TEMPLATES)
+    canned = {n: e for n, e in _templates_in(templates_dir / CANNED_DIR).items() if n.endswith(".txt")}
 
     h = hashlib.sha256()
     groups = (("rules", rules), ("shared", shared), ("shipped", shipped), *desks.items())
     if desk_routing:  # (only then: the fingerprint of a desk without per-desk rules is unchanged)
         groups += (("desk rules", {f"{key}/{ROUTING_FILE}": e for key, e in desk_routing.items()}),)
+    if canned:  # (likewise: a desk without canned replies keeps its fingerprint)
+        groups += (("canned", canned),)
     for group, files in groups:
         h.update(f"[{group}]\0".encode())
         for name, (path, data) in sorted(files.items()):
             h.update(f"{name}\0{path == SHIPPED_WORKFLOW}\0".encode() + data + b"\0")
-    return Sources(rules_dir, rules, desk_routing, shared, desks, shipped, h.hexdigest()[:12])
+    return Sources(
+        rules_dir, rules, desk_routing, shared, desks, shipped, h.hexdigest()[:12], MappingProxyType(canned)
+    )
 
 
 def desk_routing_files(rules_dir: Path) -> list[Path]:

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from jinja2 import Environment, TemplateSyntaxError
 
+from mailgate.domain.fields import Fields, parse_fields
 from mailgate.domain.routing import Routing, parse_routing
 from mailgate.domain.rulesfile import RulesError, RulesInvalid, TomlFile
 from mailgate.domain.sla import SlaRules
@@ -30,6 +31,8 @@ from mailgate.domain.sla import parse_sla as _parse_sla_text
 from mailgate.domain.team import Team, check_team
 from mailgate.domain.workflow import Workflow, parse_workflows
 from mailgate.ruleset.files import (
+    CANNED_DIR,
+    FIELDS_FILE,
     ROUTING_FILE,
     SLA_FILE,
     TEAM_FILE,
@@ -39,6 +42,8 @@ from mailgate.ruleset.files import (
     Unreadable,
     read_sources,
 )
+
+CANNED_PREFIX = f"{CANNED_DIR}/"
 
 
 class DeskLike(Protocol):
@@ -60,9 +65,14 @@ class Templates:
     shared: Mapping[str, TemplateFile]
     desks: Mapping[str, Mapping[str, TemplateFile]]
     shipped: Mapping[str, TemplateFile]
+    # templates/canned/<name>.txt, by file name: what `#canned <name>` sends
+    canned: Mapping[str, TemplateFile] = field(default_factory=lambda: MappingProxyType({}))
 
     def find(self, desk_key: str, filename: str) -> TemplateFile | None:
-        """The file `filename` (e.g. "acknowledgement.txt") as desk `desk_key` sees it."""
+        """The file `filename` (e.g. "acknowledgement.txt", "canned/printer.txt") as desk
+        `desk_key` sees it."""
+        if filename.startswith(CANNED_PREFIX):
+            return self.canned.get(filename.removeprefix(CANNED_PREFIX))
         own = self.desks.get(desk_key)
         if own is not None and filename in own:
             return own[filename]
@@ -74,6 +84,16 @@ class Templates:
         return frozenset(
             n[:-4] for n in (*self.shared, *self.shipped) if n.endswith(".txt") and not n.startswith("_")
         )
+
+    def canned_names(self) -> tuple[str, ...]:
+        """What an agent may name in `#canned`: templates/canned/<name>.txt, and the knowledge-base
+        answers (`kb_*`) routing rules send as auto-replies."""
+        kb = (n for n in self.names() if n.startswith("kb_"))
+        return tuple(sorted({*(n[:-4] for n in self.canned), *kb}))
+
+    def canned_file(self, name: str) -> str:
+        """The template file `find` takes for the canned reply `name` (one of `canned_names`)."""
+        return f"{CANNED_PREFIX}{name}.txt" if f"{name}.txt" in self.canned else f"{name}.txt"
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,8 @@ class Snapshot:
     # A desk's own rules/<KEY>/routing.toml, by desk key: it replaces rules/routing.toml for that
     # desk, with the triage person it names (else team.toml's).
     desk_routing: Mapping[str, Routing] = field(default_factory=lambda: MappingProxyType({}))
+    # rules/fields.toml: the ticket fields with their allowed values, defaults, required ones
+    fields: Fields = field(default_factory=Fields)
 
     def workflow(self, desk: DeskLike) -> Workflow:
         """The preset the desk names (checked at load, so it exists)."""
@@ -154,6 +176,7 @@ def _templates(sources: Sources, errors: list[RulesError]) -> Templates:
         shared=files(sources.shared, True),
         desks=MappingProxyType({key: files(raw, True) for key, raw in sources.desks.items()}),
         shipped=files(sources.shipped, False),
+        canned=files(sources.canned, True),
     )
 
 
@@ -253,6 +276,21 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
         except RulesInvalid as exc:
             errors.extend(exc.errors)
 
+    fields = Fields()
+    fields_entry = sources.rules.get(FIELDS_FILE)
+    if fields_entry is not None:
+        fields_file = _toml(*fields_entry, errors)
+        if fields_file is not None:
+            try:
+                fields = parse_fields(fields_file)
+            except RulesInvalid as exc:
+                errors.extend(exc.errors)
+    routings = [(sources.rules.get(ROUTING_FILE), routing)]
+    routings += [(sources.desk_routing[key], r) for key, r in desk_routing.items()]
+    for entry, compiled in routings:
+        if entry is not None and compiled is not None:
+            errors.extend(_routed_fields(display(entry[0]), compiled, fields))
+
     if errors or team is None or routing is None:
         raise RulesInvalid(errors)
     return Snapshot(
@@ -268,7 +306,26 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
         ),
         loaded_at=datetime.now(UTC),
         desk_routing=MappingProxyType(desk_routing),
+        fields=fields,
     )
+
+
+def _routed_fields(name: str, routing: Routing, fields: Fields) -> list[RulesError]:
+    """A routing rule's `fields` must give a defined field one of its values."""
+    errors: list[RulesError] = []
+    for rule in routing.rules:
+        for key, value in rule.actions.fields.items():
+            d = fields.get(key)
+            if d is not None and d.values and str(value) not in d.values:
+                errors.append(
+                    RulesError(
+                        name,
+                        rule.line or 1,
+                        f"rule '{rule.name}' sets {key} to '{value}', which rules/fields.toml does not allow",
+                        ", ".join(d.values),
+                    )
+                )
+    return errors
 
 
 def load(rules_dir: Path, templates_dir: Path, desks: Iterable[DeskLike] = ()) -> Snapshot:

@@ -45,6 +45,10 @@ class EventKind(StrEnum):
     REQUESTER = "requester"  # the ticket was made another person's (#requester, on behalf)
     COMMANDS = "commands"  # a mail of commands only: recorded, no message stored
     FORGED_AGENT = "forged-agent"
+    CANNED = "canned"  # an agent's `#canned <name>` went out as (the start of) the reply
+    TIME = "time"  # an agent's `#time 30m`: minutes spent on the ticket
+    PARENT = "parent"  # `#parent SUP-12` (new) or `#unparent` (old, no new)
+    BROADCAST = "broadcast"  # the parent's `#broadcast` reached this child's people
     # delivery: bounces, unsubscribes, mail the limits held back
     BOUNCE = "bounce"
     UNSUBSCRIBED = "unsubscribed"

@@ -173,6 +173,17 @@ class Repo:
         identity map), with the session's pending changes flushed first."""
         return self.session.execute(_TICKET_BY_KEY, {"k": key.upper()}).scalars().first()
 
+    def open_children(self, key: str) -> list[Ticket]:
+        """The tickets filed under `key` by `#parent` that are neither resolved nor closed, oldest
+        first (a JSON path on `fields`: json_extract on SQLite, ->> on PostgreSQL)."""
+        query = (
+            select(Ticket)
+            .where(col(Ticket.fields)["parent"].as_string() == key.upper())
+            .where(col(Ticket.resolved_at).is_(None), col(Ticket.closed_at).is_(None))
+            .order_by(col(Ticket.id))
+        )
+        return list(self.session.execute(query).scalars())
+
     def key_exists(self, key: str) -> bool:
         return self.core(_KEY_EXISTS, {"k": key.upper()}).first() is not None
 

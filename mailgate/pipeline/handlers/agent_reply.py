@@ -9,7 +9,7 @@ together or not at all; nothing here runs for a mail that only claims an agent's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mailgate.domain.changes import Change, GroupSet, RequesterSet, StatusChanged
@@ -18,6 +18,7 @@ from mailgate.domain.team import choose_assignee, may_change
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.reply import extract_reply
 from mailgate.pipeline.apply import apply_plan, change_status, requester_side, row
+from mailgate.pipeline.canned import CannedFailed, render_canned, with_canned
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.handlers.common import (
     Services,
@@ -28,6 +29,7 @@ from mailgate.pipeline.handlers.common import (
 )
 from mailgate.pipeline.identity import Proof, prove, token_keys
 from mailgate.pipeline.outcomes import Disposition
+from mailgate.pipeline.parent import to_children
 from mailgate.store.kinds import EventKind, MessageKind, Role
 from mailgate.store.models import Ticket, now_utc
 from mailgate.store.repo import Repo
@@ -88,12 +90,18 @@ class AgentReplyHandler:
         checked = self._plan(ctx, repo, ticket, workflow, mail)
         if checked is None:
             return
+        if checked.canned is not None:
+            with_text = self._canned(ctx, repo, ticket, checked.canned, mail)
+            if with_text is None:
+                return
+            mail = with_text
         old_assignee = ticket.assignee
         self._group_assignee(ctx, repo, ticket, checked)
         changes = self._apply(ctx, repo, ticket, workflow, checked, mail)
         self._tell_people(ctx, repo, ticket, workflow, checked, mail, changes, old_assignee)
         if not ticket.assignee and any(isinstance(c, GroupSet) for c in changes):
             self._tell_group(ctx, repo, ticket, mail, changes)
+        to_children(self.services, ctx, repo, ticket, workflow, checked, mail.author, mail.comment)
         ctx.disposition = Disposition.AGENT_REPLY
 
     # -- the guards ----------------------------------------------------------------------------
@@ -161,6 +169,8 @@ class AgentReplyHandler:
             team=self.services.rules.team,
             author=mail.author,
             ticket_exists=lambda key: key.startswith(ctx.desk.key + "-") and repo.key_exists(key),
+            canned=self.services.rules.templates.canned_names(),
+            fields=self.services.rules.fields,
         )
         for c in mail.commands:
             ctx.note("commands", f"line {c.line_no}: {c.line}")
@@ -170,6 +180,22 @@ class AgentReplyHandler:
         self._refuse(ctx, repo, ticket, mail, recorded=words, told=words)
         ctx.note("commands", f"refused, nothing applied: {'; '.join(e.reason for e in errors)}")
         return None
+
+    def _canned(
+        self, ctx: Context, repo: Repo, ticket: Ticket, name: str, mail: AgentMail
+    ) -> AgentMail | None:
+        """`#canned <name>`: the canned text goes before the agent's words, as one reply; None
+        (nothing applied, the agent told) when it does not render for this ticket."""
+        try:
+            text = render_canned(
+                self.services.rules, ctx.desk, ticket, name, self.services.agent_name(mail.author)
+            )
+        except CannedFailed as exc:
+            self._refuse(ctx, repo, ticket, mail, recorded=[str(exc)], told=[str(exc)])
+            return None
+        repo.event(row(ticket), EventKind.CANNED, actor=mail.author, name=name)
+        ctx.note("commands", f"canned reply {name} goes before the agent's words")
+        return replace(mail, comment=with_canned(text, mail.comment))
 
     def _refuse(
         self,

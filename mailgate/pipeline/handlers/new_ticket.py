@@ -246,7 +246,7 @@ class NewTicketHandler:
             group=decision.group,
             assignee=decision.assignee or None,
             tags=list(decision.tags),
-            fields=dict(decision.fields),
+            fields={**s.rules.fields.defaults(), **decision.fields},
             created_at=now,
             updated_at=now,
         )
