@@ -28,7 +28,7 @@ from typing import Any
 import postfix as pf
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import free_port
+from conftest import free_port, need
 
 pytestmark = pytest.mark.postfix
 
@@ -75,8 +75,7 @@ class CustomerMX:
 
 @pytest.fixture(scope="module")
 def notices() -> Iterator[dict[str, bytes]]:
-    if not pf.available():
-        pytest.skip("Postfix is not installed")
+    need(pf.available(), "Postfix (Debian postfix) is not installed")
     mx = CustomerMX()
     port = free_port()
     controller = Controller(mx, hostname="127.0.0.1", port=port)
