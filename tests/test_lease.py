@@ -165,7 +165,9 @@ def test_kill_9_and_restart_in_a_new_pid_namespace_with_smtp_mail_in_flight(
         daemon.stop()
     assert stranded, f"none of {kills} kills left a claimed row behind: the test proved nothing"
     pids = worker_pids(log)
-    assert len(pids) == kills + 1 and len(set(pids)) == 1, pids  # the same PID in every namespace
+    # The same PID in every namespace (what fooled `kill(pid, 0)`). A worker killed moments after
+    # it started may not have written its start line yet, so not every start is in the log.
+    assert 1 <= len(pids) <= kills + 1 and len(set(pids)) == 1, pids
     check_stranded_taken_within_lease(db, stranded, slack=10.0)
     by_sender = Counter(t.requester for t in tickets(db))
     assert by_sender == {f"c{i}@acme.com": 1 for i in range(n)}  # every message, exactly once
