@@ -334,16 +334,14 @@ class Repo:
     # -- membership and dedup (pipeline/membership.py, stages.thread) ---------------------------
     def mailed_to(self, ticket_id: int, message_ids: Sequence[str]) -> set[str]:
         """The addresses our mails with these Message-IDs on this ticket were sent to: answering
-        one of them proves its author was in the conversation."""
-        if not message_ids:
-            return set()
-        rows = self.session.execute(
-            select(col(OutboxItem.recipients)).where(
-                col(OutboxItem.ticket_id) == ticket_id,
-                col(OutboxItem.message_id).in_(list(message_ids)),
-            )
-        ).scalars()
-        return {addr.lower() for recipients in rows for addr in recipients}
+        one of them proves its author was in the conversation. Read through `sent_to`, the one
+        record of who got which Message-ID (the outbox row)."""
+        people: set[str] = set()
+        for message_id in message_ids:
+            sent = self.sent_to(message_id)
+            if sent is not None and sent[0] == ticket_id:
+                people.update(addr.lower() for addr in sent[1])
+        return people
 
     def recent_events(self, ticket_id: int, kind: EventKind, since: datetime) -> list[dict[str, Any]]:
         """The data of this ticket's `kind` events since `since`, oldest first."""
