@@ -338,6 +338,15 @@ class AgentReplyHandler:
         return [change_status(repo, ticket, workflow, target, author, "first response")]
 
     # -- telling -------------------------------------------------------------------------------
+    def _other_agents(
+        self, repo: Repo, ticket: Ticket, author: str, old_assignee: str | None, agents: set[str]
+    ) -> list[str]:
+        """The agents on the ticket who hear of this reply's status change or internal note: not
+        its author, and not a new assignee, who gets the assigned mail instead."""
+        new_assignee = ticket.assignee if ticket.assignee != old_assignee else ""
+        others = self.services.agents_of(repo, ticket, exclude={author, new_assignee or ""})
+        return [a for a in others if a in agents]
+
     def _tell_people(
         self,
         ctx: Context,
@@ -388,14 +397,12 @@ class AgentReplyHandler:
         # the agents watching (assignee, agents who took part) get it in agent words, less the
         # author and a new assignee (told below).
         if not internal and status_changed and status:
-            new_assignee = ticket.assignee if ticket.assignee != old_assignee else ""
-            watching = s.agents_of(repo, ticket, exclude={author, new_assignee or ""})
             tell(
                 s,
                 repo,
                 ctx,
                 ticket,
-                [a for a in watching if a in agents],
+                self._other_agents(repo, ticket, author, old_assignee, agents),
                 template="watcher_update",
                 kind="watcher-update",
                 from_name=s.agent_name(author),
@@ -444,14 +451,12 @@ class AgentReplyHandler:
         # Other agents on the ticket (assignee, else group or triage, and agents who took part)
         # see internal notes. Public replies are not copied to them (the ticket history has them).
         if internal and comment:
-            new_assignee = ticket.assignee if ticket.assignee != old_assignee else ""
-            others = s.agents_of(repo, ticket, exclude={author, new_assignee or ""})
             tell(
                 s,
                 repo,
                 ctx,
                 ticket,
-                [a for a in others if a in agents],
+                self._other_agents(repo, ticket, author, old_assignee, agents),
                 template="internal_note",
                 kind="internal-note",
                 context=context,
