@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, RunningDaemon, Sink, deliver, free_port, make_mail, wait_until, write_config
+from support.console import CLEAN_ENV
 
 MAILGATE = shutil.which("mailgate", path=str(Path(sys.executable).parent))
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
 
 
 def mailgate(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

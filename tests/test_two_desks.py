@@ -6,16 +6,15 @@ desk's triage person; both load into the one rules snapshot (one fingerprint, on
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import RunningDaemon, Sink, make_mail, scenario_config
+from support.console import CLEAN_ENV
 
 MAILGATE = shutil.which("mailgate", path=str(Path(sys.executable).parent))
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
 
 TEAM = """\
 triage = "support-lead@localhost"

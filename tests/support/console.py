@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAILGATE = shutil.which("mailgate", path=str(Path(sys.executable).parent))
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+# No MAILGATE_* setting of the developer's shell reaches the command, except the web port: every
+# daemon a test starts listens on a free one, never on the default 8025 that another desk or a
+# parallel test run may hold (a fixed port made a test fail beside a running `mailgate run`).
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")} | {
+    "MAILGATE_WEB_PORT": "0"
+}
 
 
 @dataclass
