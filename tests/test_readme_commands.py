@@ -292,6 +292,22 @@ def test_tickets_show_and_show_json(desk: Desk) -> None:
     assert "SUP-99" in missing.out + missing.err
 
 
+def test_tickets_search_finds_by_words_and_similar_tickets_are_recorded(desk: Desk) -> None:
+    """docs/workflow.md, "Similar tickets and search": the full-text index, from a new process."""
+    found = desk.cli("tickets", "search", "printer jammed").out
+    lines = found.splitlines()
+    assert lines[0].split() == ["KEY", "STATUS", "GROUP", "ASSIGNEE", "CREATED", "SUBJECT"], found
+    assert sorted(line.split()[0] for line in lines[1:]) == ["SUP-2", "SUP-3"], found
+    as_json = json.loads(desk.cli("tickets", "search", "backend", "--json").out)  # a word of the text
+    assert [h["key"] for h in as_json] == ["SUP-1"]
+    assert "no tickets match" in desk.cli("tickets", "search", "printer", "--status", "closed").out
+    assert "no tickets match" in desk.cli("tickets", "search", '"printer" NEAR(*', "--group", "nobody").out
+    empty = desk.cli("tickets", "search", '"*"', ok=(2,))
+    assert "no words" in empty.err
+    # The second printer request named the first as similar when it was made.
+    assert "similar     SUP-2" in desk.cli("tickets", "show", "SUP-3").out
+
+
 def test_inbox_list_show_raw_failed_and_retry(desk: Desk) -> None:
     listing = desk.cli("inbox", "list").out
     assert re.search(r"^\s+2 done\s+SUP\s+SUP-1\s.*reply$", listing, re.M), listing

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import Sink, body_of, deliver, free_port, make_mail, reply, scenario_config
 from support.daemon_process import DaemonProcess, wait_settled
-from support.web import http, link
+from support.web import csrf_of, http, link
 
 SUP = "support@localhost"
 HR = "hr@localhost"
@@ -203,3 +204,43 @@ def test_the_request_page_shows_the_knowledge_base_articles_sent(desk: Desk, sin
     desk.send("Laptop is slow", "My laptop takes ages to start.\n", ANN)
     plain = http("GET", link(sink.wait_to(ANN, 1, timeout=30)[-1], "View request:"))
     assert plain.status == 200 and "Help articles" not in plain.text
+
+
+def _agent_session(desk: Desk, sink: Sink, base: str, agent: str) -> str:
+    """Sign `agent` in as a browser does: ask for a link, open the mailed one, confirm."""
+    page = http("GET", f"{base}/agent/signin")
+    cookie = page.headers["set-cookie"].split(";")[0]
+    before = len(sink.to(agent))
+    asked = http(
+        "POST",
+        f"{base}/agent/signin",
+        {"address": agent, "csrf": csrf_of(page.text)},
+        {"Cookie": cookie, "Origin": base},
+    )
+    assert asked.status == 200
+    mail = sink.wait_to(agent, before + 1, timeout=30)[-1]
+    url = link(mail, "Sign in:")
+    shown = http("GET", url)
+    confirm = http("POST", url, {"csrf": csrf_of(shown.text)}, {"Origin": base})
+    assert confirm.status == 303
+    return str(confirm.headers["set-cookie"]).split(";")[0]
+
+
+def test_agent_web_search_uses_the_index_and_shows_only_what_the_agent_may_see(
+    desk: Desk, sink: Sink
+) -> None:
+    desk.send("Printer on floor 3 jams", "The printer on floor 3 jams.\n", ANN)  # SUP-1, IT
+    desk.send("Invoice for the printer is wrong", "Charged twice.\n", BOB)  # SUP-2, Billing
+    base = link(sink.wait_to(ANN, 1, timeout=30)[-1], "View request:").split("/r/")[0]
+    session = {"Cookie": _agent_session(desk, sink, base, BILL)}
+
+    def results(q: str) -> str:
+        page = http("GET", f"{base}/agent?q={urllib.parse.quote(q)}", headers=session)
+        assert page.status == 200, page.text[:500]
+        return page.text.split('<section id="results">', 1)[1].split("</section>", 1)[0]
+
+    found = results("print")  # a prefix: the index, not LIKE
+    assert "SUP-2" in found and "Invoice for the printer" in found
+    assert "Printer on floor 3" not in found  # IT's ticket: Billing's agent may not see it
+    for hostile in ('"', "NEAR(printer", "printer OR *", "-printer", "') OR 1=1 --", "%"):
+        assert "Printer on floor 3" not in results(hostile)
