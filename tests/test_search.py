@@ -23,7 +23,15 @@ TICKETS = [
     # key, desk, subject, body, status, category, group
     ("SUP-1", "SUP", "Printer on floor 3 jams", "The printer jams on every page.", "open", "open", "IT"),
     ("SUP-2", "SUP", "VPN down", "Cannot reach the VPN from home since Monday.", "resolved", "closed", "Net"),
-    ("SUP-3", "SUP", "New laptop", "Please order a laptop; the old printer driver fails.", "open", "open", None),
+    (
+        "SUP-3",
+        "SUP",
+        "New laptop",
+        "Please order a laptop; the old printer driver fails.",
+        "open",
+        "open",
+        None,
+    ),
     ("SUP-4", "SUP", "Café menu", "Le café est froid.", "open", "open", None),
     ("HR-1", "HR", "Printer for the HR office", "We need a printer.", "open", "open", None),
 ]
