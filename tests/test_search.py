@@ -174,3 +174,22 @@ def test_the_index_is_written_with_the_message_and_rolled_back_with_it(db: Datab
         assert [h.key for h in search(s, "zebracorn")] == ["SUP-1"]  # same transaction: seen
         raise RuntimeError("crash before commit")
     assert keys(db, "zebracorn") == []
+
+
+@pytest.mark.postgres
+def test_subject_neighbours_and_opened_by_give_the_same_tickets_on_both_engines(db: Database) -> None:
+    """The two reads behind a new ticket's similar tickets (pipeline/similar.py)."""
+    from mailgate.store.search import opened_by, subject_neighbours
+
+    _fill(db)
+    since = now_utc() - timedelta(days=30)
+    with db.reading() as s:
+        near = subject_neighbours(s, "The printer jams again!", desk="SUP", exclude=["SUP-9"], since=since)
+        # subject words only, exact: SUP-3 has "printer" in its text, not its subject; HR-1 is
+        # another desk's; SUP-2 was resolved 90 days ago
+        assert [h.key for h in near] == ["SUP-1"]
+        assert subject_neighbours(s, "the and please", desk="SUP", exclude=[], since=since) == []
+        assert subject_neighbours(s, '") OR * NEAR', desk="SUP", exclude=[], since=since) == []
+        mine = opened_by(s, "user1@acme.com", desk="SUP", exclude=["SUP-9"], since=since)
+        assert [(h.key, h.requester) for h in mine] == [("SUP-1", "user1@acme.com")]
+        assert opened_by(s, "user1@acme.com", desk="SUP", exclude=["SUP-1"], since=since) == []

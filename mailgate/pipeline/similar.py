@@ -1,10 +1,10 @@
 """Similar tickets for a new ticket's notification (seed 002): up to three tickets of the same
-desk, open or resolved in the last 30 days, whose messages share the new subject's words, so
+desk, open or resolved in the last 30 days, whose subjects share the new subject's words, so
 `#merge SUP-7` or `#link SUP-7` is one line away; a likely duplicate (same requester, a similar
 subject, opened within a day) is named apart.
 
-One full-text query per new ticket (store/search.py), run inside the pipeline's transaction
-after the new message is stored. Each agent is shown only the tickets they may see
+Two short reads per new ticket (store/search.py), inside the pipeline's transaction after the
+new message is stored; the few candidates are ranked here, the same way on both engines. Each agent is shown only the tickets they may see
 (domain.team.may_see), so a notification never leaks another group's ticket.
 """
 
@@ -17,12 +17,12 @@ from typing import Any
 from mailgate.domain.team import Team, may_see
 from mailgate.store.models import Ticket, utc
 from mailgate.store.repo import Repo
-from mailgate.store.search import Hit, search, words
+from mailgate.store.search import Hit, opened_by, subject_neighbours, words
 
 RECENT = timedelta(days=30)  # a resolved ticket older than this is history, not a suggestion
 DUPLICATE_WITHIN = timedelta(days=1)
 SHOWN = 3
-CANDIDATES = 10  # looked at, so that three remain after what an agent may not see
+CANDIDATES = 10  # kept, so that three remain after what an agent may not see
 ALIKE = 0.5  # share of the two subjects' words (Jaccard) that makes them "similar"
 
 
@@ -52,36 +52,34 @@ def _view(hit: Hit) -> dict[str, Any]:
     }
 
 
+def _overlap(a: set[str], b: set[str]) -> float:
+    """How much two sets of subject words say the same (Jaccard): 1 for the same words."""
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
 def subjects_alike(a: str, b: str) -> bool:
     """Whether two subjects say the same: most of their significant words shared, or (with no
     such words, "Help!") the same text."""
     wa, wb = set(words(a, significant=True)), set(words(b, significant=True))
     if not wa or not wb:
         return a.strip().lower() == b.strip().lower()
-    return len(wa & wb) / len(wa | wb) >= ALIKE
+    return _overlap(wa, wb) >= ALIKE
 
 
 def similar_to(repo: Repo, ticket: Ticket, now: datetime) -> Similar:
-    """The new ticket's similar tickets, best first, a likely duplicate first of all."""
-    hits = search(
-        repo.session,
-        ticket.subject,
-        desk=ticket.desk,
-        exclude=[ticket.key],
-        open_or_resolved_since=now - RECENT,
-        any_word=True,
-        limit=CANDIDATES,
+    """The new ticket's similar tickets, most alike first (shared subject words, then the
+    newest), a likely duplicate first of all. Two short reads: the tickets of the newest
+    messages whose subject shares a word with this one (the full-text index), and the tickets
+    this requester opened in the last day (an index on requester and time)."""
+    mine = set(words(ticket.subject, significant=True))
+    near = subject_neighbours(
+        repo.session, ticket.subject, desk=ticket.desk, exclude=[ticket.key], since=now - RECENT
     )
-    duplicate = next(
-        (
-            h
-            for h in hits
-            if h.requester == ticket.requester
-            and h.created_at >= now - DUPLICATE_WITHIN
-            and subjects_alike(h.subject, ticket.subject)
-        ),
-        None,
+    ranked = sorted(near, key=lambda h: -_overlap(mine, set(words(h.subject, significant=True))))
+    earlier = opened_by(
+        repo.session, ticket.requester, desk=ticket.desk, exclude=[ticket.key], since=now - DUPLICATE_WITHIN
     )
+    duplicate = next((h for h in earlier if subjects_alike(h.subject, ticket.subject)), None)
     if duplicate is not None:
-        hits = [duplicate, *(h for h in hits if h is not duplicate)]
-    return Similar(tuple(hits), duplicate)
+        ranked = [duplicate, *(h for h in ranked if h.key != duplicate.key)]
+    return Similar(tuple(ranked[:CANDIDATES]), duplicate)

@@ -34,6 +34,7 @@ from mailgate.store.models import utc
 MAX_CHARS = 100_000  # of a message's text: a 25 MB log pasted into a mail is not worth indexing
 MAX_MATCHES = 100_000  # messages ranked per query on SQLite: bounds a search for a word in every mail
 MAX_TERMS = 12  # words of one query: a pasted paragraph must not become a 500-term OR
+NEIGHBOUR_MESSAGES = 20  # newest messages looked at for a new ticket's similar tickets
 _WORD = re.compile(r"[^\W_]+")
 # Words too common to tell tickets apart: dropped from "similar to this subject" queries (a
 # user's own search keeps every word they typed).
@@ -108,7 +109,7 @@ STOPWORDS = frozenset(
 FTS_TABLE = "message_search"
 SQLITE_DDL = (
     f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(subject, text, content='message', "
-    "content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
+    "content_rowid='id', detail=column, tokenize='unicode61 remove_diacritics 0')",
     f"CREATE TRIGGER message_search_ai AFTER INSERT ON message BEGIN "
     f"INSERT INTO {FTS_TABLE}(rowid, subject, text) "
     f"VALUES (new.id, new.subject, substr(new.text, 1, {MAX_CHARS})); END",
@@ -200,7 +201,7 @@ def search(
     """Tickets whose messages hold the query's words, best match first.
 
     Every word must occur in one message (its subject or text), as a word or the start of one;
-    with `any_word` one is enough, and more matching words rank higher (similar tickets).
+    with `any_word` one is enough, and more matching words rank higher.
     `statuses` (each a status or a category) / `group` / `desk` narrow it; `exclude` leaves keys out;
     `open_or_resolved_since` keeps tickets not closed, or resolved or closed after that time,
     and not merged into another (suggestions to merge into).
@@ -211,7 +212,6 @@ def search(
     conn = session.connection() if isinstance(session, Session) else session
     postgres = conn.dialect.name == "postgresql"
     params: dict[str, Any] = {"limit": limit}
-    where: list[str] = []
     if postgres:
         params["q"] = (" | " if any_word else " & ").join(f"{w}:*" for w in terms)
         matched = (
@@ -231,6 +231,82 @@ def search(
             f"LIMIT {MAX_MATCHES}) f JOIN message m ON m.id = f.id GROUP BY m.ticket_id"
         )
         order = "score ASC, t.id DESC"
+    where = _filters(params, desk, group, statuses, exclude, open_or_resolved_since)
+    sql = (
+        f"SELECT {_COLUMNS} FROM ({matched}) hits JOIN ticket t ON t.id = hits.tid"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f" ORDER BY {order} LIMIT :limit"
+    )
+    return _hits(conn, sql, params)
+
+
+def subject_neighbours(
+    session: Session | Connection,
+    subject: str,
+    *,
+    desk: str,
+    exclude: Sequence[str],
+    since: datetime,
+    messages: int = NEIGHBOUR_MESSAGES,
+) -> list[Hit]:
+    """The tickets of the newest `messages` messages whose subject shares a significant word with
+    `subject` (exact words, no prefixes), open or resolved since `since`, not merged; newest
+    first, unranked: the caller ranks these few (pipeline/similar.py). It runs for every new
+    ticket, so it asks the index for row ids in id order only: ranking every match (bm25,
+    ts_rank) cost several times more on a desk where many subjects share a word
+    (bench/README.md, "Similar tickets")."""
+    terms = words(subject, significant=True)
+    if not terms:
+        return []
+    conn = session.connection() if isinstance(session, Session) else session
+    params: dict[str, Any] = {"n": messages}
+    if conn.dialect.name == "postgresql":
+        params["q"] = " | ".join(f"{w}:A" for w in terms)  # :A, the subject's weight
+        recent = (
+            "SELECT m.id, m.ticket_id FROM message m WHERE m.search @@ to_tsquery('simple', :q) "
+            "ORDER BY m.id DESC LIMIT :n"
+        )
+    else:
+        params["q"] = "{subject} : (" + " OR ".join(f'"{w}"' for w in terms) + ")"
+        recent = (
+            f"SELECT m.id, m.ticket_id FROM (SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} "
+            "MATCH :q ORDER BY rowid DESC LIMIT :n) f JOIN message m ON m.id = f.id"
+        )
+    where = _filters(params, desk, None, (), exclude, since)
+    sql = (
+        f"SELECT {_COLUMNS} FROM ticket t JOIN (SELECT ticket_id AS tid, max(id) AS last FROM ({recent}) r "
+        "GROUP BY ticket_id) hits ON t.id = hits.tid WHERE "
+        + " AND ".join(where)
+        + " ORDER BY hits.last DESC"
+    )
+    return _hits(conn, sql, params)
+
+
+def opened_by(
+    session: Session | Connection, requester: str, *, desk: str, exclude: Sequence[str], since: datetime
+) -> list[Hit]:
+    """The tickets `requester` opened on `desk` after `since` and not merged away, newest first
+    (the likely-duplicate check: the (requester, created_at) index makes it one short read)."""
+    conn = session.connection() if isinstance(session, Session) else session
+    params: dict[str, Any] = {"requester": requester, "opened": since}
+    where = _filters(params, desk, None, (), exclude, None)
+    sql = (
+        f"SELECT {_COLUMNS} FROM ticket t WHERE t.requester = :requester AND t.created_at > :opened "
+        "AND t.merged_into IS NULL AND " + " AND ".join(where) + " ORDER BY t.id DESC LIMIT 20"
+    )
+    return _hits(conn, sql, params)
+
+
+def _filters(
+    params: dict[str, Any],
+    desk: str | None,
+    group: str | None,
+    statuses: Sequence[str],
+    exclude: Sequence[str],
+    open_or_resolved_since: datetime | None,
+) -> list[str]:
+    """The WHERE terms on ticket `t`, their values put into `params`."""
+    where: list[str] = []
     if desk:
         where.append("t.desk = :desk")
         params["desk"] = desk.upper()
@@ -251,13 +327,11 @@ def search(
             " AND t.merged_into IS NULL"
         )
         params["since"] = open_or_resolved_since
-    sql = (
-        f"SELECT {_COLUMNS} FROM ({matched}) hits JOIN ticket t ON t.id = hits.tid"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" ORDER BY {order} LIMIT :limit"
-    )
+    return where
+
+
+def _hits(conn: Connection, sql: str, params: dict[str, Any]) -> list[Hit]:
     stmt = text(sql).columns(created_at=DateTime(timezone=True), resolved_at=DateTime(timezone=True))
-    rows = conn.execute(stmt, params).all()
     return [
         Hit(
             key=r[0],
@@ -271,5 +345,5 @@ def search(
             created_at=utc(r[8]),
             resolved_at=utc(r[9]),
         )
-        for r in rows
+        for r in conn.execute(stmt, params).all()
     ]

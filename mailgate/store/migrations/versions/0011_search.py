@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 MAX_CHARS = 100_000
 SQLITE = (
     "CREATE VIRTUAL TABLE message_search USING fts5(subject, text, content='message', "
-    "content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
+    "content_rowid='id', detail=column, tokenize='unicode61 remove_diacritics 0')",
     "CREATE TRIGGER message_search_ai AFTER INSERT ON message BEGIN "
     "INSERT INTO message_search(rowid, subject, text) "
     f"VALUES (new.id, new.subject, substr(new.text, 1, {MAX_CHARS})); END",
