@@ -177,19 +177,28 @@ def test_the_index_is_written_with_the_message_and_rolled_back_with_it(db: Datab
 
 
 @pytest.mark.postgres
-def test_subject_neighbours_and_opened_by_give_the_same_tickets_on_both_engines(db: Database) -> None:
-    """The two reads behind a new ticket's similar tickets (pipeline/similar.py)."""
-    from mailgate.store.search import opened_by, subject_neighbours
+def test_similar_candidates_are_the_same_on_both_engines(db: Database) -> None:
+    """The one read behind a new ticket's similar tickets (pipeline/similar.py): tickets whose
+    subject shares a word, and the requester's own tickets of the day."""
+    from mailgate.store.search import similar_candidates
 
     _fill(db)
-    since = now_utc() - timedelta(days=30)
-    with db.reading() as s:
-        near = subject_neighbours(s, "The printer jams again!", desk="SUP", exclude=["SUP-9"], since=since)
-        # subject words only, exact: SUP-3 has "printer" in its text, not its subject; HR-1 is
-        # another desk's; SUP-2 was resolved 90 days ago
-        assert [h.key for h in near] == ["SUP-1"]
-        assert subject_neighbours(s, "the and please", desk="SUP", exclude=[], since=since) == []
-        assert subject_neighbours(s, '") OR * NEAR', desk="SUP", exclude=[], since=since) == []
-        mine = opened_by(s, "user1@acme.com", desk="SUP", exclude=["SUP-9"], since=since)
-        assert [(h.key, h.requester) for h in mine] == [("SUP-1", "user1@acme.com")]
-        assert opened_by(s, "user1@acme.com", desk="SUP", exclude=["SUP-1"], since=since) == []
+    now = now_utc()
+    since, day = now - timedelta(days=30), now - timedelta(days=1)
+
+    def candidates(subject: str, requester: str = "new@acme.com", exclude: str = "SUP-9") -> list[str]:
+        with db.reading() as s:
+            found = similar_candidates(
+                s, subject, requester=requester, desk="SUP", exclude=exclude, since=since, opened_since=day
+            )
+        return sorted(h.key for h in found)
+
+    # subject words only, exact: SUP-3 has "printer" in its text, not its subject; HR-1 is
+    # another desk's; SUP-2 was resolved 90 days ago
+    assert candidates("The printer jams again!") == ["SUP-1"]
+    assert candidates("the and please") == []
+    assert candidates('") OR * NEAR') == []
+    assert candidates("VPN down") == []  # resolved long ago: no suggestion
+    # the requester's own tickets of the day, whatever their subject (the duplicate check)
+    assert candidates("Something else", requester="user4@acme.com") == ["SUP-4"]
+    assert candidates("Something else", requester="user4@acme.com", exclude="SUP-4") == []

@@ -17,7 +17,7 @@ from typing import Any
 from mailgate.domain.team import Team, may_see
 from mailgate.store.models import Ticket, utc
 from mailgate.store.repo import Repo
-from mailgate.store.search import Hit, opened_by, subject_neighbours, words
+from mailgate.store.search import Hit, similar_candidates, words
 
 RECENT = timedelta(days=30)  # a resolved ticket older than this is history, not a suggestion
 DUPLICATE_WITHIN = timedelta(days=1)
@@ -68,18 +68,32 @@ def subjects_alike(a: str, b: str) -> bool:
 
 def similar_to(repo: Repo, ticket: Ticket, now: datetime) -> Similar:
     """The new ticket's similar tickets, most alike first (shared subject words, then the
-    newest), a likely duplicate first of all. Two short reads: the tickets of the newest
-    messages whose subject shares a word with this one (the full-text index), and the tickets
-    this requester opened in the last day (an index on requester and time)."""
+    newest), a likely duplicate first of all. One short read (store/search.py)."""
     mine = set(words(ticket.subject, significant=True))
-    near = subject_neighbours(
-        repo.session, ticket.subject, desk=ticket.desk, exclude=[ticket.key], since=now - RECENT
+    found = similar_candidates(
+        repo.session,
+        ticket.subject,
+        requester=ticket.requester,
+        desk=ticket.desk,
+        exclude=ticket.key,
+        since=now - RECENT,
+        opened_since=now - DUPLICATE_WITHIN,
     )
-    ranked = sorted(near, key=lambda h: -_overlap(mine, set(words(h.subject, significant=True))))
-    earlier = opened_by(
-        repo.session, ticket.requester, desk=ticket.desk, exclude=[ticket.key], since=now - DUPLICATE_WITHIN
+    duplicate = max(
+        (
+            h
+            for h in found
+            if h.requester == ticket.requester
+            and h.created_at > now - DUPLICATE_WITHIN
+            and subjects_alike(h.subject, ticket.subject)
+        ),
+        key=lambda h: h.created_at,
+        default=None,
     )
-    duplicate = next((h for h in earlier if subjects_alike(h.subject, ticket.subject)), None)
-    if duplicate is not None:
-        ranked = [duplicate, *(h for h in ranked if h.key != duplicate.key)]
+    alike = {h.key: _overlap(mine, set(words(h.subject, significant=True))) for h in found}
+    # the requester's other tickets of the day came along for the duplicate check only
+    ranked = sorted(
+        (h for h in found if alike[h.key] > 0 or h == duplicate),
+        key=lambda h: (h != duplicate, -alike[h.key], -h.created_at.timestamp()),
+    )
     return Similar(tuple(ranked[:CANDIDATES]), duplicate)

@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import DateTime, text
@@ -240,61 +241,69 @@ def search(
     return _hits(conn, sql, params)
 
 
-def subject_neighbours(
+def similar_candidates(
     session: Session | Connection,
     subject: str,
     *,
+    requester: str,
     desk: str,
-    exclude: Sequence[str],
+    exclude: str,
     since: datetime,
+    opened_since: datetime,
     messages: int = NEIGHBOUR_MESSAGES,
 ) -> list[Hit]:
-    """The tickets of the newest `messages` messages whose subject shares a significant word with
-    `subject` (exact words, no prefixes), open or resolved since `since`, not merged; newest
-    first, unranked: the caller ranks these few (pipeline/similar.py). It runs for every new
-    ticket, so it asks the index for row ids in id order only: ranking every match (bm25,
-    ts_rank) cost several times more on a desk where many subjects share a word
-    (bench/README.md, "Similar tickets")."""
+    """The candidates for a new ticket's similar tickets, unranked (pipeline/similar.py ranks
+    these few, the same way on both engines): the tickets of the newest `messages` messages
+    whose subject shares a significant word with `subject` (exact words), open or resolved since
+    `since`; and the tickets `requester` opened since `opened_since` (the likely duplicates).
+    Both of `desk`, neither `exclude` nor merged into another.
+
+    It runs for every new ticket, so it is one prebuilt statement, and it asks the index for
+    row ids in id order only: ranking every match (bm25, ts_rank) cost several times more on a
+    desk where many subjects share a word (bench/README.md, "Similar tickets")."""
     terms = words(subject, significant=True)
-    if not terms:
-        return []
     conn = session.connection() if isinstance(session, Session) else session
-    params: dict[str, Any] = {"n": messages}
-    if conn.dialect.name == "postgresql":
-        params["q"] = " | ".join(f"{w}:A" for w in terms)  # :A, the subject's weight
+    postgres = conn.dialect.name == "postgresql"
+    if not terms:
+        query = ""  # matches nothing: only the requester's own tickets can be candidates
+    elif postgres:
+        query = " | ".join(f"{w}:A" for w in terms)  # :A, the subject's weight
+    else:
+        query = "{subject} : (" + " OR ".join(f'"{w}"' for w in terms) + ")"
+    params = {
+        "q": query or ("x:A" if postgres else "{subject} : x"),
+        "any": bool(query),
+        "n": messages,
+        "desk": desk.upper(),
+        "key": exclude,
+        "since": since,
+        "requester": requester,
+        "opened": opened_since,
+    }
+    return _hits(conn, _similar_statement(conn.dialect.name), params)
+
+
+@cache
+def _similar_statement(dialect: str) -> Any:
+    if dialect == "postgresql":
         recent = (
-            "SELECT m.id, m.ticket_id FROM message m WHERE m.search @@ to_tsquery('simple', :q) "
+            "SELECT m.id, m.ticket_id FROM message m WHERE :any AND m.search @@ to_tsquery('simple', :q) "
             "ORDER BY m.id DESC LIMIT :n"
         )
     else:
-        params["q"] = "{subject} : (" + " OR ".join(f'"{w}"' for w in terms) + ")"
         recent = (
             f"SELECT m.id, m.ticket_id FROM (SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} "
-            "MATCH :q ORDER BY rowid DESC LIMIT :n) f JOIN message m ON m.id = f.id"
+            "MATCH :q ORDER BY rowid DESC LIMIT :n) f JOIN message m ON m.id = f.id WHERE :any"
         )
-    where = _filters(params, desk, None, (), exclude, since)
+    mine = "t.desk = :desk AND t.key != :key AND t.merged_into IS NULL"
     sql = (
-        f"SELECT {_COLUMNS} FROM ticket t JOIN (SELECT ticket_id AS tid, max(id) AS last FROM ({recent}) r "
-        "GROUP BY ticket_id) hits ON t.id = hits.tid WHERE "
-        + " AND ".join(where)
-        + " ORDER BY hits.last DESC"
+        f"SELECT {_COLUMNS} FROM ticket t JOIN (SELECT ticket_id AS tid FROM ({recent}) r GROUP BY ticket_id) "
+        f"hits ON t.id = hits.tid WHERE {mine} AND "
+        "(t.status_category != 'closed' OR t.resolved_at > :since OR t.closed_at > :since) "
+        f"UNION SELECT {_COLUMNS} FROM ticket t WHERE t.requester = :requester AND t.created_at > :opened "
+        f"AND {mine}"
     )
-    return _hits(conn, sql, params)
-
-
-def opened_by(
-    session: Session | Connection, requester: str, *, desk: str, exclude: Sequence[str], since: datetime
-) -> list[Hit]:
-    """The tickets `requester` opened on `desk` after `since` and not merged away, newest first
-    (the likely-duplicate check: the (requester, created_at) index makes it one short read)."""
-    conn = session.connection() if isinstance(session, Session) else session
-    params: dict[str, Any] = {"requester": requester, "opened": since}
-    where = _filters(params, desk, None, (), exclude, None)
-    sql = (
-        f"SELECT {_COLUMNS} FROM ticket t WHERE t.requester = :requester AND t.created_at > :opened "
-        "AND t.merged_into IS NULL AND " + " AND ".join(where) + " ORDER BY t.id DESC LIMIT 20"
-    )
-    return _hits(conn, sql, params)
+    return text(sql).columns(created_at=DateTime(timezone=True), resolved_at=DateTime(timezone=True))
 
 
 def _filters(
@@ -330,8 +339,12 @@ def _filters(
     return where
 
 
-def _hits(conn: Connection, sql: str, params: dict[str, Any]) -> list[Hit]:
-    stmt = text(sql).columns(created_at=DateTime(timezone=True), resolved_at=DateTime(timezone=True))
+def _hits(conn: Connection, sql: str | Any, params: dict[str, Any]) -> list[Hit]:
+    stmt = (
+        text(sql).columns(created_at=DateTime(timezone=True), resolved_at=DateTime(timezone=True))
+        if isinstance(sql, str)
+        else sql
+    )
     return [
         Hit(
             key=r[0],
