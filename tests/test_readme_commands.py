@@ -236,7 +236,8 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
         proc = subprocess.Popen(
             [MAILGATE, "--config", str(config), "run"],
             cwd=root,
-            env=CLEAN_ENV,
+            # the web listener on any free port: 8025 may be another desk's on this machine
+            env={**CLEAN_ENV, "MAILGATE_WEB_PORT": "0"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
