@@ -3,9 +3,10 @@ desk, open or resolved in the last 30 days, whose subjects share the new subject
 `#merge SUP-7` or `#link SUP-7` is one line away; a likely duplicate (same requester, a similar
 subject, opened within a day) is named apart.
 
-Two short reads per new ticket (store/search.py), inside the pipeline's transaction after the
-new message is stored; the few candidates are ranked here, the same way on both engines. Each agent is shown only the tickets they may see
-(domain.team.may_see), so a notification never leaks another group's ticket.
+One short read per new ticket (store/search.py), inside the pipeline's transaction after the
+new message is stored; the few candidates are ranked here, the same way on both engines. Each
+agent is shown only the tickets they may see (domain.team.may_see), so a notification never
+leaks another group's ticket.
 """
 
 from __future__ import annotations

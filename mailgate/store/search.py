@@ -39,73 +39,12 @@ NEIGHBOUR_MESSAGES = 20  # newest messages looked at for a new ticket's similar 
 _WORD = re.compile(r"[^\W_]+")
 # Words too common to tell tickets apart: dropped from "similar to this subject" queries (a
 # user's own search keeps every word they typed).
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "can",
-        "could",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "help",
-        "hi",
-        "hello",
-        "how",
-        "i",
-        "if",
-        "in",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "please",
-        "re",
-        "fw",
-        "fwd",
-        "aw",
-        "sv",
-        "so",
-        "that",
-        "the",
-        "their",
-        "there",
-        "this",
-        "to",
-        "too",
-        "up",
-        "us",
-        "was",
-        "we",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
-)
+_COMMON = """
+a an and are as at be but by can could do does for from has have help hi hello how i if in
+is it its me my no not of on or our please re fw fwd aw sv so that the their there this to
+too up us was we what when where which who why will with you your
+"""
+STOPWORDS = frozenset(_COMMON.split())
 
 FTS_TABLE = "message_search"
 SQLITE_DDL = (

@@ -343,7 +343,8 @@ class NewTicketHandler:
             )
 
     def _similar(self, ctx: Context, repo: Repo, ticket: Ticket) -> Similar:
-        """The new ticket's similar tickets (one full-text query), recorded on it when any."""
+        """The new ticket's similar tickets (pipeline/similar.py), recorded on it when any: `tickets
+        show` and the history name them, and the likely duplicate."""
         similar = similar_to(repo, ticket, now_utc())
         if similar.hits:
             duplicate = similar.duplicate.key if similar.duplicate else None
