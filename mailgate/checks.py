@@ -57,7 +57,9 @@ AGENT_CHANGE = frozenset(
     {"actor", "actor_address", "comment", "changes", "status", "internal", "help", "survey"}
 )
 # To agents about a new ticket.
-NEW_TICKET_AGENT = frozenset({"decision", "comment", "help", "from", "from_name", "cc_not_added"})
+NEW_TICKET_AGENT = frozenset(
+    {"decision", "comment", "help", "from", "from_name", "cc_not_added", "similar", "duplicate"}
+)
 
 # The periodic jobs' mails (SLA warning/escalation, reminders, auto-close, review, digest).
 from mailgate.pipeline.canned import CANNED_VARIABLES  # noqa: E402
@@ -529,6 +531,16 @@ class SampleContext:
             "fields": {"severity": "high", "component": "printer"},
             "agent": "Tech One",
             "children": ["SUP-21", "SUP-22"],
+            "similar": [
+                {
+                    "key": "SUP-7",
+                    "subject": "Printer on floor 3 smokes",
+                    "status": "open",
+                    "when": "2026-11-23",
+                },
+                {"key": "SUP-3", "subject": "Printer jams", "status": "resolved", "when": "2026-11-02"},
+            ],
+            "duplicate": {"key": "SUP-7", "subject": "Printer on floor 3 smokes", "status": "open"},
             **_scheduler_samples(),
         }
         return {k: v for k, v in values.items() if k in allowed}

@@ -65,7 +65,8 @@ class Desk:
             return subprocess.Popen(
                 [MAILGATE, "--config", str(self.config), "run"],
                 cwd=self.root,
-                env={**CLEAN_ENV, **(env or {})},
+                # the web listener on any free port: 8025 may be another desk's on this machine
+                env={**CLEAN_ENV, "MAILGATE_WEB_PORT": "0", **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -236,7 +236,8 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
         proc = subprocess.Popen(
             [MAILGATE, "--config", str(config), "run"],
             cwd=root,
-            env=CLEAN_ENV,
+            # the web listener on any free port: 8025 may be another desk's on this machine
+            env={**CLEAN_ENV, "MAILGATE_WEB_PORT": "0"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -290,6 +291,22 @@ def test_tickets_show_and_show_json(desk: Desk) -> None:
     ]
     missing = desk.cli("tickets", "show", "SUP-99", ok=(1,))
     assert "SUP-99" in missing.out + missing.err
+
+
+def test_tickets_search_finds_by_words_and_similar_tickets_are_recorded(desk: Desk) -> None:
+    """docs/workflow.md, "Similar tickets and search": the full-text index, from a new process."""
+    found = desk.cli("tickets", "search", "printer jammed").out
+    lines = found.splitlines()
+    assert lines[0].split() == ["KEY", "STATUS", "GROUP", "ASSIGNEE", "CREATED", "SUBJECT"], found
+    assert sorted(line.split()[0] for line in lines[1:]) == ["SUP-2", "SUP-3"], found
+    as_json = json.loads(desk.cli("tickets", "search", "backend", "--json").out)  # a word of the text
+    assert [h["key"] for h in as_json] == ["SUP-1"]
+    assert "no tickets match" in desk.cli("tickets", "search", "printer", "--status", "closed").out
+    assert "no tickets match" in desk.cli("tickets", "search", '"printer" NEAR(*', "--group", "nobody").out
+    empty = desk.cli("tickets", "search", '"*"', ok=(2,))
+    assert "no words" in empty.err
+    # The second printer request named the first as similar when it was made.
+    assert "similar     SUP-2" in desk.cli("tickets", "show", "SUP-3").out
 
 
 def test_inbox_list_show_raw_failed_and_retry(desk: Desk) -> None:

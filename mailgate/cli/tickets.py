@@ -1,5 +1,5 @@
-"""`mailgate tickets list|show|attachment`: the tickets, their whole history and their files, for
-people at a terminal."""
+"""`mailgate tickets list|search|show|attachment`: the tickets, their whole history and their files,
+for people at a terminal."""
 
 from __future__ import annotations
 
@@ -115,6 +115,44 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    """The tickets whose messages hold every word of the query (store/search.py: the index the
+    similar-tickets block uses), best match first."""
+    from mailgate.store.search import search, words
+
+    if not words(args.text):
+        print("nothing to search for: the query has no words (letters or digits)", file=sys.stderr)
+        return 2
+    wanted = [v.strip() for v in (args.status or "").split(",") if v.strip()]
+    with open_db(config_of(args)) as db, db.reading() as s:
+        hits = search(
+            s,
+            args.text,
+            desk=args.desk,
+            statuses=wanted,
+            group=args.group,
+            limit=args.limit,
+        )
+    if args.json:
+        rows = [{**h.__dict__, "created_at": h.created_at, "resolved_at": h.resolved_at} for h in hits]
+        print(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+        return 0
+    if not hits:
+        print(f"no tickets match {args.text!r}")
+        return 0
+    widths = [max(len("KEY"), *(len(h.key) for h in hits)), 14, 12, 22, 10]
+    room = None
+    if sys.stdout.isatty():
+        room = max(shutil.get_terminal_size().columns - sum(widths) - len(widths), 20)
+    head = ("KEY", "STATUS", "GROUP", "ASSIGNEE", "CREATED")
+    print(" ".join(cut(name, w) for name, w in zip(head, widths, strict=True)) + " SUBJECT")
+    for h in hits:
+        values = (h.key, h.status, h.group, h.assignee, f"{h.created_at:%Y-%m-%d}")
+        cells = " ".join(cut(v or "-", w) for v, w in zip(values, widths, strict=True))
+        print(f"{cells} {h.subject if room is None else cut(h.subject, room).rstrip()}")
+    return 0
+
+
 def _csv_value(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -195,6 +233,9 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         data = _ticket_dict(t)
         data["time_spent"] = {"minutes": sum(spent.values()), "by_agent": spent}
+        found = [e.data or {} for e in events if e.kind == EventKind.SIMILAR]
+        data["similar"] = found[-1].get("keys", []) if found else []
+        data["likely_duplicate_of"] = found[-1].get("duplicate") if found else None
         data["participants"] = [{"address": p.address, "role": p.role, "notify": p.notify} for p in people]
         data["messages"] = [
             {
@@ -246,6 +287,13 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  time spent  {format_minutes(sum(spent.values()))} ({each})")
     if t.rating is not None:
         print(f"  rating      {t.rating}/5 {t.rating_comment or ''}")
+    for e in events:
+        if e.kind == EventKind.SIMILAR:
+            if (e.data or {}).get("duplicate"):
+                print(
+                    f"  duplicate?  likely a duplicate of {e.data['duplicate']} (same requester, within a day)"
+                )
+            print(f"  similar     {', '.join((e.data or {}).get('keys') or [])}")
     print(
         "  people      " + ", ".join(f"{p.address} ({p.role}{'' if p.notify else ', muted'})" for p in people)
     )
@@ -319,6 +367,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--json", action="store_true", help="a JSON list, every field")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     ls.set_defaults(func=_list)
+    se = tsub.add_parser(
+        "search", help="full-text search of subjects and messages: every word, best match first"
+    )
+    se.add_argument("text", help='the words to look for, e.g. "printer jam" (each also as a prefix)')
+    se.add_argument("--desk", help="only this desk's tickets (its key, e.g. SUP)")
+    se.add_argument("--status", help="status or category (open, waiting, closed); several with commas")
+    se.add_argument("--group", help="only this group's tickets")
+    se.add_argument("--limit", type=int, default=20, help="at most this many (default %(default)s)")
+    se.add_argument("--json", action="store_true", help="a JSON list")
+    se.set_defaults(func=_search)
     sh = tsub.add_parser("show", help="one ticket: fields, messages and full history")
     sh.add_argument("key")
     sh.add_argument("--json", action="store_true")

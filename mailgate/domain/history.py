@@ -188,6 +188,15 @@ WORDS: dict[str, Callable[[Data], str]] = {
         f"made {d['new']} its parent" if d.get("new") else f"removed its parent {d.get('old')}"
     ),
     "broadcast": lambda d: f"broadcast from the parent {d.get('parent')} to this ticket's people",
+    "similar": lambda d: (
+        (
+            f"likely duplicate of {d['duplicate']} (same requester, similar subject, within a day); "
+            if d.get("duplicate")
+            else ""
+        )
+        + f"similar tickets: {_list(d.get('keys') or [])}"
+    ),
+    "kb-sent": lambda d: f"sent the knowledge-base article {d.get('article')}",
     "time": lambda d: f"spent {format_minutes(int(d.get('minutes') or 0))} on it",
     "rating": _rating,
     "fanout-limited": _fanout,

@@ -303,6 +303,16 @@ def may_change(team: Team, address: str, ticket_key: str, group: str | None, ass
     )
 
 
+def may_see(team: Team, address: str, ticket_key: str, group: str | None, assignee: str | None) -> bool:
+    """May `address` be shown this ticket (its key and subject in a similar-tickets list, a
+    search result)? What they may change, except that a light agent, who changes nothing, sees
+    what an agent of the same groups would."""
+    agent = team.agents.get(address)
+    if agent is not None and agent.role == TeamRole.LIGHT:
+        team = replace(team, agents={**team.agents, address: replace(agent, role=TeamRole.AGENT)})
+    return may_change(team, address, ticket_key, group, assignee).allowed
+
+
 # --- assignment ---------------------------------------------------------------------------------
 
 

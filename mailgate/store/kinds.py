@@ -49,6 +49,8 @@ class EventKind(StrEnum):
     TIME = "time"  # an agent's `#time 30m`: minutes spent on the ticket
     PARENT = "parent"  # `#parent SUP-12` (new) or `#unparent` (old, no new)
     BROADCAST = "broadcast"  # the parent's `#broadcast` reached this child's people
+    SIMILAR = "similar"  # a new ticket's similar tickets, and the likely duplicate among them
+    KB_SENT = "kb-sent"  # a knowledge-base article (kb_*) went to the requester
     # delivery: bounces, unsubscribes, mail the limits held back
     BOUNCE = "bounce"
     UNSUBSCRIBED = "unsubscribed"

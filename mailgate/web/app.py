@@ -37,17 +37,21 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from mailgate.config import Config
+from mailgate.config import Config, Desk
+from mailgate.domain.team import may_see
 from mailgate.domain.tokens import Link, LinkState, Purpose, TokenKeys, form_token, make_link, read_link
 from mailgate.outbox.render import Renderer
+from mailgate.pipeline.canned import CannedFailed, article_title, render_canned
 from mailgate.pipeline.identity import token_keys
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.web_actions import Outcome, RequesterActions, is_done
 from mailgate.ruleset import RulesSource, Snapshot
 from mailgate.store.blobs import BlobError, BlobStore
 from mailgate.store.db import Database
+from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, InboxItem, Message, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
+from mailgate.store.search import search
 from mailgate.web.guard import RateLimit, SecurityHeaders, csrf_ok, same_origin
 from mailgate.web.metrics import health_problems, registry_for
 
@@ -197,7 +201,9 @@ class WebApp:
                     }
                 )
             done = desk is not None and is_done(snap, desk, ticket)
+            articles = self._articles(s, ticket, desk) if desk is not None else []
             return {
+                "articles": articles,
                 "ticket": ticket,
                 "status": status.label if status else ticket.status,
                 "messages": messages,
@@ -208,6 +214,26 @@ class WebApp:
                 "notify": me.notify,
                 "desk": desk,
             }
+
+    def _articles(self, s: Any, ticket: Ticket, desk: Desk) -> list[dict[str, str]]:
+        """The knowledge-base articles sent on this ticket (a routing rule's kb_* auto-reply, an
+        agent's `#canned kb_*`), each once, as the requester got them: title and text."""
+        snap = self.snapshot
+        names = s.execute(
+            select(col(Event.data)).where(
+                col(Event.ticket_id) == ticket.id, col(Event.kind) == EventKind.KB_SENT
+            )
+        ).scalars()
+        articles: list[dict[str, str]] = []
+        for name in dict.fromkeys(str((d or {}).get("article") or "") for d in names):
+            if name not in snap.templates.canned_names():
+                continue  # removed since it was sent: nothing to show
+            try:
+                text = render_canned(snap, desk, ticket, name, "")
+            except CannedFailed:
+                text = ""
+            articles.append({"id": name, "title": article_title(snap, desk.key, name), "text": text})
+        return articles
 
     async def request_action(self, request: Request) -> Response:
         word = request.path_params["word"]
@@ -509,12 +535,14 @@ class WebApp:
                 "results": None,
                 "now": now,
             }
-            if q:
-                pattern = f"%{_escape_like(q)}%"
-                text_hit = select(col(Message.ticket_id)).where(col(Message.text).ilike(pattern, escape="\\"))
-                out["results"] = rows(
-                    or_(col(Ticket.subject).ilike(pattern, escape="\\"), col(Ticket.id).in_(text_hit))
-                )
+            if q:  # the full-text index (store/search.py), as `mailgate tickets search`
+                keys = [
+                    h.key
+                    for h in search(s, q, limit=100)
+                    if may_see(snap.team, me, h.key, h.group, h.assignee)
+                ]
+                found = {t.key: t for t in rows(col(Ticket.key).in_(keys))} if keys else {}
+                out["results"] = [found[k] for k in keys if k in found]  # best match first
             return out
 
     async def agent_ticket(self, request: Request) -> Response:
@@ -678,7 +706,3 @@ def _local(path: str | None) -> str:
     if path and re.fullmatch(r"/agent(/[A-Za-z0-9_\-/]*)?", path):
         return path
     return ""
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

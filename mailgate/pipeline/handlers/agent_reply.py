@@ -18,7 +18,7 @@ from mailgate.domain.team import choose_assignee, may_change
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.reply import extract_reply
 from mailgate.pipeline.apply import apply_plan, change_status, requester_side, row
-from mailgate.pipeline.canned import CannedFailed, render_canned, with_canned
+from mailgate.pipeline.canned import CannedFailed, is_article, render_canned, with_canned
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.handlers.common import (
     Services,
@@ -194,6 +194,8 @@ class AgentReplyHandler:
             self._refuse(ctx, repo, ticket, mail, recorded=[str(exc)], told=[str(exc)])
             return None
         repo.event(row(ticket), EventKind.CANNED, actor=mail.author, name=name)
+        if is_article(name):  # the request page links it (web/app.py)
+            repo.event(row(ticket), EventKind.KB_SENT, actor=mail.author, article=name)
         ctx.note("commands", f"canned reply {name} goes before the agent's words")
         return replace(mail, comment=with_canned(text, mail.comment))
 

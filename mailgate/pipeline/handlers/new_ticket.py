@@ -25,10 +25,12 @@ from mailgate.domain.threading import strip_prefixes
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.forwarded import attached_sender, inline_sender
 from mailgate.pipeline.apply import row
+from mailgate.pipeline.canned import is_article
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import FloodHeld, ProcessingError
 from mailgate.pipeline.handlers.common import (
     Services,
+    Travelling,
     add_first_cc,
     store_message,
     tell,
@@ -37,6 +39,7 @@ from mailgate.pipeline.handlers.common import (
 )
 from mailgate.pipeline.identity import auth_results_proof
 from mailgate.pipeline.outcomes import Disposition
+from mailgate.pipeline.similar import Similar, similar_to
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import Ticket, now_utc
 from mailgate.store.repo import Repo
@@ -87,7 +90,7 @@ class NewTicketHandler:
         if behalf is not None and not behalf.proven:
             self._ask_to_confirm(ctx, repo, ticket, behalf)
             return
-        tell(
+        sent = tell(
             self.services,
             repo,
             ctx,
@@ -98,6 +101,8 @@ class NewTicketHandler:
             context={"message": m, "requester_name": ticket.requester_name},
             auto_submitted="auto-replied",
         )
+        if sent and is_article(decision.auto_reply):  # the request page links it (web/app.py)
+            repo.event(row(ticket), EventKind.KB_SENT, article=decision.auto_reply)
         tell_rejected_attachments(self.services, repo, ctx, ticket)
 
     def _on_behalf(self, ctx: Context) -> OnBehalf | None:
@@ -313,32 +318,17 @@ class NewTicketHandler:
             "cc_not_added": over_cap,
         }
         files = travelling(s, ticket, ctx.stored)
+        similar = self._similar(ctx, repo, ticket)
         if decision.triaged or not ticket.assignee:
             triage = [decision.triage or s.rules.triage_for(ctx.desk.key)]
             told = set(triage)
-            tell(
-                s,
-                repo,
-                ctx,
-                ticket,
-                triage,
-                template="triage_needed",
-                kind="triage-needed",
-                context=agent_ctx,
-                attachments=files,
+            self._tell_each(
+                ctx, repo, ticket, triage, "triage_needed", "triage-needed", agent_ctx, similar, files
             )
         else:
             told = {ticket.assignee}
-            tell(
-                s,
-                repo,
-                ctx,
-                ticket,
-                [ticket.assignee],
-                template="new_ticket",
-                kind="new-ticket",
-                context=agent_ctx,
-                attachments=files,
+            self._tell_each(
+                ctx, repo, ticket, [ticket.assignee], "new_ticket", "new-ticket", agent_ctx, similar, files
             )
         agents = s.rules.team.agents
         # `notify_new = "members"`: every member of the group has it in their inbox too.
@@ -348,14 +338,52 @@ class NewTicketHandler:
         agent_watchers = [w for w in decision.watchers if w in agents and w not in told and w not in members]
         agent_watchers = members + agent_watchers
         if agent_watchers:
+            self._tell_each(
+                ctx, repo, ticket, agent_watchers, "new_ticket", "new-ticket", agent_ctx, similar, files
+            )
+
+    def _similar(self, ctx: Context, repo: Repo, ticket: Ticket) -> Similar:
+        """The new ticket's similar tickets (pipeline/similar.py), recorded on it when any: `tickets
+        show` and the history name them, and the likely duplicate."""
+        similar = similar_to(repo, ticket, now_utc())
+        if similar.hits:
+            duplicate = similar.duplicate.key if similar.duplicate else None
+            repo.event(row(ticket), EventKind.SIMILAR, keys=similar.keys(), duplicate=duplicate)
+            ctx.note(
+                "apply",
+                f"similar: {', '.join(similar.keys())}"
+                + (f"; likely duplicate of {duplicate}" if duplicate else ""),
+            )
+        return similar
+
+    def _tell_each(
+        self,
+        ctx: Context,
+        repo: Repo,
+        ticket: Ticket,
+        agents: list[str],
+        template: str,
+        kind: str,
+        context: dict[str, Any],
+        similar: Similar,
+        files: Travelling,
+    ) -> None:
+        """`tell`, with the similar tickets each agent may see: agents who see the same ones
+        share one `tell` (one render)."""
+        team = self.services.rules.team
+        by_view: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        for agent in agents:
+            view = similar.for_agent(team, agent)
+            by_view.setdefault(repr(view), (view, []))[1].append(agent)
+        for view, rcpts in by_view.values():
             tell(
-                s,
+                self.services,
                 repo,
                 ctx,
                 ticket,
-                agent_watchers,
-                template="new_ticket",
-                kind="new-ticket",
-                context=agent_ctx,
+                rcpts,
+                template=template,
+                kind=kind,
+                context={**context, **view},
                 attachments=files,
             )
