@@ -44,10 +44,16 @@ def wanted(args: argparse.Namespace) -> bool:
 
 @contextmanager
 def progress(
-    args: argparse.Namespace, *, total: float | None, desc: str, unit: str = "it", unit_scale: bool = False
+    args: argparse.Namespace,
+    *,
+    total: float | None,
+    desc: str,
+    unit: str = "it",
+    unit_scale: bool = False,
+    delay: float = 0,
 ) -> Iterator[Bar]:
     """A bar for `total` units of work (None: unknown, then it counts with a rate), or a quiet
-    stand-in when nobody watches."""
+    stand-in when nobody watches. `delay`: seconds before it shows (a quick run shows none)."""
     if not wanted(args):
         yield _Quiet()
         return
@@ -67,6 +73,7 @@ def progress(
             file=sys.stderr,
             ncols=size.columns,
             nrows=size.lines,
+            delay=delay,
         ) as bar,
     ):
         yield bar
