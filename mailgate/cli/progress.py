@@ -1,4 +1,4 @@
-"""Progress bars for the long commands (`ingest --mbox/--maildir`, `db upgrade`): a bar with
+"""Progress bars for the long commands (`ingest --mbox/--maildir`, `db upgrade`, `report`): a bar with
 rate and ETA on a terminal (tqdm), nothing at all in a pipe, under cron or under `--log-json`,
 where a bar's carriage returns would only garble what a program reads.
 
@@ -50,10 +50,9 @@ def progress(
     desc: str,
     unit: str = "it",
     unit_scale: bool = False,
-    delay: float = 0,
 ) -> Iterator[Bar]:
     """A bar for `total` units of work (None: unknown, then it counts with a rate), or a quiet
-    stand-in when nobody watches. `delay`: seconds before it shows (a quick run shows none)."""
+    stand-in when nobody watches."""
     if not wanted(args):
         yield _Quiet()
         return
@@ -73,7 +72,6 @@ def progress(
             file=sys.stderr,
             ncols=size.columns,
             nrows=size.lines,
-            delay=delay,
         ) as bar,
     ):
         yield bar

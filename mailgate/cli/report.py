@@ -51,7 +51,7 @@ def _opt(args: argparse.Namespace) -> int:
 
 class _Progress:
     """How far a long report is (a year of a busy desk measures tickets for a while): a bar on
-    standard error if a person watches (cli/progress.py), shown once it has run a second."""
+    standard error if a person watches (cli/progress.py), from the first batch measured."""
 
     def __init__(self, args: argparse.Namespace, stack: ExitStack) -> None:
         self.args = args
@@ -62,7 +62,7 @@ class _Progress:
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             self.bar = self.stack.enter_context(
-                progress(self.args, total=total, desc="measuring tickets", unit="ticket", delay=1.0)
+                progress(self.args, total=total, desc="measuring tickets", unit="ticket")
             )
         self.bar.update(done - self.done)
         self.done = done
