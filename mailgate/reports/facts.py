@@ -8,8 +8,8 @@ tickets that had not changed. So each ticket's figures are kept, with a `fingerp
 everything they were measured from:
 
 - the ticket's columns the measurement reads (times, status, priority, type, category, group,
-  assignee, custom fields: they choose the SLA policy) and its status trail (how many "created"
-  and "status" events it has, and the last one's id: events are only ever added);
+  assignee, custom fields: they choose the SLA policy) and its status trail (the id of its last
+  "created" or "status" event: events are only ever added, never changed or removed);
 - the SLA rules and the desk's workflow (`rules_key`): calendars, holidays, policies, targets,
   status categories.
 
@@ -62,8 +62,11 @@ def micros(moment: datetime) -> int: ...
 def micros(moment: datetime | None) -> int | None: ...
 def micros(moment: datetime | None) -> int | None:
     """Microseconds since the epoch of an aware (or naive-UTC) instant."""
-    moment = utc(moment)
-    return None if moment is None else (moment - _EPOCH) // _US
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite's naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _US
 
 
 class Measured(NamedTuple):
@@ -182,8 +185,7 @@ def rules_key(workflow: Workflow, sla: SlaRules | None) -> str:
 def fingerprint(rules: str, values: Sequence[object]) -> str:
     """The fingerprint of a ticket's figures: the rules key and the ticket's columns and trail
     summary, as the database returns them (text, so no timestamp is parsed)."""
-    text = "\x1f".join([rules, *("\x00" if v is None else str(v) for v in values)])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return hashlib.sha256((rules + repr(tuple(values))).encode()).hexdigest()[:24]
 
 
 def save(session: Session, rows: Sequence[tuple[int, str, Measured]]) -> None:

@@ -539,7 +539,6 @@ _FINGERPRINTED = (
     _T.category,
     _T.group,
     _T.assignee,
-    select(func.count()).where(*_TRAIL_OF).scalar_subquery(),
     select(func.max(_TRAIL.c.id)).where(*_TRAIL_OF).scalar_subquery(),
 )
 _KEPT = (
