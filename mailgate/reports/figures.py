@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, Table, and_, case, cast, func, null, or_, select
+from sqlalchemy import String, Table, and_, case, cast, func, literal_column, null, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
@@ -50,7 +50,7 @@ from mailgate.domain.sla import SlaRules
 from mailgate.domain.workflow import Workflow
 from mailgate.pipeline.sla_apply import TrailEvent
 from mailgate.reports.facts import Measured, Remember, fingerprint, measure, micros, rules_key
-from mailgate.reports.period import SLOT_SECONDS, Periods
+from mailgate.reports.period import Periods
 from mailgate.store.models import Event, ReportFacts, Ticket, utc
 from mailgate.store.repo import Repo
 
@@ -206,20 +206,29 @@ class Report:
 # --- SQL helpers ---------------------------------------------------------------------------------
 
 
-def slot_of(column: Any, dialect: str) -> Any:
-    """Quarter-hours since the epoch of a UTC timestamp, the same on SQLite and PostgreSQL."""
-    if dialect == "sqlite":  # stored as naive-UTC text; integer division of integers
-        return cast(func.strftime("%s", column), Integer) / SLOT_SECONDS
-    return cast(func.floor(func.extract("epoch", column) / SLOT_SECONDS), BigInteger)
+def period_of(column: Any, starts: Sequence[datetime]) -> Any:
+    """The index of the period a timestamp falls in, computed by the database: a CASE that
+    bisects the periods' starts (a year of days is nine comparisons a row), so a GROUP BY on it
+    returns one row per period, not one per instant. Before the first start it says 0: callers
+    filter by range, or tell the events before it apart themselves (_flow's phase)."""
+
+    def between(lo: int, hi: int) -> Any:
+        if hi - lo == 1:
+            return literal_column(str(lo))
+        mid = (lo + hi) // 2
+        return case((column < starts[mid], between(lo, mid)), else_=between(mid, hi))
+
+    if len(starts) == 1:  # a bare constant in a GROUP BY would be a column's position
+        return case((column < starts[0], literal_column("0")), else_=literal_column("0"))
+    return between(0, len(starts))
 
 
 class _Keys:
     """Turns a result row's group-by key into a row index, and names the rows."""
 
-    def __init__(self, periods: Periods, by: str | None, dialect: str) -> None:
+    def __init__(self, periods: Periods, by: str | None) -> None:
         self.periods = periods
         self.by = by
-        self.dialect = dialect
         self.time = by is None or by in ("day", "week", "month")
         self.values: dict[str | None, int] = {}
 
@@ -227,18 +236,15 @@ class _Keys:
         if self.by is None:
             return None
         if self.time:
-            return slot_of(time_column, self.dialect)
+            return period_of(time_column, self.periods.starts)
         return _BY_COLUMN[self.by]
 
     def index(self, key: Any, moment: datetime | None = None) -> int | None:
-        """The row of a SQL key (a slot, or a column value) or, for Python-side figures, of a
-        moment and the ticket's column value `key`."""
+        """The row of a SQL key (a period's index, or a column value) or, for Python-side
+        figures, of a moment and the ticket's column value `key`."""
         if self.time:
             if moment is None:
-                if self.by is None:
-                    return 0
-                moment = datetime.fromtimestamp(int(key) * SLOT_SECONDS, self.periods.since.tzinfo)
-                moment = max(moment, self.periods.since)  # the first slot may start before `since`
+                return 0 if self.by is None else int(key)
             return self.periods.index(moment)
         if moment is not None and self.periods.index(moment) is None:
             return None
@@ -290,8 +296,7 @@ def build_report(
     if by in ("day", "week", "month") and periods.by != by:
         raise ValueError("the periods are not cut by the --by given")
     scope = scope or Scope()
-    dialect = session.get_bind().dialect.name
-    keys = _Keys(periods, by, dialect)
+    keys = _Keys(periods, by)
     rows: dict[int, Row] = {}
     if keys.time:
         rows = {i: Row(label) for i, label in enumerate(periods.labels)}
