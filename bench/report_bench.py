@@ -9,14 +9,20 @@ uses the shipped rules (the default workflow; sla.toml's office calendar in Euro
 holidays, so every SLA figure is business-hours arithmetic).
 
 Then, each as the installed command in a child process (wall, CPU, peak RSS):
-- `mailgate report --since 365d` (text), `--by month --format json`, `--by agent --format csv`;
+- with `--before DIR`, `mailgate report --since 365d` (text) and `--by month --format json` of
+  that checkout first, on the same database;
+- `mailgate report --since 365d` (text) twice: the first run measures every ticket and keeps its
+  figures (mailgate/reports/facts.py), the second reads them back; then `--by month --format
+  json` of a fixed year (compared with the --before tree's), `--by agent --format csv`, and
+  `--since 30d --by day`;
 - `mailgate tickets export --format csv` of about a tenth of the tickets (`--since 36d`) and of
   all of them, and `--format json --with-messages` of all: the peak RSS of the three shows
   whether memory stays flat as the export grows.
 
 Figures are printed, never asserted.
 
-    .venv/bin/python bench/report_bench.py --tickets 100000 --backends sqlite,postgresql
+    .venv/bin/python bench/report_bench.py --tickets 100000 --backends sqlite,postgresql \\
+        --before /tmp/mg-report-before
 """
 
 from __future__ import annotations
@@ -192,6 +198,23 @@ def _ev(ticket: int, kind: str, actor: str, at: datetime, **data: Any) -> dict[s
     return {"ticket_id": ticket, "kind": kind, "actor": actor, "data": data, "created_at": at}
 
 
+def _back_to(url: str, revision: str, drop: tuple[str, ...]) -> None:
+    """Take the filled database back to an older schema, for `--before`'s tree: the newer
+    tables dropped, the older revision stored (the newer tree migrates it up again)."""
+    from sqlalchemy import text
+
+    from mailgate.store.db import Database
+
+    db = Database(url, upgrade=False)
+    try:
+        with db.engine.begin() as c:
+            for table in drop:
+                c.execute(text(f"DROP TABLE IF EXISTS {table}"))
+            c.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+    finally:
+        db.dispose()
+
+
 def _pg(name: str, create: bool) -> None:
     import psycopg
 
@@ -201,15 +224,28 @@ def _pg(name: str, create: bool) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def _run(config: Path, *args: str) -> common.Measured:
+def _run(config: Path, *args: str, tree: Path | None = None) -> common.Measured:
     argv = [common.PYTHON, "-m", "mailgate", "--config", str(config), "--log-level", "WARNING", *args]
-    m = common.run_measured(argv, env=common.mailgate_env(), cwd=config.parent)
+    env = common.mailgate_env({"PYTHONPATH": str(tree)} if tree is not None else None)
+    m = common.run_measured(argv, env=env, cwd=config.parent)
     if m.rc != 0:
         raise SystemExit(f"{' '.join(args)} failed ({m.rc}): {m.stderr[-2000:]}")
     return m
 
 
-def bench(backend: str, tickets: int, root: Path) -> None:
+def _report(config: Path, args: tuple[str, ...], label: str, tree: Path | None = None) -> str:
+    m = _run(config, *args, tree=tree)
+    print(
+        f"  {label}mailgate {' '.join(args)}: {m.wall:.2f} s wall, {m.cpu:.2f} s CPU,"
+        f" peak RSS {m.maxrss_mb:.0f} MB"
+    )
+    if args[-1] == "365d":
+        total = next(line for line in m.stdout.splitlines() if line.startswith("total"))
+        print(f"    {total}")
+    return m.stdout
+
+
+def bench(backend: str, tickets: int, root: Path, before: Path | None = None) -> None:
     if backend == "sqlite":
         url = f"sqlite:///{root / 'state' / 'mailgate.db'}"
         name = None
@@ -221,18 +257,24 @@ def bench(backend: str, tickets: int, root: Path) -> None:
         config = _config(root, url)
         took, n_msg, n_ev = prefill(url, tickets)
         print(f"{backend}: filled {tickets} tickets, {n_msg} messages, {n_ev} events in {took:.1f} s")
-        for args in (
-            ("report", "--since", "365d"),
-            ("report", "--since", "365d", "--by", "month", "--format", "json"),
-            ("report", "--since", "365d", "--by", "agent", "--format", "csv"),
-        ):
-            m = _run(config, *args)
+        end = datetime.now(UTC).replace(microsecond=0)
+        # A fixed year for comparing the figures: "--since 365d" moves with the clock between runs.
+        window = ("--since", f"{end - timedelta(days=365)}", "--until", f"{end}")
+        year = ("report", "--since", "365d")
+        by_month = ("report", *window, "--by", "month", "--format", "json")
+        if before is not None:  # the same database, first with the other tree (it knows no newer schema)
+            _back_to(url, "0010_ladder", drop=("reportfacts",))
+            _report(config, year, "before: ", tree=before)
+            seen = _report(config, by_month, "before: ", tree=before)
+        _report(config, year, "first run (measures every ticket, keeps the figures): ")
+        _report(config, year, "again (reads the kept figures back): ")
+        now = _report(config, by_month, "")
+        if before is not None:
             print(
-                f"  mailgate {' '.join(args)}: {m.wall:.2f} s wall, {m.cpu:.2f} s CPU, peak RSS {m.maxrss_mb:.0f} MB"
+                f"  the same figures (--by month --format json of a fixed year) before and after: {seen == now}"
             )
-            if args[-1] == "365d":
-                total = next(line for line in m.stdout.splitlines() if line.startswith("total"))
-                print(f"    {total}")
+        _report(config, ("report", "--since", "365d", "--by", "agent", "--format", "csv"), "")
+        _report(config, ("report", "--since", "30d", "--by", "day"), "")
         for args in (
             ("tickets", "export", "--format", "csv", "--since", "36d"),
             ("tickets", "export", "--format", "csv"),
@@ -255,11 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tickets", type=int, default=100_000)
     ap.add_argument("--backends", default="sqlite", help="sqlite,postgresql")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (git archive REV | tar -x -C DIR): its reports run first on the same data",
+    )
     args = ap.parse_args(argv)
     common.header("report_bench.py")
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory(prefix="mailgate-report-bench-") as tmp:
-            bench(backend.strip(), args.tickets, Path(tmp) / "desk")
+            bench(backend.strip(), args.tickets, Path(tmp) / "desk", args.before)
     return 0
 
 

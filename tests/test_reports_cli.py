@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_mail
+from support.console import on_terminal
 from support.report_desk import known_week
 from support.sla_desk import LEAD, TECH
 
@@ -74,6 +75,14 @@ def test_report_csv_by_agent_and_text_for_one_desk(config: Path) -> None:
     assert rows[1]["sla_first_response_breached"] == "2" and rows[0]["first_response_median_h"] == "0.5"
     text = mailgate(config, "report", *WEEK, "--desk", "care").stdout
     assert "desk care" in text and re.search(r"(?m)^care\s+resolution\s+1$", text), text
+
+
+def test_report_shows_its_progress_on_a_terminal_only(config: Path) -> None:
+    shown = on_terminal(config.parent, "--config", str(config), "report", *WEEK)
+    assert re.search(r"measuring tickets: 100%\|.*\| 5/5 \[", shown.err), shown.err  # SUP-1..4, CARE-1
+    assert shown.out.startswith(mailgate(config, "report", *WEEK).stdout.splitlines()[0])
+    piped = mailgate(config, "report", *WEEK)
+    assert "%|" not in piped.stderr and "\r" not in piped.stderr, piped.stderr
 
 
 def test_report_refuses_a_bad_date_and_an_unknown_desk(config: Path) -> None:

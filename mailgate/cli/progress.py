@@ -1,4 +1,4 @@
-"""Progress bars for the long commands (`ingest --mbox/--maildir`, `db upgrade`): a bar with
+"""Progress bars for the long commands (`ingest --mbox/--maildir`, `db upgrade`, `report`): a bar with
 rate and ETA on a terminal (tqdm), nothing at all in a pipe, under cron or under `--log-json`,
 where a bar's carriage returns would only garble what a program reads.
 
@@ -44,7 +44,12 @@ def wanted(args: argparse.Namespace) -> bool:
 
 @contextmanager
 def progress(
-    args: argparse.Namespace, *, total: float | None, desc: str, unit: str = "it", unit_scale: bool = False
+    args: argparse.Namespace,
+    *,
+    total: float | None,
+    desc: str,
+    unit: str = "it",
+    unit_scale: bool = False,
 ) -> Iterator[Bar]:
     """A bar for `total` units of work (None: unknown, then it counts with a rate), or a quiet
     stand-in when nobody watches."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from os import EX_DATAERR, EX_USAGE
 from typing import TYPE_CHECKING
 
 from mailgate.cli.common import config_of, open_db
+from mailgate.cli.progress import Bar, progress
 
 if TYPE_CHECKING:
     from mailgate.config import Config
@@ -47,14 +49,35 @@ def _opt(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """How far a long report is (a year of a busy desk measures tickets for a while): a bar on
+    standard error if a person watches (cli/progress.py), from the first batch measured."""
+
+    def __init__(self, args: argparse.Namespace, stack: ExitStack) -> None:
+        self.args = args
+        self.stack = stack
+        self.bar: Bar | None = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = self.stack.enter_context(
+                progress(self.args, total=total, desc="measuring tickets", unit="ticket")
+            )
+        self.bar.update(done - self.done)
+        self.done = done
+
+
 def _report(args: argparse.Namespace) -> int:
     from mailgate.domain.rulesfile import RulesInvalid
     from mailgate.reports import (
+        Measured,
         Periods,
         Scope,
         build_report,
         parse_since,
         parse_until,
+        save,
         to_csv,
         to_json,
         to_text,
@@ -83,16 +106,25 @@ def _report(args: argparse.Namespace) -> int:
         print(f"mailgate report: {exc}", file=sys.stderr)
         return EX_USAGE
     scope = Scope(desk=args.desk, group=args.group, agent=args.agent)
-    with open_db(config) as db, db.reading() as s:
-        report = build_report(
-            s,
-            periods,
-            workflows={d.key: snapshot.workflow(d) for d in config.desks},
-            sla=snapshot.sla,
-            now=now,
-            by=args.by,
-            scope=scope,
-        )
+    with open_db(config) as db, ExitStack() as stack:
+
+        def remember(rows: list[tuple[int, str, Measured]]) -> None:
+            # Kept figures are measured again if lost: no need to wait for the disk.
+            with db.session(durable=False) as w:
+                save(w, rows)
+
+        with db.reading() as s:
+            report = build_report(
+                s,
+                periods,
+                workflows={d.key: snapshot.workflow(d) for d in config.desks},
+                sla=snapshot.sla,
+                now=now,
+                by=args.by,
+                scope=scope,
+                remember=remember,
+                progress=_Progress(args, stack),
+            )
     render = {"text": to_text, "csv": to_csv, "json": to_json}[args.format]
     sys.stdout.write(render(report))
     return 0

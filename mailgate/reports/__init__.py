@@ -11,6 +11,7 @@ domain's calendar and SLA clock, and queues mail only through the pipeline's Not
 """
 
 from mailgate.reports.export import EXPORT_COLUMNS, ExportFilter, export_rows, write_csv, write_json
+from mailgate.reports.facts import Measured, save
 from mailgate.reports.figures import BY, Report, Row, Scope, build_report
 from mailgate.reports.period import Periods, parse_since, parse_until
 from mailgate.reports.render import to_csv, to_json, to_text
@@ -20,6 +21,7 @@ __all__ = [
     "BY",
     "EXPORT_COLUMNS",
     "ExportFilter",
+    "Measured",
     "Periods",
     "Report",
     "Row",
@@ -32,6 +34,7 @@ __all__ = [
     "parse_since",
     "parse_until",
     "report_charts",
+    "save",
     "to_csv",
     "to_json",
     "to_text",

@@ -32,24 +32,26 @@ It must not write to the database, read the clock (callers pass `now`) or print.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Table, and_, case, cast, func, or_, select
+from sqlalchemy import String, Table, and_, case, cast, func, literal_column, null, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from mailgate.domain.calendar import BusinessCalendar
-from mailgate.domain.sla import SlaRules, policy_for, sla_clock
+from mailgate.domain.sla import SlaRules
 from mailgate.domain.workflow import Workflow
-from mailgate.pipeline.sla_apply import TrailEvent, ticket_facts
-from mailgate.reports.period import SLOT_SECONDS, Periods
-from mailgate.store.models import Event, Ticket, utc
+from mailgate.pipeline.sla_apply import TrailEvent
+from mailgate.reports.facts import Measured, Remember, fingerprint, measure, micros, rules_key
+from mailgate.reports.period import Periods
+from mailgate.store.models import Event, ReportFacts, Ticket, utc
 from mailgate.store.repo import Repo
 
 __all__ = [
@@ -69,11 +71,13 @@ CHANNELS = ("smtp", "imap", "pipe")
 TARGETS = ("first_response", "resolution")
 _TICKET: Table = Ticket.__table__  # type: ignore[attr-defined]
 _EVENT: Table = Event.__table__  # type: ignore[attr-defined]
+_FACTS: Table = ReportFacts.__table__  # type: ignore[attr-defined]
 _T = _TICKET.c
 _E = _EVENT.c
 _JOINED = _EVENT.join(_TICKET, _E.ticket_id == _T.id)
 _BY_COLUMN = {"group": _T.group, "agent": _T.assignee, "priority": _T.priority, "type": _T.type}
 NONE_LABEL = "(none)"
+Progress = Callable[[int, int], None]
 
 
 def channel_of(source: str | None) -> str:
@@ -202,20 +206,29 @@ class Report:
 # --- SQL helpers ---------------------------------------------------------------------------------
 
 
-def slot_of(column: Any, dialect: str) -> Any:
-    """Quarter-hours since the epoch of a UTC timestamp, the same on SQLite and PostgreSQL."""
-    if dialect == "sqlite":  # stored as naive-UTC text; integer division of integers
-        return cast(func.strftime("%s", column), Integer) / SLOT_SECONDS
-    return cast(func.floor(func.extract("epoch", column) / SLOT_SECONDS), BigInteger)
+def period_of(column: Any, starts: Sequence[datetime]) -> Any:
+    """The index of the period a timestamp falls in, computed by the database: a CASE that
+    bisects the periods' starts (a year of days is nine comparisons a row), so a GROUP BY on it
+    returns one row per period, not one per instant. Before the first start it says 0: callers
+    filter by range, or tell the events before it apart themselves (_flow's phase)."""
+
+    def between(lo: int, hi: int) -> Any:
+        if hi - lo == 1:
+            return literal_column(str(lo))
+        mid = (lo + hi) // 2
+        return case((column < starts[mid], between(lo, mid)), else_=between(mid, hi))
+
+    if len(starts) == 1:  # a bare constant in a GROUP BY would be a column's position
+        return case((column < starts[0], literal_column("0")), else_=literal_column("0"))
+    return between(0, len(starts))
 
 
 class _Keys:
     """Turns a result row's group-by key into a row index, and names the rows."""
 
-    def __init__(self, periods: Periods, by: str | None, dialect: str) -> None:
+    def __init__(self, periods: Periods, by: str | None) -> None:
         self.periods = periods
         self.by = by
-        self.dialect = dialect
         self.time = by is None or by in ("day", "week", "month")
         self.values: dict[str | None, int] = {}
 
@@ -223,18 +236,15 @@ class _Keys:
         if self.by is None:
             return None
         if self.time:
-            return slot_of(time_column, self.dialect)
+            return period_of(time_column, self.periods.starts)
         return _BY_COLUMN[self.by]
 
     def index(self, key: Any, moment: datetime | None = None) -> int | None:
-        """The row of a SQL key (a slot, or a column value) or, for Python-side figures, of a
-        moment and the ticket's column value `key`."""
+        """The row of a SQL key (a period's index, or a column value) or, for Python-side
+        figures, of a moment and the ticket's column value `key`."""
         if self.time:
             if moment is None:
-                if self.by is None:
-                    return 0
-                moment = datetime.fromtimestamp(int(key) * SLOT_SECONDS, self.periods.since.tzinfo)
-                moment = max(moment, self.periods.since)  # the first slot may start before `since`
+                return 0 if self.by is None else int(key)
             return self.periods.index(moment)
         if moment is not None and self.periods.index(moment) is None:
             return None
@@ -274,16 +284,19 @@ def build_report(
     now: datetime,
     by: str | None = None,
     scope: Scope | None = None,
+    remember: Remember | None = None,
+    progress: Progress | None = None,
 ) -> Report:
     """Every figure of the range; `workflows` maps a desk key to its workflow (status categories,
-    which statuses are resolved), `sla` is rules/sla.toml (None: no SLA, times around the clock)."""
+    which statuses are resolved), `sla` is rules/sla.toml (None: no SLA, times around the clock).
+    `remember` gets the closed tickets measured afresh, to keep (facts.save); `progress(done,
+    total)` hears of the tickets measured, a batch at a time (the only slow part of a long range)."""
     if by is not None and by not in BY:
         raise ValueError(f"--by must be one of {', '.join(BY)}, got {by!r}")
     if by in ("day", "week", "month") and periods.by != by:
         raise ValueError("the periods are not cut by the --by given")
     scope = scope or Scope()
-    dialect = session.get_bind().dialect.name
-    keys = _Keys(periods, by, dialect)
+    keys = _Keys(periods, by)
     rows: dict[int, Row] = {}
     if keys.time:
         rows = {i: Row(label) for i, label in enumerate(periods.labels)}
@@ -299,7 +312,9 @@ def build_report(
     _volume(session, keys, periods, base, row)
     _flow(session, keys, periods, base, row, workflows)
     _satisfaction(session, keys, periods, base, row, workflows)
-    breaches = _times(session, keys, periods, base, row, workflows, sla, min(now, periods.until))
+    breaches = _times(
+        session, keys, periods, base, row, workflows, sla, min(now, periods.until), remember, progress
+    )
     comments = _comments(session, periods, base)
     workload = _workload(session, periods, base)
     ordered: list[Row]
@@ -512,7 +527,40 @@ def _workload(session: Session, periods: Periods, base: list[Any]) -> list[Workl
 
 
 _ALWAYS = BusinessCalendar.always()
-_BATCH = 1000
+_BATCH = 2000
+_R = _FACTS.c
+_TRAIL = _EVENT.alias("trail")
+_TRAIL_OF = (_TRAIL.c.ticket_id == _T.id, _TRAIL.c.kind.in_(("created", "status")))
+# What a ticket's figures are measured from (facts.py): its columns as text, and its trail.
+_FINGERPRINTED = (
+    *(
+        cast(c, String)
+        for c in (_T.created_at, _T.first_response_at, _T.resolved_at, _T.closed_at, _T.fields)
+    ),
+    _T.status,
+    _T.status_category,
+    _T.priority,
+    _T.type,
+    _T.category,
+    _T.group,
+    _T.assignee,
+    select(func.max(_TRAIL.c.id)).where(*_TRAIL_OF).scalar_subquery(),
+)
+_KEPT = (
+    _R.fingerprint,
+    _R.stable_us,
+    _R.policy,
+    _R.first_response_us,
+    _R.first_response_s,
+    _R.resolved_us,
+    _R.resolution_s,
+    _R.fr_done_us,
+    _R.fr_breached,
+    _R.fr_due_us,
+    _R.res_done_us,
+    _R.res_breached,
+    _R.res_due_us,
+)
 
 
 def _times(
@@ -524,86 +572,105 @@ def _times(
     workflows: Mapping[str, Workflow],
     sla: SlaRules | None,
     at: datetime,
+    remember: Remember | None,
+    progress: Progress | None,
 ) -> dict[tuple[str, str], int]:
-    """First-response and resolution times, SLA outcomes: per ticket, in Python, with the clock."""
+    """First-response and resolution times, SLA outcomes: per ticket, in Python, with the clock —
+    or, for a closed ticket measured before and unchanged since, its kept figures (facts.py)."""
     breaches: dict[tuple[str, str], int] = defaultdict(int)
     attr = {"group": "group", "agent": "assignee", "priority": "priority", "type": "type"}.get(keys.by or "")
+    by_column = getattr(_T, attr) if attr else null()
     repo = Repo(session)
     default_calendar = sla.timers.calendar if sla is not None else _ALWAYS
-    for ticket, trail in _candidates(session, periods, base):
-        workflow = workflows.get(ticket.desk)
-        if workflow is None:
-            continue
-        facts = ticket_facts(repo, ticket, workflow, sla, events=trail)
-        policy = policy_for(sla, facts.match_fields()) if sla is not None else None
-        calendar = policy.calendar if policy is not None else default_calendar
-        value = getattr(ticket, attr) if attr else None
-        created = facts.created_at
+    rules = {desk: rules_key(wf, sla) for desk, wf in workflows.items()}
+    at_us = micros(at)
+    since_us, until_us = micros(periods.since), micros(periods.until)
+    starts = [micros(s) for s in periods.starts]
 
-        def place(moment: datetime | None, value: object = value) -> Row | None:
-            if moment is None or periods.index(moment) is None:
-                return None
-            return row(keys.index(value, moment))
+    def place(us: int | None, value: object) -> Row | None:
+        if us is None or not since_us <= us < until_us:
+            return None
+        if keys.time:
+            return row(0 if keys.by is None else bisect.bisect_right(starts, us) - 1)
+        return row(keys.values.setdefault(value, len(keys.values)))  # type: ignore[arg-type]
 
-        first = facts.first_response_at
-        clock = sla_clock(policy, created, facts.intervals, first, at) if policy is not None else None
-        if (r := place(first)) is not None:
-            assert first is not None
-            fr = clock.first_response if clock is not None else None
-            # The clock measured it already, in the same calendar, when the reply completed it.
-            done = (
-                fr.elapsed
-                if fr is not None and fr.completed_at == first
-                else calendar.between(created, first)
-            )
-            r.first_response.values.append(done.total_seconds())
-        solved = utc(ticket.resolved_at) or utc(ticket.closed_at)
-        if (r := place(solved)) is not None:
-            assert solved is not None
-            r.resolution.values.append(calendar.between(created, solved).total_seconds())
-        if clock is None or policy is None:
-            continue
-        for target in clock.targets():
-            decided: datetime | None
-            if target.completed_at is not None:
-                decided = target.completed_at
-            elif target.breached:
-                decided = target.due
-            else:
+    def count(m: Measured, value: object) -> None:
+        if m.first_response_s is not None and (r := place(m.first_response_us, value)) is not None:
+            r.first_response.values.append(m.first_response_s)
+        if m.resolution_s is not None and (r := place(m.resolved_us, value)) is not None:
+            r.resolution.values.append(m.resolution_s)
+        for target in TARGETS:
+            decided = m.decided(target, at_us)
+            if decided is None or (r := place(decided[0], value)) is None:
                 continue
-            if (r := place(decided)) is None:
-                continue
-            if target.breached:
-                r.sla_breached[target.target] += 1
-                breaches[(policy.name, target.target)] += 1
+            breached = decided[1]
+            if breached:
+                r.sla_breached[target] += 1
+                breaches[(m.policy or "", target)] += 1
             else:
-                r.sla_met[target.target] += 1
-    return dict(breaches)
+                r.sla_met[target] += 1
+
+    where = _candidate_where(periods, base)
+    total = session.execute(select(func.count()).where(*where)).scalar_one() if progress else 0
+    done = 0
+    after = 0
+    while True:
+        stmt = (
+            select(_T.id, _T.desk, by_column, *_FINGERPRINTED, *_KEPT)
+            .select_from(_TICKET.outerjoin(_FACTS, _R.ticket_id == _T.id))
+            .where(*where, _T.id > after)
+            .order_by(_T.id)
+            .limit(_BATCH)
+        )
+        batch = session.execute(stmt).all()
+        if not batch:
+            return dict(breaches)
+        missed: dict[int, tuple[str, object]] = {}
+        for tid, desk, value, *values in batch:
+            if desk not in workflows:
+                continue
+            fp = fingerprint(rules[desk], values[: len(_FINGERPRINTED)])
+            kept = values[len(_FINGERPRINTED) :]
+            if kept[0] == fp and kept[1] <= at_us:
+                count(Measured._make([*kept[2:], kept[1]]), value)
+            else:
+                missed[tid] = (fp, value)
+        fresh: list[tuple[int, str, Measured]] = []
+        if missed:
+            trails = status_trails(session, list(missed))
+            tickets = session.execute(select(Ticket).where(_T.id.in_(missed))).scalars()
+            for ticket in tickets:
+                assert ticket.id is not None
+                fp, value = missed[ticket.id]
+                m = measure(
+                    repo,
+                    ticket,
+                    trails.get(ticket.id, []),
+                    workflows[ticket.desk],
+                    sla,
+                    default_calendar,
+                    at,
+                )
+                count(m, value)
+                if m.stable_us <= at_us:  # nothing after the clock: the same at any later one
+                    fresh.append((ticket.id, fp, m))
+            session.expunge_all()  # the batch is done: keep memory flat
+        if fresh and remember is not None:
+            remember(fresh)
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+        after = batch[-1][0]
 
 
-def _candidates(
-    session: Session, periods: Periods, base: list[Any]
-) -> Iterator[tuple[Ticket, list[TrailEvent]]]:
-    """Tickets that may have a first response, a resolution or an SLA decision in the range, each
-    with its status trail, a thousand at a time (bounded memory whatever the range)."""
+def _candidate_where(periods: Periods, base: list[Any]) -> list[Any]:
+    """Tickets that may have a first response, a resolution or an SLA decision in the range."""
     done_at = func.coalesce(_T.closed_at, _T.resolved_at)
-    where = [
+    return [
         _T.created_at < periods.until,
         or_(_T.status_category != "closed", done_at.is_(None), done_at >= periods.since),
         *base,
     ]
-    after = 0
-    while True:
-        stmt = select(Ticket).where(*where, _T.id > after).order_by(_T.id).limit(_BATCH)
-        tickets = list(session.execute(stmt).scalars())
-        if not tickets:
-            return
-        ids = [t.id for t in tickets]
-        trails = status_trails(session, ids)
-        for t in tickets:
-            yield t, trails.get(t.id, [])
-        session.expunge_all()  # the batch is done: keep memory flat
-        after = ids[-1]
 
 
 _TRAIL_KEYS = ("status", "old", "new", "category")

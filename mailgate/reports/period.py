@@ -4,9 +4,8 @@ Periods are cut at local midnight (week: Monday, ISO 8601; month: the 1st) in th
 zone, the zone of the desk's business calendar ([timers] calendar in rules/sla.toml, UTC without
 one), because "Monday's tickets" means the desk's Monday. Instants in and out are aware UTC.
 
-SQL groups rows by a fine `slot` (a quarter of an hour since the epoch, `SLOT_SECONDS`) that
-both SQLite and PostgreSQL compute the same way; `Periods.index` maps a slot to its period. Every
-zone offset in use is a whole multiple of 15 minutes, so a slot never straddles two periods.
+SQL groups rows by period directly: figures.period_of compares each timestamp with the periods'
+starts (UTC instants), the same on SQLite and PostgreSQL; `Periods.index` does it in Python.
 
 It must not read the clock (callers pass `now`) or touch the database.
 """
@@ -19,9 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-__all__ = ["SLOT_SECONDS", "TIME_BY", "Periods", "parse_since", "parse_until"]
+__all__ = ["TIME_BY", "Periods", "parse_since", "parse_until"]
 
-SLOT_SECONDS = 900
 TIME_BY = ("day", "week", "month")
 _RELATIVE = re.compile(r"^(\d+)\s*([hdw])$")
 
@@ -132,7 +130,3 @@ class Periods:
         if not self.since <= moment < self.until:
             return None
         return bisect.bisect_right(self.starts, moment) - 1
-
-    def index_of_slot(self, slot: int) -> int | None:
-        """The period holding a SQL slot (see the module docstring)."""
-        return self.index(datetime.fromtimestamp(slot * SLOT_SECONDS, UTC))

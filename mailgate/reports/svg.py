@@ -18,7 +18,15 @@ from xml.sax.saxutils import escape
 
 from mailgate.reports.figures import Report
 
-__all__ = ["Series", "bar_chart", "line_chart", "report_charts"]
+__all__ = [
+    "BUCKETS",
+    "Series",
+    "bar_chart",
+    "bucket_counts",
+    "line_chart",
+    "report_charts",
+    "response_distribution",
+]
 
 WIDTH, HEIGHT = 560, 220
 _LEFT, _RIGHT, _TOP, _BOTTOM = 44, 12, 28, 40
@@ -223,3 +231,37 @@ def report_charts(report: Report) -> dict[str, str]:
             [Series("ratings", tuple(float(total.ratings[k]) for k in range(1, 6)))],
         ),
     }
+
+
+# Business-hours buckets of the response-time distribution: (label, upper bound in hours).
+BUCKETS = (
+    ("< 1h", 1.0),
+    ("1-4h", 4.0),
+    ("4-8h", 8.0),
+    ("8-24h", 24.0),
+    ("24-72h", 72.0),
+    ("72h +", math.inf),
+)
+
+
+def bucket_counts(seconds: Sequence[float]) -> tuple[int, ...]:
+    """How many durations fall in each of BUCKETS (lower bound included, upper excluded)."""
+    counts = [0] * len(BUCKETS)
+    for s in seconds:
+        hours = s / 3600
+        counts[next(i for i, (_, upper) in enumerate(BUCKETS) if hours < upper)] += 1
+    return tuple(counts)
+
+
+def response_distribution(report: Report) -> str:
+    """How many first responses and resolutions of the whole range took how long (business
+    hours): the shape behind the medians, where a few very late tickets show."""
+    total = report.total
+    return bar_chart(
+        "How long first responses and resolutions took (business hours)",
+        [label for label, _ in BUCKETS],
+        [
+            Series("first responses", tuple(float(n) for n in bucket_counts(total.first_response.values))),
+            Series("resolutions", tuple(float(n) for n in bucket_counts(total.resolution.values))),
+        ],
+    )

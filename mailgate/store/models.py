@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, overload
 
 from pydantic import ConfigDict
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -319,3 +319,33 @@ class ReportOptOut(TableModel, table=True):
 
     address: str = Field(primary_key=True)
     created_at: datetime = _ts(nullable=False, default=now_utc)
+
+
+class ReportFacts(TableModel, table=True):
+    """A ticket's figures as `mailgate report` measured them (mailgate/reports/facts.py): its
+    first-response and resolution times in business hours and its SLA targets. They need its
+    status trail and the business calendar, which SQL has not, and they change only when the
+    ticket does, so a year's report measures only the tickets changed since the last one.
+    `fingerprint` covers everything the figures depend on (the ticket's columns, its status
+    trail, the SLA rules and workflow): a row whose fingerprint differs from the ticket's now is
+    stale and measured again. Instants are microseconds since the epoch, so reading a year of
+    them parses no timestamps."""
+
+    __tablename__ = "reportfacts"
+
+    ticket_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})  # Ticket.id
+    fingerprint: str
+    stable_us: int = Field(sa_column=Column(BigInteger, nullable=False))  # the last fact's instant
+    policy: str | None = None
+    first_response_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    first_response_s: float | None = None
+    resolved_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    resolution_s: float | None = None
+    # Per SLA target: when it was completed, whether late then, and when it falls due (for one
+    # still outstanding: breached once a report's clock passes it).
+    fr_done_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    fr_breached: bool | None = None
+    fr_due_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    res_done_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    res_breached: bool | None = None
+    res_due_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))

@@ -45,6 +45,7 @@ from mailgate.pipeline.canned import CannedFailed, article_title, render_canned
 from mailgate.pipeline.identity import token_keys
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.web_actions import Outcome, RequesterActions, is_done
+from mailgate.reports import to_csv
 from mailgate.ruleset import RulesSource, Snapshot
 from mailgate.store.blobs import BlobError, BlobStore
 from mailgate.store.db import Database
@@ -54,6 +55,10 @@ from mailgate.store.repo import Repo
 from mailgate.store.search import search
 from mailgate.web.guard import RateLimit, SecurityHeaders, csrf_ok, same_origin
 from mailgate.web.metrics import health_problems, registry_for
+from mailgate.web.reports import Query, report_access
+from mailgate.web.reports import Refused as ReportRefused
+from mailgate.web.reports import build as build_reports
+from mailgate.web.reports import view as report_view
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -501,9 +506,7 @@ class WebApp:
             return self.to_signin(request)
         q = (request.query_params.get("q") or "").strip()[:200]
         view = await run_in_threadpool(self._queues, me, q)
-        return self.page(
-            request, "queues.html", me=me, q=q, csrf=self.csrf(request.cookies[SESSION_COOKIE]), **view
-        )
+        return self.page(request, "queues.html", **self._nav(request, me), q=q, **view)
 
     def _queues(self, me: str, q: str) -> dict[str, Any]:
         snap = self.snapshot
@@ -552,9 +555,7 @@ class WebApp:
         view = await run_in_threadpool(self._agent_ticket, request.path_params["key"])
         if view is None:
             return self.notice(request, "No such ticket", "No ticket has that key.", 404)
-        return self.page(
-            request, "agent_ticket.html", me=me, csrf=self.csrf(request.cookies[SESSION_COOKIE]), **view
-        )
+        return self.page(request, "agent_ticket.html", **self._nav(request, me), **view)
 
     def _agent_ticket(self, key: str) -> dict[str, Any] | None:
         snap = self.snapshot
@@ -600,6 +601,56 @@ class WebApp:
                     "#close",
                 ],
             }
+
+    # -- agents: reports (web/reports.py) -----------------------------------------------------------
+    async def reports(self, request: Request) -> Response:
+        return await self._reports(request, csv=False)
+
+    async def reports_csv(self, request: Request) -> Response:
+        return await self._reports(request, csv=True)
+
+    async def _reports(self, request: Request, *, csv: bool) -> Response:
+        me = self.agent(request)
+        if me is None:
+            return self.to_signin(request)
+        access = report_access(self.snapshot.team, me)
+        if not access.allowed:
+            return self.notice(request, "Reports are for group leads and admins", access.reason, 403)
+        query = Query.of(request.query_params)
+        try:
+            query, report = await run_in_threadpool(
+                build_reports, self.config, self.db, self.snapshot, access, query, now_utc()
+            )
+        except ReportRefused as exc:
+            return self.notice(request, "Not your group", str(exc), 403)
+        except ValueError as exc:
+            if csv:
+                return PlainTextResponse(f"{exc}\n", status_code=400)
+            return self.page(
+                request, "reports.html", 400, **self._nav(request, me), error=str(exc), query=query
+            )
+        if csv:
+            name = f"report-{report.periods.since:%Y%m%d}-{report.periods.until:%Y%m%d}.csv"
+            return Response(
+                to_csv(report),
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": f'attachment; filename="{name}"'},
+            )
+        team = self.snapshot.team
+        return self.page(
+            request,
+            "reports.html",
+            **self._nav(request, me),
+            **report_view(report, query, access, team, self.config),
+        )
+
+    def _nav(self, request: Request, me: str) -> dict[str, Any]:
+        """What the agent pages' navigation needs."""
+        return {
+            "me": me,
+            "csrf": self.csrf(request.cookies[SESSION_COOKIE]),
+            "may_report": report_access(self.snapshot.team, me).allowed,
+        }
 
     # -- attachments --------------------------------------------------------------------------------
     async def request_attachment(self, request: Request) -> Response:
@@ -690,6 +741,8 @@ class WebApp:
             Route("/agent/signin/{word}", self.signin_confirm, methods=["POST"]),
             Route("/agent/signout", self.signout, methods=["POST"]),
             Route("/agent/t/{key}", self.agent_ticket),
+            Route("/agent/reports", self.reports),
+            Route("/agent/reports.csv", self.reports_csv),
             Route("/agent/t/{key}/a/{mid:int}/{n:int}", self.agent_attachment),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
