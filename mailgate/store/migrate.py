@@ -51,7 +51,7 @@ def current_revision(engine: Engine) -> str | None:
 # The newest revision, written down so that opening an up-to-date database costs one SELECT, not
 # a parse of every migration script (an MTA pipe opens the database once per message).
 # tests/test_migrations.py checks it equals Alembic's head.
-HEAD = "0010_ladder"
+HEAD = "0011_spent_links"
 
 
 def _stored_revision(engine: Engine) -> str | None:

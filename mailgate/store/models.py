@@ -319,3 +319,16 @@ class ReportOptOut(TableModel, table=True):
 
     address: str = Field(primary_key=True)
     created_at: datetime = _ts(nullable=False, default=now_utc)
+
+
+class SpentLink(TableModel, table=True):
+    """A single-use link already used: an agent's sign-in link signs in once (docs/web.md). The
+    primary key makes the spending atomic across threads and processes: of two POSTs of one link,
+    one inserts and the other meets the key. A row is needed only until the link expires."""
+
+    __tablename__ = "spentlink"
+
+    mac: str = Field(primary_key=True)  # the link's MAC: unique per payload, and no secret
+    address: str
+    expires_at: datetime = _ts(nullable=False)
+    spent_at: datetime = _ts(nullable=False, default=now_utc)
