@@ -31,7 +31,11 @@ import pytest
 from conftest import REPO, RunningDaemon, Sink, deliver, free_port, make_mail, wait_until, write_config
 
 MAILGATE = shutil.which("mailgate", path=str(Path(sys.executable).parent))
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+# No MAILGATE_ setting of this run leaks in, but the web side listens on a free port: the default
+# 8025 may be held by a daemon someone runs on this machine, or by another test run.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")} | {
+    "MAILGATE_WEB_PORT": "0"
+}
 
 
 def mailgate(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAILGATE = shutil.which("mailgate", path=str(Path(sys.executable).parent))
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+# No MAILGATE_ setting of this run leaks in, but the web side listens on a free port: the default
+# 8025 may be held by a daemon someone runs on this machine, or by another test run.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")} | {
+    "MAILGATE_WEB_PORT": "0"
+}
 
 
 @dataclass
