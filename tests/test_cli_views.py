@@ -243,7 +243,7 @@ def test_status_and_outbox_report_the_running_daemon_and_say_when_none_runs(tmp_
     relay.handler.reply = "451 4.3.0 relay busy, try later"
     try:
         desk = Desk(tmp_path, relay=relay.port)
-        desk.cli("db", "upgrade")  # status reads a database; a desk never run has none (exit 66)
+        desk.cli("db", "upgrade")  # a database, as the daemon leaves it (one never run: test_ops_cli)
         text, st = desk.status()
         assert text.code == 1 and "daemon:   NOT RUNNING" in text.out, text
         assert f"nothing listens (config.toml: smtp://127.0.0.1:{desk.port})" in text.out
