@@ -64,6 +64,10 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     # Alembic announces its plugins and migrations at INFO on every start: in a pipe transport
     # that text would land in the MTA's delivery status. `mailgate db upgrade` prints its own line.
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    # APScheduler logs two INFO lines per run of every job ("Running job …", "… executed
+    # successfully"): several a minute in the daemon's log, saying nothing. Its warnings (a
+    # missed run) and errors stay; the scheduler logs what its jobs did (mailgate/scheduler.py).
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
 
 
 def current_settings() -> tuple[str, bool]:
