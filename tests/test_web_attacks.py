@@ -182,6 +182,24 @@ def test_get_of_a_rating_link_records_nothing(daemon: RunningDaemon, sink: Sink)
     assert (t.rating, t.rating_comment) == (2, "slow")
     [told] = [o for o in daemon.outbox() if o.kind == "rating"]
     assert told.recipients == [TRIAGE]
+    # the same form sent again (a double click, a reload) is the same rating: thanked again,
+    # recorded and told once
+    again = http(
+        "POST",
+        one.split("?")[0],
+        {"rating": "2", "comment": "slow", "csrf": token},
+        {"Origin": origin(daemon)},
+    )
+    assert again.status == 200 and "2 out of 5" in again.text
+    daemon.settle()
+    with daemon.db.session() as s:
+        assert len(s.execute(select(Event).where(Event.kind == "rating")).all()) == 1
+    assert len([o for o in daemon.outbox() if o.kind == "rating"]) == 1
+    # a changed mind is a new rating, told again
+    http("POST", one.split("?")[0], {"rating": "4", "comment": "", "csrf": token}, {"Origin": origin(daemon)})
+    daemon.settle()
+    assert ticket(daemon).rating == 4
+    assert len([o for o in daemon.outbox() if o.kind == "rating"]) == 2
 
 
 def test_one_click_unsubscribe_as_a_mail_client_posts_it(daemon: RunningDaemon, sink: Sink) -> None:
