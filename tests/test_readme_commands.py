@@ -97,6 +97,32 @@ def test_bin_run_from_a_fresh_clone_serves_the_readme_example(tmp_path: Path) ->
             timeout=60,
         )
         assert re.search(r"^SUP-1\s+open\s", listing.stdout, re.M), listing.stdout + listing.stderr
+
+        def readme(*args: str) -> str:
+            done = subprocess.run(
+                [str(clone / ".venv" / "bin" / "mailgate"), *args],
+                cwd=clone,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        # "Mail sent:" says what happened to each mail: "sent <when>", not a bare time
+        deadline = time.monotonic() + 30
+        shown = readme("tickets", "show", "SUP-1")
+        while time.monotonic() < deadline and "acknowledgement to customer1@acme.com: sent 20" not in shown:
+            time.sleep(0.2)
+            shown = readme("tickets", "show", "SUP-1")
+        assert re.search(
+            r"acknowledgement to customer1@acme\.com: sent \d{4}-\d\d-\d\d \d\d:\d\d UTC", shown
+        ), shown
+        trace = readme("inbox", "show", "1")
+        assert re.match(
+            r"inbox item 1 for desk SUP, received \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC by smtp\n", trace
+        ), trace
         # the web side of `mailgate run`: health, and the acknowledgement's "View request" link
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=10) as r:
             assert r.status == 200

@@ -260,7 +260,11 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  {_fmt(e.created_at)}  {sentence(e.kind, e.actor, e.data)}")
     print("\nMail sent:")
     for o in outgoing:
-        when = _fmt(o.sent_at) if o.sent_at else o.state + (f" ({o.last_error})" if o.last_error else "")
+        when = (
+            f"sent {_fmt(o.sent_at)}"
+            if o.sent_at
+            else o.state + (f" ({o.last_error})" if o.last_error else "")
+        )
         print(f"  {_fmt(o.created_at)} {o.kind} to {', '.join(o.recipients)}: {when}")
     return 0
 
