@@ -384,4 +384,5 @@ def test_parse_json_and_rules_test(desk: Desk) -> None:
 
 def test_imap_check_without_an_account_says_so(desk: Desk) -> None:
     r = desk.cli("imap", "check", ok=(78,))
-    assert "no [[imap]] account" in r.out + r.err, r
+    assert "no [[imap]] account in config " in r.err, r  # which config it read
+    assert "add an [[imap]] table to config.toml" in r.err and "docs/imap.md" in r.err, r  # what to do
