@@ -163,6 +163,10 @@ def test_tickets_list_filters_and_sorts(listed: Desk) -> None:
     it = json.loads(listed.cli("tickets", "list", "--json").out)
     groups = {t["key"]: t["group"] for t in it}
     assert {k for k, g in groups.items() if g == "IT"} == set(keys("--group", "IT")) != set()
+    assert keys("--group", "it") == keys("--group", "IT")  # as an agent types it
+    typo = listed.cli("tickets", "list", "--group", "Nework").out.strip()
+    on_tickets = ", ".join(sorted({g for g in groups.values() if g}))
+    assert typo == f"no tickets: no ticket has group 'Nework' (groups on tickets: {on_tickets})", typo
     assignee = next(t["assignee"] for t in it if t["key"] == "SUP-1")
     assert "SUP-1" in keys("--assignee", assignee) and "SUP-1" in keys("--mine", assignee)
     assert set(keys("--mine", assignee)) == {t["key"] for t in it if t["assignee"] == assignee}
