@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,8 +30,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is when a record is written, not as it was at set-up.
+
+    A command run in-process with standard error redirected (tests, `contextlib.redirect_stderr`)
+    would otherwise leave the root logger on that stream; once it is closed, a record from a
+    thread still running (APScheduler's, at the end of a test run) prints "--- Logging error ---
+    I/O operation on closed file" instead of itself. The stdlib's own last-resort handler does
+    the same."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        """Set by StreamHandler's constructor and `setStream`: the stream is always stderr's."""
+
+
 def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
@@ -42,6 +64,10 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     # Alembic announces its plugins and migrations at INFO on every start: in a pipe transport
     # that text would land in the MTA's delivery status. `mailgate db upgrade` prints its own line.
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    # APScheduler logs two INFO lines per run of every job ("Running job …", "… executed
+    # successfully"): several a minute in the daemon's log, saying nothing. Its warnings (a
+    # missed run) and errors stay; the scheduler logs what its jobs did (mailgate/scheduler.py).
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
 
 
 def current_settings() -> tuple[str, bool]:

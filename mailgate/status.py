@@ -74,6 +74,7 @@ class Status:
     rules_in_force: str | None  # the version the pipeline last routed a ticket with
     rules_errors: list[str] = field(default_factory=list)
     attention: list[str] = field(default_factory=list)
+    no_database: str = ""  # why there is none yet: a desk that never ran (`nothing_yet`)
 
     @property
     def ok(self) -> bool:
@@ -198,12 +199,42 @@ def gather(
     return status
 
 
+def nothing_yet(config: Config, missing: str) -> Status:
+    """The status of a desk that never ran: no database yet, so nothing received, nothing to send,
+    and no daemon. Told as a status, not as an error: a monitoring check gets the exit 1 of "no
+    daemon is running" with the reason, and a new admin is told what to do next."""
+    on_disk, rules_errors = rules_fingerprint(config)
+    status = Status(
+        listeners=[],
+        configured_listeners=listeners(config),
+        daemons=[],
+        imap=[],
+        inbox_new=0,
+        inbox_processing=0,
+        quarantined=0,
+        outbox_pending=0,
+        outbox_failed=0,
+        oldest_unsent_seconds=None,
+        oldest_unprocessed_seconds=None,
+        rules_on_disk=on_disk,
+        rules_in_force=None,
+        rules_errors=rules_errors,
+        no_database=missing,
+    )
+    status.attention.append(
+        f"no daemon has run with this configuration yet: {missing}; start it with `mailgate run`"
+        " (or, if the desk is elsewhere, name its config: --config FILE)"
+    )
+    status.attention.extend(_attention(status, DEFAULT_MAX_UNSENT_AGE, None, None))
+    return status
+
+
 def _attention(
     st: Status, max_unsent_age: timedelta, oldest_age: float | None, new_age: float | None
 ) -> list[str]:
     """What needs a human, one sentence each, with the command that shows more."""
     out = []
-    if not st.running:
+    if not st.running and not st.no_database:  # a desk that never ran says so in its own words
         out.append(
             "no daemon is running: mail piped in is stored but not processed, and nothing is sent;"
             " start it with `mailgate run`"
@@ -299,6 +330,7 @@ def render_text(st: Status, now: datetime | None = None) -> str:
         lines.append(
             "daemon:   NOT RUNNING"
             + (f" (last seen: pid {gone.pid} on {gone.host}, {_when(gone.beat_at, now)})" if gone else "")
+            + (" (never started here: nothing received yet)" if st.no_database else "")
         )
         configured = ", ".join(st.configured_listeners) or "none (pipe/ingest only)"
         lines.append(f"intake:   nothing listens (config.toml: {configured})")

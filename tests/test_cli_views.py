@@ -164,6 +164,10 @@ def test_tickets_list_filters_and_sorts(listed: Desk) -> None:
     it = json.loads(listed.cli("tickets", "list", "--json").out)
     groups = {t["key"]: t["group"] for t in it}
     assert {k for k, g in groups.items() if g == "IT"} == set(keys("--group", "IT")) != set()
+    assert keys("--group", "it") == keys("--group", "IT")  # as an agent types it
+    typo = listed.cli("tickets", "list", "--group", "Nework").out.strip()
+    on_tickets = ", ".join(sorted({g for g in groups.values() if g}))
+    assert typo == f"no tickets: no ticket has group 'Nework' (groups on tickets: {on_tickets})", typo
     assignee = next(t["assignee"] for t in it if t["key"] == "SUP-1")
     assert "SUP-1" in keys("--assignee", assignee) and "SUP-1" in keys("--mine", assignee)
     assert set(keys("--mine", assignee)) == {t["key"] for t in it if t["assignee"] == assignee}
@@ -244,7 +248,7 @@ def test_status_and_outbox_report_the_running_daemon_and_say_when_none_runs(tmp_
     relay.handler.reply = "451 4.3.0 relay busy, try later"
     try:
         desk = Desk(tmp_path, relay=relay.port)
-        desk.cli("db", "upgrade")  # status reads a database; a desk never run has none (exit 66)
+        desk.cli("db", "upgrade")  # a database, as the daemon leaves it (one never run: test_ops_cli)
         text, st = desk.status()
         assert text.code == 1 and "daemon:   NOT RUNNING" in text.out, text
         assert f"nothing listens (config.toml: smtp://127.0.0.1:{desk.port})" in text.out

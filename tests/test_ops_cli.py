@@ -152,9 +152,20 @@ def test_status_is_quiet_when_healthy_and_exits_1_with_reasons(desk: Path) -> No
     # Outgoing mail to a relay nobody listens on: the acknowledgement stays pending.
     text = (desk / "config.toml").read_text().replace('transport = "file"', 'transport = "smtp"')
     (desk / "config.toml").write_text(text.replace("port = 25\n", f"port = {free_port()}\n"))
-    # Before anything ran there is no database, and status says so instead of making one.
+    # Before anything ran there is no database: status says so as a status (exit 1, as for any
+    # desk where no daemon runs; a monitoring check must not read it as its own failure) and
+    # makes none.
     none = cli("--config", cfg, "status", "--json")
-    assert none.returncode == 66 and "no database at" in none.stderr, none
+    assert none.returncode == 1 and not none.stderr, none
+    st = json.loads(none.stdout)
+    assert st["ok"] is False and st["no_database"].startswith("no database at"), st
+    assert st["attention"][0].startswith("no daemon has run with this configuration yet"), st
+    assert "start it with `mailgate run`" in st["attention"][0]
+    assert st["rules_on_disk"] and (st["inbox_new"], st["outbox_pending"]) == (0, 0)
+    text = mailgate("--config", cfg, "status")  # the console script, as monitoring runs it
+    assert text.returncode == 1 and "Traceback" not in text.stderr, text
+    assert "NOT RUNNING (never started here: nothing received yet)" in text.stdout, text.stdout
+    assert not (desk / "state" / "mailgate.db").exists()
     assert cli("--config", cfg, "db", "upgrade").returncode == 0
     r = cli("--config", cfg, "status", "--json")
     assert r.returncode == 1, r.stdout + r.stderr  # no daemon runs: mail would wait for ever

@@ -97,6 +97,32 @@ def test_bin_run_from_a_fresh_clone_serves_the_readme_example(tmp_path: Path) ->
             timeout=60,
         )
         assert re.search(r"^SUP-1\s+open\s", listing.stdout, re.M), listing.stdout + listing.stderr
+
+        def readme(*args: str) -> str:
+            done = subprocess.run(
+                [str(clone / ".venv" / "bin" / "mailgate"), *args],
+                cwd=clone,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        # "Mail sent:" says what happened to each mail: "sent <when>", not a bare time
+        deadline = time.monotonic() + 30
+        shown = readme("tickets", "show", "SUP-1")
+        while time.monotonic() < deadline and "acknowledgement to customer1@acme.com: sent 20" not in shown:
+            time.sleep(0.2)
+            shown = readme("tickets", "show", "SUP-1")
+        assert re.search(
+            r"acknowledgement to customer1@acme\.com: sent \d{4}-\d\d-\d\d \d\d:\d\d UTC", shown
+        ), shown
+        trace = readme("inbox", "show", "1")
+        assert re.match(
+            r"inbox item 1 for desk SUP, received \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC by smtp\n", trace
+        ), trace
         # the web side of `mailgate run`: health, and the acknowledgement's "View request" link
         with urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=10) as r:
             assert r.status == 200
@@ -329,6 +355,8 @@ def test_inbox_list_show_raw_failed_and_retry(desk: Desk) -> None:
 def test_daemon_run_then_outbox_failed_retry_and_list(desk: Desk) -> None:
     run = desk.runs["run"]
     assert run.code == 0 and "stopped" in run.out and "Traceback" not in run.out, run.out[-3000:]
+    # the log says what mailgate did, not each tick of its timer (two APScheduler lines a job)
+    assert "apscheduler" not in run.out and "scheduler started" in run.out, run.out[-3000:]
     header, *failed = desk.runs["outbox failed"].out.splitlines()
     assert header.split() == ["ID", "STATE", "KIND", "TO", "TRIES", "NEXT", "LAST", "ERROR"], header
     assert failed and all(" failed " in line and "550" in line for line in failed), failed
@@ -373,4 +401,5 @@ def test_parse_json_and_rules_test(desk: Desk) -> None:
 
 def test_imap_check_without_an_account_says_so(desk: Desk) -> None:
     r = desk.cli("imap", "check", ok=(78,))
-    assert "no [[imap]] account" in r.out + r.err, r
+    assert "no [[imap]] account in config " in r.err, r  # which config it read
+    assert "add an [[imap]] table to config.toml" in r.err and "docs/imap.md" in r.err, r  # what to do

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailgate.domain.conditions import Facts
+from mailgate.domain.history import sentence
 from mailgate.domain.routing import evaluate
 from mailgate.domain.team import Team
 from mailgate.mail.model import Attachment, ParsedMail
@@ -238,6 +239,35 @@ then.priority = "P1"
     assert prio("urgent") == "P2"  # narrow (default) x now
     assert prio("hello") == "P3"  # defaults
     assert prio("hello", "ceo@example.org") == "P1"
+
+
+def test_matrix_priority_keeps_the_assignment_reason_and_both_reach_the_history(tmp_path: Path) -> None:
+    """The priority matrix's reason is its own: the assignment's reason (why this agent) stays
+    what it was, and the ticket's history says both."""
+    rules = load(
+        tmp_path,
+        """
+priorities = ["P1", "P2"]
+
+[priority_matrix]
+impact = ["wide", "narrow"]
+urgency = ["now", "later"]
+priority = [["P1", "P1"], ["P2", "P2"]]
+
+[[rules]]
+name = "down"
+when.subject.words = ["down"]
+then.group = "Ops"
+then.impact = "wide"
+""",
+    )
+    d = evaluate(rules, msg("site down"), desk_address="s@l", now=NOW)
+    assert d.assignee == "lead@localhost" and d.priority == "P1"
+    assert d.assignment_reason == "lead of group 'Ops'", d.assignment_reason
+    assert d.priority_reason.startswith("'P1' from matrix: impact wide"), d.priority_reason
+    line = sentence("routed", "system", {"routing": d.to_dict(full_trace=False)})
+    assert "assigned to lead@localhost (lead of group 'Ops')" in line, line
+    assert "priority P1 (from matrix: impact wide × urgency later)" in line, line
 
 
 def test_assignment_never_picks_an_agent_marked_away(tmp_path: Path) -> None:

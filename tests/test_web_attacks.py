@@ -182,6 +182,24 @@ def test_get_of_a_rating_link_records_nothing(daemon: RunningDaemon, sink: Sink)
     assert (t.rating, t.rating_comment) == (2, "slow")
     [told] = [o for o in daemon.outbox() if o.kind == "rating"]
     assert told.recipients == [TRIAGE]
+    # the same form sent again (a double click, a reload) is the same rating: thanked again,
+    # recorded and told once
+    again = http(
+        "POST",
+        one.split("?")[0],
+        {"rating": "2", "comment": "slow", "csrf": token},
+        {"Origin": origin(daemon)},
+    )
+    assert again.status == 200 and "2 out of 5" in again.text
+    daemon.settle()
+    with daemon.db.session() as s:
+        assert len(s.execute(select(Event).where(Event.kind == "rating")).all()) == 1
+    assert len([o for o in daemon.outbox() if o.kind == "rating"]) == 1
+    # a changed mind is a new rating, told again
+    http("POST", one.split("?")[0], {"rating": "4", "comment": "", "csrf": token}, {"Origin": origin(daemon)})
+    daemon.settle()
+    assert ticket(daemon).rating == 4
+    assert len([o for o in daemon.outbox() if o.kind == "rating"]) == 2
 
 
 def test_one_click_unsubscribe_as_a_mail_client_posts_it(daemon: RunningDaemon, sink: Sink) -> None:
@@ -256,6 +274,50 @@ def test_stranger_cannot_sign_in_as_an_agent(daemon: RunningDaemon, sink: Sink) 
     assert "HttpOnly" in session and "SameSite=lax" in session.replace("Lax", "lax")
     page = http("GET", f"{base}/agent/t/SUP-1", headers={"Cookie": session.split(";")[0]})
     assert page.status == 200 and "Gift card balance" in page.text
+
+
+def test_a_sign_in_link_signs_in_once(daemon: RunningDaemon, sink: Sink) -> None:
+    """A magic link is single-use: a copy of it (a forwarded mail, a proxy log, the browser's
+    history on a shared machine) signs nobody in once it was used. The page then says so and
+    offers a new link; the browser it signed in simply goes on."""
+    open_ticket(daemon, sink)
+    base = origin(daemon)
+    assert _signin(daemon, TRIAGE) == 200
+    daemon.settle()
+    mail = sink.wait_to(TRIAGE, 2)[-1]
+    url = re.search(r"Sign in: (\S+)", body_of(mail)).group(1)  # type: ignore[union-attr]
+    shown = http("GET", url)
+    field = csrf_of(shown.text)
+    # control: the first POST signs in
+    first = http("POST", url, {"csrf": field}, {"Origin": base})
+    assert first.status == 303 and "mailgate_session=" in first.headers["set-cookie"]
+    session = first.headers["set-cookie"].split(";")[0]
+    # attack: the same link, POSTed again from another browser (no session), signs nobody in
+    again = http("POST", url, {"csrf": field}, {"Origin": base})
+    assert again.status == 410 and "set-cookie" not in again.headers
+    assert "already used" in again.text and 'href="/agent/signin"' in again.text
+    # its GET no longer shows a sign-in button either
+    later = http("GET", url)
+    assert later.status == 410 and "already used" in later.text and "<button" not in later.text
+    # the browser it signed in goes on to the agent pages (a second click, the back button)
+    mine = http("GET", url, headers={"Cookie": session})
+    assert mine.status == 303 and mine.headers["location"] == "/agent"
+    # a new link, asked for from that page, works once too
+    assert _signin(daemon, TRIAGE) == 200
+    daemon.settle()
+    mail = sink.wait_to(TRIAGE, 3)[-1]
+    fresh = re.search(r"Sign in: (\S+)", body_of(mail)).group(1)  # type: ignore[union-attr]
+    assert fresh != url
+    ok = http("POST", fresh, {"csrf": csrf_of(http("GET", fresh).text)}, {"Origin": base})
+    assert ok.status == 303 and "mailgate_session=" in ok.headers["set-cookie"]
+
+
+def test_an_expired_sign_in_link_offers_a_new_one(daemon: RunningDaemon, sink: Sink) -> None:
+    base = origin(daemon)
+    old = signed(daemon, Purpose.SIGNIN, "", TRIAGE, ttl=-1)
+    r = http("GET", f"{base}/agent/signin/{old}?next=/agent/t/SUP-1")
+    assert r.status == 410 and "expired" in r.text
+    assert 'href="/agent/signin?next=/agent/t/SUP-1"' in r.text
 
 
 def test_sign_in_mails_are_rate_limited(daemon: RunningDaemon, sink: Sink) -> None:

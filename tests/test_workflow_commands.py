@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import REPO, write_config
 
-from mailgate.domain.commands import TicketView, plan, split_commands
+from mailgate.domain.commands import KNOWN, TicketView, plan, split_commands
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.domain.team import Team
 from mailgate.domain.workflow import load_workflows, parse_workflows
@@ -70,6 +70,9 @@ def test_every_bad_line_is_named_with_what_is_valid() -> None:
     assert "it-tech1" in by_line[2].valid and "IT" in by_line[2].valid
     assert by_line[4].reason == "no ticket SUP-99"
     assert "unknown command #frobnicate" in by_line[6].reason and "#resolve" in by_line[6].valid
+    # every command there is, not a hand-kept part of them (#unassign, #untag, #requester, #help … were missing)
+    named = set(by_line[6].valid.replace(",", " ").split())
+    assert {f"#{c}" for c in KNOWN} <= named, sorted({f"#{c}" for c in KNOWN} - named)
     # #close from Open is allowed in the Jira preset; from Pending it is too; from Completed only Closed/WIP
     _, errs, _ = check("#pending", status="completed")
     assert "cannot go from Completed to Pending" in errs[0].reason

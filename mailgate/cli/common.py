@@ -33,7 +33,7 @@ def config_of(args: argparse.Namespace) -> Config:
     )
 
 
-def _missing(config: Config) -> str | None:
+def missing_database(config: Config) -> str | None:
     """Why there is no database for `config` yet (None: there is one). Looked at without creating
     anything: the SQLite file must exist; a PostgreSQL database must have mailgate's tables."""
     url = config.database_url
@@ -66,7 +66,7 @@ def open_db(config: Config, *, create: bool = False) -> Iterator[Database]:
     from mailgate.store.db import Database
 
     if not create:
-        missing = _missing(config)
+        missing = missing_database(config)
         if missing:
             raise NoDatabase(
                 f"{missing}: nothing was ever received with this configuration ({config.described}). "

@@ -36,8 +36,16 @@ def _check(args: argparse.Namespace) -> int:
     config = config_of(args)
     accounts = [a for a in config.imap if args.account in (None, a.name)]
     if not accounts:
-        names = ", ".join(a.name for a in config.imap) or "none configured"
-        print(f"mailgate: no [[imap]] account {args.account or ''} (accounts: {names})", file=sys.stderr)
+        if args.account and config.imap:
+            names = ", ".join(a.name for a in config.imap)
+            print(f"mailgate: no [[imap]] account {args.account} (accounts: {names})", file=sys.stderr)
+        else:
+            where = f"config {config.source}" if config.source else "the embedded default (no config file)"
+            print(
+                f"mailgate: no [[imap]] account in {where}: add an [[imap]] table to"
+                " config.toml to poll a mailbox (docs/imap.md, config.example.toml)",
+                file=sys.stderr,
+            )
         return EX_CONFIG
     worst = 0
     for acct in accounts:

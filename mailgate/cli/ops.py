@@ -228,12 +228,16 @@ def _init(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from mailgate.cli.common import config_of, open_db
-    from mailgate.status import gather, render_text
+    from mailgate.cli.common import config_of, missing_database, open_db
+    from mailgate.status import gather, nothing_yet, render_text
 
     config = config_of(args)
-    with open_db(config) as db:
-        st = gather(config, db, max_unsent_age=timedelta(minutes=args.max_unsent_minutes))
+    missing = missing_database(config)
+    if missing:  # a desk that never ran: a status (exit 1, no daemon runs), not an error (66)
+        st = nothing_yet(config, f"{missing} ({config.described})")
+    else:
+        with open_db(config) as db:
+            st = gather(config, db, max_unsent_age=timedelta(minutes=args.max_unsent_minutes))
     if args.json:
         print(json.dumps(st.to_dict(), indent=2, sort_keys=True))
     else:

@@ -79,7 +79,9 @@ def _inbox_show(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"inbox item {r.id} for desk {r.desk}, received {utc(r.received_at)} by {r.source}")
+    print(
+        f"inbox item {r.id} for desk {r.desk}, received {utc(r.received_at):%Y-%m-%d %H:%M:%S} UTC by {r.source}"
+    )
     print(f"  Message-ID  <{r.message_id}>" if r.message_id else "  Message-ID  (none)")
     print(f"  envelope    from <{r.mail_from}> to {', '.join(r.rcpt_tos) or '(from headers)'}")
     print(f"  state       {r.state}, {r.attempts} attempt(s)" + (f", ticket {key}" if key else ""))

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlmodel import col
 
 from mailgate.cli.common import config_of, cut, open_db
@@ -65,8 +65,8 @@ def _select(args: argparse.Namespace) -> Any:
     if args.status:  # a status of the workflow, or a category: open, waiting, closed
         wanted = [v.strip() for v in args.status.split(",") if v.strip()]
         stmt = stmt.where(or_(col(Ticket.status).in_(wanted), col(Ticket.status_category).in_(wanted)))
-    if args.group:
-        stmt = stmt.where(col(Ticket.group) == args.group)
+    if args.group:  # as the agent types it: "it" is the group IT
+        stmt = stmt.where(func.lower(col(Ticket.group)) == args.group.lower())
     if args.assignee:
         if args.assignee in ("-", "none"):
             stmt = stmt.where(col(Ticket.assignee).is_(None))
@@ -86,9 +86,16 @@ def _select(args: argparse.Namespace) -> Any:
     return stmt.limit(args.limit) if args.limit > 0 else stmt
 
 
+def _groups(s: Any) -> list[str]:
+    """The groups tickets are in, for the hint when `--group` matched none."""
+    found = s.execute(select(col(Ticket.group)).where(col(Ticket.group).is_not(None)).distinct())
+    return sorted(str(g) for g in found.scalars())
+
+
 def _list(args: argparse.Namespace) -> int:
     with open_db(config_of(args)) as db, db.session() as s:
         rows = list(s.execute(_select(args)).scalars())
+        groups = [] if rows or not args.group else _groups(s)
     if args.json:
         print(json.dumps([_ticket_dict(t) for t in rows], indent=2, default=str, ensure_ascii=False))
         return 0
@@ -100,7 +107,13 @@ def _list(args: argparse.Namespace) -> int:
             out.writerow([_csv_value(d[f]) for f in CSV_FIELDS])
         return 0
     if not rows:
-        print("no tickets")
+        if args.group and args.group.lower() not in {g.lower() for g in groups}:
+            # a group no ticket has: most often a typo, so say which there are
+            print(
+                f"no tickets: no ticket has group '{args.group}' (groups on tickets: {', '.join(groups) or 'none'})"
+            )
+        else:
+            print("no tickets")
         return 0
     widths = [w for _, w in COLUMNS]
     widths[0] = max(len("KEY"), *(len(t.key) for t in rows))  # keys are never cut
@@ -308,7 +321,11 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  {_fmt(e.created_at)}  {sentence(e.kind, e.actor, e.data)}")
     print("\nMail sent:")
     for o in outgoing:
-        when = _fmt(o.sent_at) if o.sent_at else o.state + (f" ({o.last_error})" if o.last_error else "")
+        when = (
+            f"sent {_fmt(o.sent_at)}"
+            if o.sent_at
+            else o.state + (f" ({o.last_error})" if o.last_error else "")
+        )
         print(f"  {_fmt(o.created_at)} {o.kind} to {', '.join(o.recipients)}: {when}")
     return 0
 

@@ -240,9 +240,9 @@ class _Planner:
         self.err(
             c,
             f"unknown command #{c.name}",
-            "#status #assign #priority #type #set #tag #cc #link #merge #canned #time #parent #broadcast "
-            "#internal, "
-            "or a status: " + " ".join(f"#{w}" for w in wf.words() if " " not in w),
+            " ".join(f"#{name}" for name in _STEPS)  # every command, as the table below has them
+            + ", or a status: "
+            + " ".join(f"#{w}" for w in wf.words() if " " not in w),
         )
 
     def want_help(self, c: RawCommand, args: str) -> None:

@@ -56,6 +56,9 @@ def _routed(d: Data) -> str:
         reason = (r.get("assignment") or {}).get("reason")
         out += f"; assigned to {r['assignee']}" + (f" ({reason})" if reason else "")
     extras = [f"{k} {r[k]}" for k in ("priority", "type", "category") if r.get(k)]
+    matrix = str(r.get("priority_reason") or "").partition(" from matrix: ")[2]
+    if r.get("priority") and matrix:  # a rule's or the default's priority needs no reason
+        extras[0] += f" (from matrix: {matrix})"
     if r.get("tags"):
         extras.append(f"tags {_list(r['tags'])}")
     if extras:

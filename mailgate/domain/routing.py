@@ -134,6 +134,7 @@ class RoutingDecision:
     assignment: AssignmentPlan
     assignment_reason: str
     priority: str | None
+    priority_reason: str  # "'P1' from matrix: impact wide × urgency now", "" when no priority
     impact: str | None
     urgency: str | None
     type: str | None
@@ -202,6 +203,7 @@ class RoutingDecision:
                 "reason": self.assignment_reason,
             },
             "priority": self.priority,
+            "priority_reason": self.priority_reason,
             "impact": self.impact,
             "urgency": self.urgency,
             "type": self.type,
@@ -316,16 +318,18 @@ def evaluate(
 
     impact, urgency = scalars.get("impact"), scalars.get("urgency")
     priority = scalars.get("priority")
+    priority_why = ""  # its own name: `why` is the assignment's reason, kept in the history
     if priority is not None:
-        trace.append(("priority", f"'{priority}' set by rule", None))
+        priority_why = f"'{priority}' set by rule"
     elif routing.matrix is not None and (impact or urgency):
         m = routing.matrix
         priority = m.priority(impact, urgency)
-        why = f"'{priority}' from matrix: impact {impact or m.default_impact} × urgency {urgency or m.default_urgency}"
-        trace.append(("priority", why, None))
+        priority_why = f"'{priority}' from matrix: impact {impact or m.default_impact} × urgency {urgency or m.default_urgency}"
     elif routing.defaults.priority is not None:
         priority = routing.defaults.priority
-        trace.append(("priority", f"'{priority}' by default", None))
+        priority_why = f"'{priority}' by default"
+    if priority_why:
+        trace.append(("priority", priority_why, None))
 
     d = routing.defaults
     g = team.groups.get(group) if group else None
@@ -335,6 +339,7 @@ def evaluate(
         assignment=plan,
         assignment_reason=why,
         priority=priority,
+        priority_reason=priority_why,
         impact=impact,
         urgency=urgency,
         type=scalars.get("type", d.type),

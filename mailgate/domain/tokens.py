@@ -146,11 +146,18 @@ def _link_mac(secret: str, payload: str) -> str:
     return _b64(hmac.digest(secret.encode(), f"link:{payload}".encode(), "sha256")[:16])
 
 
-def make_link(secret: str, purpose: Purpose, ticket_key: str, address: str, expires: int) -> str:
-    """A signed link word for `address`, about `ticket_key`, good for `purpose` until `expires`."""
-    if "|" in ticket_key or "|" in address:
-        raise ValueError("a ticket key or address with '|' cannot be signed into a link")
-    payload = _b64(f"{purpose.value}|{ticket_key.upper()}|{address.lower()}|{int(expires)}".encode())
+def make_link(
+    secret: str, purpose: Purpose, ticket_key: str, address: str, expires: int, nonce: str = ""
+) -> str:
+    """A signed link word for `address`, about `ticket_key`, good for `purpose` until `expires`.
+
+    `nonce` makes each link of a single-use kind its own (two sign-in links asked for in one
+    second would otherwise be one word, and spending one would spend both); it is signed with
+    the rest, after the expiry, and only when given, so links made without one read as before."""
+    if "|" in ticket_key or "|" in address or "|" in nonce:
+        raise ValueError("a ticket key, address or nonce with '|' cannot be signed into a link")
+    text = f"{purpose.value}|{ticket_key.upper()}|{address.lower()}|{int(expires)}"
+    payload = _b64((f"{text}|{nonce}" if nonce else text).encode())
     return f"{payload}.{_link_mac(secret, payload)}"
 
 
@@ -167,7 +174,7 @@ def read_link(keys: TokenKeys, word: str, purpose: Purpose, now: int) -> Link:
     ):
         return bad
     try:
-        kind, ticket_key, address, expires = _unb64(payload).decode().split("|")
+        kind, ticket_key, address, expires, *_nonce = _unb64(payload).decode().split("|")
         when = int(expires)
     except ValueError:  # also binascii.Error and UnicodeDecodeError: a MAC we made never gets here
         return bad

@@ -67,6 +67,8 @@ class RequesterActions:
         if not is_done(self.rules_source.current, desk, ticket):
             return Outcome.NOT_RESOLVED
         comment = comment.strip()[: closed.RATING_COMMENT_MAX]
+        if ticket.rating == value and (ticket.rating_comment or "") == comment:
+            return Outcome.RATED  # the form sent again (a double click, a reload): one rating, told once
         self._tell_agents(repo, desk, ticket, closed.rate(repo, ticket, who, value, comment, via="web"))
         return Outcome.RATED
 

@@ -349,3 +349,16 @@ class ReportFacts(TableModel, table=True):
     res_done_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     res_breached: bool | None = None
     res_due_us: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class SpentLink(TableModel, table=True):
+    """A single-use link already used: an agent's sign-in link signs in once (docs/web.md). The
+    primary key makes the spending atomic across threads and processes: of two POSTs of one link,
+    one inserts and the other meets the key. A row is needed only until the link expires."""
+
+    __tablename__ = "spentlink"
+
+    mac: str = Field(primary_key=True)  # the link's MAC: unique per payload, and no secret
+    address: str
+    expires_at: datetime = _ts(nullable=False)
+    spent_at: datetime = _ts(nullable=False, default=now_utc)

@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -53,6 +53,7 @@ from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, InboxItem, Message, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
 from mailgate.store.search import search
+from mailgate.store.spent import is_spent, spend
 from mailgate.web.guard import RateLimit, SecurityHeaders, csrf_ok, same_origin
 from mailgate.web.metrics import health_problems, registry_for
 from mailgate.web.reports import Query, report_access
@@ -109,8 +110,10 @@ class WebApp:
     def page(self, request: Request, name: str, code: int = 200, **context: Any) -> Response:
         return self.templates.TemplateResponse(request, name, context, status_code=code)
 
-    def notice(self, request: Request, title: str, text: str, code: int = 200) -> Response:
-        return self.page(request, "notice.html", code, title=title, text=text)
+    def notice(
+        self, request: Request, title: str, text: str, code: int = 200, more: str = "", more_url: str = ""
+    ) -> Response:
+        return self.page(request, "notice.html", code, title=title, text=text, more=more, more_url=more_url)
 
     def refused(self, request: Request, link: Link) -> Response:
         if link.state is LinkState.EXPIRED:
@@ -429,7 +432,12 @@ class WebApp:
 
     def _mail_signin(self, address: str, next_path: str) -> None:
         word = make_link(
-            self.config.secret, Purpose.SIGNIN, "", address, int(time.time()) + SIGNIN_MINUTES * 60
+            self.config.secret,
+            Purpose.SIGNIN,
+            "",
+            address,
+            int(time.time()) + SIGNIN_MINUTES * 60,
+            nonce=secrets.token_urlsafe(6),
         )
         url = f"{self.config.web.url}/agent/signin/{word}" + (
             f"?next={quote(next_path)}" if next_path else ""
@@ -457,7 +465,9 @@ class WebApp:
         word = request.path_params["word"]
         link = self.link(word, Purpose.SIGNIN)
         if link.state is not LinkState.VALID or link.address not in self.snapshot.team.agents:
-            return self.refused(request, link)
+            return self.signin_refused(request, link)
+        if await run_in_threadpool(is_spent, self.db, _mac_of(word)):
+            return self.signin_used(request, link)
         return self.page(
             request,
             "signin_confirm.html",
@@ -466,14 +476,51 @@ class WebApp:
             next=_local(request.query_params.get("next")),
         )
 
+    def signin_refused(self, request: Request, link: Link) -> Response:
+        """An expired sign-in link is answered with the way to a new one (the requester's words
+        of `refused` speak of "your request"); a forged one as any other."""
+        if link.state is LinkState.EXPIRED:
+            return self.notice(
+                request,
+                "This sign-in link has expired",
+                f"Sign-in links work for {SIGNIN_MINUTES} minutes.",
+                410,
+                more="Mail me a new sign-in link",
+                more_url=self.signin_url(request),
+            )
+        return self.refused(request, link)
+
+    def signin_used(self, request: Request, link: Link) -> Response:
+        """A sign-in link works once (a copy of it in a forwarded mail, a log or a browser's
+        history signs nobody in later). The browser it signed in goes on where it was going."""
+        if self.agent(request) == link.address:
+            return RedirectResponse(_local(request.query_params.get("next")) or "/agent", status_code=303)
+        return self.notice(
+            request,
+            "This sign-in link was already used",
+            "Each sign-in link works once. If it was not you who used it, tell your desk's admin.",
+            410,
+            more="Mail me a new sign-in link",
+            more_url=self.signin_url(request),
+        )
+
+    def signin_url(self, request: Request) -> str:
+        next_path = _local(request.query_params.get("next"))
+        return "/agent/signin" + (f"?next={quote(next_path)}" if next_path else "")
+
     async def signin_confirm(self, request: Request) -> Response:
         word = request.path_params["word"]
         link = self.link(word, Purpose.SIGNIN)
         if link.state is not LinkState.VALID or link.address not in self.snapshot.team.agents:
-            return self.refused(request, link)
+            return self.signin_refused(request, link)
         fields = await self.form(request, word)
         if fields is None:
             return self.forbidden(request)
+        spent_now = await run_in_threadpool(
+            spend, self.db, _mac_of(word), link.address, datetime.fromtimestamp(link.expires, UTC)
+        )
+        if not spent_now:
+            return self.signin_used(request, link)
         hours = self.config.web.session_hours
         session = make_link(
             self.config.secret, Purpose.SESSION, "", link.address, int(time.time()) + hours * 3600
@@ -751,6 +798,11 @@ class WebApp:
 
 def _rating(value: str | None) -> int | None:
     return int(value) if value in ("1", "2", "3", "4", "5") else None
+
+
+def _mac_of(word: str) -> str:
+    """The MAC part of a checked link word (`<payload>.<mac>`): what a spent link is known by."""
+    return word.rpartition(".")[2]
 
 
 def _local(path: str | None) -> str:
