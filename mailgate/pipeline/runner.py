@@ -38,6 +38,7 @@ from mailgate.pipeline import stages
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import ProcessingError, Unattributable
 from mailgate.pipeline.handlers import Handler, Services, registry
+from mailgate.pipeline.handlers.common import store_attachments
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
@@ -137,6 +138,10 @@ class Runner:
             ctx.stage = "parse"
             with ctx.timed("parse"):
                 stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
+                # The attachments go into the blob store now, each with its fsync, while the
+                # write lock is free for the intake (they are content-addressed: a message
+                # that ends up not stored leaves a file nothing names).
+                store_attachments(ctx, self.services)
         except Exception as exc:  # noqa: BLE001 - sorted into the two tiers by `_record_failure`
             return Failed(ctx, exc, traceback.format_exc())
         return ctx
@@ -208,6 +213,7 @@ class Runner:
         connection), its messages and the rest are done again in a transaction each, so one bad
         message cannot hold the others back."""
         contexts = [self.begin(item, raw) for item, raw in items]
+        self._earlier_copies(contexts)
         done = 0
         while done < len(contexts):
             try:
@@ -221,6 +227,25 @@ class Runner:
                     self._transaction([self.begin(item, raw)])
                     self._committed()
                 done = len(contexts)
+
+    def _earlier_copies(self, contexts: list[Context | Failed]) -> None:
+        """Which messages of the batch reuse a Message-ID an earlier inbox row of their desk has:
+        one query per desk for the batch (stages.thread notes it and decides what it means)."""
+        wanted: dict[str, list[Context]] = {}
+        for ctx in contexts:
+            if isinstance(ctx, Context) and ctx.mail.message_id and ctx.item.id is not None:
+                wanted.setdefault(ctx.desk.key, []).append(ctx)
+        if not wanted:
+            return
+        with self.db.reading() as session:
+            for desk, group in wanted.items():
+                first = inbox.first_copies(
+                    session, desk, [c.mail.message_id for c in group if c.mail.message_id]
+                )
+                for ctx in group:
+                    row = first.get(ctx.mail.message_id or "")
+                    if row is not None and ctx.item.id is not None and row < ctx.item.id:
+                        ctx.earlier_copy = row
 
     def _committed(self) -> None:
         """After each commit: what it queued can go out now (the sender is woken)."""

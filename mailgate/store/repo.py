@@ -78,14 +78,6 @@ _PEOPLE = (
 _REMOVE_PERSON = delete(_T[Participant]).where(
     _P.ticket_id == bindparam("t"), _P.address == bindparam("a"), _P.role == bindparam("r")
 )
-_I = InboxItem.__table__.c  # type: ignore[attr-defined]
-# Runs for every message (stages.thread): prebuilt, on the (desk, message_id, digest) unique index.
-_EARLIER_COPY = (
-    select(_I.id)
-    .where(_I.desk == bindparam("d"), _I.message_id == bindparam("m"), _I.id < bindparam("i"))
-    .order_by(_I.id)
-    .limit(1)
-)
 # A ticket's Message-IDs with, for the ones we sent, whom we sent them to: the outbox row keeps
 # the recipients of every mail, so no second record of "who got which Message-ID" is needed.
 _THREAD_IDS = (
@@ -113,6 +105,12 @@ _SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[Outbo
 )
 
 
+_B = BouncedAddress.__table__.c  # type: ignore[attr-defined]
+_BOUNCED = select(_B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounced_at).where(
+    _B.address == bindparam("a")
+)
+
+
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
     ins = insert_for(dialect)
@@ -121,6 +119,16 @@ def _upserts(dialect: str) -> dict[str, Any]:
         "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing(),
         "participant": ins(_T[Participant]).on_conflict_do_nothing(),
     }
+
+
+class Bounced(NamedTuple):
+    """A bounced address, as read (store.models.BouncedAddress is the table)."""
+
+    address: str
+    quiet_until: datetime
+    status: str
+    diagnostic: str
+    bounced_at: datetime
 
 
 class Person(NamedTuple):
@@ -356,12 +364,6 @@ class Repo:
             ).scalars()
         ]
 
-    def earlier_copy(self, desk: str, message_id: str, inbox_id: int) -> int | None:
-        """An inbox row received before `inbox_id` with the same Message-ID for this desk: the
-        same id on different content (identical redeliveries never get a row of their own)."""
-        row = self.core(_EARLIER_COPY, {"d": desk, "m": message_id, "i": inbox_id}).first()
-        return int(row[0]) if row else None
-
     def ticket_of_message(self, desk: str, message_id: str, author: str) -> str | None:
         """The key of the ticket holding an inbound message of `author` with this Message-ID."""
         row = self.session.execute(
@@ -466,12 +468,15 @@ class Repo:
         row.ticket_id, row.bounced_at = ticket_id, now_utc()
         self.session.add(row)
 
-    def bounced(self, address: str, now: datetime) -> BouncedAddress | None:
-        """The bounce that keeps automatic mail from `address` at `now`, or None."""
-        row = self.session.get(BouncedAddress, address.lower())
-        if row is None or utc(row.quiet_until) <= now:
+    def bounced(self, address: str, now: datetime) -> Bounced | None:
+        """The bounce that keeps automatic mail from `address` at `now`, or None. A prebuilt Core
+        SELECT (it runs for nearly every mail queued), after a flush: a bounce recorded in this
+        transaction (`record_bounce`, an ORM object) counts too."""
+        self.session.flush()
+        row = self.core(_BOUNCED, {"a": address.lower()}).first()
+        if row is None or utc(row[1]) <= now:
             return None
-        return row
+        return Bounced._make(row)
 
     # -- admin notices (pipeline/notify.py) --------------------------------------------------------
     def add_admin_notice(self, kind: str, subject: str, text: str, now: datetime) -> None:
