@@ -138,9 +138,11 @@ class Runner:
             ctx.stage = "parse"
             with ctx.timed("parse"):
                 stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
-                # The attachments go into the blob store now, each with its fsync, while the
-                # write lock is free for the intake (they are content-addressed: a message
-                # that ends up not stored leaves a file nothing names).
+            # The attachments go into the blob store now, each with its fsync, while the write
+            # lock is free for the intake (content-addressed: a message that ends up not stored
+            # leaves a file nothing names).
+            ctx.stage = "attachments"
+            with ctx.timed("attachments"):
                 store_attachments(ctx, self.services)
         except Exception as exc:  # noqa: BLE001 - sorted into the two tiers by `_record_failure`
             return Failed(ctx, exc, traceback.format_exc())
