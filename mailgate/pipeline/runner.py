@@ -209,45 +209,55 @@ class Runner:
 
     # -- a batch --------------------------------------------------------------------------------
     def process_batch(self, items: list[Claimed]) -> None:
-        """Parse every message, then process them together in one transaction (group commit; a
+        """Parse the messages, and process them together in one transaction (group commit; a
         second one after `HOLD_SECONDS`), each inside a SAVEPOINT: a message that fails or stops
-        rolls back only its own writes. If a transaction as a whole fails (its commit, the
-        connection), its messages and the rest are done again in a transaction each, so one bad
-        message cannot hold the others back."""
-        contexts = [self.begin(item, raw) for item, raw in items]
-        self._earlier_copies(contexts)
-        done = 0
-        while done < len(contexts):
+        rolls back only its own writes. Parsing needs no lock: the messages are parsed while
+        another writer (the intake, the sender) holds SQLite's write lock, and the transaction
+        takes what is parsed by the time it has the lock. If a transaction as a whole fails (its
+        commit, the connection), its messages and the rest are done again in a transaction each,
+        so one bad message cannot hold the others back."""
+        waiting = list(items)  # claimed, not parsed yet
+        ready: list[Context | Failed] = []  # parsed, not processed yet
+
+        def parse_next() -> bool:
+            if not waiting:
+                return False
+            ready.append(self.begin(*waiting.pop(0)))
+            return True
+
+        while waiting or ready:
+            if not ready:
+                parse_next()
             try:
-                done += self._transaction(contexts[done:])
+                with self.db.writer(while_waiting=parse_next):
+                    done = self._transaction(ready)
+                del ready[:done]
                 self._committed()
             except Exception as exc:  # noqa: BLE001 - nothing of it was committed; try one by one
-                if len(contexts) - done == 1:
+                by_id = {item.id: (item, raw) for item, raw in items}
+                rest = [by_id[_item(c).id] for c in ready] + waiting
+                if len(rest) == 1:
                     raise
                 log.warning("a transaction of a batch failed (%s): one transaction per message", exc)
-                for item, raw in items[done:]:
+                for item, raw in rest:
                     self._transaction([self.begin(item, raw)])
                     self._committed()
-                done = len(contexts)
+                return
 
-    def _earlier_copies(self, contexts: list[Context | Failed]) -> None:
-        """Which messages of the batch reuse a Message-ID an earlier inbox row of their desk has:
-        one query per desk for the batch (stages.thread notes it and decides what it means)."""
+    def _earlier_copies(self, session: Session, contexts: list[Context | Failed]) -> None:
+        """Which of these messages reuse a Message-ID an earlier inbox row of their desk has: one
+        query per desk for all of them (stages.thread notes it and decides what it means)."""
         wanted: dict[str, list[Context]] = {}
         for ctx in contexts:
             if isinstance(ctx, Context) and ctx.mail.message_id and ctx.item.id is not None:
                 wanted.setdefault(ctx.desk.key, []).append(ctx)
-        if not wanted:
-            return
-        with self.db.reading() as session:
-            for desk, group in wanted.items():
-                first = inbox.first_copies(
-                    session, desk, [c.mail.message_id for c in group if c.mail.message_id]
+        for desk, group in wanted.items():
+            first = inbox.first_copies(session, desk, [c.mail.message_id for c in group if c.mail.message_id])
+            for ctx in group:
+                row = first.get(ctx.mail.message_id or "")
+                ctx.earlier_copy = (
+                    row if row is not None and ctx.item.id is not None and row < ctx.item.id else None
                 )
-                for ctx in group:
-                    row = first.get(ctx.mail.message_id or "")
-                    if row is not None and ctx.item.id is not None and row < ctx.item.id:
-                        ctx.earlier_copy = row
 
     def _committed(self) -> None:
         """After each commit: what it queued can go out now (the sender is woken)."""
@@ -261,6 +271,7 @@ class Runner:
         with self.db.session(durable=False) as session:
             conn = session.connection()
             held = inbox.hold(session, self.lease, [i for c in contexts if (i := _item(c).id) is not None])
+            self._earlier_copies(session, contexts)
             start = time.perf_counter()
             for ctx in contexts:
                 t0 = time.perf_counter()

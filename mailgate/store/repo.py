@@ -474,9 +474,10 @@ class Repo:
         transaction (`record_bounce`, an ORM object) counts too."""
         self.session.flush()
         row = self.core(_BOUNCED, {"a": address.lower()}).first()
-        if row is None or utc(row[1]) <= now:
+        found = Bounced._make(row) if row is not None else None
+        if found is None or utc(found.quiet_until) <= now:
             return None
-        return Bounced._make(row)
+        return found
 
     # -- admin notices (pipeline/notify.py) --------------------------------------------------------
     def add_admin_notice(self, kind: str, subject: str, text: str, now: datetime) -> None:
