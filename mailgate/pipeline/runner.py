@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 # the write lock (which the intake needs for every 250) held for shorter, and fewer parsed
 # messages in memory at once.
 BATCH_SIZE = 50
+# Messages parsed before a transaction asks for the write lock; more are parsed while another
+# writer holds it. Enough for a transaction's worth (`HOLD_SECONDS`), so that an idle desk's
+# batches still commit many messages at once.
+READY = 10
 # A batch's transaction commits early, and the rest of the batch goes on in the next one, once it
 # has held the write lock this long: the intake's commit before each 250 waits for it.
 HOLD_SECONDS = 0.05
@@ -211,9 +215,9 @@ class Runner:
     def process_batch(self, items: list[Claimed]) -> None:
         """Parse the messages, and process them together in one transaction (group commit; a
         second one after `HOLD_SECONDS`), each inside a SAVEPOINT: a message that fails or stops
-        rolls back only its own writes. Parsing needs no lock: the messages are parsed while
-        another writer (the intake, the sender) holds SQLite's write lock, and the transaction
-        takes what is parsed by the time it has the lock. If a transaction as a whole fails (its
+        rolls back only its own writes. Parsing needs no lock: `READY` messages are parsed
+        before a transaction asks for SQLite's write lock, and more while another writer (the
+        intake, the sender) holds it; the transaction takes what is parsed by then. If a transaction as a whole fails (its
         commit, the connection), its messages and the rest are done again in a transaction each,
         so one bad message cannot hold the others back."""
         waiting = list(items)  # claimed, not parsed yet
@@ -226,8 +230,8 @@ class Runner:
             return True
 
         while waiting or ready:
-            if not ready:
-                parse_next()
+            while len(ready) < READY and parse_next():
+                pass
             try:
                 with self.db.writer(while_waiting=parse_next):
                     done = self._transaction(ready)
