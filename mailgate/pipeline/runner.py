@@ -154,7 +154,7 @@ class Runner:
 
     def _apply(self, ctx: Context, session: Session) -> None:
         """The stages after parse and the handler, writing through one Repo on `session`."""
-        repo = Repo(session)
+        repo = Repo(session, buffered=True)
         for name in stages.ORDER:
             ctx.stage = name
             with ctx.timed(name):  # each stage's duration, for /metrics (Context.timed)
@@ -169,6 +169,7 @@ class Runner:
             # SLA due times (pipeline/sla_apply.py)
             with ctx.timed("sla"):
                 self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
+        repo.flush_pending()  # the queued mail's rows, one executemany per table
 
     def _record_failure(self, failed: Failed, session: Session) -> dict[str, Any]:
         """An expected outcome (`ProcessingError`) is recorded as the message's disposition; anything
