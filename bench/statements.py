@@ -6,7 +6,8 @@ an executemany is one call; the per-call Python is what costs, about 25 µs each
 N messages of the corpus are stored first (not counted), then processed as the daemon's worker
 processes them (`Runner(db, config).run_until_idle()`), then sent by a `Sender` with the file
 transport. `--tree` measures another checkout with the same script (e.g. `git archive` of an
-older commit): its own mailgate is imported. Counts are printed, never asserted.
+older commit): its own mailgate is imported. Counts are printed, never asserted; so is the
+pipeline's CPU time (this process's, tracing included: compare it only in alternating runs).
 
     .venv/bin/python bench/statements.py --n 200
     .venv/bin/python bench/statements.py --n 200 --tree /tmp/mg-before
@@ -19,6 +20,7 @@ import importlib
 import os
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -71,12 +73,17 @@ def main(argv: list[str] | None = None) -> int:
 
         event.listen(db.engine, "before_cursor_execute", call)
         db.engine.dispose()  # the connections made from now on are traced
+        cpu = time.process_time()
         done = Runner(db, config).run_until_idle()
+        cpu = time.process_time() - cpu
         phase[0] = "sender"
         sender, sent = Sender(db, config), 0
         while k := sender.run_once():
             sent += k
         db.dispose()
+    print(
+        f"pipeline CPU: {cpu:.2f} s for {done} messages = {cpu / done * 1000:.2f} ms a message (tracing on)"
+    )
     for name, per, unit in (("pipeline", done, "message"), ("sender", sent, "mail")):
         mine = {k: v for (ph, k), v in counts.items() if ph == name}
         total = sum(mine.values())
