@@ -132,7 +132,8 @@ def test_storage_failure_quarantines_and_inbox_retry_recovers(tmp_path: Path, si
         d.send(make_mail("no attachment, unaffected", sender="e@acme.com"), sender="e@acme.com")
         d.settle()
         bad, good = d.inbox()
-        assert (bad.state, bad.stage) == ("failed", "new-ticket")
+        # Stored before the batch's transaction (outside the write lock): quarantined there.
+        assert (bad.state, bad.stage) == ("failed", "attachments")
         assert "Error" in (bad.reason or "") and good.disposition == "ticket-created"
         assert [t.subject for t in d.tickets()] == ["no attachment, unaffected"]
 
@@ -143,7 +144,7 @@ def test_storage_failure_quarantines_and_inbox_retry_recovers(tmp_path: Path, si
             header.split()[0] == "ID"
             and line.split()[0] == str(bad.id)
             and "failed" in line
-            and "new-ticket:" in line
+            and "attachments:" in line
         )
         assert cli("--config", str(cfg), "inbox", "retry", str(good.id)).returncode == 1  # not quarantined
 

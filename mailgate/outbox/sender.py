@@ -4,9 +4,10 @@ pending → (claimed: sending) → sent | pending again with a later next_attemp
 A pass claims what is due under this sender's lease (committed before anything goes to the relay;
 store/lease.py: a random claim id, renewed by a thread while the pass runs; a row whose lease ran
 out — its sender died — is due again for any sender), hands it over on kept-alive
-connections, one mail after another per connection, and records every outcome of the pass in one
-commit. A crash can at worst resend the mails of the pass in flight (handed over, not yet
-recorded: at most `batch_size`), never lose one. A relay that is down is logged once per
+connections, one mail after another per connection, and records every outcome of the pass in the
+commit that claims the next pass (or one of its own when nothing more is due). A crash can at
+worst resend the mails of the pass in flight (handed over, not yet recorded: at most
+`batch_size`), never lose one. A relay that is down is logged once per
 outage, not once per try; temporary failures back off exponentially with jitter up to a deadline;
 a permanent 5xx is recorded and shown by `mailgate outbox failed`.
 """
@@ -36,6 +37,9 @@ _OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
 
 
 Outcome = tuple[int | None, dict[str, Any]]  # an outbox row's id and its new values
+# Passes one `run_once` makes at most while mail keeps coming (the loop's bound; `serve` calls
+# it again at once while it sends).
+_PASSES = 100
 
 
 class Sender:
@@ -77,7 +81,11 @@ class Sender:
         seconds = min(r.retry_base_seconds * (2 ** max(attempts - 1, 0)), r.retry_max_seconds)
         return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
-    def _claim(self, now: datetime) -> list[OutboxItem]:
+    def _claim(self, now: datetime, outcomes: list[Outcome]) -> list[OutboxItem]:
+        """Record the outcomes of the pass before (if any) and claim the next, in one durable
+        commit: a commit holds the write lock, which the pipeline and the intake wait for, and
+        waits for the disk."""
+
         def due(s: Session) -> Any:
             """Pending and due, or being sent by a sender whose lease ran out (it died: what it
             had in hand goes again, at-least-once)."""
@@ -90,10 +98,12 @@ class Sender:
 
         # Most passes after a send find nothing due: asking first takes no write lock, so the
         # intake does not wait behind an empty claim.
-        with self.db.reading() as s:
-            if s.execute(due(s).limit(1)).first() is None:
-                return []
+        if not outcomes:
+            with self.db.reading() as s:
+                if s.execute(due(s).limit(1)).first() is None:
+                    return []
         with self.db.session() as s:
+            self._write(s, outcomes)
             # Select-and-lock the ids, then update exactly those: in one UPDATE … IN (SELECT …
             # LIMIT n FOR UPDATE SKIP LOCKED) PostgreSQL re-scans the subquery and claims every
             # due row, not n (see store/inbox.claim).
@@ -132,51 +142,68 @@ class Sender:
                 ).scalars()
             )
 
-    def _record(self, outcomes: list[Outcome]) -> None:
-        """Every outcome of a pass in one commit: one executemany per kind of outcome (sent,
-        failed, retry later, put back), not a commit per mail, which kept the write lock from the
-        pipeline and the intake once per mail. Only rows this sender still holds are written: one
-        another sender took after this one's lease ran out is that sender's to record."""
+    def _write(self, s: Session, outcomes: list[Outcome]) -> None:
+        """Every outcome of a pass in the caller's transaction: one executemany per kind of
+        outcome (sent, failed, retry later, put back), not a commit per mail, which kept the
+        write lock from the pipeline and the intake once per mail. Only rows this sender still
+        holds are written: one another sender took after this one's lease ran out is that
+        sender's to record."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for item_id, values in outcomes:
             groups[tuple(sorted(values))].append({"row_id": item_id, "claimed_by": None, **values})
-        with self.db.session() as s:  # Core on the connection: no ORM state is involved
-            conn = s.connection()
-            for keys, rows in groups.items():
-                columns: dict[str, Any] = {k: bindparam(k) for k in (*keys, "claimed_by")}
-                mine = (_OUTBOX.c.id == bindparam("row_id")) & (_OUTBOX.c.claimed_by == self.lease.token)
-                conn.execute(update(_OUTBOX).where(mine).values(columns), rows)
+        conn = s.connection()  # Core on the connection: no ORM state is involved
+        for keys, rows in groups.items():
+            columns: dict[str, Any] = {k: bindparam(k) for k in (*keys, "claimed_by")}
+            mine = (_OUTBOX.c.id == bindparam("row_id")) & (_OUTBOX.c.claimed_by == self.lease.token)
+            conn.execute(update(_OUTBOX).where(mine).values(columns), rows)
 
     def run_once(self, now: datetime | None = None) -> int:
-        """Send what is due. Returns how many were handed over."""
+        """Send what is due, pass after pass while every mail of a pass goes out; returns how
+        many were handed over. The outcomes of a pass go in the commit that claims the next
+        (pipelined: one durable commit per pass, not two); the last pass's in one of their own,
+        so all that was handed over is recorded when this returns. A crash can at worst resend
+        the one pass in flight, as before."""
         now = now or now_utc()
-        with self.keeper.held():  # from the claim's commit to the outcomes' commit
-            return self._pass(now)
+        sent = 0
+        outcomes: list[Outcome] = []
+        with self.keeper.held():  # from the first claim's commit to the last outcomes' commit
+            try:
+                for _ in range(_PASSES):
+                    items = self._claim(now, outcomes)
+                    outcomes = []
+                    if not items:
+                        break
+                    outcomes = self._pass(items, now)
+                    n = sum(1 for _, values in outcomes if values["state"] == "sent")
+                    sent += n
+                    if n < len(items) or self._stop.is_set():
+                        break  # the relay is refusing or slow to take it: back off first
+                    now = now_utc()
+            finally:
+                if outcomes:
+                    with self.db.session() as s:
+                        self._write(s, outcomes)
+        return sent
 
-    def _pass(self, now: datetime) -> int:
-        items = self._claim(now)
-        if not items:
-            return 0
+    def _pass(self, items: list[OutboxItem], now: datetime) -> list[Outcome]:
+        """Hand the claimed mails to the relay over the lanes; the outcome of each."""
         n = len(self.transports)
         lanes: list[list[OutboxItem]] = [[] for _ in range(n)]
         for item in items:
             key = (item.recipients[0] if item.recipients else "").lower().encode()
             lanes[zlib.crc32(key) % n].append(item)
         if self._lanes is None:
-            outcomes = self._send_lane(self.transports[0], lanes[0], now)
-        else:
-            futures = [
-                self._lanes.submit(self._send_lane, transport, lane, now)
-                for transport, lane in zip(self.transports, lanes, strict=True)
-                if lane
-            ]
-            outcomes = [outcome for f in futures for outcome in f.result()]
-        self._record(outcomes)
-        return sum(1 for _, values in outcomes if values["state"] == "sent")
+            return self._send_lane(self.transports[0], lanes[0], now)
+        futures = [
+            self._lanes.submit(self._send_lane, transport, lane, now)
+            for transport, lane in zip(self.transports, lanes, strict=True)
+            if lane
+        ]
+        return [outcome for f in futures for outcome in f.result()]
 
     def _send_lane(self, transport: Transport, items: list[OutboxItem], now: datetime) -> list[Outcome]:
         """Hand this lane's mails to the relay one after another on its one connection; returns
-        the outcome of each, for `_record`."""
+        the outcome of each, for `_write`."""
         outcomes: list[Outcome] = []
         for n, item in enumerate(items):
             try:

@@ -29,6 +29,12 @@ class Context:
     rejected: list[str] = field(default_factory=list)  # attachments over the limits, described
     stored: list[dict[str, object]] = field(default_factory=list)  # attachments kept (store_message)
     fanout: FanOut | None = None  # who this event mailed, and who the cap left out (handlers.common.tell)
+    # The first inbox row of this desk with this Message-ID, when it is an earlier one than this
+    # message's (looked up for the whole batch by the runner: inbox.first_copies).
+    earlier_copy: int | None = None
+    # Attachment bytes by digest, kept from parsing: the mail that forwards them to agents
+    # need not read them back from the blob store (handlers.common.travelling).
+    contents: dict[str, bytes] = field(default_factory=dict)
     stage: str = "start"
     # Steps {"stage", "decision"}; a stage's timing step also has "ms" (a number), see `timed`.
     trace: list[dict[str, Any]] = field(default_factory=list)

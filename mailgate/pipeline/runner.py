@@ -38,6 +38,7 @@ from mailgate.pipeline import stages
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import ProcessingError, Unattributable
 from mailgate.pipeline.handlers import Handler, Services, registry
+from mailgate.pipeline.handlers.common import store_attachments
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 # the write lock (which the intake needs for every 250) held for shorter, and fewer parsed
 # messages in memory at once.
 BATCH_SIZE = 50
+# Messages parsed before a transaction asks for the write lock; more are parsed while another
+# writer holds it. Enough for a transaction's worth (`HOLD_SECONDS`), so that an idle desk's
+# batches still commit many messages at once.
+READY = 10
 # A batch's transaction commits early, and the rest of the batch goes on in the next one, once it
 # has held the write lock this long: the intake's commit before each 250 waits for it.
 HOLD_SECONDS = 0.05
@@ -137,13 +142,19 @@ class Runner:
             ctx.stage = "parse"
             with ctx.timed("parse"):
                 stages.parse(ctx, self.config, None)  # type: ignore[arg-type]
+            # The attachments go into the blob store now, each with its fsync, while the write
+            # lock is free for the intake (content-addressed: a message that ends up not stored
+            # leaves a file nothing names).
+            ctx.stage = "attachments"
+            with ctx.timed("attachments"):
+                store_attachments(ctx, self.services)
         except Exception as exc:  # noqa: BLE001 - sorted into the two tiers by `_record_failure`
             return Failed(ctx, exc, traceback.format_exc())
         return ctx
 
     def _apply(self, ctx: Context, session: Session) -> None:
         """The stages after parse and the handler, writing through one Repo on `session`."""
-        repo = Repo(session)
+        repo = Repo(session, buffered=True)
         for name in stages.ORDER:
             ctx.stage = name
             with ctx.timed(name):  # each stage's duration, for /metrics (Context.timed)
@@ -158,6 +169,7 @@ class Runner:
             # SLA due times (pipeline/sla_apply.py)
             with ctx.timed("sla"):
                 self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
+        repo.flush_pending()  # the queued mail's rows, one executemany per table
 
     def _record_failure(self, failed: Failed, session: Session) -> dict[str, Any]:
         """An expected outcome (`ProcessingError`) is recorded as the message's disposition; anything
@@ -202,25 +214,55 @@ class Runner:
 
     # -- a batch --------------------------------------------------------------------------------
     def process_batch(self, items: list[Claimed]) -> None:
-        """Parse every message, then process them together in one transaction (group commit; a
+        """Parse the messages, and process them together in one transaction (group commit; a
         second one after `HOLD_SECONDS`), each inside a SAVEPOINT: a message that fails or stops
-        rolls back only its own writes. If a transaction as a whole fails (its commit, the
-        connection), its messages and the rest are done again in a transaction each, so one bad
-        message cannot hold the others back."""
-        contexts = [self.begin(item, raw) for item, raw in items]
-        done = 0
-        while done < len(contexts):
+        rolls back only its own writes. Parsing needs no lock: `READY` messages are parsed
+        before a transaction asks for SQLite's write lock, and more while another writer (the
+        intake, the sender) holds it; the transaction takes what is parsed by then. If a transaction as a whole fails (its
+        commit, the connection), its messages and the rest are done again in a transaction each,
+        so one bad message cannot hold the others back."""
+        waiting = list(items)  # claimed, not parsed yet
+        ready: list[Context | Failed] = []  # parsed, not processed yet
+
+        def parse_next() -> bool:
+            if not waiting:
+                return False
+            ready.append(self.begin(*waiting.pop(0)))
+            return True
+
+        while waiting or ready:
+            while len(ready) < READY and parse_next():
+                pass
             try:
-                done += self._transaction(contexts[done:])
+                with self.db.writer(while_waiting=parse_next):
+                    done = self._transaction(ready)
+                del ready[:done]
                 self._committed()
             except Exception as exc:  # noqa: BLE001 - nothing of it was committed; try one by one
-                if len(contexts) - done == 1:
+                by_id = {item.id: (item, raw) for item, raw in items}
+                rest = [by_id[_item(c).id] for c in ready] + waiting
+                if len(rest) == 1:
                     raise
                 log.warning("a transaction of a batch failed (%s): one transaction per message", exc)
-                for item, raw in items[done:]:
+                for item, raw in rest:
                     self._transaction([self.begin(item, raw)])
                     self._committed()
-                done = len(contexts)
+                return
+
+    def _earlier_copies(self, session: Session, contexts: list[Context | Failed]) -> None:
+        """Which of these messages reuse a Message-ID an earlier inbox row of their desk has: one
+        query per desk for all of them (stages.thread notes it and decides what it means)."""
+        wanted: dict[str, list[Context]] = {}
+        for ctx in contexts:
+            if isinstance(ctx, Context) and ctx.mail.message_id and ctx.item.id is not None:
+                wanted.setdefault(ctx.desk.key, []).append(ctx)
+        for desk, group in wanted.items():
+            first = inbox.first_copies(session, desk, [c.mail.message_id for c in group if c.mail.message_id])
+            for ctx in group:
+                row = first.get(ctx.mail.message_id or "")
+                ctx.earlier_copy = (
+                    row if row is not None and ctx.item.id is not None and row < ctx.item.id else None
+                )
 
     def _committed(self) -> None:
         """After each commit: what it queued can go out now (the sender is woken)."""
@@ -234,6 +276,7 @@ class Runner:
         with self.db.session(durable=False) as session:
             conn = session.connection()
             held = inbox.hold(session, self.lease, [i for c in contexts if (i := _item(c).id) is not None])
+            self._earlier_copies(session, contexts)
             start = time.perf_counter()
             for ctx in contexts:
                 t0 = time.perf_counter()

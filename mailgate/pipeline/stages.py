@@ -120,7 +120,7 @@ def _reused_message_id(ctx: Context, repo: Repo) -> ThreadHit | None:
     m = ctx.mail
     if not m.message_id or ctx.item.id is None:
         return None
-    earlier = repo.earlier_copy(ctx.desk.key, m.message_id, ctx.item.id)
+    earlier = ctx.earlier_copy
     if earlier is None:
         return None
     ctx.note("thread", f"reused Message-ID <{m.message_id}>: inbox row {earlier} had it, with other content")

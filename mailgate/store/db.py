@@ -102,6 +102,24 @@ class Database:
                         raw.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
+    def writer(self, while_waiting: Callable[[], bool]) -> Iterator[None]:
+        """Hold SQLite's write gate for the sessions opened inside (the gate is re-entrant). While
+        another writer holds it, `while_waiting()` runs (other work that needs no lock: the
+        pipeline parses its next message), again and again until it says there is nothing more
+        to do (False); then this waits as `session` does. PostgreSQL has no gate."""
+        gate = self._gate
+        if isinstance(gate, WriteGate):
+            while not gate.enter_if_free():
+                if not while_waiting():
+                    gate.__enter__()
+                    break
+        try:
+            yield
+        finally:
+            if isinstance(gate, WriteGate):
+                gate.__exit__(None, None, None)
+
+    @contextmanager
     def reading(self) -> Iterator[Session]:
         """A session that only reads. On SQLite it neither queues on the gate nor takes the write
         lock (a WAL reader never waits for the writer), so reading a batch of raw mail does not
@@ -145,6 +163,25 @@ class WriteGate:
                 raise
         self._depth += 1
         return self
+
+    def enter_if_free(self) -> bool:
+        """Enter as `__enter__` does when no other thread or process holds the gate; False, at
+        once, when one does."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        if self._depth == 0 and self._path is not None:
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.release()
+                return False
+            except BaseException:
+                self._lock.release()
+                raise
+        self._depth += 1
+        return True
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -122,6 +122,7 @@ def _insert_statement(dialect: str) -> Any:
 
 
 _INSERT_RAW = InboxRaw.__table__.insert()  # type: ignore[attr-defined]
+_TABLE = InboxItem.__table__  # type: ignore[attr-defined]
 
 
 def _lock_keys(session: Session, items: Sequence[NewItem]) -> None:
@@ -267,20 +268,35 @@ def hold(session: Session, lease: Lease, ids: Sequence[int]) -> set[int]:
     then records their outcome. On PostgreSQL the UPDATE locks them until that commit (another
     worker's SKIP LOCKED claim passes them by); on SQLite the transaction holds the write lock. A
     row missing from the answer was taken by another worker after this one's lease ran out (it
-    froze, or could not renew): it is that worker's now, and must not be processed here too."""
+    froze, or could not renew): it is that worker's now, and must not be processed here too.
+    A Core UPDATE of the table: no ORM object of these rows is in the session to keep in step."""
     if not ids:
         return set()
     stmt = (
-        update(InboxItem)
+        update(_TABLE)
         .where(
-            col(InboxItem.id).in_(ids),
-            col(InboxItem.state) == "processing",
-            col(InboxItem.claimed_by) == lease.token,
+            _TABLE.c.id.in_(ids),
+            _TABLE.c.state == "processing",
+            _TABLE.c.claimed_by == lease.token,
         )
         .values(claimed_until=until(session, lease))
-        .returning(col(InboxItem.id))
+        .returning(_TABLE.c.id)
     )
-    return set(session.execute(stmt).scalars().all())
+    return set(session.connection().execute(stmt).scalars().all())
+
+
+def first_copies(session: Session, desk: str, message_ids: Sequence[str]) -> dict[str, int]:
+    """Message-ID → the first inbox row of `desk` with it, for a whole batch in one query (on the
+    desk + Message-ID unique index): a message whose first row is an earlier one reuses a
+    Message-ID (pipeline/stages.thread)."""
+    if not message_ids:
+        return {}
+    rows = session.connection().execute(
+        select(_TABLE.c.message_id, func.min(_TABLE.c.id))
+        .where(_TABLE.c.desk == desk, _TABLE.c.message_id.in_(sorted(set(message_ids))))
+        .group_by(_TABLE.c.message_id)
+    )
+    return {mid: int(first) for mid, first in rows}
 
 
 def retry(session: Session, item_id: int) -> bool:

@@ -78,14 +78,6 @@ _PEOPLE = (
 _REMOVE_PERSON = delete(_T[Participant]).where(
     _P.ticket_id == bindparam("t"), _P.address == bindparam("a"), _P.role == bindparam("r")
 )
-_I = InboxItem.__table__.c  # type: ignore[attr-defined]
-# Runs for every message (stages.thread): prebuilt, on the (desk, message_id, digest) unique index.
-_EARLIER_COPY = (
-    select(_I.id)
-    .where(_I.desk == bindparam("d"), _I.message_id == bindparam("m"), _I.id < bindparam("i"))
-    .order_by(_I.id)
-    .limit(1)
-)
 # A ticket's Message-IDs with, for the ones we sent, whom we sent them to: the outbox row keeps
 # the recipients of every mail, so no second record of "who got which Message-ID" is needed.
 _THREAD_IDS = (
@@ -113,6 +105,12 @@ _SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[Outbo
 )
 
 
+_B = BouncedAddress.__table__.c  # type: ignore[attr-defined]
+_BOUNCED = select(_B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounced_at).where(
+    _B.address == bindparam("a")
+)
+
+
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
     ins = insert_for(dialect)
@@ -121,6 +119,16 @@ def _upserts(dialect: str) -> dict[str, Any]:
         "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing(),
         "participant": ins(_T[Participant]).on_conflict_do_nothing(),
     }
+
+
+class Bounced(NamedTuple):
+    """A bounced address, as read (store.models.BouncedAddress is the table)."""
+
+    address: str
+    quiet_until: datetime
+    status: str
+    diagnostic: str
+    bounced_at: datetime
 
 
 class Person(NamedTuple):
@@ -133,13 +141,40 @@ class Person(NamedTuple):
 
 
 class Repo:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, buffered: bool = False) -> None:
+        """`buffered`: the rows of queued mail (outbox, thread reference, send log) are kept
+        and written by `flush_pending`, one executemany per table, instead of one INSERT each
+        (the pipeline's Repo for one message: the runner flushes before the message's
+        SAVEPOINT is released). Every read of those tables here flushes first, or counts the
+        kept rows too (`automatic_mails`), so nothing reads around them."""
         self.session = session
         dialect = session.get_bind().dialect.name
         self._up = _upserts(dialect)
         # thread ids per ticket with whom each was sent to ("" for mail we received), kept in
         # step by add_thread_ref
         self._threads: dict[int, list[tuple[str, str]]] = {}
+        self._pending: dict[str, list[dict[str, Any]]] | None = {} if buffered else None
+
+    def _keep(self, table: str, stmt: Any, params: dict[str, Any]) -> None:
+        """Write the row now, or keep it for `flush_pending` (a buffered Repo)."""
+        if self._pending is None:
+            self.write(stmt, params)
+        else:
+            self._pending.setdefault(table, []).append(params)
+
+    def flush_pending(self) -> None:
+        """Write the kept rows: one executemany per table, in the order a reader needs them
+        (an outbox row before the thread reference that names its Message-ID)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        for table, stmt in (
+            ("outbox", _INSERT_OUTBOX),
+            ("thread_ref", self._up["thread_ref"]),
+            ("sendlog", _INSERT_SENDLOG),
+        ):
+            if rows := pending.get(table):
+                self.write(stmt, rows)
 
     def core(self, stmt: Any, params: dict[str, Any]) -> Result[Any]:
         """Run a prebuilt Core SELECT (or write with RETURNING) on this transaction's connection,
@@ -165,6 +200,7 @@ class Repo:
 
     # -- lookups (threading.Lookup for one desk) ------------------------------------------------
     def key_for_message_id(self, desk: str, message_id: str) -> str | None:
+        self.flush_pending()
         row = self.core(_KEY_FOR_MSGID, {"d": desk, "m": message_id}).first()
         return row[0] if row else None
 
@@ -213,15 +249,19 @@ class Repo:
         outbox row, queued in this transaction, says the same to later transactions)."""
         if not message_id:
             return
-        added = self.write(
-            self._up["thread_ref"], {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
-        )
+        row = {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
+        if self._pending is None:
+            added = bool(self.write(self._up["thread_ref"], row))
+        else:  # kept: a Message-ID the ticket has already is not added again (ON CONFLICT)
+            self._pending.setdefault("thread_ref", []).append(row)
+            added = all(mid != message_id for mid, _ in self._threads.get(ticket_id, ()))
         if added and ticket_id in self._threads:
             self._threads[ticket_id].append((message_id, sent_to.lower()))
 
     def sent_to(self, message_id: str) -> tuple[int | None, list[str], str] | None:
         """(ticket id, recipients, kind) of a mail we sent with this Message-ID, or None when we
         sent none: what an In-Reply-To must name to prove its sender got that mail."""
+        self.flush_pending()
         row = self.core(_SENT, {"m": message_id}).first()
         if row is None:
             return None
@@ -293,11 +333,15 @@ class Repo:
         values.setdefault("claimed_at", None)
         values.setdefault("last_error", None)
         values.setdefault("sent_at", None)
-        self.write(_INSERT_OUTBOX, values)
+        self._keep("outbox", _INSERT_OUTBOX, values)
 
     def log_send(self, recipient: str, ticket_id: int | None) -> None:
         """One automatic mail to `recipient`, for the loop limits' sliding windows."""
-        self.write(_INSERT_SENDLOG, {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()})
+        self._keep(
+            "sendlog",
+            _INSERT_SENDLOG,
+            {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()},
+        )
 
     def new_thread(self, ticket_id: int) -> None:
         """A ticket made in this transaction has no conversation yet: `thread_ids` need not ask."""
@@ -310,6 +354,7 @@ class Repo:
         never copied into another person's mail (STYLE.md habit 13)."""
         pairs = self._threads.get(ticket_id)
         if pairs is None:
+            self.flush_pending()
             pairs = self._threads[ticket_id] = [
                 (str(mid), rcpts[0].lower() if rcpts else "")
                 for mid, rcpts in map(tuple, self.core(_THREAD_IDS, {"t": ticket_id}))
@@ -355,12 +400,6 @@ class Repo:
                 .order_by(col(Event.id))
             ).scalars()
         ]
-
-    def earlier_copy(self, desk: str, message_id: str, inbox_id: int) -> int | None:
-        """An inbox row received before `inbox_id` with the same Message-ID for this desk: the
-        same id on different content (identical redeliveries never get a row of their own)."""
-        row = self.core(_EARLIER_COPY, {"d": desk, "m": message_id, "i": inbox_id}).first()
-        return int(row[0]) if row else None
 
     def ticket_of_message(self, desk: str, message_id: str, author: str) -> str | None:
         """The key of the ticket holding an inbound message of `author` with this Message-ID."""
@@ -435,8 +474,12 @@ class Repo:
                 "since": min(overall_since, ticket_since),
             },
         ).one()
-        overall, per_ticket = tuple(counts)
-        return int(overall), int(per_ticket)
+        overall, per_ticket = (int(n) for n in tuple(counts))
+        for kept in (self._pending or {}).get("sendlog", ()):  # this message's mail so far
+            if kept["recipient"] == recipient:
+                overall += kept["created_at"] > overall_since
+                per_ticket += kept["ticket_id"] == ticket_id and kept["created_at"] > ticket_since
+        return overall, per_ticket
 
     def mail_held_since(self, recipient: str, since: datetime) -> bool:
         """Whether mail to `recipient` was held by a loop limit after `since` (on any ticket)."""
@@ -466,12 +509,16 @@ class Repo:
         row.ticket_id, row.bounced_at = ticket_id, now_utc()
         self.session.add(row)
 
-    def bounced(self, address: str, now: datetime) -> BouncedAddress | None:
-        """The bounce that keeps automatic mail from `address` at `now`, or None."""
-        row = self.session.get(BouncedAddress, address.lower())
-        if row is None or utc(row.quiet_until) <= now:
+    def bounced(self, address: str, now: datetime) -> Bounced | None:
+        """The bounce that keeps automatic mail from `address` at `now`, or None. A prebuilt Core
+        SELECT (it runs for nearly every mail queued), after a flush: a bounce recorded in this
+        transaction (`record_bounce`, an ORM object) counts too."""
+        self.session.flush()
+        row = self.core(_BOUNCED, {"a": address.lower()}).first()
+        found = Bounced._make(row) if row is not None else None
+        if found is None or utc(found.quiet_until) <= now:
             return None
-        return row
+        return found
 
     # -- admin notices (pipeline/notify.py) --------------------------------------------------------
     def add_admin_notice(self, kind: str, subject: str, text: str, now: datetime) -> None:

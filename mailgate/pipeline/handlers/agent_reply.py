@@ -366,7 +366,7 @@ class AgentReplyHandler:
         agents = s.agents()
         # The agent's attachments go where the words go: to the customer with a public reply,
         # to the agents only with an internal note.
-        files = travelling(s, ticket, ctx.stored)
+        files = travelling(s, ticket, ctx.stored, ctx.contents)
         context: dict[str, Any] = {
             "actor": s.agent_name(author),
             "actor_address": author,

@@ -9,7 +9,7 @@ outbox does). Nothing here picks a handler: the registry (handlers/__init__.py) 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -79,6 +79,26 @@ class Services:
         )
 
 
+def store_attachments(ctx: Context, services: Services) -> None:
+    """Put the attachments the limits keep into the blob store, before the batch's transaction
+    (each put waits for its fsync; SQLite's write lock, which the intake needs for every 250,
+    stays free meanwhile). The parsed mail then names each by its digest and keeps its bytes in
+    `ctx.contents`, for the mail that forwards them; `store_message` records them."""
+    if services.blobs is None or not ctx.mail.attachments:
+        return
+    limits = services.config.limits
+    kept, _ = apply_limits(ctx.mail.attachments, limits.max_attachment_size, limits.max_attachments)
+    digests: dict[int, str] = {}
+    for att in kept:
+        if att.sha256 is None and att.content:
+            digest = services.blobs.put(att.content)
+            digests[id(att)] = digest
+            ctx.contents[digest] = att.content
+    ctx.mail.attachments = [
+        replace(att, sha256=digests[id(att)]) if id(att) in digests else att for att in ctx.mail.attachments
+    ]
+
+
 def store_message(
     ctx: Context,
     repo: Repo,
@@ -101,10 +121,11 @@ def store_message(
     attachments: list[dict[str, Any]] = []
     for att in kept:
         entry: dict[str, Any] = {"filename": att.filename, "content_type": att.content_type, "size": att.size}
-        if att.sha256 is not None:  # stored already, durably, by the parse helper
+        if att.sha256 is not None:  # stored already, durably, before the transaction
             entry["sha256"] = att.sha256
         elif services.blobs is not None:
             entry["sha256"] = services.blobs.put(att.content)
+            ctx.contents[entry["sha256"]] = att.content
         attachments.append(entry)
     ctx.stored = [dict(a) for a in attachments]
     attachments.extend({"rejected": why} for why in rejected)
@@ -136,10 +157,13 @@ class Travelling:
     listed: list[dict[str, Any]] = field(default_factory=list)
 
 
-def travelling(services: Services, ticket: Ticket, stored: list[dict[str, Any]]) -> Travelling:
+def travelling(
+    services: Services, ticket: Ticket, stored: list[dict[str, Any]], have: dict[str, bytes] | None = None
+) -> Travelling:
     """The message's stored attachments, carried in message order while they fit in
     `[limits] max_forward_attachments_bytes` together; the rest named, with the command that
-    fetches them (a relay refuses mail past its size limit, and ten people need not get 30 MB)."""
+    fetches them (a relay refuses mail past its size limit, and ten people need not get 30 MB).
+    `have`: bytes already in hand by digest (the message's own, `ctx.contents`), not read back."""
     budget = services.config.limits.max_forward_attachments_bytes
     files: list[OutAttachment] = []
     listed: list[dict[str, Any]] = []
@@ -148,7 +172,9 @@ def travelling(services: Services, ticket: Ticket, stored: list[dict[str, Any]])
         name = safe_filename(str(entry.get("filename") or ""))
         size = int(entry.get("size") or 0)
         content = None
-        if used + size <= budget and services.blobs is not None and entry.get("sha256"):
+        if used + size <= budget and have and entry.get("sha256") in have:
+            content = have[str(entry["sha256"])]
+        elif used + size <= budget and services.blobs is not None and entry.get("sha256"):
             try:
                 content = services.blobs.get(str(entry["sha256"]))
             except (OSError, ValueError):

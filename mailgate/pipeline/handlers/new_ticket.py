@@ -317,7 +317,7 @@ class NewTicketHandler:
             "from_name": m.from_name,
             "cc_not_added": over_cap,
         }
-        files = travelling(s, ticket, ctx.stored)
+        files = travelling(s, ticket, ctx.stored, ctx.contents)
         similar = self._similar(ctx, repo, ticket)
         if decision.triaged or not ticket.assignee:
             triage = [decision.triage or s.rules.triage_for(ctx.desk.key)]

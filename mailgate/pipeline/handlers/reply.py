@@ -209,7 +209,7 @@ class ReplyHandler:
         change, notice = closed.reopen(repo, ticket, workflow, m.from_addr, "requester replied", text)
         ctx.note("apply", f"{m.from_addr} replied to a {status.label} ticket: reopened ({change})")
         self._tell_agents(
-            ctx, repo, ticket, notice, attachments=travelling(self.services, ticket, ctx.stored)
+            ctx, repo, ticket, notice, attachments=travelling(self.services, ticket, ctx.stored, ctx.contents)
         )
         ctx.disposition = Disposition.REPLY_REOPENED
 
@@ -249,7 +249,7 @@ class ReplyHandler:
                 "help": HELP,
                 "cc_not_added": left_out,
             },
-            attachments=travelling(self.services, ticket, ctx.stored),
+            attachments=travelling(self.services, ticket, ctx.stored, ctx.contents),
         )
         ctx.disposition = Disposition.REPLY
         ctx.note("apply", f"added to {ticket.key} as a reply")
