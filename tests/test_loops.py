@@ -304,3 +304,36 @@ def test_flood_from_one_sender_is_held_and_the_admin_told_once(
         )
     finally:
         d.stop()
+
+
+def test_mail_queued_earlier_in_the_same_message_counts_toward_the_loop_limit(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """One message can cause two automatic mails to its sender (the acknowledgement, then the
+    notice of an attachment not kept). The pipeline writes the rows of queued mail at the end of
+    the message (one executemany per table), so the limit must count the ones still in hand: at
+    one automatic mail per ticket, the second is held and recorded, the first goes out."""
+    cfg = scenario_config(
+        tmp_path / "desk",
+        relay_port=sink.port,
+        desks=[("support@localhost", "SUP", "default")],
+        team=TEAM,
+        extra="[limits]\nauto_mails_per_ticket = 1\nmax_attachment_size = 1000",
+    )
+    d = RunningDaemon(cfg)
+    try:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "c@acme.com", "support@localhost", "big log"
+        msg["Message-ID"] = make_msgid(domain="acme.com")
+        msg.set_content("the log is attached")
+        msg.add_attachment(b"x" * 5000, maintype="text", subtype="plain", filename="big.log")
+        d.send(msg.as_bytes(), sender="c@acme.com")
+        d.settle()
+        assert [r.kind for r in d.outbox_to("c@acme.com")] == ["acknowledgement"]  # the honest first mail
+        with d.db.session() as s:
+            held = [e.data for e in s.execute(select(Event).where(Event.kind == "mail-held")).scalars()]
+        assert [(h["recipient"], h["mail"]) for h in held] == [("c@acme.com", "attachments-rejected")]
+        [ack] = sink.wait_to("c@acme.com", 1)
+        assert "[SUP-1]" in str(ack["Subject"])
+    finally:
+        d.stop()
