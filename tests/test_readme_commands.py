@@ -345,7 +345,9 @@ def test_inbox_list_show_raw_failed_and_retry(desk: Desk) -> None:
     )
     failed = desk.runs["inbox failed"].out
     assert re.match(r"\s+ID STATE\s+DESK\s+TICKET\s+FROM\s+OUTCOME\n", failed), failed
-    assert re.search(rf"^\s*{desk.failed_id} failed\s+SUP\s+-\s.*new-ticket: ", failed, re.M), failed
+    # The attachment store is broken: quarantined where attachments are stored (before the
+    # transaction that runs the handler).
+    assert re.search(rf"^\s*{desk.failed_id} failed\s+SUP\s+-\s.*attachments: ", failed, re.M), failed
     assert desk.runs["inbox retry"].out.strip() == f"inbox item {desk.failed_id} queued again"
     after = desk.cli("inbox", "show", str(desk.failed_id)).out
     assert "ticket SUP-5" in after and "outcome     ticket-created" in after, after

@@ -145,9 +145,10 @@ class Runner:
             # The attachments go into the blob store now, each with its fsync, while the write
             # lock is free for the intake (content-addressed: a message that ends up not stored
             # leaves a file nothing names).
-            ctx.stage = "attachments"
-            with ctx.timed("attachments"):
-                store_attachments(ctx, self.services)
+            if ctx.mail.attachments:
+                ctx.stage = "attachments"
+                with ctx.timed("attachments"):
+                    store_attachments(ctx, self.services)
         except Exception as exc:  # noqa: BLE001 - sorted into the two tiers by `_record_failure`
             return Failed(ctx, exc, traceback.format_exc())
         return ctx
