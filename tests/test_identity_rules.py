@@ -7,7 +7,7 @@ import pytest
 
 from mailgate.config import Security
 from mailgate.domain.rulesfile import RulesInvalid, TomlFile
-from mailgate.domain.team import may_change, parse_team
+from mailgate.domain.team import may_change, may_see, parse_team
 from mailgate.domain.tokens import KeyState, Purpose, TokenKeys, make_token, read_token
 from mailgate.mail.model import ParsedMail
 from mailgate.pipeline.identity import auth_results_proof, authserv_id
@@ -63,6 +63,24 @@ def test_roles_reach(team, who: str, group: str | None, assignee: str | None, al
     access = may_change(team, who, "SUP-1", group, assignee)
     assert access.allowed is allowed, access.rule
     assert access.rule
+
+
+@pytest.mark.parametrize(
+    ("who", "group", "assignee", "shown"),
+    [
+        ("light@d.example", "Billing", None, True),  # a light agent sees their group's tickets
+        ("light@d.example", "Network", "net@d.example", False),  # not another group's
+        ("ann@d.example", "Network", "net@d.example", False),  # as may_change
+        ("ann@d.example", "Billing", None, True),
+        ("boss@d.example", "Network", None, True),
+        ("gone@d.example", None, None, False),  # nobody outside the team is shown anything
+    ],
+)
+def test_what_an_agent_is_shown_of_other_tickets(  # type: ignore[no-untyped-def]
+    team, who: str, group: str | None, assignee: str | None, shown: bool
+) -> None:
+    """Similar tickets and search results (docs/security.md "Roles")."""
+    assert may_see(team, who, "SUP-1", group, assignee) is shown
 
 
 def test_a_refusal_names_the_rule(team) -> None:  # type: ignore[no-untyped-def]

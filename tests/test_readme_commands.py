@@ -328,6 +328,10 @@ def test_tickets_search_finds_by_words_and_similar_tickets_are_recorded(desk: De
     as_json = json.loads(desk.cli("tickets", "search", "backend", "--json").out)  # a word of the text
     assert [h["key"] for h in as_json] == ["SUP-1"]
     assert "no tickets match" in desk.cli("tickets", "search", "printer", "--status", "closed").out
+    filtered = desk.cli(
+        "tickets", "search", "printer", "--status", "closed", "--group", "IT", "--desk", "SUP"
+    )
+    assert "no tickets match 'printer'" in filtered.out  # the docs' example: open, and no group
     assert "no tickets match" in desk.cli("tickets", "search", '"printer" NEAR(*', "--group", "nobody").out
     empty = desk.cli("tickets", "search", '"*"', ok=(2,))
     assert "no words" in empty.err
