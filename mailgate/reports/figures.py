@@ -1,7 +1,8 @@
 """The figures of `mailgate report`: what the desk did, how fast, how well, per period or per value.
 
 Counts come from SQL aggregates (GROUP BY over indexed ranges, on SQLite and PostgreSQL alike),
-so a year of a busy desk is a few thousand result rows, never the rows themselves:
+so a year of a busy desk is a few hundred result rows (grouped by period: `period_of`), never
+the rows themselves:
 
 - volume: tickets created (by channel: the "created" event's intake source), replies in (the
   "reply" events: requesters and participants), replies out (public "comment" events of agents),
@@ -15,8 +16,9 @@ so a year of a busy desk is a few thousand result rows, never the rows themselve
   in the period), resolved (now theirs, resolved in the period), open now.
 
 Times need a business calendar, which SQL does not have: the tickets whose first response,
-resolution or SLA target falls in the range are streamed (`yield_per`) with their status trail,
-and `mailgate.domain.sla.sla_clock` — the same clock the SLA jobs run — says met or breached.
+resolution or SLA target may fall in the range are read in batches, and each is measured with its
+status trail by `mailgate.domain.sla.sla_clock` — the same clock the SLA jobs run — unless its
+figures were kept by an earlier report and nothing they rest on changed since (facts.py).
 Each ticket is measured in the calendar of its SLA policy (first match in rules/sla.toml), else in
 the [timers] calendar, else around the clock. Resolution time is business time from creation to the
 last resolution (waiting on the customer included); the SLA resolution target counts only time in
@@ -576,7 +578,7 @@ def _times(
     progress: Progress | None,
 ) -> dict[tuple[str, str], int]:
     """First-response and resolution times, SLA outcomes: per ticket, in Python, with the clock —
-    or, for a closed ticket measured before and unchanged since, its kept figures (facts.py)."""
+    or, for a ticket measured before and unchanged since, its kept figures (facts.py)."""
     breaches: dict[tuple[str, str], int] = defaultdict(int)
     attr = {"group": "group", "agent": "assignee", "priority": "priority", "type": "type"}.get(keys.by or "")
     by_column = getattr(_T, attr) if attr else null()
