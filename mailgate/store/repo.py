@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Result
 from sqlmodel import Session, col
 
+from mailgate.store import deferred
 from mailgate.store.db import insert_for
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import (
@@ -67,10 +68,12 @@ _KEY_EXISTS = select(_T[Ticket].c.id).where(_T[Ticket].c.key == bindparam("k")).
 _INSERT_TICKET = insert(Ticket).returning(Ticket)
 _TICKET_BY_KEY = select(Ticket).where(Ticket.key == bindparam("k"))  # type: ignore[arg-type]
 _SET_TICKET = update(_T[Ticket]).where(_T[Ticket].c.id == bindparam("ticket_row"))
-_INSERT_EVENT = _T[Event].insert()
-_INSERT_MESSAGE = _T[Message].insert()
-_INSERT_OUTBOX = _T[OutboxItem].insert()
-_INSERT_SENDLOG = _T[SendLog].insert()
+# inline(): no RETURNING of the new id (PostgreSQL would add one to every single-row INSERT),
+# which nothing reads and which `defer` cannot wait for.
+_INSERT_EVENT = _T[Event].insert().inline()
+_INSERT_MESSAGE = _T[Message].insert().inline()
+_INSERT_OUTBOX = _T[OutboxItem].insert().inline()
+_INSERT_SENDLOG = _T[SendLog].insert().inline()
 _P = _T[Participant].c
 _PEOPLE = (
     select(_P.address, _P.role, _P.name, _P.notify).where(_P.ticket_id == bindparam("t")).order_by(_P.id)
@@ -116,10 +119,11 @@ _SENT = select(_T[OutboxItem].c.ticket_id, _T[OutboxItem].c.recipients, _T[Outbo
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
     ins = insert_for(dialect)
+    # inline(): the row count says whether the row was new; no RETURNING of its id is needed.
     return {
-        "counter": ins(_T[Counter]).on_conflict_do_nothing(),
-        "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing(),
-        "participant": ins(_T[Participant]).on_conflict_do_nothing(),
+        "counter": ins(_T[Counter]).on_conflict_do_nothing().inline(),
+        "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing().inline(),
+        "participant": ins(_T[Participant]).on_conflict_do_nothing().inline(),
     }
 
 
@@ -152,6 +156,11 @@ class Repo:
         """Run a prebuilt INSERT, UPDATE or DELETE (no RETURNING) in this transaction; the row
         count. A list of parameter sets runs as one executemany. Same caveat as `core`."""
         return int(self.session.connection().execute(stmt, params).rowcount)
+
+    def defer(self, stmt: Any, params: dict[str, Any]) -> None:
+        """`write` for a write whose row count nobody reads: on PostgreSQL it goes out with the
+        next statement's round trip instead of one of its own (store/deferred.py)."""
+        deferred.defer(self.session, stmt, params)
 
     # -- ticket numbers -------------------------------------------------------------------------
     def next_ticket_number(self, desk: str) -> int:
@@ -205,7 +214,7 @@ class Repo:
             for key, value in values.items():
                 setattr(ticket, key, value)
             return
-        self.write(_SET_TICKET, {"ticket_row": ticket.id, **values})
+        self.defer(_SET_TICKET, {"ticket_row": ticket.id, **values})
         self.session.expire(ticket, list(values))
 
     def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int, sent_to: str = "") -> None:
@@ -213,9 +222,13 @@ class Repo:
         outbox row, queued in this transaction, says the same to later transactions)."""
         if not message_id:
             return
-        added = self.write(
-            self._up["thread_ref"], {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
-        )
+        row = {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
+        if sent_to:
+            # A mail we are sending: its Message-ID was made for it just now, so the row is new.
+            self.defer(self._up["thread_ref"], row)
+            added = True
+        else:
+            added = bool(self.write(self._up["thread_ref"], row))
         if added and ticket_id in self._threads:
             self._threads[ticket_id].append((message_id, sent_to.lower()))
 
@@ -233,7 +246,7 @@ class Repo:
 
         A plain INSERT, not an ORM add + flush: events are written many times per message and
         never read back in the same transaction by id."""
-        self.write(
+        self.defer(
             _INSERT_EVENT,
             {"ticket_id": ticket_id, "kind": what, "actor": actor, "data": data, "created_at": now_utc()},
         )
@@ -293,11 +306,11 @@ class Repo:
         values.setdefault("claimed_at", None)
         values.setdefault("last_error", None)
         values.setdefault("sent_at", None)
-        self.write(_INSERT_OUTBOX, values)
+        self.defer(_INSERT_OUTBOX, values)
 
     def log_send(self, recipient: str, ticket_id: int | None) -> None:
         """One automatic mail to `recipient`, for the loop limits' sliding windows."""
-        self.write(_INSERT_SENDLOG, {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()})
+        self.defer(_INSERT_SENDLOG, {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()})
 
     def new_thread(self, ticket_id: int) -> None:
         """A ticket made in this transaction has no conversation yet: `thread_ids` need not ask."""
@@ -329,7 +342,7 @@ class Repo:
         values.setdefault("created_at", now_utc())
         values.setdefault("inbox_id", None)
         values.setdefault("message_id", None)
-        self.write(_INSERT_MESSAGE, values)
+        self.defer(_INSERT_MESSAGE, values)
 
     # -- membership and dedup (pipeline/membership.py, stages.thread) ---------------------------
     def mailed_to(self, ticket_id: int, message_ids: Sequence[str]) -> set[str]:
