@@ -41,7 +41,7 @@ from mailgate.pipeline.handlers import Handler, Services, registry
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
-from mailgate.store import inbox
+from mailgate.store import deferred, inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.kinds import AdminKind
@@ -239,7 +239,6 @@ class Runner:
         consumed = 0
         hold = HOLD_SECONDS if self.db.is_sqlite else HOLD_SECONDS_POSTGRESQL
         with self.db.session(durable=False) as session:
-            conn = session.connection()
             held = inbox.hold(session, self.lease, [i for c in contexts if (i := _item(c).id) is not None])
             start = time.perf_counter()
             for ctx in contexts:
@@ -266,13 +265,15 @@ class Runner:
                         savepoint.rollback()
                         ctx = Failed(ctx, exc, traceback.format_exc())
                     else:
-                        conn.execute(_FINISH, _outcome(ctx, "done", None, None))
+                        deferred.defer(session, _FINISH, _outcome(ctx, "done", None, None))
                 if isinstance(ctx, Failed):
-                    conn.execute(_FINISH, self._record_failure(ctx, session))
+                    deferred.defer(session, _FINISH, self._record_failure(ctx, session))
                     ctx = ctx.ctx
                 # Each outcome is written at once, in the same commit as its work: a later
                 # message of the batch may ask what became of an earlier one (the flood limit
-                # tells the admin only when no earlier mail of that sender was held).
+                # tells the admin only when no earlier mail of that sender was held). On
+                # PostgreSQL it goes with the next statement's round trip (store/deferred.py),
+                # before anything after it is run.
                 self._log(ctx, t0)
         return consumed
 
