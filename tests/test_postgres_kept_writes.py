@@ -91,3 +91,70 @@ def test_a_write_refused_late_fails_only_its_own_message(
             assert ticket_ids == {rows[0].ticket_id, rows[2].ticket_id}  # no audit rows of the refused one
     finally:
         db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_message_stopped_before_its_first_statement_leaves_the_batch_whole(
+    backend: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A mail that screen stops before any statement (one copied to the no-reply system sender)
+    is rolled back to a savepoint that was never sent; the batch goes on as on SQLite."""
+    from mailgate.config import load_config
+    from mailgate.intake.accept import Acceptor, Envelope
+    from mailgate.pipeline.runner import Runner
+    from mailgate.store.models import InboxItem, Ticket
+
+    config = load_config(write_config(tmp_path / "desk"), env=config_env(backend))
+    db = Database(config.database_url)
+    try:
+        mails = [
+            make_mail("printer on fire", sender="ann@acme.com"),
+            make_mail("answering a digest", sender="dan@acme.com", cc="mailgate-noreply@localhost"),
+            make_mail("screen is blank", sender="cid@acme.com"),
+        ]
+        Acceptor(db, config).accept_many([(m, Envelope(source="mbox")) for m in mails])
+        runner = Runner(db, config)
+        assert runner.run_once() == 3
+        runner.stop()
+        with db.session() as s:
+            rows = s.execute(select(InboxItem).order_by(InboxItem.id)).scalars().all()  # type: ignore[arg-type]
+            assert [(r.state, r.disposition) for r in rows] == [
+                ("done", "ticket-created"),
+                ("done", "ignored:system-mail"),
+                ("done", "ticket-created"),
+            ]
+            subjects = s.execute(select(Ticket.subject).order_by(Ticket.id)).scalars().all()  # type: ignore[arg-type]
+            assert subjects == ["printer on fire", "screen is blank"]
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_rolling_back_to_a_savepoint_never_sent(
+    backend: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL a SAVEPOINT waits to go with the next statement; rolled back to before
+    any, it is dropped with what was kept after it, and the writes kept before it still commit."""
+    from mailgate.config import load_config
+    from mailgate.store.kinds import EventKind
+    from mailgate.store.models import Event
+    from mailgate.store.repo import Repo
+
+    config = load_config(write_config(tmp_path / "desk"), env=config_env(backend))
+    db = Database(config.database_url)
+    try:
+        with db.session() as s:
+            repo = Repo(s)
+            repo.event(1, EventKind.COMMENT, n=1)  # kept (PostgreSQL)
+            conn = s.connection()
+            inner = conn.begin_nested()  # SAVEPOINT: kept behind the event
+            repo.event(1, EventKind.COMMENT, n=2)  # kept after the SAVEPOINT
+            inner.rollback()  # drops n=2 and the SAVEPOINT; sends nothing
+            repo.event(1, EventKind.COMMENT, n=3)
+        with db.session() as s:
+            kept = [e["n"] for e in s.execute(select(Event.data).order_by(Event.id)).scalars()]  # type: ignore[arg-type]
+        assert kept == [1, 3]
+    finally:
+        db.dispose()

@@ -6,11 +6,11 @@ pipeline's time there (bench/README.md, "PostgreSQL ingest"). Most of a message'
 INSERTs of audit events, outgoing mail and send-log rows, and UPDATEs of a ticket's times, whose
 answer (row count, new id) is never read. `defer` keeps such a write on its connection, and
 the writes kept are sent in psycopg's pipeline mode together with the next statement of any kind
-on that connection (a read, a SAVEPOINT, an ORM flush), one sync for the lot, or before COMMIT
-and before a SAVEPOINT's RELEASE. So every statement still runs, in the order
+on that connection (a read, an ORM flush), one sync for the lot, or before COMMIT and before a
+SAVEPOINT's RELEASE. A SAVEPOINT statement is kept the same way. So every statement still runs, in the order
 the code asked for it and in the same transaction: a read sees every write made before it, a
 failed write fails the statement after it in the same SAVEPOINT, and nothing is committed that
-would not have been. A rollback (of the transaction or of a SAVEPOINT) drops what was kept.
+would not have been. A rollback (of the transaction or to a SAVEPOINT) drops what was kept after it.
 
 SQLite runs in this process: there is no round trip to save, and `defer` runs the write at once.
 """
@@ -48,7 +48,6 @@ def install(engine: Engine) -> None:
     event.listen(engine, "do_executemany", _before_executemany)
     event.listen(engine, "commit", flush)
     event.listen(engine, "rollback", _drop)
-    event.listen(engine, "rollback_savepoint", _drop_savepoint)
     event.listen(engine.pool, "checkin", _checkin)
 
 
@@ -56,14 +55,16 @@ def flush(conn: Connection, then: Callable[[], None] | None = None) -> None:
     """Send the kept writes now: consecutive writes of one statement with the same columns as one
     executemany, all of them inside one pipeline and `then` (the statement that asked) last in
     it: one sync, so one wait for the server, however many writes there are."""
-    kept: list[tuple[Any, dict[str, Any]]] | None = conn.info.pop(_KEY, None)
+    kept: list[tuple[Any, dict[str, Any] | None]] | None = conn.info.pop(_KEY, None)
     if not kept:
         if then is not None:
             then()
         return
     runs: list[tuple[Any, list[dict[str, Any]]]] = []
     for stmt, params in kept:
-        if runs and runs[-1][0] is stmt and runs[-1][1][0].keys() == params.keys():
+        if params is None:  # a SAVEPOINT, as SQLAlchemy wrote it
+            runs.append((stmt, []))
+        elif runs and runs[-1][0] is stmt and runs[-1][1] and runs[-1][1][0].keys() == params.keys():
             runs[-1][1].append(params)
         else:
             runs.append((stmt, [params]))
@@ -72,7 +73,10 @@ def flush(conn: Connection, then: Callable[[], None] | None = None) -> None:
     try:
         with raw.pipeline():  # psycopg: send everything, then wait once
             for stmt, rows in runs:
-                conn.execute(stmt, rows if len(rows) > 1 else rows[0])
+                if not rows:
+                    raw.execute(stmt)
+                else:
+                    conn.execute(stmt, rows if len(rows) > 1 else rows[0])
             if then is not None:
                 then()
     except Exception as exc:
@@ -92,36 +96,43 @@ def _before_commit(session: Session) -> None:
 
 
 def _with_statement(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
-    """The statement runs last in the pipeline of the kept writes (it waits for its answer
-    anyway: they cost no wait of their own). The writes run through conn.execute, which comes
-    back here with nothing kept any more."""
-    conn = _keeping(context)
-    if conn is None:
-        return None
-    flush(conn, lambda: cursor.execute(statement, parameters))
-    return True
+    return _send(context.root_connection, statement, lambda: cursor.execute(statement, parameters))
 
 
 def _with_bare_statement(cursor: Any, statement: str, context: Any) -> bool | None:
-    conn = _keeping(context)
-    if conn is None:
+    return _send(context.root_connection, statement, lambda: cursor.execute(statement))
+
+
+def _send(conn: Connection, statement: str, execute: Callable[[], None]) -> bool | None:
+    """A statement about to be sent: the kept writes go with it, last in their pipeline (it
+    waits for its answer anyway: they cost no wait of their own). A SAVEPOINT, whose answer
+    nobody reads, is kept itself; rolling back to one that was never sent drops it and what
+    was kept after it, and sends nothing. True: done here; None: SQLAlchemy sends it."""
+    if not conn.in_transaction():  # only a transaction keeps anything (nor has `info` at the
+        return None  # dialect's first connect)
+    kept = conn.info.get(_KEY)
+    if statement.startswith("SAVEPOINT "):
+        conn.info.setdefault(_KEY, []).append((statement, None))
+        return True
+    if statement.startswith("ROLLBACK TO SAVEPOINT "):
+        mark = statement[len("ROLLBACK TO ") :]
+        at = next((i for i, (s, p) in enumerate(kept or ()) if p is None and s == mark), None)
+        if kept:
+            del kept[at or 0 :]  # sent before it, the savepoint's writes are undone by the server
+        if at is not None:
+            return True
         return None
-    flush(conn, lambda: cursor.execute(statement))
+    if not kept:
+        return None
+    flush(conn, execute)  # the writes run through conn.execute, which finds nothing kept here
     return True
 
 
 def _before_executemany(_cursor: Any, _statement: str, _parameters: Any, context: Any) -> None:
     # psycopg runs an executemany in a pipeline of its own: the kept writes go first.
-    conn = _keeping(context)
-    if conn is not None:
+    conn = context.root_connection
+    if conn.in_transaction() and conn.info.get(_KEY):
         flush(conn)
-
-
-def _keeping(context: Any) -> Connection | None:
-    """The statement's connection when it keeps writes. Only a transaction keeps any (the
-    dialect's first statements run on a connection without `info`, outside one)."""
-    conn: Connection = context.root_connection
-    return conn if conn.in_transaction() and conn.info.get(_KEY) else None
 
 
 def _drop(conn: Connection) -> None:
@@ -130,9 +141,3 @@ def _drop(conn: Connection) -> None:
 
 def _checkin(_dbapi_conn: Any, record: Any) -> None:
     record.info.pop(_KEY, None)  # a connection back in the pool keeps nothing of its last user
-
-
-def _drop_savepoint(conn: Connection, _name: str, _context: Any) -> None:
-    # Every SAVEPOINT statement sent what was kept before it: what is kept now came after the
-    # newest savepoint, which is the one rolled back to.
-    conn.info.pop(_KEY, None)
