@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -89,9 +90,14 @@ def run(args: argparse.Namespace, mbox: Path, url: str | None) -> int:
         def trace(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.set_trace_callback(lambda sql: counts.update([(phase[0], sql.split()[0].upper())]))
 
+        # A tree with store/deferred.py keeps each SAVEPOINT for the next statement's pipeline.
+        keeps_savepoints = importlib.util.find_spec("mailgate.store.deferred") is not None
+
         def counted(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
             # psycopg's public pgconn: in a pipeline, the statement waits for no answer of its own
-            together = bool(cursor.connection.pgconn.pipeline_status)
+            together = bool(cursor.connection.pgconn.pipeline_status) or (
+                keeps_savepoints and statement.startswith("SAVEPOINT ")
+            )
             counts.update(
                 [
                     (phase[0], statement.split()[0].upper()),
