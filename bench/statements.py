@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, mbox: Path, url: str | None) -> int:
         def counted(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
             # psycopg's public pgconn: in a pipeline, the statement waits for no answer of its own
             together = bool(cursor.connection.pgconn.pipeline_status) or (
-                keeps_savepoints and statement.startswith("SAVEPOINT ")
+                keeps_savepoints and statement.startswith(("SAVEPOINT ", "RELEASE SAVEPOINT "))
             )
             counts.update(
                 [

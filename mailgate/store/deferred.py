@@ -7,7 +7,7 @@ INSERTs of audit events, outgoing mail and send-log rows, and UPDATEs of a ticke
 answer (row count, new id) is never read. `defer` keeps such a write on its connection, and
 the writes kept are sent in psycopg's pipeline mode together with the next statement of any kind
 on that connection (a read, an ORM flush), one sync for the lot, or before COMMIT and before a
-SAVEPOINT's RELEASE. A SAVEPOINT statement is kept the same way. So every statement still runs, in the order
+SAVEPOINT's RELEASE. SAVEPOINT and RELEASE statements are kept the same way. So every statement still runs, in the order
 the code asked for it and in the same transaction: a read sees every write made before it, a
 failed write fails the statement after it in the same SAVEPOINT, and nothing is committed that
 would not have been. A rollback (of the transaction or to a SAVEPOINT) drops what was kept after it.
@@ -105,13 +105,18 @@ def _with_bare_statement(cursor: Any, statement: str, context: Any) -> bool | No
 
 def _send(conn: Connection, statement: str, execute: Callable[[], None]) -> bool | None:
     """A statement about to be sent: the kept writes go with it, last in their pipeline (it
-    waits for its answer anyway: they cost no wait of their own). A SAVEPOINT, whose answer
-    nobody reads, is kept itself; rolling back to one that was never sent drops it and what
-    was kept after it, and sends nothing. True: done here; None: SQLAlchemy sends it."""
+    waits for its answer anyway: they cost no wait of their own). A SAVEPOINT and its RELEASE,
+    whose answers nobody reads, are kept themselves; rolling back to a savepoint that was never
+    sent drops it and what was kept after it, and sends nothing. True: done here; None:
+    SQLAlchemy sends it."""
     if not conn.in_transaction():  # only a transaction keeps anything (nor has `info` at the
         return None  # dialect's first connect)
     kept = conn.info.get(_KEY)
-    if statement.startswith("SAVEPOINT "):
+    if statement.startswith("SAVEPOINT ") or (
+        # A RELEASE waits with the rest once no write is kept before it (Session.commit of the
+        # savepoint sent them first: a refused one failed inside it, where it can be undone).
+        statement.startswith("RELEASE SAVEPOINT ") and all(p is None for _, p in kept or ())
+    ):
         conn.info.setdefault(_KEY, []).append((statement, None))
         return True
     if statement.startswith("ROLLBACK TO SAVEPOINT "):
