@@ -5,12 +5,13 @@ waits for the server to be scheduled and answer, and that wait, not the SQL, was
 pipeline's time there (bench/README.md, "PostgreSQL ingest"). Most of a message's writes are
 INSERTs of audit events, outgoing mail and send-log rows, and UPDATEs of a ticket's times, whose
 answer (row count, new id) is never read. `defer` keeps such a write on its connection, and
-the writes kept are sent in psycopg's pipeline mode together with the next statement of any kind
-on that connection (a read, an ORM flush), one sync for the lot, or before COMMIT and before a
-SAVEPOINT's RELEASE. SAVEPOINT and RELEASE statements are kept the same way. So every statement still runs, in the order
-the code asked for it and in the same transaction: a read sees every write made before it, a
-failed write fails the statement after it in the same SAVEPOINT, and nothing is committed that
-would not have been. A rollback (of the transaction or to a SAVEPOINT) drops what was kept after it.
+the writes kept are sent in psycopg's pipeline mode together with the next statement of any
+kind on that connection (a read, an ORM flush), one sync for the lot, or before COMMIT and
+before a SAVEPOINT's RELEASE. SAVEPOINT and RELEASE statements are kept the same way. So every
+statement still runs, in the order the code asked for it and in the same transaction: a read
+sees every write made before it, a failed write fails the statement after it in the same
+SAVEPOINT, and nothing is committed that would not have been. A rollback drops what was kept
+(to a SAVEPOINT: what was kept after it).
 
 SQLite runs in this process: there is no round trip to save, and `defer` runs the write at once.
 """
