@@ -42,7 +42,7 @@ from mailgate.pipeline.handlers.common import store_attachments
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
-from mailgate.store import inbox
+from mailgate.store import deferred, inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.kinds import AdminKind
@@ -63,6 +63,11 @@ READY = 10
 # A batch's transaction commits early, and the rest of the batch goes on in the next one, once it
 # has held the write lock this long: the intake's commit before each 250 waits for it.
 HOLD_SECONDS = 0.05
+# PostgreSQL has no single write lock: the intake never waits for the pipeline's transaction,
+# and each commit is a round trip and a WAL flush. Its transactions stop at this bound instead,
+# which keeps what they hold (the desk's ticket counter row, which another worker making a
+# ticket waits for) and what their mail waits for (it goes out after the commit) short.
+HOLD_SECONDS_POSTGRESQL = 0.5
 
 _INBOX = InboxItem.__table__  # type: ignore[attr-defined]
 _OUTCOME = ("state", "disposition", "reason", "stage", "trace", "ticket_id", "processed_at", "claimed_by")
@@ -272,16 +277,17 @@ class Runner:
 
     def _transaction(self, contexts: list[Context | Failed]) -> int:
         """One transaction over the first of `contexts`, until they are all done or it has held the
-        write lock `HOLD_SECONDS`; returns how many it did (at least one)."""
+        write lock `HOLD_SECONDS` (PostgreSQL: `HOLD_SECONDS_POSTGRESQL`); returns how many it did
+        (at least one)."""
         consumed = 0
+        hold = HOLD_SECONDS if self.db.is_sqlite else HOLD_SECONDS_POSTGRESQL
         with self.db.session(durable=False) as session:
-            conn = session.connection()
             held = inbox.hold(session, self.lease, [i for c in contexts if (i := _item(c).id) is not None])
             self._earlier_copies(session, contexts)
             start = time.perf_counter()
             for ctx in contexts:
                 t0 = time.perf_counter()
-                if consumed and t0 - start > HOLD_SECONDS:
+                if consumed and t0 - start > hold:
                     break
                 consumed += 1
                 if _item(ctx).id not in held:
@@ -303,13 +309,15 @@ class Runner:
                         savepoint.rollback()
                         ctx = Failed(ctx, exc, traceback.format_exc())
                     else:
-                        conn.execute(_FINISH, _outcome(ctx, "done", None, None))
+                        deferred.defer(session, _FINISH, _outcome(ctx, "done", None, None))
                 if isinstance(ctx, Failed):
-                    conn.execute(_FINISH, self._record_failure(ctx, session))
+                    deferred.defer(session, _FINISH, self._record_failure(ctx, session))
                     ctx = ctx.ctx
                 # Each outcome is written at once, in the same commit as its work: a later
                 # message of the batch may ask what became of an earlier one (the flood limit
-                # tells the admin only when no earlier mail of that sender was held).
+                # tells the admin only when no earlier mail of that sender was held). On
+                # PostgreSQL it goes with the next statement's round trip (store/deferred.py),
+                # before anything after it is run.
                 self._log(ctx, t0)
         return consumed
 

@@ -62,6 +62,9 @@ class Database:
                 url = "postgresql+psycopg://" + url[len("postgresql://") :]
                 self.url = url
             self.engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+            from mailgate.store import deferred
+
+            deferred.install(self.engine)  # writes nobody reads the answer of go out together
         if upgrade:
             self.upgrade()
 

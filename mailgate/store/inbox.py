@@ -75,37 +75,72 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
     arrival order (ids are the processing order: an mbox's original before its reply).
     """
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        _lock_keys(session, items)
-    stmt = _insert_statement(dialect)
     conn = session.connection()
-    ids: list[int | None] = []
-    raws: list[dict[str, Any]] = []
     now = now_utc()
-    for item in items:
-        params = {
-            "desk": item.desk,
-            "message_id": item.message_id,
-            "digest": item.digest or content_digest(item.raw),
-            "source": item.source,
-            "source_key": item.source_key,
-            "mail_from": item.mail_from,
-            "rcpt_tos": list(item.rcpt_tos),
-            "size": len(item.raw),
-            "state": "new",
-            "attempts": 0,
-            "trace": [],
-            "received_at": now,
-        }
-        # One statement per row: with ON CONFLICT DO NOTHING, a batch's RETURNING would not say
-        # which of its rows were duplicates.
-        row_id = conn.execute(stmt, params).scalar_one_or_none()
-        if row_id is not None:
-            raws.append({"id": row_id, "raw": item.raw})
-        ids.append(row_id)
+    params = [_row(item, now) for item in items]
+    if dialect == "postgresql":
+        _lock_keys(session, params)
+        ids = _insert_together(conn, params)
+    else:
+        # One statement per row: SQLite runs in this process (no round trip to save), and
+        # with ON CONFLICT DO NOTHING a batch's RETURNING would not say which rows were dropped.
+        stmt = _insert_statement(dialect)
+        ids = [conn.execute(stmt, row).scalar_one_or_none() for row in params]
+    raws = [
+        {"id": row_id, "raw": item.raw} for row_id, item in zip(ids, items, strict=True) if row_id is not None
+    ]
     if raws:
         conn.execute(_INSERT_RAW, raws)  # the bytes in one executemany
     return ids
+
+
+def _row(item: NewItem, now: Any) -> dict[str, Any]:
+    return {
+        "desk": item.desk,
+        "message_id": item.message_id,
+        "digest": item.digest or content_digest(item.raw),
+        "source": item.source,
+        "source_key": item.source_key,
+        "mail_from": item.mail_from,
+        "rcpt_tos": list(item.rcpt_tos),
+        "size": len(item.raw),
+        "state": "new",
+        "attempts": 0,
+        "trace": [],
+        "received_at": now,
+    }
+
+
+_IDENTITY = ("desk", "message_id", "digest", "source", "source_key")
+
+
+def _insert_together(conn: Any, params: list[dict[str, Any]]) -> list[int | None]:
+    """PostgreSQL: the batch in one INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING, a round trip
+    for all its rows instead of one each. The rows it inserted come back with what identifies
+    them; ids are given in VALUES order (a dropped row uses up its id), so the rows returned,
+    by id, are the inserted rows in the batch's order, and a walk along the batch tells which of
+    them each is. Two copies of one message in the batch: the first is inserted, the second is
+    dropped (it conflicts with the first), as one statement per row would do."""
+    stmt = _insert_many_statement()
+    returned = sorted(tuple(r) for r in conn.execute(stmt, params).all())
+    ids: list[int | None] = []
+    j = 0
+    for row in params:
+        if j < len(returned) and returned[j][1:] == tuple(row[k] for k in _IDENTITY):
+            ids.append(int(returned[j][0]))
+            j += 1
+        else:
+            ids.append(None)
+    if j != len(returned):  # cannot happen while ids follow VALUES order; never guess
+        raise RuntimeError(f"inbox insert: {len(returned)} rows came back, {j} matched the batch")
+    return ids
+
+
+@cache
+def _insert_many_statement() -> Any:
+    table = InboxItem.__table__  # type: ignore[attr-defined]
+    cols = [table.c.id, *(table.c[k] for k in _IDENTITY)]
+    return insert_for("postgresql")(table).on_conflict_do_nothing().returning(*cols)
 
 
 def raws(session: Session, ids: Sequence[int]) -> dict[int, bytes]:
@@ -125,19 +160,25 @@ _INSERT_RAW = InboxRaw.__table__.insert()  # type: ignore[attr-defined]
 _TABLE = InboxItem.__table__  # type: ignore[attr-defined]
 
 
-def _lock_keys(session: Session, items: Sequence[NewItem]) -> None:
+def _lock_keys(session: Session, params: Sequence[dict[str, Any]]) -> None:
     """Take a transaction advisory lock per unique key, in sorted order, before inserting.
 
     Two batches holding the same messages in different orders (several MX hosts, each group
     committing) would otherwise each wait on the other's uncommitted index entry: a deadlock
     that PostgreSQL breaks by failing one batch, whose senders all get 451. Locks taken in one
     global order cannot deadlock; a hash collision only makes an unrelated insert wait briefly.
-    (SQLite needs none of this: BEGIN IMMEDIATE admits one writer at a time.)
+    One statement takes them all, in the array's order (a function scan returns its rows in
+    order). (SQLite needs none of this: BEGIN IMMEDIATE admits one writer at a time.)
     """
-    keys = {f"m\n{i.desk}\n{i.message_id}\n{i.digest}" for i in items if i.message_id}
-    keys |= {f"s\n{i.source}\n{i.source_key}" for i in items if i.source_key}
-    for key in sorted(keys):
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+    keys = {f"m\n{p['desk']}\n{p['message_id']}\n{p['digest']}" for p in params if p["message_id"]}
+    keys |= {f"s\n{p['source']}\n{p['source_key']}" for p in params if p["source_key"]}
+    if keys:
+        session.execute(_LOCK_KEYS, {"keys": sorted(keys)})
+
+
+_LOCK_KEYS = text(
+    "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(CAST(:keys AS text[])) AS k"
+)
 
 
 def is_known(

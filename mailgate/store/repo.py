@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Result
 from sqlmodel import Session, col
 
+from mailgate.store import deferred
 from mailgate.store.db import insert_for
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import (
@@ -67,10 +68,12 @@ _KEY_EXISTS = select(_T[Ticket].c.id).where(_T[Ticket].c.key == bindparam("k")).
 _INSERT_TICKET = insert(Ticket).returning(Ticket)
 _TICKET_BY_KEY = select(Ticket).where(Ticket.key == bindparam("k"))  # type: ignore[arg-type]
 _SET_TICKET = update(_T[Ticket]).where(_T[Ticket].c.id == bindparam("ticket_row"))
-_INSERT_EVENT = _T[Event].insert()
-_INSERT_MESSAGE = _T[Message].insert()
-_INSERT_OUTBOX = _T[OutboxItem].insert()
-_INSERT_SENDLOG = _T[SendLog].insert()
+# inline(): no RETURNING of the new id (PostgreSQL would add one to every single-row INSERT),
+# which nothing reads and which `defer` cannot wait for.
+_INSERT_EVENT = _T[Event].insert().inline()
+_INSERT_MESSAGE = _T[Message].insert().inline()
+_INSERT_OUTBOX = _T[OutboxItem].insert().inline()
+_INSERT_SENDLOG = _T[SendLog].insert().inline()
 _P = _T[Participant].c
 _PEOPLE = (
     select(_P.address, _P.role, _P.name, _P.notify).where(_P.ticket_id == bindparam("t")).order_by(_P.id)
@@ -114,10 +117,11 @@ _BOUNCED = select(_B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounc
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
     ins = insert_for(dialect)
+    # inline(): the row count says whether the row was new; no RETURNING of its id is needed.
     return {
-        "counter": ins(_T[Counter]).on_conflict_do_nothing(),
-        "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing(),
-        "participant": ins(_T[Participant]).on_conflict_do_nothing(),
+        "counter": ins(_T[Counter]).on_conflict_do_nothing().inline(),
+        "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing().inline(),
+        "participant": ins(_T[Participant]).on_conflict_do_nothing().inline(),
     }
 
 
@@ -153,12 +157,17 @@ class Repo:
         # thread ids per ticket with whom each was sent to ("" for mail we received), kept in
         # step by add_thread_ref
         self._threads: dict[int, list[tuple[str, str]]] = {}
-        self._pending: dict[str, list[dict[str, Any]]] | None = {} if buffered else None
+        # On PostgreSQL what costs is the round trip, not the call: there the same rows go out as
+        # kept writes with the next statement (`defer`, store/deferred.py), not buffered here.
+        self._pending: dict[str, list[dict[str, Any]]] | None = (
+            {} if buffered and dialect == "sqlite" else None
+        )
 
     def _keep(self, table: str, stmt: Any, params: dict[str, Any]) -> None:
-        """Write the row now, or keep it for `flush_pending` (a buffered Repo)."""
+        """Keep the row for `flush_pending` (a buffered Repo on SQLite), or `defer` it: written
+        now on SQLite, sent with the next statement on PostgreSQL."""
         if self._pending is None:
-            self.write(stmt, params)
+            self.defer(stmt, params)
         else:
             self._pending.setdefault(table, []).append(params)
 
@@ -187,6 +196,11 @@ class Repo:
         """Run a prebuilt INSERT, UPDATE or DELETE (no RETURNING) in this transaction; the row
         count. A list of parameter sets runs as one executemany. Same caveat as `core`."""
         return int(self.session.connection().execute(stmt, params).rowcount)
+
+    def defer(self, stmt: Any, params: dict[str, Any]) -> None:
+        """`write` for a write whose row count nobody reads: on PostgreSQL it goes out with the
+        next statement's round trip instead of one of its own (store/deferred.py)."""
+        deferred.defer(self.session, stmt, params)
 
     # -- ticket numbers -------------------------------------------------------------------------
     def next_ticket_number(self, desk: str) -> int:
@@ -241,7 +255,7 @@ class Repo:
             for key, value in values.items():
                 setattr(ticket, key, value)
             return
-        self.write(_SET_TICKET, {"ticket_row": ticket.id, **values})
+        self.defer(_SET_TICKET, {"ticket_row": ticket.id, **values})
         self.session.expire(ticket, list(values))
 
     def add_thread_ref(self, desk: str, message_id: str | None, ticket_id: int, sent_to: str = "") -> None:
@@ -250,11 +264,15 @@ class Repo:
         if not message_id:
             return
         row = {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
-        if self._pending is None:
-            added = bool(self.write(self._up["thread_ref"], row))
-        else:  # kept: a Message-ID the ticket has already is not added again (ON CONFLICT)
+        if self._pending is not None:  # kept: a Message-ID the ticket has already is not added again
             self._pending.setdefault("thread_ref", []).append(row)
             added = all(mid != message_id for mid, _ in self._threads.get(ticket_id, ()))
+        elif sent_to:
+            # A mail we are sending: its Message-ID was made for it just now, so the row is new.
+            self.defer(self._up["thread_ref"], row)
+            added = True
+        else:
+            added = bool(self.write(self._up["thread_ref"], row))
         if added and ticket_id in self._threads:
             self._threads[ticket_id].append((message_id, sent_to.lower()))
 
@@ -273,7 +291,7 @@ class Repo:
 
         A plain INSERT, not an ORM add + flush: events are written many times per message and
         never read back in the same transaction by id."""
-        self.write(
+        self.defer(
             _INSERT_EVENT,
             {"ticket_id": ticket_id, "kind": what, "actor": actor, "data": data, "created_at": now_utc()},
         )
@@ -374,7 +392,7 @@ class Repo:
         values.setdefault("created_at", now_utc())
         values.setdefault("inbox_id", None)
         values.setdefault("message_id", None)
-        self.write(_INSERT_MESSAGE, values)
+        self.defer(_INSERT_MESSAGE, values)
 
     # -- membership and dedup (pipeline/membership.py, stages.thread) ---------------------------
     def mailed_to(self, ticket_id: int, message_ids: Sequence[str]) -> set[str]:

@@ -1,0 +1,149 @@
+"""Writes whose answer nobody reads, sent to PostgreSQL together (write-behind).
+
+Every statement to PostgreSQL is a round trip to another process: on a busy machine each one
+waits for the server to be scheduled and answer, and that wait, not the SQL, was most of the
+pipeline's time there (bench/README.md, "PostgreSQL ingest"). Most of a message's writes are
+INSERTs of audit events, outgoing mail and send-log rows, and UPDATEs of a ticket's times, whose
+answer (row count, new id) is never read. `defer` keeps such a write on its connection, and
+the writes kept are sent in psycopg's pipeline mode together with the next statement of any
+kind on that connection (a read, an ORM flush), one sync for the lot, or before COMMIT and
+before a SAVEPOINT's RELEASE. SAVEPOINT and RELEASE statements are kept the same way. So every
+statement still runs, in the order the code asked for it and in the same transaction: a read
+sees every write made before it, a failed write fails the statement after it in the same
+SAVEPOINT, and nothing is committed that would not have been. A rollback drops what was kept
+(to a SAVEPOINT: what was kept after it).
+
+SQLite runs in this process: there is no round trip to save, and `defer` runs the write at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+_KEY = "mailgate.deferred"  # in Connection.info: the writes kept, in order; in Session.info: the connection
+
+
+def defer(session: Session, stmt: Any, params: dict[str, Any]) -> None:
+    """Run `stmt` with `params` in the session's transaction before its next statement
+    (PostgreSQL), or now (SQLite). Only for a write without RETURNING whose result the caller
+    does not read."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        conn.execute(stmt, params)
+        return
+    conn.info.setdefault(_KEY, []).append((stmt, params))
+    session.info[_KEY] = conn
+
+
+def install(engine: Engine) -> None:
+    """Make `engine` send kept writes with its next statement and at commit (PostgreSQL only)."""
+    if not event.contains(Session, "before_commit", _before_commit):
+        event.listen(Session, "before_commit", _before_commit)
+    event.listen(engine, "do_execute", _with_statement)
+    event.listen(engine, "do_execute_no_params", _with_bare_statement)
+    event.listen(engine, "do_executemany", _before_executemany)
+    event.listen(engine, "commit", flush)
+    event.listen(engine, "rollback", _drop)
+    event.listen(engine.pool, "checkin", _checkin)
+
+
+def flush(conn: Connection, then: Callable[[], None] | None = None) -> None:
+    """Send the kept writes now: consecutive writes of one statement with the same columns as one
+    executemany, all of them inside one pipeline and `then` (the statement that asked) last in
+    it: one sync, so one wait for the server, however many writes there are."""
+    kept: list[tuple[Any, dict[str, Any] | None]] | None = conn.info.pop(_KEY, None)
+    if not kept:
+        if then is not None:
+            then()
+        return
+    runs: list[tuple[Any, list[dict[str, Any]]]] = []
+    for stmt, params in kept:
+        if params is None:  # a SAVEPOINT, as SQLAlchemy wrote it
+            runs.append((stmt, []))
+        elif runs and runs[-1][0] is stmt and runs[-1][1] and runs[-1][1][0].keys() == params.keys():
+            runs[-1][1].append(params)
+        else:
+            runs.append((stmt, [params]))
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    try:
+        with raw.pipeline():  # psycopg: send everything, then wait once
+            for stmt, rows in runs:
+                if not rows:
+                    raw.execute(stmt)
+                else:
+                    conn.execute(stmt, rows if len(rows) > 1 else rows[0])
+            if then is not None:
+                then()
+    except Exception as exc:
+        # Raised by the statement that asked for them: say which writes went with it.
+        exc.add_note("with the writes sent before it: " + "; ".join(str(s).split("(")[0] for s, _ in runs))
+        raise
+
+
+def _before_commit(session: Session) -> None:
+    # Also before a SAVEPOINT's RELEASE (Session.begin_nested().commit()): sent here, a write
+    # that fails does so while its SAVEPOINT can still be rolled back to. Sent with the RELEASE
+    # statement itself, the failure would leave the savepoint marked released and the
+    # transaction lost.
+    conn = session.info.pop(_KEY, None)
+    if conn is not None and not conn.closed:
+        flush(conn)
+
+
+def _with_statement(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
+    return _send(context.root_connection, statement, lambda: cursor.execute(statement, parameters))
+
+
+def _with_bare_statement(cursor: Any, statement: str, context: Any) -> bool | None:
+    return _send(context.root_connection, statement, lambda: cursor.execute(statement))
+
+
+def _send(conn: Connection, statement: str, execute: Callable[[], None]) -> bool | None:
+    """A statement about to be sent: the kept writes go with it, last in their pipeline (it
+    waits for its answer anyway: they cost no wait of their own). A SAVEPOINT and its RELEASE,
+    whose answers nobody reads, are kept themselves; rolling back to a savepoint that was never
+    sent drops it and what was kept after it, and sends nothing. True: done here; None:
+    SQLAlchemy sends it."""
+    if not conn.in_transaction():  # only a transaction keeps anything (nor has `info` at the
+        return None  # dialect's first connect)
+    kept = conn.info.get(_KEY)
+    if statement.startswith("SAVEPOINT ") or (
+        # A RELEASE waits with the rest once no write is kept before it (Session.commit of the
+        # savepoint sent them first: a refused one failed inside it, where it can be undone).
+        statement.startswith("RELEASE SAVEPOINT ") and all(p is None for _, p in kept or ())
+    ):
+        conn.info.setdefault(_KEY, []).append((statement, None))
+        return True
+    if statement.startswith("ROLLBACK TO SAVEPOINT "):
+        mark = statement[len("ROLLBACK TO ") :]
+        at = next((i for i, (s, p) in enumerate(kept or ()) if p is None and s == mark), None)
+        if kept:
+            del kept[at or 0 :]  # sent before it, the savepoint's writes are undone by the server
+        if at is not None:
+            return True
+        return None
+    if not kept:
+        return None
+    flush(conn, execute)  # the writes run through conn.execute, which finds nothing kept here
+    return True
+
+
+def _before_executemany(_cursor: Any, _statement: str, _parameters: Any, context: Any) -> None:
+    # psycopg runs an executemany in a pipeline of its own: the kept writes go first.
+    conn = context.root_connection
+    if conn.in_transaction() and conn.info.get(_KEY):
+        flush(conn)
+
+
+def _drop(conn: Connection) -> None:
+    conn.info.pop(_KEY, None)
+
+
+def _checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info.pop(_KEY, None)  # a connection back in the pool keeps nothing of its last user
