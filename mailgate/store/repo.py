@@ -117,11 +117,14 @@ _BOUNCED = select(_B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounc
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
     ins = insert_for(dialect)
-    # inline(): the row count says whether the row was new; no RETURNING of its id is needed.
+    # inline(): no RETURNING of the new id, which nothing reads. Where whether the row was new
+    # is read, it is read from an explicit RETURNING, not the row count: PostgreSQL's driver
+    # gives -1 for these, which read as "added" for an address already on the ticket.
     return {
         "counter": ins(_T[Counter]).on_conflict_do_nothing().inline(),
         "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing().inline(),
-        "participant": ins(_T[Participant]).on_conflict_do_nothing().inline(),
+        "thread_ref_new": ins(_T[ThreadRef]).on_conflict_do_nothing().returning(_T[ThreadRef].c.id),
+        "participant": ins(_T[Participant]).on_conflict_do_nothing().returning(_T[Participant].c.id),
     }
 
 
@@ -272,7 +275,7 @@ class Repo:
             self.defer(self._up["thread_ref"], row)
             added = True
         else:
-            added = bool(self.write(self._up["thread_ref"], row))
+            added = self.core(self._up["thread_ref_new"], row).first() is not None
         if added and ticket_id in self._threads:
             self._threads[ticket_id].append((message_id, sent_to.lower()))
 
@@ -298,18 +301,8 @@ class Repo:
 
     def add_participant(self, ticket_id: int, address: str, role: Role, name: str = "") -> bool:
         """True when the address is new on the ticket."""
-        return bool(
-            self.write(
-                self._up["participant"],
-                {
-                    "ticket_id": ticket_id,
-                    "address": address.lower(),
-                    "role": role,
-                    "name": name,
-                    "notify": True,
-                },
-            )
-        )
+        row = {"ticket_id": ticket_id, "address": address.lower(), "role": role, "name": name, "notify": True}
+        return self.core(self._up["participant"], row).first() is not None
 
     def mute(self, ticket_id: int, addresses: Sequence[str]) -> None:
         """No more mail about this ticket to these addresses (unsubscribed, or bouncing)."""
