@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningDaemon, Sink, body_of, scenario_config
+from conftest import RunningDaemon, Sink, body_of, scenario_config, wait_until
 from sqlalchemy import func, select
 from support.web import agent_says, csrf_of, http, origin
 from test_web_browser import Page, browser  # noqa: F401  (the module's Chromium fixture)
@@ -215,6 +215,46 @@ def test_queues_and_search_list_only_what_the_agent_may_see(desk: RunningDaemon,
     boss = sign_in(desk, sink, BOSS)  # in no group: finds both by search
     assert "SUP-1" in http("GET", f"{base}/agent?q=payslip", headers=boss).text
     assert "SUP-2" in http("GET", f"{base}/agent?q=laptop", headers=boss).text
+
+
+def _section(page: str, start: str, end: str) -> str:
+    return page.split(f'id="{start}"', 1)[1].split(f'id="{end}"', 1)[0]
+
+
+def test_a_full_queue_reads_on_past_the_hidden_tickets(
+    desk: RunningDaemon, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lists are filtered after the query: when another group's tickets are the newest, the list
+    still fills with the agent's own (here one row a list, so one hidden ticket would empty it)."""
+    monkeypatch.setattr("mailgate.web.app.QUEUE_ROWS", 1)
+    desk.send(_mail("Payslip again", "The December payslip too."), sender=CUSTOMER)
+    desk.settle()
+    for who, key in ((IT, "SUP-2"), (HR, "SUP-3")):  # both given up: the newest unassigned is HR's
+        note = next(m for m in sink.wait_to(who, 1) if key in str(m["Subject"]))
+        agent_says(desk, sink, note, "#unassign", agent=who)
+    assert [(t.key, t.assignee) for t in desk.tickets()][1:] == [("SUP-2", None), ("SUP-3", None)]
+    it = _section(
+        http("GET", f"{origin(desk)}/agent", headers=sign_in(desk, sink, IT)).text, "unassigned", "at-risk"
+    )
+    assert "SUP-2" in it and "SUP-3" not in it
+    hr = _section(
+        http("GET", f"{origin(desk)}/agent", headers=sign_in(desk, sink, HR)).text, "unassigned", "at-risk"
+    )
+    assert "SUP-3" in hr  # control: HR's list has HR's newest
+
+
+def test_moving_an_agent_out_of_a_group_takes_its_tickets_from_their_next_page(
+    desk: RunningDaemon, sink: Sink
+) -> None:
+    base = origin(desk)
+    note = next(m for m in sink.wait_to(HR, 1) if "SUP-1" in str(m["Subject"]))
+    agent_says(desk, sink, note, "#unassign", agent=HR)  # HR's by group only, not assigned to them
+    hr = sign_in(desk, sink, HR)
+    assert http("GET", f"{base}/agent/t/SUP-1", headers=hr).status == 200  # control: HR's own
+    team = desk.config_path.parent / "rules" / "team.toml"
+    team.write_text(TEAM.replace(f'members = ["{HR}"]', f'members = ["{BOSS}"]'))
+    wait_until(lambda: http("GET", f"{base}/agent/t/SUP-1", headers=hr).status == 404, what="team.toml read")
+    assert "Payslip" not in http("GET", f"{base}/agent?q=payslip", headers=hr).text
 
 
 def test_a_post_on_another_groups_ticket_changes_nothing(desk: RunningDaemon, sink: Sink) -> None:

@@ -64,6 +64,7 @@ SESSION_COOKIE = "mailgate_session"
 PRESESSION_COOKIE = "mailgate_pre"  # binds the sign-in form's CSRF field to this browser
 SIGNIN_MINUTES = 15
 AT_RISK = timedelta(hours=4)
+QUEUE_ROWS = 100  # tickets per queue list
 _ADDRESS = re.compile(r"^[^@\s<>|]{1,64}@[^@\s<>|]{1,255}$")
 
 
@@ -525,15 +526,15 @@ class WebApp:
         with self.db.reading() as s:
 
             def rows(*where: Any) -> list[Ticket]:
-                """The newest 100 matching tickets `me` may see. Filtered after the query, so it
-                reads on past the ones hidden (in batches, stopping at 100) rather than showing
-                a short list when other groups' tickets are the newest."""
+                """The newest QUEUE_ROWS matching tickets `me` may see. Filtered after the query,
+                so it reads on past the ones hidden (in batches, stopping when the list is full)
+                rather than showing a short list when other groups' tickets are the newest."""
                 query = select(Ticket).where(*where).order_by(col(Ticket.id).desc())
                 out: list[Ticket] = []
                 for t in s.execute(query.execution_options(yield_per=200)).scalars():
                     if self._shown(snap, me, t) is not None:
                         out.append(t)
-                        if len(out) == 100:
+                        if len(out) == QUEUE_ROWS:
                             break
                 return out
 
