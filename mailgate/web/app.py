@@ -6,9 +6,9 @@ one person and one purpose, and expires; the ticket key in a URL is never enough
 by a link mailed to their address and then carry a signed session cookie; what a signed-in agent
 is shown is what they may see by mail (domain.team.may_see, through `_shown`, for every agent
 route): a ticket of another group is "no such ticket" (404, as a key that does not exist), and
-the lists simply do not hold it. Every POST but the
-RFC 8058 one-click unsubscribe needs the form's CSRF field and a same-origin request; no GET
-changes anything (mail gateways' link scanners open every link in a mail).
+the lists simply do not hold it. Every POST but the RFC 8058 one-click unsubscribe needs the
+form's CSRF field and a same-origin request; no GET changes anything (mail gateways' link
+scanners open every link in a mail).
 
 Database work runs in Starlette's thread pool (`run_in_threadpool`), so the event loop serving
 pages never waits on it; changes go through the Repo in one transaction, as the pipeline's do.
@@ -559,7 +559,7 @@ class WebApp:
                     for h in search(s, q, limit=100)
                     if may_see(snap.team, me, h.key, h.group, h.assignee)
                 ]
-                # rows() checks again on the ticket as it is now (the index may lag a move)
+                # rows() checks the ticket rows themselves again: one check for every list
                 found = {t.key: t for t in rows(col(Ticket.key).in_(keys))} if keys else {}
                 out["results"] = [found[k] for k in keys if k in found]  # best match first
             return out
