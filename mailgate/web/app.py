@@ -3,9 +3,12 @@ agents' sign-in, queues and ticket pages, /healthz and /metrics.
 
 Who may see what is decided by signed links (domain/tokens.make_link): a link names one ticket,
 one person and one purpose, and expires; the ticket key in a URL is never enough. Agents sign in
-by a link mailed to their address and then carry a signed session cookie. Every POST but the
-RFC 8058 one-click unsubscribe needs the form's CSRF field and a same-origin request; no GET
-changes anything (mail gateways' link scanners open every link in a mail).
+by a link mailed to their address and then carry a signed session cookie; what a signed-in agent
+is shown is what they may see by mail (domain.team.may_see, through `_shown`, for every agent
+route): a ticket of another group is "no such ticket" (404, as a key that does not exist), and
+the lists simply do not hold it. Every POST but the RFC 8058 one-click unsubscribe needs the
+form's CSRF field and a same-origin request; no GET changes anything (mail gateways' link
+scanners open every link in a mail).
 
 Database work runs in Starlette's thread pool (`run_in_threadpool`), so the event loop serving
 pages never waits on it; changes go through the Repo in one transaction, as the pipeline's do.
@@ -67,6 +70,7 @@ SESSION_COOKIE = "mailgate_session"
 PRESESSION_COOKIE = "mailgate_pre"  # binds the sign-in form's CSRF field to this browser
 SIGNIN_MINUTES = 15
 AT_RISK = timedelta(hours=4)
+QUEUE_ROWS = 100  # tickets per queue list
 _ADDRESS = re.compile(r"^[^@\s<>|]{1,64}@[^@\s<>|]{1,255}$")
 
 
@@ -555,6 +559,14 @@ class WebApp:
         view = await run_in_threadpool(self._queues, me, q)
         return self.page(request, "queues.html", **self._nav(request, me), q=q, **view)
 
+    def _shown(self, snap: Snapshot, me: str, ticket: Ticket | None) -> Ticket | None:
+        """The ticket if `me` may see it, else None: the one access check of every agent route
+        (page, lists, attachments). Callers answer None as they answer a key that does not exist,
+        so a refused agent cannot tell another group's ticket from no ticket."""
+        if ticket is None or not may_see(snap.team, me, ticket.key, ticket.group, ticket.assignee):
+            return None
+        return ticket
+
     def _queues(self, me: str, q: str) -> dict[str, Any]:
         snap = self.snapshot
         groups = [g.name for g in snap.team.groups.values() if me in g.members]
@@ -564,11 +576,17 @@ class WebApp:
         with self.db.reading() as s:
 
             def rows(*where: Any) -> list[Ticket]:
-                return list(
-                    s.execute(
-                        select(Ticket).where(*where).order_by(col(Ticket.id).desc()).limit(100)
-                    ).scalars()
-                )
+                """The newest QUEUE_ROWS matching tickets `me` may see. Filtered after the query,
+                so it reads on past the ones hidden (in batches, stopping when the list is full)
+                rather than showing a short list when other groups' tickets are the newest."""
+                query = select(Ticket).where(*where).order_by(col(Ticket.id).desc())
+                out: list[Ticket] = []
+                for t in s.execute(query.execution_options(yield_per=200)).scalars():
+                    if self._shown(snap, me, t) is not None:
+                        out.append(t)
+                        if len(out) == QUEUE_ROWS:
+                            break
+                return out
 
             out: dict[str, Any] = {
                 "mine": rows(open_, col(Ticket.assignee) == me),
@@ -591,6 +609,7 @@ class WebApp:
                     for h in search(s, q, limit=100)
                     if may_see(snap.team, me, h.key, h.group, h.assignee)
                 ]
+                # rows() checks the ticket rows themselves again: one check for every list
                 found = {t.key: t for t in rows(col(Ticket.key).in_(keys))} if keys else {}
                 out["results"] = [found[k] for k in keys if k in found]  # best match first
             return out
@@ -599,16 +618,16 @@ class WebApp:
         me = self.agent(request)
         if me is None:
             return self.to_signin(request)
-        view = await run_in_threadpool(self._agent_ticket, request.path_params["key"])
-        if view is None:
+        view = await run_in_threadpool(self._agent_ticket, me, request.path_params["key"])
+        if view is None:  # no such key, or another group's: the same answer
             return self.notice(request, "No such ticket", "No ticket has that key.", 404)
         return self.page(request, "agent_ticket.html", **self._nav(request, me), **view)
 
-    def _agent_ticket(self, key: str) -> dict[str, Any] | None:
+    def _agent_ticket(self, me: str, key: str) -> dict[str, Any] | None:
         snap = self.snapshot
         with self.db.reading() as s:
             repo = Repo(s)
-            ticket = repo.ticket_by_key(key)
+            ticket = self._shown(snap, me, repo.ticket_by_key(key))
             if ticket is None:
                 return None
             desk = self.config.desk_by_key(ticket.desk)
@@ -710,12 +729,13 @@ class WebApp:
             link,
             request.path_params["mid"],
             request.path_params["n"],
-            False,
+            None,
         )
         return found or self.notice(request, "Not found", "No such attachment on this request.", 404)
 
     async def agent_attachment(self, request: Request) -> Response:
-        if self.agent(request) is None:
+        me = self.agent(request)
+        if me is None:
             return self.to_signin(request)
         found = await run_in_threadpool(
             self._attachment,
@@ -723,20 +743,28 @@ class WebApp:
             None,
             request.path_params["mid"],
             request.path_params["n"],
-            True,
+            me,
         )
         return found or self.notice(request, "Not found", "No such attachment on this ticket.", 404)
 
-    def _attachment(self, key: str, link: Link | None, mid: int, n: int, internal: bool) -> Response | None:
+    def _attachment(
+        self, key: str, link: Link | None, mid: int, n: int, agent: str | None
+    ) -> Response | None:
         """The bytes, always as a download (never rendered from our origin: an attached HTML
-        page must not run as one of our pages)."""
+        page must not run as one of our pages). By a requester's `link`, or for the signed-in
+        `agent` (who also gets internal notes' attachments) of a ticket they may see."""
         with self.db.reading() as s:
             repo = Repo(s)
-            ticket = self._ticket(repo, link) if link else repo.ticket_by_key(key)
+            if link is not None:
+                ticket = self._ticket(repo, link)
+            elif agent is not None:
+                ticket = self._shown(self.snapshot, agent, repo.ticket_by_key(key))
+            else:
+                ticket = None
             if ticket is None:
                 return None
             m = s.get(Message, mid)
-            if m is None or m.ticket_id != ticket.id or (m.kind != "public" and not internal):
+            if m is None or m.ticket_id != ticket.id or (m.kind != "public" and agent is None):
                 return None
             atts = m.attachments or []
             if not 0 <= n < len(atts) or not atts[n].get("sha256"):
