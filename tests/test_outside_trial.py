@@ -1,0 +1,51 @@
+"""Defects an outside-in trial found, each checked as a person meets it: the installed `mailgate`
+console script in a new process on a desk fresh from `mailgate init`, or real mail over SMTP
+through the real daemon."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from conftest import make_mail
+from support.console import mailgate
+
+
+def _init(root: Path) -> Path:
+    mailgate(root, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP")
+    return root / "desk"
+
+
+def _zones(desk: Path) -> tuple[str, str, str]:
+    """The zone `rules test` reads the clock in, and the one `report` cuts days in (text, JSON)."""
+    (desk / "m.eml").write_bytes(make_mail(subject="what time is it", sender="ann@example.com"))
+    mailgate(desk, "ingest", "m.eml")
+    test = mailgate(desk, "rules", "test", "m.eml").out
+    m = re.search(r"(?m)^time\s+\w{3} \d{4}-\d\d-\d\d \d\d:\d\d (\S+) ", test)
+    assert m, test
+    report = mailgate(desk, "report").out
+    r = re.match(r"Report .*\((\S+)\)", report)
+    assert r, report
+    as_json = json.loads(mailgate(desk, "report", "--format", "json").out)["timezone"]
+    return m.group(1), r.group(1), as_json
+
+
+def test_rules_test_and_report_read_the_same_zone_on_a_fresh_desk(tmp_path: Path) -> None:
+    desk = _init(tmp_path)
+    assert _zones(desk) == ("Europe/Berlin",) * 3
+
+
+def test_the_desk_zone_is_set_in_one_place_sla_toml(tmp_path: Path) -> None:
+    """Moving the [timers] calendar moves routing's clock and the report's days with it; a
+    routing.toml that names its own zone says so in `rules test`."""
+    desk = _init(tmp_path)
+    sla = desk / "rules" / "sla.toml"
+    sla.write_text(sla.read_text().replace('tz = "Europe/Berlin"', 'tz = "America/New_York"', 1))
+    assert _zones(desk) == ("America/New_York",) * 3
+    routing = desk / "rules" / "routing.toml"
+    routing.write_text('timezone = "Asia/Tokyo"\n' + routing.read_text())
+    test = mailgate(desk, "rules", "test", "m.eml").out
+    assert (
+        "Asia/Tokyo (from the Date header, routing.toml's own zone; the desk's is America/New_York)" in test
+    )
