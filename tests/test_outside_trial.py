@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
-from conftest import make_mail
+from conftest import RunningDaemon, Sink, body_of, make_mail, reply
 from support.console import mailgate
+from support.web import CUSTOMER, TRIAGE, agent_says, http, open_ticket, origin, rcpt_of, resolve
+
+from mailgate.domain.tokens import Purpose, make_link
+
+SECRET = "test-secret"  # RunningDaemon's MAILGATE_SECRET
 
 
 def _init(root: Path) -> Path:
@@ -49,3 +55,32 @@ def test_the_desk_zone_is_set_in_one_place_sla_toml(tmp_path: Path) -> None:
     assert (
         "Asia/Tokyo (from the Date header, routing.toml's own zone; the desk's is America/New_York)" in test
     )
+
+
+def test_status_is_not_said_twice_in_tickets_show_the_reopen_mail_or_the_agent_page(
+    daemon: RunningDaemon, sink: Sink
+) -> None:
+    """`tickets show` and the reopen mail name the category only when it differs from the
+    status; the agent page says its times are UTC, as `tickets show` does."""
+    _, note = open_ticket(daemon, sink)
+    config = str(daemon.config_path)
+    shown = mailgate(daemon.config_path.parent, "--config", config, "tickets", "show", "SUP-1").out
+    assert re.search(r"(?m)^  status      open$", shown), shown
+    resolution = resolve(daemon, sink, note)
+    heard = len(sink.to(TRIAGE))
+    daemon.send(reply(resolution, CUSTOMER, "No, the balance is still zero."), rcpt=rcpt_of(resolution))
+    daemon.settle()
+    reopened = body_of(sink.wait_to(TRIAGE, heard + 1)[-1])
+    assert f"{CUSTOMER} replied to SUP-1, so it is open again:" in reopened, reopened
+    # A status of another category still shows it: "pending (waiting)".
+    agent_says(daemon, sink, note, "#status pending\n\nWhich card is it?")
+    shown = mailgate(daemon.config_path.parent, "--config", config, "tickets", "show", "SUP-1").out
+    assert re.search(r"(?m)^  status      pending \(waiting\)$", shown), shown
+
+    session = make_link(SECRET, Purpose.SESSION, "", TRIAGE, int(time.time()) + 3600)
+    page = http("GET", f"{origin(daemon)}/agent/t/SUP-1", headers={"Cookie": f"mailgate_session={session}"})
+    assert page.status == 200, page
+    due = re.findall(r"(?:due|given|resolved) (\d{4}-\d\d-\d\d \d\d:\d\d)(?: (\w+))?", page.text)
+    assert due and all(zone == "UTC" for _, zone in due), due
+    events = re.findall(r"<time>([^<]*)</time>", page.text)
+    assert events and all(e.endswith(" UTC") for e in events), events
