@@ -5,12 +5,15 @@ through the real daemon."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import subprocess
 import time
 from pathlib import Path
 
-from conftest import RunningDaemon, Sink, body_of, make_mail, reply
-from support.console import mailgate
+from conftest import RunningDaemon, Sink, body_of, free_port, make_mail, reply
+from support.console import CLEAN_ENV, MAILGATE, mailgate
 from support.web import CUSTOMER, TRIAGE, agent_says, http, open_ticket, origin, rcpt_of, resolve
 
 from mailgate.domain.tokens import Purpose, make_link
@@ -20,6 +23,10 @@ SECRET = "test-secret"  # RunningDaemon's MAILGATE_SECRET
 
 def _init(root: Path) -> Path:
     mailgate(root, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP")
+    # A free SMTP port: `ingest -r` hands mail to a daemon on the configured one, and another
+    # desk on this machine may be listening on the default 2525.
+    config = root / "desk" / "config.toml"
+    config.write_text(re.sub(r"(?m)^port = 2525$", f"port = {free_port()}", config.read_text(), count=1))
     return root / "desk"
 
 
@@ -84,3 +91,51 @@ def test_status_is_not_said_twice_in_tickets_show_the_reopen_mail_or_the_agent_p
     assert due and all(zone == "UTC" for _, zone in due), due
     events = re.findall(r"<time>([^<]*)</time>", page.text)
     assert events and all(e.endswith(" UTC") for e in events), events
+
+
+def _on_a_terminal(cwd: Path, *args: str, stdin: Path) -> tuple[int, str]:
+    """The console script with standard output and error on a pseudo-terminal, as a person types
+    it: the exit code and everything drawn on the terminal."""
+    assert MAILGATE
+    leader, follower = pty.openpty()
+    with stdin.open("rb") as given:
+        proc = subprocess.Popen(
+            [MAILGATE, *args], cwd=cwd, env=CLEAN_ENV, stdin=given, stdout=follower, stderr=follower
+        )
+    os.close(follower)
+    drawn = bytearray()
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    return proc.wait(120), drawn.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_ingest_by_hand_says_what_it_stored_and_an_mta_pipe_hears_nothing(tmp_path: Path) -> None:
+    desk = _init(tmp_path)
+    mail = desk / "m.eml"
+    mail.write_bytes(make_mail(subject="printer jammed", message_id="<jam-1@acme.com>"))
+    code, shown = _on_a_terminal(desk, "ingest", "m.eml", stdin=mail)
+    assert code == 0 and "stored as inbox 1 (SUP): ticket SUP-1, ticket-created\n" in shown, shown
+    code, shown = _on_a_terminal(desk, "ingest", "m.eml", stdin=mail)
+    assert code == 0 and "already stored (duplicate of inbox 1, SUP), nothing done\n" in shown, shown
+    code, shown = _on_a_terminal(desk, "ingest", "-", stdin=mail)
+    assert code == 0 and "already stored (duplicate of inbox 1, SUP), nothing done\n" in shown, shown
+    other = desk / "n.eml"
+    other.write_bytes(make_mail(subject="toner low", message_id="<toner-1@acme.com>"))
+    code, shown = _on_a_terminal(desk, "ingest", "-", stdin=other)
+    assert code == 0 and "stored as inbox 2 (SUP): ticket SUP-2, ticket-created\n" in shown, shown
+    # Postfix's pipe (docs/postfix.md): no terminal; what it prints would reach a sender's bounce.
+    pipe = ("--log-level", "WARNING", "ingest", "-f", "customer1@acme.com", "-r", "support@localhost")
+    third = make_mail(subject="paper out", message_id="<paper-1@acme.com>")
+    for _ in range(2):  # stored, then a duplicate: both exit 0 and say nothing
+        quiet = mailgate(desk, *pipe, stdin=third)
+        assert (quiet.code, quiet.out, quiet.err) == (0, "", ""), quiet
+    # --verbose says it in a pipe too
+    loud = mailgate(desk, *pipe[:-4], "--verbose", "-", stdin=third).out
+    assert loud == "already stored (duplicate of inbox 3, SUP), nothing done\n", loud
