@@ -139,3 +139,47 @@ def test_ingest_by_hand_says_what_it_stored_and_an_mta_pipe_hears_nothing(tmp_pa
     # --verbose says it in a pipe too
     loud = mailgate(desk, *pipe[:-4], "--verbose", "-", stdin=third).out
     assert loud == "already stored (duplicate of inbox 3, SUP), nothing done\n", loud
+
+
+def test_an_out_of_office_answering_no_ticket_is_held_and_a_monitoring_alert_still_opens_one(
+    daemon: RunningDaemon, sink: Sink
+) -> None:
+    """RT and Zammad leave an out-of-office that belongs to no ticket alone: it is kept in the
+    inbox as held:auto-reply with its reason, opens no ticket and pages nobody. A system's own
+    notification (auto-generated) is a request: it opens a ticket, unacknowledged."""
+    ooo = make_mail(
+        "Automatic reply: hello",
+        "I am out of the office until Monday.\n",
+        sender="bob@acme.com",
+        headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
+    )
+    daemon.send(ooo)
+    daemon.settle()
+    [held] = daemon.inbox()
+    assert (held.state, held.disposition, held.ticket_id) == ("done", "held:auto-reply", None)
+    assert daemon.tickets() == [] and sink.messages == []
+    listed = mailgate(daemon.config_path.parent, "--config", str(daemon.config_path), "inbox", "list").out
+    assert "held:auto-reply (automatic answer (Auto-Submitted: auto-replied) to no ticket" in listed, listed
+
+    alert = make_mail(
+        "PROBLEM: disk /var on db1 is 97% full",
+        "Host: db1\nService: disk /var\nState: CRITICAL\n",
+        sender="nagios@monitor.acme.com",
+        headers={"Auto-Submitted": "auto-generated"},
+    )
+    daemon.send(alert)
+    daemon.settle()
+    [ticket] = daemon.tickets()
+    assert ticket.subject == "PROBLEM: disk /var on db1 is 97% full"
+    told = sink.wait_to(TRIAGE, 1)
+    assert "PROBLEM: disk /var" in str(told[0]["Subject"])
+    assert sink.to("nagios@monitor.acme.com") == []  # an automatic mail is never acknowledged
+
+    # Control: an out-of-office that answers a ticket's mail still lands on that ticket.
+    ack, _ = open_ticket(daemon, sink)
+    back = reply(ack, CUSTOMER, "I am out of the office until Monday.").replace(
+        b"Subject: Re: ", b"Auto-Submitted: auto-replied\nSubject: Automatic reply: ", 1
+    )
+    daemon.send(back, rcpt=rcpt_of(ack))
+    daemon.settle()
+    assert daemon.inbox()[-1].disposition == "reply:auto"
