@@ -402,7 +402,7 @@ def test_parse_json_and_rules_test(desk: Desk) -> None:
         "--at",
         "2024-05-04T21:00+01:00",
     ).out
-    assert "Sat 2024-05-04 21:00 Europe/London (from --at)" in at and "rule 'after-hours': hit" in at, at
+    assert "Sat 2024-05-04 22:00 Europe/Berlin (from --at)" in at and "rule 'after-hours': hit" in at, at
 
 
 def test_imap_check_without_an_account_says_so(desk: Desk) -> None:

@@ -316,11 +316,13 @@ def test_maintenance_least_open_picks_the_quieter_member(shipped: Snapshot) -> N
     assert d.assignment_reason == "least-open in 'Maintenance': maintenance-tech@localhost has 2 open"
 
 
-def test_after_hours_uses_the_rules_time_zone(shipped: Snapshot) -> None:
+def test_after_hours_uses_the_desks_time_zone(shipped: Snapshot) -> None:
     mail = parse_message((FIXTURES / "care_it_vpn.eml").read_bytes())
-    # 17:30 UTC on a Tuesday in May is 18:30 in London: after hours there.
-    late = evaluate(shipped, mail, desk_address=DESK, now=datetime(2024, 5, 14, 17, 30, tzinfo=UTC))
+    # The shipped routing.toml names no zone: it reads the desk's, the [timers] calendar's.
+    assert shipped.zone == "Europe/Berlin" and str(shipped.routing.timezone) == "Europe/Berlin"
+    # 16:30 UTC on a Tuesday in May is 18:30 in Berlin: after hours there.
+    late = evaluate(shipped, mail, desk_address=DESK, now=datetime(2024, 5, 14, 16, 30, tzinfo=UTC))
     assert "after-hours" in late.tags
     assert "rule 'after-hours': hit (local time 18:30 is within 18:00-08:00)" in late.trace
-    day = evaluate(shipped, mail, desk_address=DESK, now=datetime(2024, 5, 14, 16, 30, tzinfo=UTC))
+    day = evaluate(shipped, mail, desk_address=DESK, now=datetime(2024, 5, 14, 15, 30, tzinfo=UTC))
     assert "after-hours" not in day.tags

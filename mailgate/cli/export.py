@@ -34,7 +34,7 @@ def _export(args: argparse.Namespace) -> int:
     except RulesInvalid as exc:
         print(f"mailgate tickets export: the rules do not load:\n{exc}", file=sys.stderr)
         return EX_DATAERR
-    tz = snapshot.sla.timers.calendar.tz if snapshot.sla is not None else "UTC"
+    tz = snapshot.zone
     now = now_utc()
     try:
         since = parse_since(args.since, now, tz) if args.since else None

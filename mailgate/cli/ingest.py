@@ -8,6 +8,11 @@ EX_TEMPFAIL when the database is unavailable (the MTA keeps the mail and retries
 when no desk takes the recipient, 66 EX_NOINPUT for a missing file, 65 EX_DATAERR for empty input.
 Processing happens after the commit; a processing problem never changes the exit code, because
 the message is already safe in the inbox.
+
+One message (a file or stdin) says what became of it in one line (inbox id and ticket, or the
+inbox row it duplicates) only to a person: when standard output is a terminal, or with --verbose.
+An MTA's pipe has no terminal, and Postfix puts the command's output into delivery status
+notices and bounces, where a sender must not read our inbox ids (docs/postfix.md).
 """
 
 from __future__ import annotations
@@ -63,8 +68,14 @@ def _ingest(args: argparse.Namespace) -> int:
     if rcpts and not args.direct and not args.no_process:
         code = pipe.hand_to_daemon(config, raw, mail_from, rcpts)
         if code is not None:
+            if code == os.EX_OK and _to_a_person(args):
+                print(f"handed to the running daemon on port {config.smtp.port}: `mailgate inbox` shows it")
             return code
-    return _store(args, config, source, mail_from, rcpts, iter([raw]))
+    return _store(args, config, source, mail_from, rcpts, iter([raw]), raw)
+
+
+def _to_a_person(args: argparse.Namespace) -> bool:
+    return bool(args.verbose) or sys.stdout.isatty()
 
 
 def _store(
@@ -74,8 +85,10 @@ def _store(
     mail_from: str,
     rcpts: tuple[str, ...],
     messages: Iterator[bytes | None],
+    one: bytes | None = None,
 ) -> int:
-    """Store the messages here and now, then process them unless --no-process."""
+    """Store the messages here and now, then process them unless --no-process. `one` is the
+    message when a single one was piped or named: what became of it is told to a person."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     from mailgate.intake.accept import Acceptor, Envelope
@@ -89,19 +102,56 @@ def _store(
                 print("mailgate ingest: no desk takes this message (no matching recipient)", file=sys.stderr)
                 return os.EX_NOUSER
             processed = 0 if args.no_process else _process(args, db, config)
+            told = _outcome(db, done, one) if one is not None and _to_a_person(args) else []
     except (OperationalError, DBAPIError) as exc:
         print(f"mailgate ingest: database unavailable, try again later: {exc}", file=sys.stderr)
         return os.EX_TEMPFAIL
     except OSError as exc:
         print(f"mailgate ingest: cannot read input: {exc}", file=sys.stderr)
         return os.EX_TEMPFAIL if source == "pipe" else os.EX_NOINPUT
-    if args.verbose or source != "pipe":
+    for line in told:
+        print(line)
+    if source != "pipe":
         print(
             f"stored {done.stored}, duplicates {done.duplicates}, without desk {done.without_desk}, "
             f"processed {processed}"
             + (f", over the size limit (not stored) {done.too_big}" if done.too_big else "")
         )
     return os.EX_OK
+
+
+def _outcome(db: Database, done: pipe.Stored, raw: bytes) -> list[str]:
+    """One line per desk: the inbox row stored and what processing made of it, or the row this
+    message duplicates (stored before, so nothing was done)."""
+    from sqlmodel import col, select
+
+    from mailgate.intake.accept import message_id_of
+    from mailgate.store.inbox import content_digest
+    from mailgate.store.models import InboxItem, Ticket
+
+    lines: list[str] = []
+    with db.reading() as s:
+        for item_id in done.ids:
+            item = s.get(InboxItem, item_id)
+            if item is None:
+                continue
+            ticket = s.get(Ticket, item.ticket_id) if item.ticket_id is not None else None
+            if item.state == "done":
+                became = f"ticket {ticket.key}, {item.disposition}" if ticket else str(item.disposition)
+            elif item.state == "failed":
+                became = f"quarantined at {item.stage}: {item.reason} (`mailgate inbox failed`)"
+            else:
+                became = "not processed yet: the daemon will"
+            lines.append(f"stored as inbox {item_id} ({item.desk}): {became}")
+        if done.duplicate_desks:
+            same = select(InboxItem.id, InboxItem.desk).where(
+                col(InboxItem.desk).in_(done.duplicate_desks),
+                col(InboxItem.message_id) == message_id_of(raw),
+                col(InboxItem.digest) == content_digest(raw),
+            )
+            for first, desk in s.exec(same):
+                lines.append(f"already stored (duplicate of inbox {first}, {desk}), nothing done")
+    return lines
 
 
 def _counted(args: argparse.Namespace, limit: int) -> Iterator[bytes | None]:

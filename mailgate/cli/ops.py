@@ -105,8 +105,9 @@ INIT_ROUTING = """\
 # Try a message with `mailgate rules test message.eml`; check edits with `mailgate rules check`.
 # Format, and every condition and action: docs/routing.md.
 
-# Time of day and weekday conditions are read in this zone (set yours: an IANA zone name).
-timezone = "Europe/London"
+# Time of day and weekday conditions are read in the desk's zone: that of the [timers]
+# calendar in sla.toml, as business hours, the digest and `mailgate report` are. Set
+# timezone = "Area/City" here only to read these conditions in another zone.
 
 # The priorities tickets may have, most urgent first.
 priorities = ["critical", "high", "medium", "low"]

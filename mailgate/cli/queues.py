@@ -36,6 +36,8 @@ def _inbox_list(args: argparse.Namespace) -> int:
     print(f"{'ID':>6} {'STATE':<10} {'DESK':<8} {'TICKET':<{key_width}} {'FROM':<28} OUTCOME")
     for r in rows:
         what = f"{r.stage}: {r.reason}" if r.state == "failed" else (r.disposition or "")
+        if r.state != "failed" and what.startswith("held:") and r.reason:
+            what += f" ({r.reason})"  # why it was kept from the desk, without `inbox show`
         print(
             f"{r.id:>6} {r.state:<10} {cut(r.desk, 8)} {keys.get(r.ticket_id, '-'):<{key_width}}"
             f" {cut(r.mail_from or '-', 28)} {what}"

@@ -153,7 +153,8 @@ def run_test(args: argparse.Namespace) -> int:
     source = f"rules/{key}/routing.toml" if key in rules.desk_routing else "rules/routing.toml"
     print(f"message   {mail.subject!r} from {mail.from_addr or '(no sender)'}")
     print(f"desk      {desk}{known}")
-    print(f"time      {now.astimezone(tz):%a %Y-%m-%d %H:%M} {tz} (from {when})")
+    own = f", routing.toml's own zone; the desk's is {rules.zone}" if str(tz) != rules.zone else ""
+    print(f"time      {now.astimezone(tz):%a %Y-%m-%d %H:%M} {tz} (from {when}{own})")
     print(f"rules     version {rules.version}, {len(routing.rules)} rules of {source}")
     print()
     print("Rules, in order:")

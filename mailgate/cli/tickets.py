@@ -276,7 +276,9 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
         return 0
     print(f"{t.key}  {t.subject}")
-    print(f"  status      {t.status} ({t.status_category})")
+    # The category only when it says more: "waiting customer (waiting)", not "open (open)".
+    category = f" ({t.status_category})" if t.status_category != t.status else ""
+    print(f"  status      {t.status}{category}")
     print(f"  requester   {t.requester}")
     for label, value in (
         ("priority", t.priority),

@@ -364,10 +364,14 @@ def evaluate(
 # --- compiling routing.toml ---------------------------------------------------------------------
 
 
-def parse_routing(file: TomlFile, team: Team, templates: frozenset[str]) -> Routing:
+def parse_routing(
+    file: TomlFile, team: Team, templates: frozenset[str], zone: tzinfo | None = None
+) -> Routing:
     """Validate and compile routing.toml against the team and the template names available.
 
-    Raises RulesInvalid carrying every error of the file.
+    `zone` is the desk's zone (the `[timers]` calendar of sla.toml): time and weekday conditions
+    read the clock there unless the file names its own `timezone`, so a desk has one zone for its
+    routing, SLA, digest and reports. Raises RulesInvalid carrying every error of the file.
     """
     check = Checker(file)
     data = file.data
@@ -382,7 +386,7 @@ def parse_routing(file: TomlFile, team: Team, templates: frozenset[str]) -> Rout
         elif agent is not None:
             team = replace(team, triage=agent.address)
 
-    tz: tzinfo = ZoneInfo("UTC")
+    tz: tzinfo = zone or ZoneInfo("UTC")
     compiler = ConditionCompiler(check, tz)
     if "timezone" in data:
         tz = compiler.timezone(("timezone",), data["timezone"]) or tz

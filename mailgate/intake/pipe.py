@@ -21,7 +21,7 @@ import os
 import smtplib
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -147,6 +147,8 @@ class Stored:
     without_desk: int = 0  # no desk takes the recipient
     too_big: int = 0  # over smtp.max_message_size: not stored
     empty: int = 0  # nothing but blank lines: not stored
+    ids: list[int] = field(default_factory=list)  # the new inbox rows, in order
+    duplicate_desks: list[str] = field(default_factory=list)  # desk keys that already had it
 
 
 def store(acceptor: Acceptor, messages: Iterable[bytes | None], envelope: Envelope) -> Stored:
@@ -159,6 +161,8 @@ def store(acceptor: Acceptor, messages: Iterable[bytes | None], envelope: Envelo
         for res in acceptor.accept_many(batch):
             result.stored += len(res.stored)
             result.duplicates += len(res.duplicates)
+            result.ids += res.stored
+            result.duplicate_desks += res.duplicates
             result.without_desk += 0 if res.desks else 1
         batch.clear()
 

@@ -16,7 +16,7 @@ from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import plus_parts
 from mailgate.mail.model import ParsedMail
 
-__all__ = ["auto_reply_reason", "detect_bounce", "is_own_address"]
+__all__ = ["auto_reply_reason", "automatic_answer", "detect_bounce", "is_own_address"]
 
 # Senders that are machines by convention (RFC 5321 section 4.5.1 postmaster; RFC 3834 section 2
 # lists mailer-daemon-like senders as ones never to answer).
@@ -114,4 +114,23 @@ def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | N
             return f"sender {mail.from_addr} is one of our own addresses"
     if mail.subject and (_OOF_SUBJECT_RE.match(mail.subject) or _OOF_SENTENCE_RE.match(mail.subject)):
         return f"out-of-office subject {mail.subject[:100]!r}"
+    return None
+
+
+def automatic_answer(mail: ParsedMail) -> str | None:
+    """Why this mail is an automatic answer to another mail (an out-of-office, a vacation notice),
+    or None. Only a sender's own headers count: RFC 3834's `auto-replied` and the autoresponder
+    headers. A system's notification (`Auto-Submitted: auto-generated`: a monitoring alert, a form)
+    is no answer and may be a real request; an out-of-office subject alone is not evidence enough
+    to keep a person's mail from the desk ("Vacation: request for the week of 3 May")."""
+    auto = mail.header("Auto-Submitted")
+    if auto is not None and auto.strip().split(";", 1)[0].strip().lower() == "auto-replied":
+        return f"Auto-Submitted: {auto.strip()}"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply"):
+        value = mail.header(name)
+        if value is not None and value.strip().lower() not in ("no", "false", "0"):
+            return f"{name}: {value.strip() or '(present)'}"
+    precedence = mail.header("Precedence")
+    if precedence and precedence.strip().lower() == "auto_reply":
+        return f"Precedence: {precedence.strip()}"
     return None

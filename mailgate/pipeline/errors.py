@@ -48,3 +48,10 @@ class BounceUnmatched(ProcessingError):
 
 class FloodHeld(ProcessingError):
     disposition = Disposition.HELD_FLOOD
+
+
+class AutoReplyHeld(ProcessingError):
+    """An automatic answer (an out-of-office) that answers no ticket: noise, as RT and Zammad treat
+    it, kept in the inbox with its reason instead of opening a ticket and paging triage."""
+
+    disposition = Disposition.HELD_AUTO_REPLY

@@ -35,3 +35,4 @@ class Disposition(StrEnum):
     IGNORED_SYSTEM_MAIL = "ignored:system-mail"
     BOUNCE_UNMATCHED = "bounce:unmatched"
     HELD_FLOOD = "held:flood"
+    HELD_AUTO_REPLY = "held:auto-reply"  # an out-of-office answering no ticket: not one of its own

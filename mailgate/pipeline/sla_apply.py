@@ -313,8 +313,7 @@ class SlaService:
         return self.rules_source.current.sla
 
     def tz(self) -> str:
-        sla = self.sla
-        return sla.timers.calendar.tz if sla is not None else "UTC"
+        return self.rules_source.current.zone
 
     def refresh(
         self, repo: Repo, ticket: Ticket, desk: Desk, now: datetime | None = None, *, new: bool = False

@@ -12,7 +12,7 @@ so the pipeline and the edges can both use it. It never touches the database or 
 """
 
 from mailgate.ruleset.files import SHIPPED_TEMPLATES, WORKFLOW_FILE
-from mailgate.ruleset.snapshot import DeskLike, Snapshot, Templates, load
+from mailgate.ruleset.snapshot import DeskLike, Snapshot, Templates, desk_zone, load
 from mailgate.ruleset.source import Refused, RulesSource
 from mailgate.ruleset.templates import environment
 
@@ -24,6 +24,7 @@ __all__ = [
     "RulesSource",
     "Snapshot",
     "Templates",
+    "desk_zone",
     "environment",
     "load",
 ]

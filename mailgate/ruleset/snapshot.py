@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, TemplateSyntaxError
 
@@ -114,6 +115,11 @@ class Snapshot:
     # rules/fields.toml: the ticket fields with their allowed values, defaults, required ones
     fields: Fields = field(default_factory=Fields)
 
+    @property
+    def zone(self) -> str:
+        """The desk's time zone (IANA name): see `desk_zone`."""
+        return desk_zone(self.sla)
+
     def workflow(self, desk: DeskLike) -> Workflow:
         """The preset the desk names (checked at load, so it exists)."""
         return self.workflows[desk.workflow]
@@ -125,6 +131,15 @@ class Snapshot:
     def triage_for(self, desk_key: str) -> str:
         """Who gets the desk's tickets that no rule placed."""
         return self.routing_for(desk_key).team.triage
+
+
+def desk_zone(sla: SlaRules | None) -> str:
+    """The one zone of a desk: that of the `[timers]` calendar in sla.toml (UTC without one).
+
+    Business hours, the digest and report days are counted there; routing's time conditions read
+    it too unless routing.toml names its own `timezone`. One source, so `rules test`, `report` and
+    the pages never disagree about what time it is at the desk."""
+    return sla.timers.calendar.tz if sla is not None else "UTC"
 
 
 def display(path: Path) -> str:
@@ -201,10 +216,24 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
             if team_errors:
                 errors.extend(team_errors)
 
+    # First: its [timers] calendar is the desk's zone, which routing's time conditions read.
+    sla: SlaRules | None = None
+    sla_entry = sources.rules.get(SLA_FILE)
+    if sla_entry is not None:
+        path, data = sla_entry
+        try:
+            sla = _parse_sla_text(data.decode("utf-8"), display(path))
+        except UnicodeDecodeError as exc:
+            errors.append(RulesError(display(path), 1, f"not UTF-8 text ({exc.reason})"))
+        except RulesInvalid as exc:
+            errors.extend(exc.errors)
+
+    zone = ZoneInfo(desk_zone(sla))
+
     routing: Routing | None = None
     routing_entry = sources.rules.get(ROUTING_FILE)
     if routing_entry is None:
-        routing = Routing(rules=(), team=team) if team is not None else None
+        routing = Routing(rules=(), team=team, timezone=zone) if team is not None else None
     else:
         routing_file = _toml(*routing_entry, errors)
         if routing_file is not None:
@@ -212,7 +241,7 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
             # with no team at all, references to groups and agents cannot be judged.
             against = team or Team(agents={}, groups={}, triage="")
             try:
-                routing = parse_routing(routing_file, against, names)
+                routing = parse_routing(routing_file, against, names, zone)
             except RulesInvalid as exc:
                 errors.extend(
                     e
@@ -237,7 +266,9 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
         if desk_file is None:
             continue
         try:
-            desk_routing[key] = parse_routing(desk_file, team or Team(agents={}, groups={}, triage=""), names)
+            desk_routing[key] = parse_routing(
+                desk_file, team or Team(agents={}, groups={}, triage=""), names, zone
+            )
         except RulesInvalid as exc:
             errors.extend(
                 e
@@ -264,17 +295,6 @@ def build(sources: Sources, desks: Iterable[DeskLike] = ()) -> Snapshot:
                             f"defined: {', '.join(workflows)}",
                         )
                     )
-
-    sla: SlaRules | None = None
-    sla_entry = sources.rules.get(SLA_FILE)
-    if sla_entry is not None:
-        path, data = sla_entry
-        try:
-            sla = _parse_sla_text(data.decode("utf-8"), display(path))
-        except UnicodeDecodeError as exc:
-            errors.append(RulesError(display(path), 1, f"not UTF-8 text ({exc.reason})"))
-        except RulesInvalid as exc:
-            errors.extend(exc.errors)
 
     fields = Fields()
     fields_entry = sources.rules.get(FIELDS_FILE)

@@ -10,7 +10,10 @@ the acknowledgement; a From alone proves nothing, so the ticket stays the agent'
 asked to confirm by replying (their reply token proves them), docs/security.md "On behalf".
 
 It runs last in the registry: whatever no other handler took. It must not ticket a sender past
-the flood limit (held in the inbox instead) nor acknowledge an automatic mail.
+the flood limit (held in the inbox instead) nor acknowledge an automatic mail. An automatic answer
+(an out-of-office: `Auto-Submitted: auto-replied`) got here because it answers no ticket: it is
+held too, not ticketed; a system's own notification (`auto-generated`, a monitoring alert) is a
+request and opens a ticket, unacknowledged.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from mailgate.domain.routing import RoutingDecision
 from mailgate.domain.threading import strip_prefixes
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.forwarded import attached_sender, inline_sender
+from mailgate.mail.screen import automatic_answer
 from mailgate.pipeline.apply import row
 from mailgate.pipeline.canned import is_article
 from mailgate.pipeline.context import Context
-from mailgate.pipeline.errors import FloodHeld, ProcessingError
+from mailgate.pipeline.errors import AutoReplyHeld, FloodHeld, ProcessingError
 from mailgate.pipeline.handlers.common import (
     Services,
     Travelling,
@@ -77,6 +81,9 @@ class NewTicketHandler:
         m = ctx.mail
         if not m.from_addr:
             raise ProcessingError("no sender address: nobody to make a ticket for")
+        answer = automatic_answer(m)
+        if answer:
+            raise AutoReplyHeld(f"automatic answer ({answer}) to no ticket of this desk: held, not ticketed")
         self._check_flood(ctx, repo)
         workflow = self.services.rules.workflow(ctx.desk)
         decision = self._route(ctx, repo)
