@@ -95,7 +95,7 @@ def _report(args: argparse.Namespace) -> int:
         known = ", ".join(d.key for d in config.desks)
         print(f"mailgate report: no desk {args.desk!r} (desks: {known})", file=sys.stderr)
         return EX_USAGE
-    tz = snapshot.sla.timers.calendar.tz if snapshot.sla is not None else "UTC"
+    tz = snapshot.zone
     now = now_utc()
     try:
         since = parse_since(args.since, now, tz)

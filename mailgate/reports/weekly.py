@@ -35,6 +35,7 @@ from mailgate.reports.figures import Report, Row, Scope, build_report, span_text
 from mailgate.reports.period import Periods
 from mailgate.reports.render import to_text
 from mailgate.reports.svg import report_charts
+from mailgate.ruleset.snapshot import desk_zone
 from mailgate.store.models import ReportOptOut
 from mailgate.store.repo import Repo
 
@@ -164,7 +165,7 @@ def send_weekly(
 ) -> list[str]:
     """Queue the weekly report of [week_end - 7 days, week_end) for the desk; the Message-IDs.
     A group with nothing in the week (no tickets, no replies, no backlog) gets no mail."""
-    tz = sla.timers.calendar.tz if sla is not None else "UTC"
+    tz = desk_zone(sla)
     periods = Periods.cut(week_end - timedelta(days=7), week_end, "day", tz)
     skip = opted_out(repo.session)
     sent: list[str] = []

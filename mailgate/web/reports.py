@@ -165,7 +165,7 @@ def build(
             )
     if query.desk and config.desk_by_key(query.desk.upper()) is None:
         raise ValueError(f"no desk {query.desk!r} (desks: {', '.join(d.key for d in config.desks)})")
-    tz = snapshot.sla.timers.calendar.tz if snapshot.sla is not None else "UTC"
+    tz = snapshot.zone
     since = parse_since(query.since, now, tz)
     until = parse_until(query.until, now, tz) if query.until else now
     periods = Periods.cut(since, until, query.by if query.by in TIME_BY else None, tz)
