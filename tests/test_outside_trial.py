@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from conftest import RunningDaemon, Sink, body_of, free_port, make_mail, reply
-from support.console import CLEAN_ENV, MAILGATE, mailgate
+from support.console import CLEAN_ENV, MAILGATE, mailgate, read_terminal
 from support.web import CUSTOMER, TRIAGE, agent_says, http, open_ticket, origin, rcpt_of, resolve
 
 from mailgate.domain.tokens import Purpose, make_link
@@ -103,16 +103,7 @@ def _on_a_terminal(cwd: Path, *args: str, stdin: Path) -> tuple[int, str]:
             [MAILGATE, *args], cwd=cwd, env=CLEAN_ENV, stdin=given, stdout=follower, stderr=follower
         )
     os.close(follower)
-    drawn = bytearray()
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    os.close(leader)
+    drawn = read_terminal(leader)
     return proc.wait(120), drawn.decode(errors="replace").replace("\r\n", "\n")
 
 

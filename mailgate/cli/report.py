@@ -71,13 +71,11 @@ class _Progress:
 def _report(args: argparse.Namespace) -> int:
     from mailgate.domain.rulesfile import RulesInvalid
     from mailgate.reports import (
-        Measured,
         Periods,
         Scope,
-        build_report,
         parse_since,
         parse_until,
-        save,
+        report_of,
         to_csv,
         to_json,
         to_text,
@@ -107,24 +105,16 @@ def _report(args: argparse.Namespace) -> int:
         return EX_USAGE
     scope = Scope(desk=args.desk, group=args.group, agent=args.agent)
     with open_db(config) as db, ExitStack() as stack:
-
-        def remember(rows: list[tuple[int, str, Measured]]) -> None:
-            # Kept figures are measured again if lost: no need to wait for the disk.
-            with db.session(durable=False) as w:
-                save(w, rows)
-
-        with db.reading() as s:
-            report = build_report(
-                s,
-                periods,
-                workflows={d.key: snapshot.workflow(d) for d in config.desks},
-                sla=snapshot.sla,
-                now=now,
-                by=args.by,
-                scope=scope,
-                remember=remember,
-                progress=_Progress(args, stack),
-            )
+        report = report_of(
+            db,
+            periods,
+            workflows={d.key: snapshot.workflow(d) for d in config.desks},
+            sla=snapshot.sla,
+            now=now,
+            by=args.by,
+            scope=scope,
+            progress=_Progress(args, stack),
+        )
     render = {"text": to_text, "csv": to_csv, "json": to_json}[args.format]
     sys.stdout.write(render(report))
     return 0

@@ -67,6 +67,15 @@ _SUPPRESS_VALUES = {"all", "oof", "autoreply"}
 _BULK_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 
 
+def _autoreply_header(mail: ParsedMail) -> str | None:
+    """The autoresponder headers that predate RFC 3834 (and are still sent): what was said."""
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply"):
+        value = mail.header(name)
+        if value is not None and value.strip().lower() not in ("no", "false", "0"):
+            return f"{name}: {value.strip() or '(present)'}"
+    return None
+
+
 def is_own_address(addr: str, own_addresses: Iterable[str]) -> bool:
     """Is `addr` one of ours, plus-addressed forms included?"""
     if not addr:
@@ -85,10 +94,8 @@ def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | N
     auto = mail.header("Auto-Submitted")
     if auto is not None and auto.strip().split(";", 1)[0].strip().lower() not in ("", "no"):
         return f"Auto-Submitted: {auto.strip()}"
-    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply"):
-        value = mail.header(name)
-        if value is not None and value.strip().lower() not in ("no", "false", "0"):
-            return f"{name}: {value.strip() or '(present)'}"
+    if said := _autoreply_header(mail):
+        return said
     precedence = mail.header("Precedence")
     if precedence and precedence.strip().lower() in _BULK_PRECEDENCE:
         return f"Precedence: {precedence.strip()}"
@@ -126,10 +133,8 @@ def automatic_answer(mail: ParsedMail) -> str | None:
     auto = mail.header("Auto-Submitted")
     if auto is not None and auto.strip().split(";", 1)[0].strip().lower() == "auto-replied":
         return f"Auto-Submitted: {auto.strip()}"
-    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply"):
-        value = mail.header(name)
-        if value is not None and value.strip().lower() not in ("no", "false", "0"):
-            return f"{name}: {value.strip() or '(present)'}"
+    if said := _autoreply_header(mail):
+        return said
     precedence = mail.header("Precedence")
     if precedence and precedence.strip().lower() == "auto_reply":
         return f"Precedence: {precedence.strip()}"

@@ -51,8 +51,9 @@ from mailgate.domain.calendar import BusinessCalendar
 from mailgate.domain.sla import SlaRules
 from mailgate.domain.workflow import Workflow
 from mailgate.pipeline.sla_apply import TrailEvent
-from mailgate.reports.facts import Measured, Remember, fingerprint, measure, micros, rules_key
+from mailgate.reports.facts import Measured, Remember, fingerprint, measure, micros, rules_key, save
 from mailgate.reports.period import Periods
+from mailgate.store.db import Database
 from mailgate.store.models import Event, ReportFacts, Ticket, utc
 from mailgate.store.repo import Repo
 
@@ -731,3 +732,36 @@ def span_text(seconds: float | None) -> str:
     minutes = round(seconds / 60)
     h, m = divmod(minutes, 60)
     return f"{h}h {m:02d}m" if h else f"{m}m"
+
+
+def report_of(
+    db: Database,
+    periods: Periods,
+    *,
+    workflows: Mapping[str, Workflow],
+    sla: SlaRules | None,
+    now: datetime,
+    by: str | None = None,
+    scope: Scope | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """`build_report` on a read of `db`, keeping the figures it measured afresh (what
+    `mailgate report` and the web page both do)."""
+
+    def remember(rows: list[tuple[int, str, Measured]]) -> None:
+        # Kept figures are measured again if lost: no need to wait for the disk.
+        with db.session(durable=False) as w:
+            save(w, rows)
+
+    with db.reading() as s:
+        return build_report(
+            s,
+            periods,
+            workflows=workflows,
+            sla=sla,
+            now=now,
+            by=by,
+            scope=scope,
+            remember=remember,
+            progress=progress,
+        )

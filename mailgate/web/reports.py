@@ -27,15 +27,13 @@ from mailgate.config import Config
 from mailgate.domain.team import Team, TeamRole
 from mailgate.reports import (
     BY,
-    Measured,
     Periods,
     Report,
     Scope,
-    build_report,
     parse_since,
     parse_until,
     report_charts,
-    save,
+    report_of,
 )
 from mailgate.reports.figures import hours, span_text
 from mailgate.reports.render import row_dict
@@ -170,21 +168,15 @@ def build(
     until = parse_until(query.until, now, tz) if query.until else now
     periods = Periods.cut(since, until, query.by if query.by in TIME_BY else None, tz)
 
-    def remember(rows: list[tuple[int, str, Measured]]) -> None:
-        with db.session(durable=False) as w:
-            save(w, rows)
-
-    with db.reading() as s:
-        report = build_report(
-            s,
-            periods,
-            workflows={d.key: snapshot.workflow(d) for d in config.desks},
-            sla=snapshot.sla,
-            now=now,
-            by=query.by,
-            scope=Scope(desk=query.desk or None, group=query.group or None, agent=query.agent or None),
-            remember=remember,
-        )
+    report = report_of(
+        db,
+        periods,
+        workflows={d.key: snapshot.workflow(d) for d in config.desks},
+        sla=snapshot.sla,
+        now=now,
+        by=query.by,
+        scope=Scope(desk=query.desk or None, group=query.group or None, agent=query.agent or None),
+    )
     return query, report
 
 

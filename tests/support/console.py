@@ -71,6 +71,19 @@ def on_terminal(cwd: Path, *args: str, ok: tuple[int, ...] = (0,)) -> Run:
         [MAILGATE, *args], cwd=cwd, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=follower
     )
     os.close(follower)
+    drawn = read_terminal(leader)
+    assert proc.stdout is not None
+    with proc.stdout:
+        out = proc.stdout.read()
+    code = proc.wait(120)
+    run = Run(args, code, out.decode(errors="replace"), drawn.decode(errors="replace"), out)
+    assert "Traceback" not in run.err and "Traceback" not in run.out, run
+    assert run.code in ok, run
+    return run
+
+
+def read_terminal(leader: int) -> bytes:
+    """Everything drawn on a pseudo-terminal until the process closes it; closes `leader`."""
     drawn = bytearray()
     while True:
         try:
@@ -81,14 +94,7 @@ def on_terminal(cwd: Path, *args: str, ok: tuple[int, ...] = (0,)) -> Run:
             break
         drawn += chunk
     os.close(leader)
-    assert proc.stdout is not None
-    with proc.stdout:
-        out = proc.stdout.read()
-    code = proc.wait(120)
-    run = Run(args, code, out.decode(errors="replace"), drawn.decode(errors="replace"), out)
-    assert "Traceback" not in run.err and "Traceback" not in run.out, run
-    assert run.code in ok, run
-    return run
+    return bytes(drawn)
 
 
 def wait_for_db(db: Path, query: str, want: object, timeout: float = 60.0) -> None:
