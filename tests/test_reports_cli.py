@@ -90,6 +90,14 @@ def test_report_refuses_a_bad_date_and_an_unknown_desk(config: Path) -> None:
     assert "not a date" in bad.stderr
     nodesk = mailgate(config, "report", "--desk", "NOPE", ok=os.EX_USAGE)
     assert "no desk 'NOPE' (desks: SUP, CARE)" in nodesk.stderr
+    # a mistyped group is named with the groups there are, not answered with an empty report
+    typo = mailgate(config, "report", *WEEK, "--group", "Service Dsk", ok=os.EX_USAGE)
+    assert "no group 'Service Dsk' in team.toml or on any ticket (groups: Service Desk)" in typo.stderr
+    exact = mailgate(config, "report", *WEEK, "--group", "Service Desk", "--format", "json").stdout
+    typed = mailgate(config, "report", *WEEK, "--group", "service desk", "--format", "json").stdout
+    assert (
+        json.loads(typed)["total"] == json.loads(exact)["total"] and json.loads(exact)["total"]["created"] > 0
+    )
 
 
 def test_tickets_export_csv_and_json_with_messages(config: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from contextlib import ExitStack
 from os import EX_DATAERR, EX_USAGE
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from mailgate.cli.progress import Bar, progress
 if TYPE_CHECKING:
     from mailgate.config import Config
     from mailgate.ruleset import Snapshot
+    from mailgate.store.db import Database
 
 
 def _snapshot(args: argparse.Namespace) -> tuple[Config, Snapshot]:
@@ -68,6 +70,20 @@ class _Progress:
         self.done = done
 
 
+def _groups(db: Database, team_groups: Iterable[str]) -> dict[str, str]:
+    """Every group a report may name, by its lower-case name: team.toml's and those on tickets
+    (a group since removed from team.toml still has its history)."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from mailgate.store.models import Ticket
+
+    with db.reading() as s:
+        on_tickets = s.execute(select(col(Ticket.group)).where(col(Ticket.group).is_not(None)).distinct())
+        names = [*team_groups, *(str(g) for g in on_tickets.scalars())]
+    return {name.lower(): name for name in names}
+
+
 def _report(args: argparse.Namespace) -> int:
     from mailgate.domain.rulesfile import RulesInvalid
     from mailgate.reports import (
@@ -103,8 +119,19 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mailgate report: {exc}", file=sys.stderr)
         return EX_USAGE
-    scope = Scope(desk=args.desk, group=args.group, agent=args.agent)
     with open_db(config) as db, ExitStack() as stack:
+        group = args.group
+        if group:  # as the agent types it ("it" is IT); a group nobody knows is most often a typo
+            named = _groups(db, snapshot.team.groups)
+            group = named.get(group.lower())
+            if group is None:
+                print(
+                    f"mailgate report: no group {args.group!r} in team.toml or on any ticket"
+                    f" (groups: {', '.join(sorted(set(named.values()))) or 'none'})",
+                    file=sys.stderr,
+                )
+                return EX_USAGE
+        scope = Scope(desk=args.desk, group=group, agent=args.agent)
         report = report_of(
             db,
             periods,
