@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import RunningDaemon, need
+
+from mailgate.store.db import Database
 
 SERVER = os.environ.get("MAILGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SECRET = "test-secret"  # one secret for every process on one database: tokens must verify anywhere
@@ -66,6 +68,21 @@ def fresh_database() -> Iterator[str]:
     finally:
         with psycopg.connect(SERVER, autocommit=True) as conn, suppress(Exception):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database_on(backend: str, tmp_path: Path) -> Iterator[Database]:
+    """A mailgate `Database` on "sqlite" (a file under `tmp_path`) or "postgres" (a fresh
+    database on the server), disposed of after: for tests that run the same store code on both."""
+    with ExitStack() as stack:
+        url = (
+            f"sqlite:///{tmp_path / 'state' / 'mailgate.db'}"
+            if backend == "sqlite"
+            else stack.enter_context(fresh_database())
+        )
+        database = Database(url)
+        stack.callback(database.dispose)
+        yield database
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ had was counted new. The answer now comes from RETURNING (store/repo.py `_upsert
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from pg import fresh_database
+from pg import database_on
 
 from mailgate.store.db import Database
 from mailgate.store.kinds import Role
@@ -21,14 +20,7 @@ from mailgate.store.repo import Repo
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with ExitStack() as stack:
-        url = (
-            f"sqlite:///{tmp_path / 'u.db'}"
-            if request.param == "sqlite"
-            else stack.enter_context(fresh_database())
-        )
-        database = Database(url)
-        stack.callback(database.dispose)
+    with database_on(request.param, tmp_path) as database:
         yield database
 
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pg import fresh_database
+from pg import database_on
 
 from mailgate.store.db import Database
 from mailgate.store.models import now_utc
@@ -39,15 +39,8 @@ TICKETS = [
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'state' / 'mailgate.db'}")
+    with database_on(request.param, tmp_path) as database:
         yield database
-        database.dispose()
-        return
-    with fresh_database() as url:
-        database = Database(url)
-        yield database
-        database.dispose()
 
 
 def _fill(db: Database) -> None:

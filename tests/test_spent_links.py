@@ -5,12 +5,11 @@ whichever process or thread makes them (mailgate/store/spent.py). The web side's
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pg import fresh_database
+from pg import database_on
 
 from mailgate.store.db import Database
 from mailgate.store.models import now_utc
@@ -19,14 +18,7 @@ from mailgate.store.spent import is_spent, spend
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with ExitStack() as stack:
-        url = (
-            f"sqlite:///{tmp_path / 'spent.db'}"
-            if request.param == "sqlite"
-            else stack.enter_context(fresh_database())
-        )
-        database = Database(url)
-        stack.callback(database.dispose)
+    with database_on(request.param, tmp_path) as database:
         yield database
 
 
