@@ -168,14 +168,22 @@ class WebApp:
         return ticket
 
     # -- the requester's request page -------------------------------------------------------------
-    async def request_page(self, request: Request) -> Response:
-        word = request.path_params["word"]
-        link = self.link(word, Purpose.VIEW)
+    async def _linked_view(self, request: Request, word: str, purpose: Purpose) -> dict[str, Any] | Response:
+        """The request page's view for a link of `purpose`, or the refusal page: a link that is
+        not valid, or whose person is no longer on the ticket, shows nothing of it."""
+        link = self.link(word, purpose)
         if link.state is not LinkState.VALID:
             return self.refused(request, link)
         view = await run_in_threadpool(self._request_view, link)
         if view is None:
             return self.refused(request, Link(link.purpose, "", "", 0, LinkState.INVALID))
+        return view
+
+    async def request_page(self, request: Request) -> Response:
+        word = request.path_params["word"]
+        view = await self._linked_view(request, word, Purpose.VIEW)
+        if isinstance(view, Response):
+            return view
         flash = request.query_params.get("done", "")
         return self.page(request, "request.html", **view, word=word, csrf=self.csrf(word), flash=flash)
 
@@ -306,12 +314,9 @@ class WebApp:
     async def rate_page(self, request: Request) -> Response:
         """GET only shows the form with the choice made: a link scanner's GET records nothing."""
         word = request.path_params["word"]
-        link = self.link(word, Purpose.RATE)
-        if link.state is not LinkState.VALID:
-            return self.refused(request, link)
-        view = await run_in_threadpool(self._request_view, link)
-        if view is None:
-            return self.refused(request, Link(link.purpose, "", "", 0, LinkState.INVALID))
+        view = await self._linked_view(request, word, Purpose.RATE)
+        if isinstance(view, Response):
+            return view
         chosen = _rating(request.query_params.get("n"))
         return self.page(request, "rate.html", **view, word=word, csrf=self.csrf(word), chosen=chosen)
 
