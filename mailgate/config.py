@@ -22,6 +22,7 @@ from mailgate.mail.decode import plus_parts
 
 DEFAULT_SMTP_PORT = 2525
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
+DEFAULT_MAX_DATA_IN_FLIGHT = 4 * 1024 * 1024
 ADDRESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
 
@@ -63,6 +64,9 @@ class SmtpIntake:
     host: str = "127.0.0.1"
     port: int = DEFAULT_SMTP_PORT
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # Bytes of mail the SMTP sessions other than the longest-waiting one may hold together before
+    # their commit; past it, they wait (intake/smtp.py DataBudget).
+    max_data_in_flight: int = DEFAULT_MAX_DATA_IN_FLIGHT
     lmtp: bool = False
 
 
@@ -450,14 +454,18 @@ def load_config(
         )
 
     s = data.get("smtp", {})
+    max_size = _get(s, "max_message_size", int, DEFAULT_MAX_MESSAGE_SIZE, "smtp")
     port_env = env.get("MAILGATE_SMTP_PORT")
     smtp = SmtpIntake(
         enabled=_get(s, "enabled", bool, True, "smtp"),
         host=_get(s, "host", str, "127.0.0.1", "smtp"),
         port=int(port_env) if port_env else _get(s, "port", int, DEFAULT_SMTP_PORT, "smtp"),
-        max_message_size=_get(s, "max_message_size", int, DEFAULT_MAX_MESSAGE_SIZE, "smtp"),
+        max_message_size=max_size,
+        max_data_in_flight=_get(s, "max_data_in_flight", int, DEFAULT_MAX_DATA_IN_FLIGHT, "smtp"),
         lmtp=_get(s, "lmtp", bool, False, "smtp"),
     )
+    if smtp.max_message_size < 1 or smtp.max_data_in_flight < 1:
+        raise ConfigError("smtp.max_message_size and smtp.max_data_in_flight: at least 1 byte")
 
     o = data.get("outgoing", {})
     transport = _get(o, "transport", str, "file", "outgoing")

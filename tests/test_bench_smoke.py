@@ -70,3 +70,26 @@ def test_corpus_manifest_is_consistent_and_ingest_bench_verifies_it(tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verified: OK" in proc.stdout, proc.stdout
+
+
+def test_big_mail_bench_runs_its_burst_through_the_daemon(tmp_path: Path) -> None:
+    """bench/big_mail.py with a small burst: every large request is acknowledged at its relay."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "big_mail.py"),
+            "--count",
+            "3",
+            "--mb",
+            "0.5",
+            "--clients",
+            "2",
+        ],
+        env={**env, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "acknowledged 3/3" in proc.stdout and "peak RSS: intake" in proc.stdout, proc.stdout

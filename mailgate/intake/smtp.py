@@ -11,6 +11,15 @@ nothing past the limit), over-long lines answer 500 (4.5.3.1.6), dot-unstuffing 
 4.5.2. aiosmtpd reads DATA one line per `await`, which costs the event loop more for a large
 attachment than a bulk reader did; mailgate no longer carries its own reader on aiosmtpd's
 private stream, so a minor release of aiosmtpd cannot silently break receipt.
+
+aiosmtpd keeps a message in memory until its end (as a list of lines, then joined: about three
+times its size), and every session does so at once. Left alone, four clients each sending the
+largest message allowed took the listener past 450 MB. `DataBudget` bounds it the way TCP
+servers bound memory, by flow control rather than refusal: the session that has held bytes the
+longest is always read on (so one message up to `max_message_size` always gets through, and no
+set of sessions can wait on each other), and the others together hold at most `[smtp]
+max_data_in_flight` bytes not yet committed (give or take one socket read each, up to 256 KB);
+past that they are read no further (the client's send simply blocks) until a commit frees room.
 """
 
 from __future__ import annotations
@@ -39,6 +48,86 @@ TEMP_FAILURE = "451 4.3.0 Temporary failure storing the message, try again later
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 
 
+class DataBudget:
+    """The bytes the listener's sessions hold before their commit, and who waits for room.
+
+    Used only on the listener's event loop (aiosmtpd calls `data_received`, the hooks and
+    `connection_lost` there), so it needs no lock. A session's count grows with every byte it
+    receives and drops to zero when its message is committed or refused, when it starts a new
+    transaction (MAIL), and when it closes: a count never outlives the bytes aiosmtpd keeps."""
+
+    def __init__(self, limit: int, per_session: int) -> None:
+        self.limit = limit
+        self.per_session = per_session  # aiosmtpd discards past data_size_limit: no more is held
+        self.held: dict[_Budgeted, int] = {}  # insertion order: the first has waited longest
+        self.waiting: set[_Budgeted] = set()
+
+    @property
+    def total(self) -> int:
+        return sum(self.held.values())
+
+    def over(self) -> bool:
+        """The sessions after the first (which always goes on) hold more than the limit together."""
+        head = next(iter(self.held), None)
+        return self.total - (self.held[head] if head is not None else 0) > self.limit
+
+    def received(self, server: _Budgeted, n: int) -> bool:
+        """Count `n` bytes the session just read; True if it must wait (it is paused)."""
+        self.held[server] = min(self.held.get(server, 0) + n, self.per_session)
+        if server in self.waiting or (server is not next(iter(self.held)) and self.over()):
+            self.waiting.add(server)
+            server.pause()
+            return True
+        return False
+
+    def release(self, server: _Budgeted) -> None:
+        """The session holds nothing now; sessions that waited go on while there is room (the one
+        that has waited longest always)."""
+        if self.held.pop(server, None) is None:
+            return
+        self.waiting.discard(server)
+        head, over = next(iter(self.held), None), self.over()
+        for waiting in [s for s in self.held if s in self.waiting and (s is head or not over)]:
+            self.waiting.discard(waiting)
+            waiting.resume()
+
+
+class _Budgeted(SMTP):
+    """The SMTP/LMTP server with its reads counted against the listener's `DataBudget`. Only
+    asyncio's public protocol methods are overridden: a session that must wait has its transport
+    paused, and what it had read already is kept here, not given to aiosmtpd's stream reader —
+    whose own flow control would resume the transport once it has drained."""
+
+    budget: DataBudget
+    withheld: list[bytes]
+
+    def data_received(self, data: bytes) -> None:
+        if self.budget.received(self, len(data)):
+            self.withheld.append(data)
+        else:
+            super().data_received(data)
+
+    def pause(self) -> None:
+        if isinstance(self.transport, asyncio.ReadTransport) and self.transport.is_reading():
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if isinstance(self.transport, asyncio.ReadTransport) and not self.transport.is_closing():
+            self.transport.resume_reading()
+        kept, self.withheld = self.withheld, []
+        for data in kept:  # counted already
+            super().data_received(data)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.budget.release(self)
+        self.withheld = []
+        super().connection_lost(error)
+
+
+class _BudgetedLMTP(_Budgeted, LMTP):
+    pass
+
+
 class IntakeHandler:
     """aiosmtpd handler: hooks for RCPT and DATA (aiosmtpd's handler protocol)."""
 
@@ -47,6 +136,23 @@ class IntakeHandler:
         self.committer = committer
         self.source = source
         self.accepting = True
+        self.budget = DataBudget(config.smtp.max_data_in_flight, config.smtp.max_message_size + 2**16)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: SmtpEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        # A new transaction: whatever the session's last one held (a message refused as too
+        # big, which reaches no DATA hook) is gone.
+        if isinstance(server, _Budgeted):
+            self.budget.release(server)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -64,6 +170,13 @@ class IntakeHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
+        try:
+            return await self._store(envelope)
+        finally:
+            if isinstance(server, _Budgeted):  # committed or refused: aiosmtpd lets go of it now
+                self.budget.release(server)
+
+    async def _store(self, envelope: SmtpEnvelope) -> str:
         if not self.accepting:
             return SHUTTING_DOWN
         raw = envelope.original_content or b""
@@ -88,11 +201,19 @@ class IntakeHandler:
         return status
 
 
-class _LMTPController(Controller):
-    """aiosmtpd's Controller serving LMTP: `factory` is the documented place to choose the server."""
+class _Controller(Controller):
+    """aiosmtpd's Controller serving the budgeted SMTP or LMTP server: `factory` is the documented
+    place to choose the server."""
 
-    def factory(self) -> LMTP:
-        return LMTP(self.handler, **self.SMTP_kwargs)
+    def __init__(self, handler: IntakeHandler, *, lmtp: bool, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.lmtp = lmtp
+
+    def factory(self) -> _Budgeted:
+        server = (_BudgetedLMTP if self.lmtp else _Budgeted)(self.handler, **self.SMTP_kwargs)
+        server.budget = self.handler.budget
+        server.withheld = []
+        return server
 
 
 def start_listener(config: Config, committer: GroupCommitter) -> tuple[Controller, IntakeHandler]:
@@ -104,8 +225,9 @@ def start_listener(config: Config, committer: GroupCommitter) -> tuple[Controlle
         "decode_data": False,
         "ident": "mailgate ESMTP",
     }
-    cls = _LMTPController if config.smtp.lmtp else Controller
-    controller = cls(handler, hostname=config.smtp.host, port=config.smtp.port, **kwargs)
+    controller = _Controller(
+        handler, lmtp=config.smtp.lmtp, hostname=config.smtp.host, port=config.smtp.port, **kwargs
+    )
     controller.start()
     log.info(
         "%s listening on %s:%d", "LMTP" if config.smtp.lmtp else "SMTP", config.smtp.host, controller.port

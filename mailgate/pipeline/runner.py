@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 # the write lock (which the intake needs for every 250) held for shorter, and fewer parsed
 # messages in memory at once.
 BATCH_SIZE = 50
+# The mail a batch claims at most, in bytes (always at least one message): the worker holds a
+# batch's messages in memory and parsed, and a burst of the largest messages a desk accepts
+# would otherwise take it past a gigabyte. Ordinary mail (tens of KB) still fills BATCH_SIZE.
+BATCH_BYTES = 8 * 2**20
 # Messages parsed before a transaction asks for the write lock; more are parsed while another
 # writer holds it. Enough for a transaction's worth (`HOLD_SECONDS`), so that an idle desk's
 # batches still commit many messages at once.
@@ -372,7 +376,9 @@ class Runner:
             if not inbox.has_new(session):
                 return []
         with self.db.session(durable=False) as session:
-            claimed = inbox.claim(session, self.batch_size, self.lease, self.config.limits.max_attempts)
+            claimed = inbox.claim(
+                session, self.batch_size, self.lease, self.config.limits.max_attempts, BATCH_BYTES
+            )
         if claimed.taken_over or claimed.quarantined:
             log.warning(
                 "recovered %d message(s) whose worker stopped renewing its lease, quarantined %d",

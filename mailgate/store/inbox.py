@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, func, or_, select, text, update
+from sqlalchemy import Connection, CursorResult, Row, and_, func, or_, select, text, update
 from sqlmodel import Session, col
 
 from mailgate.store.db import insert_for
@@ -46,6 +46,8 @@ DIGESTED_FIELDS = frozenset(
     {b"from", b"sender", b"to", b"cc", b"subject", b"date", b"message-id", b"in-reply-to", b"references"}
 )
 _HEAD_LIMIT = 262144
+_DIGEST_PIECE = 1 << 20
+_BLOB_PIECE = 1 << 20  # larger messages are written into SQLite piece by piece (_stream_raw)
 
 
 def content_digest(raw: bytes) -> str:
@@ -55,14 +57,26 @@ def content_digest(raw: bytes) -> str:
     same message delivered twice has one digest; another message under the same Message-ID has
     another (the dedup key is Message-ID plus this)."""
     end = _HEADER_END.search(raw, 0, _HEAD_LIMIT)
-    head, body = (raw[: end.start()], raw[end.end() :]) if end else (raw[:_HEAD_LIMIT], raw[_HEAD_LIMIT:])
+    head, body_at = (
+        (raw[: end.start()], end.end()) if end else (raw[:_HEAD_LIMIT], min(len(raw), _HEAD_LIMIT))
+    )
     h = hashlib.sha256()
     for name, value in _FIELD.findall(head):
         name = name.lower()
         if name in DIGESTED_FIELDS:
             h.update(name + b":" + b" ".join(value.split()) + b"\n")
     h.update(b"\n")
-    h.update(body.replace(b"\r\n", b"\n").rstrip(b"\n"))
+    # The body piece by piece, never copied whole (the listener holds the largest messages
+    # already): what `body.replace(b"\r\n", b"\n").rstrip(b"\n")` would give.
+    stop = len(raw)
+    while stop > body_at and raw[stop - 1] == 0x0A:  # the trailing line ends, CRLF or LF
+        stop -= 2 if stop - 2 >= body_at and raw[stop - 2] == 0x0D else 1
+    carry = b""
+    for start in range(body_at, stop, _DIGEST_PIECE):
+        piece = carry + raw[start : min(start + _DIGEST_PIECE, stop)]
+        carry = b"\r" if piece.endswith(b"\r") else b""  # its LF may begin the next piece
+        h.update(piece[: len(piece) - len(carry)].replace(b"\r\n", b"\n"))
+    h.update(carry)
     return h.hexdigest()
 
 
@@ -86,12 +100,27 @@ def insert_items(session: Session, items: Sequence[NewItem]) -> list[int | None]
         # with ON CONFLICT DO NOTHING a batch's RETURNING would not say which rows were dropped.
         stmt = _insert_statement(dialect)
         ids = [conn.execute(stmt, row).scalar_one_or_none() for row in params]
-    raws = [
-        {"id": row_id, "raw": item.raw} for row_id, item in zip(ids, items, strict=True) if row_id is not None
-    ]
+    stored = [(row_id, item.raw) for row_id, item in zip(ids, items, strict=True) if row_id is not None]
+    if dialect == "sqlite":
+        for row_id, raw in stored:
+            if len(raw) > _BLOB_PIECE:
+                _stream_raw(conn, row_id, raw)
+        stored = [(row_id, raw) for row_id, raw in stored if len(raw) <= _BLOB_PIECE]
+    raws = [{"id": row_id, "raw": raw} for row_id, raw in stored]
     if raws:
         conn.execute(_INSERT_RAW, raws)  # the bytes in one executemany
     return ids
+
+
+def _stream_raw(conn: Connection, row_id: int, raw: bytes) -> None:
+    """SQLite: a large message's bytes written into a zeroblob piece by piece, through sqlite3's
+    Blob API. Bound as a parameter, SQLite copies the whole message and builds its row from the
+    copy: twice its size at once, on top of what the SMTP listener already holds of it."""
+    rowid = conn.execute(_INSERT_RAW.values(id=row_id, raw=func.zeroblob(len(raw)))).lastrowid
+    with conn.connection.driver_connection.blobopen(InboxRaw.__tablename__, "raw", rowid) as blob:  # type: ignore[union-attr]
+        view = memoryview(raw)
+        for start in range(0, len(raw), _BLOB_PIECE):
+            blob.write(view[start : start + _BLOB_PIECE])
 
 
 def _row(item: NewItem, now: Any) -> dict[str, Any]:
@@ -225,7 +254,9 @@ class Claimed:
     quarantined: int = 0  # rows left by dead workers `max_attempts` times: failed, not claimed
 
 
-def claim(session: Session, limit: int, lease: Lease, max_attempts: int) -> Claimed:
+def claim(
+    session: Session, limit: int, lease: Lease, max_attempts: int, max_bytes: int | None = None
+) -> Claimed:
     """Take up to `limit` rows, oldest first: new ones, and ones whose lease ran out (checked on
     every claim, so a running worker picks up a dead one's rows). A row whose worker died while
     processing it `max_attempts` times is quarantined instead: a message that kills its worker
@@ -235,30 +266,53 @@ def claim(session: Session, limit: int, lease: Lease, max_attempts: int) -> Clai
     SKIP LOCKED)` as a semi-join that re-scans the subquery and skips the rows this very UPDATE
     just changed, so it claimed every new row, not n. Selecting (and locking) the ids first, then
     updating exactly those, keeps the limit on both backends.
+
+    `max_bytes` bounds the messages' total size as well (the first row is always taken): the
+    worker holds a batch's mail in memory, parsed, and fifty of the largest messages a desk
+    accepts would be over a gigabyte.
     """
     # Rows left by a dead worker first (they are the oldest), then new ones: two index-ordered
     # selects, where one with OR made SQLite sort the whole backlog on every claim.
     now = clock(session)
-    left = dict(
-        session.execute(
-            select(col(InboxItem.id), col(InboxItem.attempts))
-            .where(col(InboxItem.state) == "processing", expired(col(InboxItem.claimed_until), now))
-            .order_by(col(InboxItem.id))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-    )
-    new = (
-        session.execute(
-            select(col(InboxItem.id))
-            .where(col(InboxItem.state) == "new")
-            .order_by(col(InboxItem.id))
-            .limit(limit - len(left))
-            .with_for_update(skip_locked=True)
+    taken = [0, 0]  # rows, bytes
+
+    def within(rows: Sequence[Row[Any]]) -> list[Row[Any]]:
+        """The rows, oldest first, while their sizes fit in `max_bytes` (the first always does)."""
+        kept: list[Row[Any]] = []
+        for row in rows:
+            if max_bytes is not None and taken[0] and taken[1] + row.size > max_bytes:
+                break
+            taken[0] += 1
+            taken[1] += row.size
+            kept.append(row)
+        return kept
+
+    left = {
+        row.id: row.attempts
+        for row in within(
+            session.execute(
+                select(col(InboxItem.id), col(InboxItem.attempts), col(InboxItem.size))
+                .where(col(InboxItem.state) == "processing", expired(col(InboxItem.claimed_until), now))
+                .order_by(col(InboxItem.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
         )
-        .scalars()
-        .all()
-        if len(left) < limit
+    }
+    new = (
+        [
+            row.id
+            for row in within(
+                session.execute(
+                    select(col(InboxItem.id), col(InboxItem.size))
+                    .where(col(InboxItem.state) == "new")
+                    .order_by(col(InboxItem.id))
+                    .limit(limit - len(left))
+                    .with_for_update(skip_locked=True)
+                ).all()
+            )
+        ]
+        if len(left) < limit and (max_bytes is None or not taken[0] or taken[1] < max_bytes)
         else []
     )
     if not left and not new:
