@@ -72,14 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         config = common.write_config(Path(d), relay_port=relay_port, smtp_port=smtp_port)
         log_path = Path(d) / "mailgate.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [common.PYTHON, *([args.entry] if args.entry else ["-m", "mailgate"])]
-                + ["--config", str(config), "--log-level", "WARNING", "run"],
-                env=common.mailgate_env(),
-                cwd=d,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            proc = common.start_run(d, config, log, args.entry)
             try:
                 wait_port(smtp_port, proc)
                 base_intake = common.vm_hwm_kb(proc.pid) / 1024

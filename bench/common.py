@@ -199,6 +199,19 @@ def run_measured(
         )
 
 
+def start_run(directory: str, config: Path, log: Any, entry: str | None = None) -> subprocess.Popen[bytes]:
+    """`mailgate run` on the desk in `directory` (or `entry`, a Python file run instead of
+    `-m mailgate`, to measure a patch before it lands), its output to `log`."""
+    return subprocess.Popen(
+        [PYTHON, *([entry] if entry else ["-m", "mailgate"])]
+        + ["--config", str(config), "--log-level", "WARNING", "run"],
+        env=mailgate_env(),
+        cwd=directory,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def mailgate_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
     env["MAILGATE_SECRET"] = "bench-secret"

@@ -243,14 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         smtp_port = common.free_port()
         config = common.write_config(Path(d), relay_port=relay_port, smtp_port=smtp_port)
         log = open(Path(d) / "mailgate.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [common.PYTHON, *([args.entry] if args.entry else ["-m", "mailgate"])]
-            + ["--config", str(config), "--log-level", "WARNING", "run"],
-            env=common.mailgate_env(),
-            cwd=d,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = common.start_run(d, config, log, args.entry)
         try:
             wait_port(smtp_port, proc)
             print(
