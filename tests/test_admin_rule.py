@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon, Sink
-from support.web import http, origin
-from test_web_access import CUSTOMER, ROUTING, _desk, _mail, sign_in
+from conftest import RunningDaemon, Sink, make_mail, scenario_config
+from support.web import http, origin, sign_in
 
 from mailgate.domain.rulesfile import TomlFile
 from mailgate.domain.team import desk_admins, may_change, may_see, parse_team
@@ -29,6 +28,19 @@ HR = "hr-tech@example.com"
 BOSS = "boss@example.com"  # role = "admin", in no group
 LISTED = "listed@example.com"  # an agent listed in `admins`, role left at its default, in no group
 POSTMASTER = "postmaster@example.com"  # in `admins`, no agent
+CUSTOMER = "ann@acme.example"
+
+ROUTING = """
+[[rules]]
+name = "hr"
+when.text.words = ["payslip"]
+then = { group = "HR" }
+
+[[rules]]
+name = "it"
+when.text.words = ["laptop"]
+then = { group = "IT" }
+"""
 
 TEAM = f"""
 triage = "{TRIAGE}"
@@ -92,13 +104,20 @@ def test_a_listed_address_that_is_no_agent_changes_and_sees_nothing() -> None:
 @pytest.fixture
 def desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
     """SUP-1 is HR's, SUP-2 IT's, SUP-3 no group's (no rule hits: triage)."""
-    d = _desk(tmp_path / "desk", sink, TEAM, ROUTING)
+    path = scenario_config(
+        tmp_path / "desk",
+        relay_port=sink.port,
+        desks=[("support@localhost", "SUP", "jira")],
+        team=TEAM,
+        routing=ROUTING,
+    )
+    d = RunningDaemon(path)
     for subject, body in (
         ("Payslip is wrong", "My payslip for November is wrong."),
         ("Laptop fan noise", "My laptop fan is loud."),
         ("Parking", "Where do I park?"),
     ):
-        d.send(_mail(subject, body), sender=CUSTOMER)
+        d.send(make_mail(subject, body, sender=CUSTOMER), sender=CUSTOMER)
         d.settle()
     assert [(t.key, t.group) for t in d.tickets()] == [("SUP-1", "HR"), ("SUP-2", "IT"), ("SUP-3", None)]
     yield d
