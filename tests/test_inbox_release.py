@@ -19,8 +19,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import deliver, free_port, make_mail
+from conftest import Sink, deliver, free_port, make_mail, scenario_config
+from pg import EnvDaemon, backend, config_env  # noqa: F401  (fixture)
+from sqlalchemy import select
 from support.console import CLEAN_ENV, MAILGATE, Run, mailgate, wait_for_db
+
+from mailgate.store.models import Event
 
 OOO = {"Auto-Submitted": "auto-replied", "X-Autoreply": "yes"}
 
@@ -225,3 +229,41 @@ def test_release_of_mail_held_by_the_running_daemon(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_release_and_drop_on_each_backend_beside_the_running_daemon(
+    tmp_path: Path,
+    sink: Sink,
+    backend: dict[str, str],  # noqa: F811
+) -> None:
+    """The flood case on SQLite and on PostgreSQL, the command run while the daemon (whose
+    worker claims with FOR UPDATE SKIP LOCKED on PostgreSQL) is up: one ticket per release."""
+    cfg = scenario_config(
+        tmp_path / "desk",
+        relay_port=sink.port,
+        desks=[("support@localhost", "SUP", "default")],
+        team='triage = "triage@localhost"\n[[agents]]\naddress = "triage@localhost"\n',
+        extra="[limits]\nnew_tickets_per_sender = 1\nflood_window_minutes = 60",
+    )
+    d = EnvDaemon(cfg, backend)
+    env = config_env(backend)
+    try:
+        for i in range(3):
+            d.send(make_mail(f"order {i}", sender="shop@flood.example"), sender="shop@flood.example")
+        d.settle()
+        held = [r.id for r in d.inbox() if r.disposition == "held:flood"]
+        assert len(held) == 2
+        out = mailgate(
+            tmp_path, "--config", str(cfg), "inbox", "release", str(held[0]), "--by", "alice@x", env=env
+        ).out
+        assert out.strip() == f"inbox item {held[0]} released by alice@x: ticket SUP-2 (ticket-created)", out
+        dropped = mailgate(tmp_path, "--config", str(cfg), "inbox", "drop", str(held[1]), env=env).out
+        assert dropped.startswith(f"inbox item {held[1]} dropped by ")
+        d.settle()
+        assert sorted(t.key for t in d.tickets()) == ["SUP-1", "SUP-2"]
+        assert [r.disposition for r in d.inbox()] == ["ticket-created", "ticket-created", "dropped"]
+        with d.db.session() as s:
+            actors = s.execute(select(Event.actor).where(Event.kind == "released")).scalars().all()
+        assert actors == ["alice@x"]
+    finally:
+        d.stop()
