@@ -177,3 +177,29 @@ def test_the_scheduler_sweeps_daily_with_its_grace(tmp_path: Path) -> None:
         assert not blobs.exists(d)
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_names_are_read_on_each_backend(backend: str, tmp_path: Path) -> None:
+    """What the sweep keeps is what `named_digests` reads: every digest of every message's
+    attachments, on SQLite and on PostgreSQL (a JSON column, compared as text)."""
+    from pg import database_on
+
+    from mailgate.store.models import Message, Ticket
+    from mailgate.store.sweep import named_digests
+
+    a, b = digest(b"a"), digest(b"b")
+    with database_on(backend, tmp_path) as db:
+        with db.session() as s:
+            ticket = Ticket(key="SUP-1", desk="SUP", number=1, subject="x", requester="r@x", status="open")
+            s.add(ticket)
+            s.flush()
+            assert ticket.id is not None
+            s.add(
+                Message(
+                    ticket_id=ticket.id, attachments=[{"filename": "a", "sha256": a}, {"filename": "big"}]
+                )
+            )
+            s.add(Message(ticket_id=ticket.id, attachments=[]))
+            s.add(Message(ticket_id=ticket.id, attachments=[{"filename": "b", "sha256": b}]))
+        assert named_digests(db) == {a, b}

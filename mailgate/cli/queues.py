@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import datetime
 
@@ -15,6 +16,8 @@ from mailgate.cli.common import config_of, cut, open_db
 from mailgate.store import inbox
 from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, now_utc, utc
+
+log = logging.getLogger(__name__)
 
 
 def _inbox_list(args: argparse.Namespace) -> int:
@@ -140,7 +143,10 @@ def _inbox_release(args: argparse.Namespace) -> int:
             with db.session() as s:
                 answers.append(release.release(s, item_id, by))
         if any(a.ok for a in answers):
-            Runner(db, config).run_until_idle()
+            try:
+                Runner(db, config).run_until_idle()
+            except Exception as exc:  # noqa: BLE001 - released is committed: the daemon processes it
+                log.error("processing after the release failed (the release stands): %s", exc)
         with db.session() as s:
             for a in answers:
                 r = s.get(InboxItem, a.item_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlmodel import col
 
 from mailgate.store.blobs import BlobStore, Swept
@@ -32,7 +32,11 @@ def named_digests(db: Database) -> frozenset[str]:
     messages are not all in memory at once)."""
     names: set[str] = set()
     with db.reading() as session:
-        rows = session.execute(select(col(Message.attachments)).execution_options(yield_per=2000)).scalars()
+        rows = session.execute(
+            select(col(Message.attachments))
+            .where(cast(col(Message.attachments), String) != "[]")  # most messages have none
+            .execution_options(yield_per=2000)
+        ).scalars()
         for attachments in rows:
             for entry in attachments or ():
                 digest = entry.get("sha256") if isinstance(entry, dict) else None
