@@ -4,8 +4,10 @@
 The pipeline holds two kinds of message in the inbox instead of ticketing them: an automatic
 answer that answers no ticket (`held:auto-reply`) and new mail past a sender's flood limit
 (`held:flood`). Both are guesses, and an admin who reads one and finds a person's real request
-must be able to overrule them, as RT's and Zammad's admins can take a mail out of spam, and
-Jira Service Management's can accept mail its filters held back.
+must be able to overrule them. Zammad keeps mail it could not process in a spool directory that
+an admin re-runs through its parser by hand; Jira Service Management's email log shows why a
+mail was ignored (an auto-reply, say) but offers no way to process it. Here it is one command,
+the message takes the normal path, and the ticket names who decided.
 
 Release is one committed change of the row (done → new, attempts reset, `released_by` and
 `released_at` set), made only while the row is still held (the UPDATE's WHERE says so: two
