@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from support.console import mailgate
+from support.console import InitDesk
 
 from mailgate.store.blobs import BlobStore
 
@@ -34,22 +34,13 @@ def with_file(subject: str, content: bytes, *, auto: bool = False, n: int = 0) -
     return msg.as_bytes()
 
 
-class Desk:
+class Desk(InitDesk):
     def __init__(self, root: Path) -> None:
-        self.root = root
-        mailgate(root, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP")
-        self.config = root / "desk" / "config.toml"
-        self.blobs = BlobStore(root / "desk" / "state" / "attachments")
-        self.n = 0
+        super().__init__(root)
+        self.blobs = BlobStore(self.dir / "state" / "attachments")
 
-    def cli(self, *args: str, ok: tuple[int, ...] = (0,)) -> str:
-        return mailgate(self.root, "--config", str(self.config), *args, ok=ok).out
-
-    def ingest(self, raw: bytes) -> None:
-        self.n += 1
-        path = self.root / f"m{self.n}.eml"
-        path.write_bytes(raw)
-        self.cli("ingest", str(path))
+    def out(self, *args: str) -> str:
+        return self.cli(*args).out
 
     def age(self, seconds: float) -> None:
         """Every blob file as if last put `seconds` ago (time passing, without waiting for it)."""
@@ -68,41 +59,36 @@ def test_the_sweep_removes_what_held_mail_left_and_keeps_every_blob_a_ticket_nam
     named, orphan, fresh = b"named " * 100, b"orphan " * 100, b"fresh " * 100
     desk.ingest(with_file("printer log", named, n=1))  # SUP-1 names it
     desk.ingest(with_file("Out of office", orphan, auto=True, n=2))  # held:auto-reply: a file nobody names
-    assert "held:auto-reply" in desk.cli("inbox", "list")
+    assert "held:auto-reply" in desk.out("inbox", "list")
     assert desk.blobs.exists(digest(orphan))
 
     # Two days later; then one more file is written, a moment ago, which no row names yet.
     desk.age(2 * DAY)
     desk.blobs.put(fresh)
-    assert desk.cli("attachments", "sweep", "--dry-run").startswith("would remove 1 file(s), 700 bytes")
+    assert desk.out("attachments", "sweep", "--dry-run").startswith("would remove 1 file(s), 700 bytes")
     assert desk.blobs.exists(digest(orphan))
-    out = desk.cli("attachments", "sweep")
+    out = desk.out("attachments", "sweep")
     assert out.startswith("removed 1 file(s), 700 bytes, older than 24 h that no message names; kept 1"), out
     assert not desk.blobs.exists(digest(orphan))
     assert desk.blobs.exists(digest(named)) and desk.blobs.exists(digest(fresh))
-    assert desk.cli("tickets", "attachment", "SUP-1", "log1.bin").encode() == named
-    assert desk.cli("attachments", "sweep").startswith("removed 0 file(s)")  # twice: nothing more
+    assert desk.out("tickets", "attachment", "SUP-1", "log1.bin").encode() == named
+    assert desk.out("attachments", "sweep").startswith("removed 0 file(s)")  # twice: nothing more
 
     # Content an old orphan had, arriving again in new mail, is named from now on and stays.
     desk.ingest(with_file("Out of office", b"again " * 100, auto=True, n=3))
     desk.age(2 * DAY)
     desk.ingest(with_file("same log again", b"again " * 100, n=4))  # put touches the old file
-    out = desk.cli("attachments", "sweep")  # only `fresh`, two days old now, goes
+    out = desk.out("attachments", "sweep")  # only `fresh`, two days old now, goes
     assert out.startswith("removed 1 file(s), 600 bytes"), out
     assert desk.blobs.exists(digest(b"again " * 100)) and not desk.blobs.exists(digest(fresh))
 
     # The held message's file was swept; releasing it writes it again and its ticket has it.
-    released = desk.cli("inbox", "release", "2", "--by", "alice@localhost")
+    released = desk.out("inbox", "release", "2", "--by", "alice@localhost")
     assert released.strip().endswith("(ticket-created)"), released
     key = released.split("ticket ")[1].split()[0]
-    assert desk.cli("tickets", "attachment", key, "log2.bin").encode() == orphan
+    assert desk.out("tickets", "attachment", key, "log2.bin").encode() == orphan
 
-    assert (
-        "at least 1 hour"
-        in mailgate(
-            tmp_path, "--config", str(desk.config), "attachments", "sweep", "--older-than", "0.5", ok=(64,)
-        ).err
-    )
+    assert "at least 1 hour" in desk.cli("attachments", "sweep", "--older-than", "0.5", ok=(64,)).err
 
 
 def test_a_put_racing_the_sweep_keeps_its_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

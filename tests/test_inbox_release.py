@@ -14,50 +14,24 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Sink, deliver, free_port, make_mail, scenario_config
+from conftest import Sink, deliver, make_mail, scenario_config
 from pg import EnvDaemon, backend, config_env  # noqa: F401  (fixture)
 from sqlalchemy import select
-from support.console import CLEAN_ENV, MAILGATE, Run, mailgate, wait_for_db
+from support.console import CLEAN_ENV, MAILGATE, InitDesk, mailgate, wait_for_db
 
 from mailgate.store.models import Event
 
 OOO = {"Auto-Submitted": "auto-replied", "X-Autoreply": "yes"}
 
 
-class Desk:
-    """A desk made by `mailgate init` in a temporary directory; its SQLite database is read
-    directly (read-only) for what no command prints."""
-
+class Desk(InitDesk):
     def __init__(self, root: Path, *, flood_limit: int | None = None) -> None:
-        self.root = root
-        mailgate(root, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP")
-        self.config = root / "desk" / "config.toml"
-        text = self.config.read_text()
-        self.port = free_port()
-        text = re.sub(r"(?m)^port = 2525$", f"port = {self.port}", text, count=1)
-        if flood_limit is not None:
-            text += f"\n[limits]\nnew_tickets_per_sender = {flood_limit}\nflood_window_minutes = 60\n"
-        self.config.write_text(text)
-        self.db = root / "desk" / "state" / "mailgate.db"
-        self.n = 0
-
-    def cli(self, *args: str, ok: tuple[int, ...] = (0,)) -> Run:
-        return mailgate(self.root, "--config", str(self.config), *args, ok=ok)
-
-    def ingest(self, raw: bytes) -> Run:
-        self.n += 1
-        path = self.root / f"mail-{self.n}.eml"
-        path.write_bytes(raw)
-        return self.cli("ingest", str(path))
-
-    def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute(sql, params).fetchall()
+        limits = f"\n[limits]\nnew_tickets_per_sender = {flood_limit}\nflood_window_minutes = 60\n"
+        super().__init__(root, extra_config=limits if flood_limit is not None else "")
 
     def rows(self) -> list[tuple[object, ...]]:
         """(id, state, disposition, ticket key or None) of every inbox row, oldest first."""

@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from support.console import mailgate
+from support.console import InitDesk, mailgate
 
 
 def init_desk(root: Path) -> Path:
-    mailgate(root, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP")
-    return root / "desk"
+    return InitDesk(root).dir
 
 
 def put_zone(path: Path, zone: str, at_line: int) -> None:
