@@ -31,7 +31,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, meta, nodes
 
 from mailgate.config import Config, ConfigError, load_config
-from mailgate.ruleset import load
+from mailgate.ruleset import load, zone_warnings
 
 # What Notifier.send gives every template (pipeline/notify.py).
 BASE_VARIABLES = frozenset(
@@ -197,6 +197,7 @@ class RulesFacts:
     status_templates: set[str] = field(default_factory=set)
     auto_reply_templates: set[str] = field(default_factory=set)
     live: Any = None  # the rules Snapshot that loaded, for sample contexts
+    warnings: list[Problem] = field(default_factory=list)  # valid, probably not meant (zone_warnings)
 
 
 def check_rules(config: Config, config_path: Path | None) -> tuple[RulesFacts, list[Problem]]:
@@ -215,6 +216,10 @@ def check_rules(config: Config, config_path: Path | None) -> tuple[RulesFacts, l
         )
     else:
         facts.live = rules
+        facts.warnings = [
+            Problem("rules", w.file, w.line, w.reason.removeprefix("warning: ") + f" ({w.hint})")
+            for w in zone_warnings(rules)
+        ]
         for wf in rules.workflows.values():
             facts.status_templates.update(st.template for st in wf.statuses.values())
         for routing in (rules.routing, *rules.desk_routing.values()):  # desks' own files too
@@ -562,6 +567,7 @@ def check_all(config_path: Path | None, env: dict[str, str] | None = None) -> Re
         report.warnings.extend(config_warnings(config, config_path))
     facts, problems = check_rules(config, config_path)
     report.problems.extend(problems)
+    report.warnings.extend(facts.warnings)
     report.checked.append(str(config.rules_dir))
     report.problems.extend(check_templates(config, facts))
     report.checked.append(str(config.templates_dir))

@@ -115,6 +115,7 @@ class SchedulerSettings:
     timers_seconds: float = 900.0  # reminders, auto-close, reviews, the digest hour
     weekly_report_day: int | None = 0  # weekly report mail: weekday (0 = Monday), None = off
     weekly_report_hour: int = 7  # local hour (the [timers] calendar's zone) it goes out
+    attachment_grace_hours: float = 24.0  # the daily sweep keeps unnamed attachment files this long
 
 
 def largest_attachment(max_message_size: int) -> int:
@@ -306,7 +307,14 @@ def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
     t = _table(
         data,
         "scheduler",
-        {"enabled", "sla_check_seconds", "timers_seconds", "weekly_report_day", "weekly_report_hour"},
+        {
+            "enabled",
+            "sla_check_seconds",
+            "timers_seconds",
+            "weekly_report_day",
+            "weekly_report_hour",
+            "attachment_grace_hours",
+        },
     )
     values: dict[str, float] = {}
     for key, default in (("sla_check_seconds", 300.0), ("timers_seconds", 900.0)):
@@ -321,8 +329,15 @@ def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
     hour = t.get("weekly_report_hour", 7)
     if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
         raise ConfigError(f"scheduler.weekly_report_hour: expected an hour 0-23, got {hour!r}")
+    grace = _get(t, "attachment_grace_hours", float, 24.0, "scheduler")
+    if grace < 1:
+        raise ConfigError(
+            f"scheduler.attachment_grace_hours: expected hours >= 1 (a younger file may belong to a"
+            f" message being processed), got {grace!r}"
+        )
     return SchedulerSettings(
         enabled=_get(t, "enabled", bool, True, "scheduler"),
+        attachment_grace_hours=grace,
         weekly_report_day=None if day is False else days.index(day.lower()),
         weekly_report_hour=hour,
         **values,

@@ -1,5 +1,6 @@
 """The periodic jobs of `mailgate run`: SLA check, triage reminder, auto-close, waiting-for-customer
-reminder and close, deferred review, daily digest (docs/sla.md), weekly report mail (docs/reports.md).
+reminder and close, deferred review, daily digest (docs/sla.md), weekly report mail (docs/reports.md),
+and the daily sweep of attachment files no message names (store/sweep.py).
 
 APScheduler only says *when* to look. Everything a job knows lives in the database — the
 ticket's facts and the marks earlier runs stored (`pipeline/sla_apply.py`) — so a job is
@@ -24,7 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text
@@ -37,9 +38,11 @@ from mailgate.domain.timers import TicketFacts
 from mailgate.pipeline.runner import Runner
 from mailgate.pipeline.sla_apply import SlaService, refresh_due, ticket_facts
 from mailgate.reports.weekly import last_week_end, send_weekly
+from mailgate.store.blobs import BlobStore, Swept
 from mailgate.store.db import insert_for
 from mailgate.store.models import JobState, Ticket, now_utc, utc
 from mailgate.store.repo import Repo
+from mailgate.store.sweep import sweep_attachments
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +244,20 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - e.g. database briefly down: next tick retries
             log.error("admin digest failed, will retry: %s: %s", type(exc).__name__, exc)
 
+    def sweep_attachments(self) -> Swept:
+        """Remove the attachment files no message names, older than `[scheduler]
+        attachment_grace_hours` (store/sweep.py): what held, bounced or rolled-back mail and
+        crashes left. Daily; safe beside the pipeline, and on several daemons at once."""
+        grace = timedelta(hours=self.settings.attachment_grace_hours)
+        blobs = BlobStore(self.config.state_dir / "attachments")  # where the runner puts them
+        return sweep_attachments(self.db, blobs, grace=grace, now=self.now())
+
+    def _sweep_tick(self) -> None:
+        try:
+            self.sweep_attachments()
+        except Exception as exc:  # noqa: BLE001 - e.g. database briefly down: tomorrow's run retries
+            log.error("attachment sweep failed, will retry: %s: %s", type(exc).__name__, exc)
+
     def _weekly(self, repo: Repo, desk: Desk, state: JobState, now: datetime) -> int:
         """Last week's report mail, once per week (reports/weekly.py; the mark is the week's end)."""
         day = self.settings.weekly_report_day
@@ -303,6 +320,7 @@ class Scheduler:
             self._tick, args=[TIMER_JOBS], id="timers", seconds=self.settings.timers_seconds, **common
         )
         scheduler.add_job(self._admin_tick, id="admin_digest", seconds=60, **common)
+        scheduler.add_job(self._sweep_tick, id="attachment_sweep", hours=24, **common)
         scheduler.start()
         self._scheduler = scheduler
         log.info(

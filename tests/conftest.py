@@ -366,6 +366,16 @@ def scenario_config(
     return path
 
 
+@pytest.fixture
+def small_desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
+    """The small desk of tests/support/small_desk.py (SUP, Tara triaging, Theo), running."""
+    from support.small_desk import start_desk
+
+    d = start_desk(tmp_path / "desk", sink)
+    yield d
+    d.stop()
+
+
 def start_counter(daemon: RunningDaemon, desk: str, next_number: int) -> None:
     """Make the desk's next ticket number `next_number` (the seeds talk about SUP-20)."""
     from mailgate.store.models import Counter

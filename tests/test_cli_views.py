@@ -16,6 +16,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from email import message_from_bytes
 from pathlib import Path
@@ -213,23 +214,54 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(listed: Desk, args: tu
     assert err == b"", err.decode()
 
 
+def _catches_sigint_and_waits_on_a_pipe(pid: int) -> bool:
+    """The state a person's Ctrl-C meets: the process has its SIGINT handler in place (Python's,
+    which raises KeyboardInterrupt) and sleeps in a read of a pipe (its standard input)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    return bool(caught & (1 << (signal.SIGINT - 1))) and "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()
+
+
 def test_ctrl_c_ends_a_command_without_a_traceback(listed: Desk) -> None:
+    """Ctrl-C while `ingest -` waits for a message that never comes. The test waits on the
+    child's state, never on time: its SIGINT handler installed and its read of standard input
+    asleep. Standard input stays open until the child has exited — closed at once, as
+    `communicate()` does, a loaded machine could let the read see end of file before the
+    signal, and the command would end on "empty message" instead of the interrupt. The child
+    starts with SIGINT at its default, as a terminal's foreground process does, whatever the
+    test runner inherited (a runner started in the background ignores SIGINT, and so would a
+    child it starts)."""
     assert MAILGATE
-    proc = subprocess.Popen(
-        [MAILGATE, "--config", str(listed.config), "ingest", "-"],
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+            MAILGATE,
+            "--config",
+            str(listed.config),
+            "ingest",
+            "-",
+        ],
         cwd=listed.root,
         env=CLEAN_ENV,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
-    # Waiting for the message on standard input, as a person who forgot to pipe one in.
-    wchan = Path(f"/proc/{proc.pid}/wchan")
-    _wait("ingest to wait on its input", lambda: "pipe_read" in wchan.read_text())
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
+    ) as proc:  # its pipes closed, standard input last, once it has exited
+        assert proc.stderr is not None
+        try:
+            # Waiting for the message on standard input, as a person who forgot to pipe one in.
+            _wait("ingest to wait on its input", lambda: _catches_sigint_and_waits_on_a_pipe(proc.pid))
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=120)
+            err = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 130, err.decode()
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err.decode()
+    assert b"empty message" not in err, err.decode()
 
 
 # -- inbox list, outbox list, status: what runs, from the daemon's heartbeat ----------------------

@@ -10,38 +10,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import RunningDaemon, Sink, body_of, make_mail, reply, scenario_config
+from conftest import RunningDaemon, Sink, body_of, make_mail, reply
 from sqlalchemy import select
+from support.small_desk import CUSTOMER, DESK, TECH, TRIAGE, WATCHER, desk_files, start_desk
 
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.ruleset import load
-
-DESK = "support@desk.example"
-CUSTOMER = "carla@client.example"
-WATCHER = "wes@client.example"
-TRIAGE = "triage@desk.example"
-TECH = "tech1@desk.example"
-
-TEAM = f"""
-triage = "{TRIAGE}"
-[[agents]]
-address = "{TRIAGE}"
-name = "Tara"
-[[agents]]
-address = "{TECH}"
-name = "Theo"
-handle = "tech1"
-"""
-
-
-@pytest.fixture
-def desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
-    cfg = scenario_config(
-        tmp_path / "desk", relay_port=sink.port, desks=[(DESK, "SUP", "default")], team=TEAM, routing=""
-    )
-    d = RunningDaemon(cfg)
-    yield d
-    d.stop()
 
 
 def open_ticket(desk: RunningDaemon, sink: Sink) -> EmailMessage:
@@ -73,10 +47,10 @@ def events(desk: RunningDaemon, kind: str) -> list[tuple[str, dict[str, object]]
 
 
 def test_canned_reply_goes_before_the_agents_words_to_requester_and_watcher(
-    desk: RunningDaemon, sink: Sink
+    small_desk: RunningDaemon, sink: Sink
 ) -> None:
-    notice = open_ticket(desk, sink)
-    agent_says(desk, notice, TRIAGE, "#canned printer_jam\n\nI'll come by at three if it jams again.")
+    notice = open_ticket(small_desk, sink)
+    agent_says(small_desk, notice, TRIAGE, "#canned printer_jam\n\nI'll come by at three if it jams again.")
 
     for person, n in ((CUSTOMER, 2), (WATCHER, 1)):
         told = body_of(sink.wait_to(person, n)[-1])
@@ -85,28 +59,28 @@ def test_canned_reply_goes_before_the_agents_words_to_requester_and_watcher(
         canned_at = told.index("pull the green")
         assert told.index("I'll come by at three") > canned_at  # the agent's words after it
     assert "#canned" not in body_of(sink.to(CUSTOMER)[-1])
-    assert events(desk, "canned") == [(TRIAGE, {"name": "printer_jam"})]
-    assert desk.tickets()[0].first_response_at is not None  # it was the first public reply
+    assert events(small_desk, "canned") == [(TRIAGE, {"name": "printer_jam"})]
+    assert small_desk.tickets()[0].first_response_at is not None  # it was the first public reply
 
 
-def test_a_kb_answer_is_a_canned_reply_too(desk: RunningDaemon, sink: Sink) -> None:
-    notice = open_ticket(desk, sink)
-    agent_says(desk, notice, TRIAGE, "#canned kb_guest_wifi")
+def test_a_kb_answer_is_a_canned_reply_too(small_desk: RunningDaemon, sink: Sink) -> None:
+    notice = open_ticket(small_desk, sink)
+    agent_says(small_desk, notice, TRIAGE, "#canned kb_guest_wifi")
     told = body_of(sink.wait_to(CUSTOMER, 2)[-1])
     assert 'The guest Wi-Fi network is "Guest"' in told and "(SUP-1)" in told
 
 
 @pytest.mark.parametrize("line", ["#canned", "#canned printer_fire"])
 def test_canned_alone_or_unknown_lists_the_canned_replies_and_sends_nothing(
-    desk: RunningDaemon, sink: Sink, line: str
+    small_desk: RunningDaemon, sink: Sink, line: str
 ) -> None:
-    notice = open_ticket(desk, sink)
-    agent_says(desk, notice, TRIAGE, f"{line}\n\nHere is how.")
+    notice = open_ticket(small_desk, sink)
+    agent_says(small_desk, notice, TRIAGE, f"{line}\n\nHere is how.")
     error = body_of(sink.wait_to(TRIAGE, 2)[-1])
     assert "NOT sent to the requester" in error
     assert "valid: kb_gdpr_request, kb_guest_wifi, kb_password_reset, printer_jam" in error
     assert len(sink.to(CUSTOMER)) == 1 and sink.to(WATCHER) == []  # the acknowledgement only
-    assert events(desk, "canned") == []
+    assert events(small_desk, "canned") == []
 
 
 def test_rules_check_names_a_broken_canned_reply_by_file_and_line(tmp_path: Path) -> None:
@@ -133,26 +107,26 @@ def test_rules_check_names_a_broken_canned_reply_by_file_and_line(tmp_path: Path
 
 
 def test_time_is_recorded_per_agent_and_summed_by_tickets_show(
-    desk: RunningDaemon, sink: Sink, capsys: pytest.CaptureFixture[str]
+    small_desk: RunningDaemon, sink: Sink, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    notice = open_ticket(desk, sink)
-    agent_says(desk, notice, TRIAGE, "#assign tech1\n#time 1h15m\n#internal\n\nSent Theo over.")
+    notice = open_ticket(small_desk, sink)
+    agent_says(small_desk, notice, TRIAGE, "#assign tech1\n#time 1h15m\n#internal\n\nSent Theo over.")
     [assigned] = sink.wait_to(TECH, 1)
     assert "Tara logged 1h15m." in body_of(assigned)
-    agent_says(desk, assigned, TECH, "#time 30m\n#internal\n\nCleared it.")
-    agent_says(desk, assigned, TECH, "#time 20\n\nOops.")  # not a duration: nothing recorded
+    agent_says(small_desk, assigned, TECH, "#time 30m\n#internal\n\nCleared it.")
+    agent_says(small_desk, assigned, TECH, "#time 20\n\nOops.")  # not a duration: nothing recorded
     refused = body_of(sink.wait_to(TECH, 2)[-1])
     assert "not a duration: '20'" in refused and "#time 30m, #time 1h15m" in refused
     assert len(sink.to(CUSTOMER)) == 1  # time is the desk's business: the customer hears nothing
 
-    assert [d["minutes"] for _, d in events(desk, "time")] == [75, 30]
+    assert [d["minutes"] for _, d in events(small_desk, "time")] == [75, 30]
     from mailgate.cli import main
 
-    assert main(["--config", str(desk.config_path), "tickets", "show", "SUP-1"]) == 0
+    assert main(["--config", str(small_desk.config_path), "tickets", "show", "SUP-1"]) == 0
     out = capsys.readouterr().out
     assert f"time spent  1h45m ({TRIAGE} 1h15m, {TECH} 30m)" in out
     assert f"{TECH}: spent 30m on it" in out
-    assert main(["--config", str(desk.config_path), "tickets", "show", "SUP-1", "--json"]) == 0
+    assert main(["--config", str(small_desk.config_path), "tickets", "show", "SUP-1", "--json"]) == 0
     spent = json.loads(capsys.readouterr().out)["time_spent"]
     assert spent == {"minutes": 105, "by_agent": {TRIAGE: 75, TECH: 30}}
 
@@ -184,7 +158,7 @@ then = { fields = { component = "printer" } }
 @pytest.fixture
 def fielded(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
     root = tmp_path / "desk"
-    cfg = scenario_config(root, relay_port=sink.port, desks=[(DESK, "SUP", "default")], team=TEAM)
+    cfg = desk_files(root, sink)
     (root / "rules" / "fields.toml").write_text(FIELDS)
     d = RunningDaemon(cfg)
     yield d
@@ -258,15 +232,7 @@ def test_routing_sets_fields_and_rules_check_names_bad_fields_by_file_and_line(t
 def test_parent_broadcast_and_resolve_all_reach_each_childs_people_in_its_own_thread(
     tmp_path: Path, sink: Sink
 ) -> None:
-    root = tmp_path / "desk"
-    cfg = scenario_config(
-        root,
-        relay_port=sink.port,
-        desks=[(DESK, "SUP", "default")],
-        team=TEAM,
-        extra="[security]\nmax_recipients_per_event = 1\n",
-    )
-    desk = RunningDaemon(cfg)
+    desk = start_desk(tmp_path / "desk", sink, extra="[security]\nmax_recipients_per_event = 1\n")
     try:
         people = ("ann@client.example", "bob@client.example", CUSTOMER)
         notices: list[EmailMessage] = []

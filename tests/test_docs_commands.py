@@ -17,7 +17,7 @@ from conftest import REPO
 from mailgate.cli import COMMANDS, main
 
 # Commands whose second word is a subcommand (`tickets show`), as opposed to an argument.
-GROUPS = ("tickets", "inbox", "outbox", "rules", "imap", "db", "config")
+GROUPS = ("tickets", "inbox", "outbox", "rules", "imap", "db", "config", "attachments")
 # `mailgate` and its global options, then the command and maybe its subcommand.
 SHOWN = re.compile(r"\bmailgate((?:\s+--?[\w-]+(?:[ =](?!-)[^\s`|]+)?)*)\s+([a-z]+)(?:\s+([a-z]+))?")
 # A test file that runs the console script in a child process.

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import RunningDaemon, Sink, body_of, scenario_config, wait_until
 from sqlalchemy import func, select
-from support.web import agent_says, csrf_of, http, origin
+from support.web import agent_says, csrf_of, http, origin, sign_in
 from test_web_browser import Page, browser  # noqa: F401  (the module's Chromium fixture)
 
 from mailgate.store.models import Event, Message
@@ -99,29 +99,6 @@ def desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
     assert [(t.key, t.group) for t in d.tickets()] == [("SUP-1", "HR"), ("SUP-2", "IT")]
     yield d
     d.stop()
-
-
-def sign_in(daemon: RunningDaemon, sink: Sink, address: str) -> dict[str, str]:
-    """Sign `address` in as a person does: ask on the form, open the mailed link, press the
-    button. Returns the request headers that carry the session (cookie, and our Origin)."""
-    base = origin(daemon)
-    before = len([m for m in sink.to(address) if "Sign in" in str(m["Subject"])])
-    form = http("GET", f"{base}/agent/signin")
-    pre = form.headers["set-cookie"].split(";")[0]
-    asked = http(
-        "POST",
-        f"{base}/agent/signin",
-        {"address": address, "csrf": csrf_of(form.text)},
-        {"Cookie": pre, "Origin": base},
-    )
-    assert asked.status == 200
-    daemon.settle()
-    mails = [m for m in sink.wait_to(address, 1) if "Sign in" in str(m["Subject"])]
-    assert len(mails) == before + 1
-    url = re.search(r"Sign in: (\S+)", body_of(mails[-1])).group(1)  # type: ignore[union-attr]
-    confirm = http("POST", url, {"csrf": csrf_of(http("GET", url).text)}, {"Origin": base})
-    assert confirm.status == 303
-    return {"Cookie": confirm.headers["set-cookie"].split(";")[0], "Origin": base}
 
 
 def attachment_path(daemon: RunningDaemon, key: str) -> str:

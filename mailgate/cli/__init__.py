@@ -27,6 +27,7 @@ COMMANDS = {
     "report": "mailgate.cli.report",
     "inbox": "mailgate.cli.queues",
     "outbox": "mailgate.cli.queues",
+    "attachments": "mailgate.cli.attachments",
     "parse": "mailgate.cli.parse",
     "rules": "mailgate.cli.rules",
     "imap": "mailgate.cli.imap",

@@ -67,7 +67,8 @@ INIT_TEAM = """\
 # Who gets every ticket that no routing rule sent to a group or an agent.
 triage = "{lead}"
 
-# Who is told when a rules edit is refused (besides the log).
+# The desk's admins: told of refused rules edits, quarantined and held mail; those who are also
+# agents below change and see every ticket (role = "admin" is the same): docs/security.md.
 admins = ["{admin}"]
 
 # --- agents ---------------------------------------------------------------------------------

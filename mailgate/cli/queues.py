@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from mailgate.cli.common import config_of, cut, open_db
 from mailgate.store import inbox
 from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, now_utc, utc
+
+log = logging.getLogger(__name__)
 
 
 def _inbox_list(args: argparse.Namespace) -> int:
@@ -36,8 +39,12 @@ def _inbox_list(args: argparse.Namespace) -> int:
     print(f"{'ID':>6} {'STATE':<10} {'DESK':<8} {'TICKET':<{key_width}} {'FROM':<28} OUTCOME")
     for r in rows:
         what = f"{r.stage}: {r.reason}" if r.state == "failed" else (r.disposition or "")
-        if r.state != "failed" and what.startswith("held:") and r.reason:
+        if r.released_by and r.state in ("new", "processing"):
+            what = f"released by {r.released_by}, waiting"
+        elif r.state != "failed" and what.startswith("held:") and r.reason:
             what += f" ({r.reason})"  # why it was kept from the desk, without `inbox show`
+        elif r.released_by:
+            what += f" (released by {r.released_by})"
         print(
             f"{r.id:>6} {r.state:<10} {cut(r.desk, 8)} {keys.get(r.ticket_id, '-'):<{key_width}}"
             f" {cut(r.mail_from or '-', 28)} {what}"
@@ -75,6 +82,8 @@ def _inbox_show(args: argparse.Namespace) -> int:
                     "reason": r.reason,
                     "trace": r.trace,
                     "received_at": utc(r.received_at),
+                    "released_by": r.released_by,
+                    "released_at": utc(r.released_at),
                 },
                 indent=2,
                 default=str,
@@ -91,6 +100,12 @@ def _inbox_show(args: argparse.Namespace) -> int:
         print(f"  outcome     {r.disposition}" + (f": {r.reason}" if r.reason else ""))
     if r.state == "failed":
         print(f"  failed at   {r.stage}: {r.reason}")
+    if r.released_by:
+        print(f"  released    by {r.released_by} at {utc(r.released_at):%Y-%m-%d %H:%M:%S} UTC")
+    elif r.state == "done" and (r.disposition or "") in ("held:auto-reply", "held:flood"):
+        print(
+            f"  held        `mailgate inbox release {r.id}` processes it as if not held; `inbox drop {r.id}` discards it"
+        )
     print("Decisions:")
     for step in r.trace:
         if step.get("decision") == "traceback":
@@ -105,6 +120,72 @@ def _inbox_retry(args: argparse.Namespace) -> int:
         ok = inbox.retry(s, args.id)
     print(f"inbox item {args.id} queued again" if ok else f"inbox item {args.id} is not quarantined")
     return 0 if ok else 1
+
+
+def _who(args: argparse.Namespace) -> str:
+    """Who decides, for the audit trail: --by, else the login name running the command."""
+    import getpass
+
+    return (args.by or "").strip() or getpass.getuser()
+
+
+def _inbox_release(args: argparse.Namespace) -> int:
+    """Each id released in its own commit, then processed on the pipeline's one path, here
+    (a running daemon's worker may take one first: the claim gives each row to one of them)."""
+    from mailgate.pipeline import release
+    from mailgate.pipeline.runner import Runner
+
+    by = _who(args)
+    config = config_of(args)
+    with open_db(config) as db:
+        answers = []
+        for item_id in dict.fromkeys(args.ids):
+            with db.session() as s:
+                answers.append(release.release(s, item_id, by))
+        if any(a.ok for a in answers):
+            try:
+                Runner(db, config).run_until_idle()
+            except Exception as exc:  # noqa: BLE001 - released is committed: the daemon processes it
+                log.error("processing after the release failed (the release stands): %s", exc)
+        with db.session() as s:
+            for a in answers:
+                r = s.get(InboxItem, a.item_id)
+                if not a.ok or r is None:
+                    print(a.text, file=sys.stderr)
+                    continue
+                when = "" if a.now else f" at {utc(r.released_at):%Y-%m-%d %H:%M} UTC"
+                done = "released" if a.now else "was released"
+                print(f"inbox item {r.id} {done} by {r.released_by}{when}: {_after_release(s, r)}")
+    return 0 if all(a.ok for a in answers) else 1
+
+
+def _after_release(s: Session, r: InboxItem) -> str:
+    """What the pipeline made of a released message."""
+    if r.state in ("new", "processing"):
+        return "queued; the running daemon's worker processes it"
+    if r.state == "failed":
+        return f"quarantined at {r.stage}: {r.reason} (`mailgate inbox show {r.id}`)"
+    ticket = s.get(Ticket, r.ticket_id) if r.ticket_id else None
+    outcome = r.disposition or r.state
+    return (
+        f"ticket {ticket.key} ({outcome})"
+        if ticket is not None
+        else f"{outcome}: {r.reason or ''}".rstrip(": ")
+    )
+
+
+def _inbox_drop(args: argparse.Namespace) -> int:
+    from mailgate.pipeline import release
+
+    by = _who(args)
+    with open_db(config_of(args)) as db:
+        answers = []
+        for item_id in dict.fromkeys(args.ids):
+            with db.session() as s:
+                answers.append(release.drop(s, item_id, by))
+    for a in answers:
+        print(a.text, file=sys.stdout if a.ok else sys.stderr)
+    return 0 if all(a.ok for a in answers) else 1
 
 
 def _sender_line(db: Database, pending: int) -> tuple[str, bool]:
@@ -165,7 +246,9 @@ def _outbox_retry(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inbox", help="received messages: list, show (why it went where), failed, retry")
+    p = sub.add_parser(
+        "inbox", help="received messages: list, show (why it went where), failed, retry, release, drop"
+    )
     isub = p.add_subparsers(dest="inbox_command", required=True)
     ls = isub.add_parser("list", help="the newest received messages")
     ls.add_argument("--limit", type=int, default=50)
@@ -181,6 +264,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     rt = isub.add_parser("retry", help="process a quarantined message again")
     rt.add_argument("id", type=int)
     rt.set_defaults(func=_inbox_retry)
+    rl = isub.add_parser(
+        "release",
+        help="let held mail (held:auto-reply, held:flood, dropped) through: process it as if not held",
+    )
+    rl.add_argument("ids", type=int, nargs="+", metavar="ID")
+    rl.add_argument("--by", metavar="WHO", help="who decides, for the ticket's history (default: your login)")
+    rl.set_defaults(func=_inbox_release)
+    dr = isub.add_parser("drop", help="discard held mail (kept as dropped; `release` undoes it)")
+    dr.add_argument("ids", type=int, nargs="+", metavar="ID")
+    dr.add_argument("--by", metavar="WHO", help="who decides, for the record (default: your login)")
+    dr.set_defaults(func=_inbox_drop)
 
     o = sub.add_parser("outbox", help="mail waiting to go out: list, failed, retry")
     osub = o.add_subparsers(dest="outbox_command", required=True)

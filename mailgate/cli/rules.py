@@ -2,7 +2,9 @@
 
 check: validates every file under rules/ against each other and templates/ (and the templates'
 syntax) with the daemon's own loader (mailgate/ruleset); prints each error as
-`FILE:LINE: reason (hint)`. Exit 0 when valid, 65 (EX_DATAERR) when not.
+`FILE:LINE: reason (hint)`. Exit 0 when valid, 65 (EX_DATAERR) when not. What is valid but
+probably not meant (a routing `timezone` that is not the desk's zone) is printed as
+`FILE:LINE: warning: …`, with exit 0.
 test: a dry run of routing for one message: which rules hit or missed and why, the ticket fields
 that would result, who would be assigned and notified. Exit 0, 65 on invalid rules, 66 when the
 message cannot be read.
@@ -26,7 +28,7 @@ from mailgate.domain.routing import RoutingDecision, evaluate
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.mail.parse import parse_message
 from mailgate.mail.portal import relayed_by_portal
-from mailgate.ruleset import Snapshot, load
+from mailgate.ruleset import Snapshot, load, zone_warnings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,6 +103,8 @@ def run_check(args: argparse.Namespace) -> int:
                 f"desk {d.key} <{d.address}>: {where}, {len(rules.routing_for(d.key).rules)} rules, "
                 f"triage {rules.triage_for(d.key)}"
             )
+    for warning in zone_warnings(rules):  # valid, but probably not meant: still exit 0
+        print(warning)
     return EX_OK
 
 

@@ -176,6 +176,9 @@ WORDS: dict[str, Callable[[Data], str]] = {
     "reply": lambda d: "replied",
     "joined": lambda d: "joined the conversation" + (f" ({d['how']})" if d.get("how") else ""),
     "held": _held,
+    "released": lambda d: (
+        f"released inbox message {d.get('inbox')}, held as {d.get('was')}: processed as if not held"
+    ),
     "auto-reply": lambda d: (
         "sent an automatic reply, not answered" + (f" ({d['reason']})" if d.get("reason") else "")
     ),

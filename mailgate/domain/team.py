@@ -33,7 +33,8 @@ class TeamRole(StrEnum):
 
     What an agent may do (docs/security.md "Roles"): light agents write internal notes only; an
     agent (the default) changes the tickets of their groups and those assigned to them; a lead
-    also those assigned to the members of the groups they lead; an admin, every ticket."""
+    also those assigned to the members of the groups they lead; an admin, every ticket. An agent
+    whose address team.toml's `admins` lists is an admin too, whatever its role (`Team.is_admin`)."""
 
     AGENT = "agent"
     LEAD = "lead"
@@ -94,6 +95,21 @@ class Team:
     def is_away(self, address: str) -> bool:
         agent = self.agents.get(address)
         return bool(agent and agent.away)
+
+    def is_admin(self, address: str) -> bool:
+        """Whether `address` is a desk admin — the one rule (docs/security.md "Admins"): listed
+        in team.toml's `admins`, or an agent with `role = "admin"`; either way the same admin.
+        An admin hears what needs an admin; one who is also an agent (to sign in, to prove a
+        mail) changes and sees every ticket, by mail and on the web, and every group's figures."""
+        address = _norm(address)
+        agent = self.agents.get(address)
+        return address in self.admins or (agent is not None and agent.role == TeamRole.ADMIN)
+
+    @property
+    def every_admin(self) -> tuple[str, ...]:
+        """Every desk admin: `admins` in file order, then the agents with `role = "admin"`."""
+        roles = (a.address for a in self.agents.values() if a.role == TeamRole.ADMIN)
+        return tuple(dict.fromkeys((*self.admins, *roles)))
 
 
 def _norm(address: str) -> str:
@@ -267,7 +283,7 @@ def may_change(team: Team, address: str, ticket_key: str, group: str | None, ass
     agent = team.agents.get(address)
     if agent is None:
         return Access(False, f"{address} is not an agent in team.toml")
-    if agent.role == TeamRole.ADMIN:
+    if team.is_admin(address):
         return Access(True, "an admin may change every ticket")
     if agent.role == TeamRole.LIGHT:
         return Access(
@@ -308,7 +324,7 @@ def may_see(team: Team, address: str, ticket_key: str, group: str | None, assign
     search result)? What they may change, except that a light agent, who changes nothing, sees
     what an agent of the same groups would."""
     agent = team.agents.get(address)
-    if agent is not None and agent.role == TeamRole.LIGHT:
+    if agent is not None and agent.role == TeamRole.LIGHT and not team.is_admin(address):
         team = replace(team, agents={**team.agents, address: replace(agent, role=TeamRole.AGENT)})
     return may_change(team, address, ticket_key, group, assignee).allowed
 
@@ -419,5 +435,6 @@ def choose_assignee(
 
 def desk_admins(team: Team, admin_address: str = "") -> list[str]:
     """Who hears what needs an admin (quarantine, refused rules, floods, loops, the SLA ladder's
-    last step): team.toml `admins` and config's `admin_address`, each once, in that order."""
-    return list(dict.fromkeys(a.lower() for a in (*team.admins, admin_address) if a))
+    last step): every desk admin (`Team.every_admin`) and config's `admin_address` (the
+    postmaster's mailbox, which is no admin), each once, in that order."""
+    return list(dict.fromkeys(a.lower() for a in (*team.every_admin, admin_address) if a))

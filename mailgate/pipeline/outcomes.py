@@ -36,3 +36,5 @@ class Disposition(StrEnum):
     BOUNCE_UNMATCHED = "bounce:unmatched"
     HELD_FLOOD = "held:flood"
     HELD_AUTO_REPLY = "held:auto-reply"  # an out-of-office answering no ticket: not one of its own
+    # an admin's decision on a held message (`mailgate inbox drop`; `release` runs it again)
+    DROPPED = "dropped"

@@ -34,7 +34,7 @@ from sqlmodel import Session, col
 
 from mailgate.config import Config
 from mailgate.outbox.render import Renderer
-from mailgate.pipeline import stages
+from mailgate.pipeline import release, stages
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import ProcessingError, Unattributable
 from mailgate.pipeline.handlers import Handler, Services, registry
@@ -175,6 +175,7 @@ class Runner:
         ctx.stage = handler.name
         with ctx.timed(handler.name):
             handler.execute(ctx, repo)
+        release.record(ctx, repo)  # a held message an admin released: who, on its ticket
         if ctx.ticket is not None:
             # SLA due times (pipeline/sla_apply.py)
             with ctx.timed("sla"):

@@ -63,10 +63,10 @@ def last_week_end(now: datetime, weekday: int, hour: int, tz: str) -> datetime:
 
 
 def recipients(team: Team, admin_address: str) -> list[Recipient]:
-    """Each group's lead (their group), and the admins of team.toml — else config's admin_address
-    — for the whole desk."""
+    """Each group's lead (their group), and every desk admin (`Team.every_admin`: `admins` and
+    the agents with role "admin") — else config's admin_address — for the whole desk."""
     out = [Recipient(g.lead, g.name) for g in team.groups.values() if g.lead]
-    admins = team.admins or ((admin_address,) if admin_address else ())
+    admins = team.every_admin or ((admin_address,) if admin_address else ())
     out += [Recipient(a, None) for a in admins]
     return out
 

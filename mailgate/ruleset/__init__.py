@@ -12,7 +12,7 @@ so the pipeline and the edges can both use it. It never touches the database or 
 """
 
 from mailgate.ruleset.files import SHIPPED_TEMPLATES, WORKFLOW_FILE
-from mailgate.ruleset.snapshot import DeskLike, Snapshot, Templates, desk_zone, load
+from mailgate.ruleset.snapshot import DeskLike, Snapshot, Templates, desk_zone, load, zone_warnings
 from mailgate.ruleset.source import Refused, RulesSource
 from mailgate.ruleset.templates import environment
 
@@ -27,4 +27,5 @@ __all__ = [
     "desk_zone",
     "environment",
     "load",
+    "zone_warnings",
 ]

@@ -142,6 +142,44 @@ def desk_zone(sla: SlaRules | None) -> str:
     return sla.timers.calendar.tz if sla is not None else "UTC"
 
 
+def zone_warnings(snapshot: Snapshot) -> list[RulesError]:
+    """A routing.toml (shared or a desk's own) that still names a `timezone` other than the
+    desk's zone (`desk_zone`), as `FILE:LINE: warning: …`. Valid, and honoured — its time and
+    weekday conditions read that zone — but rarely meant: desks made by an older `mailgate init`
+    carry `timezone = "Europe/London"` from before routing read the desk's zone, while their
+    business hours, digests and reports count in sla.toml's calendar zone. `rules check` and
+    `config check` print these; the rules load all the same."""
+    zone = snapshot.zone
+    sla = snapshot.sla
+    where = (
+        f"the zone of sla.toml's [timers] calendar {sla.timers.calendar.name!r}"
+        if sla is not None
+        else "UTC: there is no sla.toml"
+    )
+    out: list[RulesError] = []
+    for path in snapshot.files:
+        if path.name != ROUTING_FILE:
+            continue
+        try:
+            file = TomlFile.read(path, display(path))
+        except RulesInvalid:  # gone or broken since the snapshot was made: the next load says so
+            continue
+        named = file.data.get("timezone")
+        if isinstance(named, str) and named != zone:
+            out.append(
+                RulesError(
+                    file.name,
+                    file.line_of(("timezone",)),
+                    f'warning: timezone = "{named}" is not the desk\'s zone {zone} ({where}): the'
+                    f" time and weekday conditions of this file read {named}, while business hours,"
+                    f" digests and reports count in {zone}",
+                    "delete the line to route by the desk's zone; a desk in another zone sets the"
+                    " calendar's tz in sla.toml",
+                )
+            )
+    return out
+
+
 def display(path: Path) -> str:
     """Paths in errors as the admin would type them: relative to the working directory if below it."""
     try:

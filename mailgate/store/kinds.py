@@ -51,6 +51,7 @@ class EventKind(StrEnum):
     BROADCAST = "broadcast"  # the parent's `#broadcast` reached this child's people
     SIMILAR = "similar"  # a new ticket's similar tickets, and the likely duplicate among them
     KB_SENT = "kb-sent"  # a knowledge-base article (kb_*) went to the requester
+    RELEASED = "released"  # an admin let a held message through (`mailgate inbox release`)
     # delivery: bounces, unsubscribes, mail the limits held back
     BOUNCE = "bounce"
     UNSUBSCRIBED = "unsubscribed"

@@ -53,7 +53,7 @@ def current_revision(engine: Engine) -> str | None:
 # The newest revision, written down so that opening an up-to-date database costs one SELECT, not
 # a parse of every migration script (an MTA pipe opens the database once per message).
 # tests/test_migrations.py checks it equals Alembic's head.
-HEAD = "0013_spent_links"
+HEAD = "0014_inbox_release"
 
 
 def _stored_revision(engine: Engine) -> str | None:

@@ -94,6 +94,10 @@ class InboxItem(TableModel, table=True):
     ticket_id: int | None = Field(default=None, index=True)
     received_at: datetime = _ts(nullable=False, default=now_utc)
     processed_at: datetime | None = _ts(nullable=True)
+    # An admin let a held message through (`mailgate inbox release`): who, and when. The pipeline
+    # then skips the hold that stopped it, and the ticket's audit trail names them.
+    released_by: str | None = None
+    released_at: datetime | None = _ts(nullable=True)
 
 
 class InboxRaw(TableModel, table=True):

@@ -574,7 +574,10 @@ class WebApp:
 
     def _queues(self, me: str, q: str) -> dict[str, Any]:
         snap = self.snapshot
-        groups = [g.name for g in snap.team.groups.values() if me in g.members]
+        # An admin's list is every open ticket, in a group or none (Team.is_admin: the one rule);
+        # an agent's, the tickets of the groups they are in.
+        every = snap.team.is_admin(me)
+        groups = [g.name for g in snap.team.groups.values() if every or me in g.members]
         now = now_utc()
         soon = now + AT_RISK
         open_ = col(Ticket.status_category) != "closed"
@@ -596,7 +599,10 @@ class WebApp:
             out: dict[str, Any] = {
                 "mine": rows(open_, col(Ticket.assignee) == me),
                 "groups": groups,
-                "group_tickets": rows(open_, col(Ticket.group).in_(groups)) if groups else [],
+                "every": every,
+                "group_tickets": (
+                    rows(open_) if every else rows(open_, col(Ticket.group).in_(groups)) if groups else []
+                ),
                 "unassigned": rows(open_, col(Ticket.assignee).is_(None)),
                 "at_risk": rows(
                     open_,

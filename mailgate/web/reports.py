@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from mailgate.config import Config
-from mailgate.domain.team import Team, TeamRole
+from mailgate.domain.team import Team
 from mailgate.reports import (
     BY,
     Periods,
@@ -110,7 +110,7 @@ def report_access(team: Team, address: str) -> ReportAccess:
     agent = team.agents.get(address)
     if agent is None:
         return ReportAccess(False, (), f"{address} is not an agent in team.toml")
-    if agent.role == TeamRole.ADMIN or address in team.admins:
+    if team.is_admin(address):
         return ReportAccess(True, None, "an admin sees every ticket's figures")
     led = tuple(g.name for g in team.groups.values() if g.lead == address)
     if led:

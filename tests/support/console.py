@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -108,3 +109,36 @@ def wait_for_db(db: Path, query: str, want: object, timeout: float = 60.0) -> No
             return
         time.sleep(0.1)
     raise AssertionError(f"{query}: {got}, waited for {want}")
+
+
+class InitDesk:
+    """A desk made by `mailgate init` in `root`/desk (SUP at support@localhost), its SMTP port a
+    free one, `extra_config` appended to its config.toml; run with the console script, its SQLite
+    database read directly (read-only) for what no command prints."""
+
+    def __init__(self, root: Path, *, extra_config: str = "") -> None:
+        from conftest import free_port
+
+        self.root = root
+        mailgate(root, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP")
+        self.dir = root / "desk"
+        self.config = self.dir / "config.toml"
+        self.port = free_port()
+        text = re.sub(r"(?m)^port = 2525$", f"port = {self.port}", self.config.read_text(), count=1)
+        self.config.write_text(text + extra_config)
+        self.db = self.dir / "state" / "mailgate.db"
+        self._mails = 0
+
+    def cli(self, *args: str, ok: tuple[int, ...] = (0,), env: dict[str, str] | None = None) -> Run:
+        return mailgate(self.root, "--config", str(self.config), *args, ok=ok, env=env)
+
+    def ingest(self, raw: bytes) -> Run:
+        """One message, from a file: stored and processed by `mailgate ingest FILE`."""
+        self._mails += 1
+        path = self.root / f"mail-{self._mails}.eml"
+        path.write_bytes(raw)
+        return self.cli("ingest", str(path))
+
+    def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute(sql, params).fetchall()

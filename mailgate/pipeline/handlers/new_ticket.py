@@ -43,6 +43,7 @@ from mailgate.pipeline.handlers.common import (
 )
 from mailgate.pipeline.identity import auth_results_proof
 from mailgate.pipeline.outcomes import Disposition
+from mailgate.pipeline.release import is_released
 from mailgate.pipeline.similar import Similar, similar_to
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import Ticket, now_utc
@@ -82,9 +83,12 @@ class NewTicketHandler:
         if not m.from_addr:
             raise ProcessingError("no sender address: nobody to make a ticket for")
         answer = automatic_answer(m)
-        if answer:
+        if is_released(ctx):  # an admin read it and let it through (pipeline/release.py)
+            ctx.note("dispatch", f"released by {ctx.item.released_by}: not held again")
+        elif answer:
             raise AutoReplyHeld(f"automatic answer ({answer}) to no ticket of this desk: held, not ticketed")
-        self._check_flood(ctx, repo)
+        else:
+            self._check_flood(ctx, repo)
         workflow = self.services.rules.workflow(ctx.desk)
         decision = self._route(ctx, repo)
         behalf = None if ctx.auto_reason else self._on_behalf(ctx)
@@ -189,7 +193,8 @@ class NewTicketHandler:
                 "is kept in the inbox as held:flood and not ticketed; replies to their existing\n"
                 "tickets still thread. This notice is sent once per sender per window.\n\n"
                 "See them with `mailgate inbox list`; each keeps its raw message\n"
-                "(`mailgate inbox show ID --raw`).\n",
+                "(`mailgate inbox show ID --raw`). `mailgate inbox release ID` makes one a ticket,\n"
+                "`mailgate inbox drop ID` discards it.\n",
             )
         raise held
 
