@@ -134,8 +134,11 @@ class Sender:
                 .scalars()
                 .all()
             )
-            if not ids:
-                return []
+        if not ids:
+            return []
+        # The claimed rows (each with its whole mail) are read after the commit, outside the write
+        # lock the pipeline and the intake wait for: they are this sender's under its lease now.
+        with self.db.reading() as s:
             return list(
                 s.execute(
                     select(OutboxItem).where(col(OutboxItem.id).in_(ids)).order_by(col(OutboxItem.id))
