@@ -169,7 +169,8 @@ _PLAIN: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Plain]] = {}
 
 
 def plain(stmt: Any, dialect: Dialect, keys: tuple[str, ...] | None = None) -> Plain:
-    """`stmt` compiled once per column set (`keys`: the INSERT's or the UPDATE's columns)."""
+    """`stmt` compiled once per column set (`keys`: the INSERT's or the UPDATE's columns). For
+    module-level statements only: the cache keeps every statement it is given."""
     found = _PLAIN.get((id(stmt), keys))
     if found is None or found[0] is not stmt:
         found = _PLAIN[(id(stmt), keys)] = (stmt, Plain(stmt, dialect, keys))
