@@ -21,7 +21,7 @@ import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, bindparam, or_, select, update
 from sqlmodel import Session, col
@@ -37,6 +37,32 @@ _OUTBOX = OutboxItem.__table__  # type: ignore[attr-defined]
 
 
 Outcome = tuple[int | None, dict[str, Any]]  # an outbox row's id and its new values
+# What a pass reads of each claimed mail: plain rows, not ORM objects (nothing is changed through
+# them; the outcomes go by `_write`), so loading a pass costs no per-object bookkeeping in the
+# worker process, whose interpreter lock the pipeline shares.
+_CLAIMED = select(
+    _OUTBOX.c.id,
+    _OUTBOX.c.mail_from,
+    _OUTBOX.c.recipients,
+    _OUTBOX.c.raw,
+    _OUTBOX.c.message_id,
+    _OUTBOX.c.attempts,
+    _OUTBOX.c.created_at,
+)
+
+
+class Claimed(Protocol):
+    """A claimed mail as a pass reads it (a row of `_CLAIMED`)."""
+
+    id: int
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+    message_id: str
+    attempts: int
+    created_at: datetime
+
+
 # Passes one `run_once` makes at most while mail keeps coming (the loop's bound; `serve` calls
 # it again at once while it sends).
 _PASSES = 100
@@ -81,7 +107,7 @@ class Sender:
         seconds = min(r.retry_base_seconds * (2 ** max(attempts - 1, 0)), r.retry_max_seconds)
         return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
 
-    def _claim(self, now: datetime, outcomes: list[Outcome]) -> list[OutboxItem]:
+    def _claim(self, now: datetime, outcomes: list[Outcome]) -> list[Claimed]:
         """Record the outcomes of the pass before (if any) and claim the next, in one durable
         commit: a commit holds the write lock, which the pipeline and the intake wait for, and
         waits for the disk."""
@@ -134,13 +160,13 @@ class Sender:
                 .scalars()
                 .all()
             )
-            if not ids:
-                return []
-            return list(
-                s.execute(
-                    select(OutboxItem).where(col(OutboxItem.id).in_(ids)).order_by(col(OutboxItem.id))
-                ).scalars()
-            )
+        if not ids:
+            return []
+        # The claimed rows (each with its whole mail) are read after the commit, outside the write
+        # lock the pipeline and the intake wait for: they are this sender's under its lease now.
+        with self.db.reading() as s:
+            rows = s.execute(_CLAIMED.where(_OUTBOX.c.id.in_(ids)).order_by(_OUTBOX.c.id)).all()
+            return cast("list[Claimed]", rows)
 
     def _write(self, s: Session, outcomes: list[Outcome]) -> None:
         """Every outcome of a pass in the caller's transaction: one executemany per kind of
@@ -185,10 +211,10 @@ class Sender:
                         self._write(s, outcomes)
         return sent
 
-    def _pass(self, items: list[OutboxItem], now: datetime) -> list[Outcome]:
+    def _pass(self, items: list[Claimed], now: datetime) -> list[Outcome]:
         """Hand the claimed mails to the relay over the lanes; the outcome of each."""
         n = len(self.transports)
-        lanes: list[list[OutboxItem]] = [[] for _ in range(n)]
+        lanes: list[list[Claimed]] = [[] for _ in range(n)]
         for item in items:
             key = (item.recipients[0] if item.recipients else "").lower().encode()
             lanes[zlib.crc32(key) % n].append(item)
@@ -201,7 +227,7 @@ class Sender:
         ]
         return [outcome for f in futures for outcome in f.result()]
 
-    def _send_lane(self, transport: Transport, items: list[OutboxItem], now: datetime) -> list[Outcome]:
+    def _send_lane(self, transport: Transport, items: list[Claimed], now: datetime) -> list[Outcome]:
         """Hand this lane's mails to the relay one after another on its one connection; returns
         the outcome of each, for `_write`."""
         outcomes: list[Outcome] = []
@@ -239,7 +265,7 @@ class Sender:
             )
         return outcomes
 
-    def _temporary(self, item: OutboxItem, error: str, now: datetime) -> dict[str, Any]:
+    def _temporary(self, item: Claimed, error: str, now: datetime) -> dict[str, Any]:
         """The new values of a mail the relay did not take this time: retry later, or give up."""
         attempts = item.attempts + 1
         deadline = utc(item.created_at) + timedelta(seconds=self.config.relay.give_up_after_seconds)

@@ -42,13 +42,13 @@ from mailgate.pipeline.handlers.common import store_attachments
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
-from mailgate.store import deferred, inbox
+from mailgate.store import inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.kinds import AdminKind
 from mailgate.store.lease import Keeper, Lease
 from mailgate.store.models import InboxItem, now_utc
-from mailgate.store.repo import Repo
+from mailgate.store.repo import Repo, write_kept
 
 log = logging.getLogger(__name__)
 
@@ -314,9 +314,9 @@ class Runner:
                         savepoint.rollback()
                         ctx = Failed(ctx, exc, traceback.format_exc())
                     else:
-                        deferred.defer(session, _FINISH, _outcome(ctx, "done", None, None))
+                        write_kept(session, _FINISH, _outcome(ctx, "done", None, None))
                 if isinstance(ctx, Failed):
-                    deferred.defer(session, _FINISH, self._record_failure(ctx, session))
+                    write_kept(session, _FINISH, self._record_failure(ctx, session))
                     ctx = ctx.ctx
                 # Each outcome is written at once, in the same commit as its work: a later
                 # message of the batch may ask what became of an earlier one (the flood limit

@@ -12,6 +12,15 @@ counts are module-level Core statements run with `Connection.execute`, whose com
 SQLAlchemy caches, so each is compiled once per process. This module must not reach into
 SQLAlchemy's internals (compiled bind processors, instance state): a minor release may change
 them without warning (issue 24).
+
+On SQLite the pipeline's writes and its few counts go around SQLAlchemy's per-call work: each
+prebuilt statement is compiled once by SQLAlchemy into its SQL text, and run as that text on the
+session's own DB-API connection (in its transaction and SAVEPOINT), each value through its
+column type's bind processor (`Plain`; all public API: `compile`, `positiontup`, `binds`,
+`dialect_impl`, `bind_processor`). The per-call work of `Connection.execute` cost several times
+what SQLite itself took for these statements (bench/README.md, "Fewer calls"). The pipeline's
+Repo also keeps the message row and its audit events with the queued mail, and writes each table
+with one executemany at the end of the message.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.engine import Result
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.engine import Dialect, Result
 from sqlmodel import Session, col
 
 from mailgate.store import deferred
@@ -64,8 +73,11 @@ _KEY_FOR_MSGID = (
     .limit(1)
 )
 _KEY_EXISTS = select(_T[Ticket].c.id).where(_T[Ticket].c.key == bindparam("k")).limit(1)
-# ORM statements: the ticket comes back as the session's object for its row.
-_INSERT_TICKET = insert(Ticket).returning(Ticket)
+# ORM statements: the ticket comes back as the session's object for its row. The INSERT is a
+# Core one whose RETURNING row the ORM loads, as it loads a SELECT's (`from_statement`): a third
+# cheaper than the ORM's bulk INSERT … RETURNING, whose per-statement bookkeeping (defaults,
+# primary keys, versioning) a plain ticket row does not need.
+_INSERT_TICKET = select(Ticket).from_statement(_T[Ticket].insert().returning(*_T[Ticket].c))
 _TICKET_BY_KEY = select(Ticket).where(Ticket.key == bindparam("k"))  # type: ignore[arg-type]
 _SET_TICKET = update(_T[Ticket]).where(_T[Ticket].c.id == bindparam("ticket_row"))
 # inline(): no RETURNING of the new id (PostgreSQL would add one to every single-row INSERT),
@@ -128,6 +140,64 @@ def _upserts(dialect: str) -> dict[str, Any]:
     }
 
 
+class Plain:
+    """A prebuilt Core statement as the SQL text SQLAlchemy compiles for `dialect`, with the
+    order of its parameters and the type's bind processor of each (a datetime becomes the text
+    SQLAlchemy's SQLite dialect stores, a JSON column's value its JSON), so that it runs on the
+    DB-API connection itself: same SQL, same stored values, without `Connection.execute`'s
+    per-call work. SQLite only (the pipeline's hot statements); PostgreSQL keeps its kept
+    writes (store/deferred.py)."""
+
+    def __init__(self, stmt: Any, dialect: Dialect, keys: tuple[str, ...] | None = None) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+        self.sql = str(compiled)
+        self.slots: list[tuple[str, Any, Any]] = []  # (name, value when not given, processor)
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            self.slots.append((name, bind.value, proc))
+
+    def args(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for name, fixed, proc in self.slots:
+            value = params.get(name, fixed)
+            out.append(proc(value) if proc is not None else value)  # as SQLAlchemy: None too
+        return tuple(out)
+
+
+_PLAIN: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Plain]] = {}
+
+
+def plain(stmt: Any, dialect: Dialect, keys: tuple[str, ...] | None = None) -> Plain:
+    """`stmt` compiled once per column set (`keys`: the INSERT's or the UPDATE's columns). For
+    module-level statements only: the cache keeps every statement it is given."""
+    found = _PLAIN.get((id(stmt), keys))
+    if found is None or found[0] is not stmt:
+        found = _PLAIN[(id(stmt), keys)] = (stmt, Plain(stmt, dialect, keys))
+    return found[1]
+
+
+def dbapi(session: Session) -> Any:
+    """The DB-API connection of the session's transaction (SQLite's sqlite3.Connection)."""
+    return session.connection().connection.dbapi_connection
+
+
+def write_kept(session: Session, stmt: Any, params: dict[str, Any]) -> None:
+    """A write whose row count nobody reads: on SQLite run now as plain SQL (`Plain`), on
+    PostgreSQL kept and sent with the next statement (store/deferred.py)."""
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        deferred.defer(session, stmt, params)
+        return
+    p = plain(stmt, conn.dialect, tuple(sorted(params)) if _is_dml(stmt) else None)
+    conn.connection.dbapi_connection.execute(p.sql, p.args(params))  # type: ignore[union-attr]
+
+
+def _is_dml(stmt: Any) -> bool:
+    """INSERT and UPDATE compile their column list from the keys given; a SELECT does not."""
+    return getattr(stmt, "is_dml", False) and not getattr(stmt, "is_delete", False)
+
+
 class Bounced(NamedTuple):
     """A bounced address, as read (store.models.BouncedAddress is the table)."""
 
@@ -155,7 +225,9 @@ class Repo:
         SAVEPOINT is released). Every read of those tables here flushes first, or counts the
         kept rows too (`automatic_mails`), so nothing reads around them."""
         self.session = session
-        dialect = session.get_bind().dialect.name
+        self._dialect = session.get_bind().dialect
+        dialect = self._dialect.name
+        self._sqlite = dialect == "sqlite"
         self._up = _upserts(dialect)
         # thread ids per ticket with whom each was sent to ("" for mail we received), kept in
         # step by add_thread_ref
@@ -165,6 +237,16 @@ class Repo:
         self._pending: dict[str, list[dict[str, Any]]] | None = (
             {} if buffered and dialect == "sqlite" else None
         )
+        # The buffered Repo lives for one message inside one transaction, so the DB-API
+        # connection it writes on is the same throughout (others ask the session each time).
+        self._raw: Any = None
+
+    def _dbapi(self) -> Any:
+        if self._pending is None:
+            return dbapi(self.session)
+        if self._raw is None:
+            self._raw = dbapi(self.session)
+        return self._raw
 
     def _keep(self, table: str, stmt: Any, params: dict[str, Any]) -> None:
         """Keep the row for `flush_pending` (a buffered Repo on SQLite), or `defer` it: written
@@ -175,24 +257,42 @@ class Repo:
             self._pending.setdefault(table, []).append(params)
 
     def flush_pending(self) -> None:
-        """Write the kept rows: one executemany per table, in the order a reader needs them
-        (an outbox row before the thread reference that names its Message-ID)."""
+        """Write the kept rows: one executemany per table (and per set of columns), in the order
+        a reader needs them (an outbox row before the thread reference that names its
+        Message-ID), as plain SQL (`Plain`: only a buffered Repo on SQLite keeps rows)."""
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        raw = self._dbapi()
         for table, stmt in (
+            ("message", _INSERT_MESSAGE),
+            ("event", _INSERT_EVENT),
             ("outbox", _INSERT_OUTBOX),
             ("thread_ref", self._up["thread_ref"]),
             ("sendlog", _INSERT_SENDLOG),
         ):
-            if rows := pending.get(table):
-                self.write(stmt, rows)
+            rows = pending.get(table)
+            if not rows:
+                continue
+            by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            for params in rows:
+                by_keys.setdefault(tuple(sorted(params)), []).append(params)
+            for keys, group in by_keys.items():
+                p = plain(stmt, self._dialect, keys)
+                raw.executemany(p.sql, [p.args(params) for params in group])
+
+    def _plain(self, stmt: Any, params: dict[str, Any]) -> Any:
+        """Run a prebuilt SELECT (or write with RETURNING whose columns are given) as plain SQL on
+        SQLite: the DB-API cursor, rows as the driver gives them (only for integers and text)."""
+        p = plain(stmt, self._dialect, tuple(sorted(params)) if _is_dml(stmt) else None)
+        return self._dbapi().execute(p.sql, p.args(params))
 
     def core(self, stmt: Any, params: dict[str, Any]) -> Result[Any]:
         """Run a prebuilt Core SELECT (or write with RETURNING) on this transaction's connection,
         without the ORM session's per-call work (no autoflush, no entity loading). Only for
         statements that never depend on unflushed ORM changes: look-ups of rows written with
-        `write`, counters, counts."""
+        `write`, counters, counts. The rows this Repo keeps are written first."""
+        self.flush_pending()
         return self.session.connection().execute(stmt, params)
 
     def write(self, stmt: Any, params: dict[str, Any] | list[dict[str, Any]]) -> int:
@@ -202,13 +302,24 @@ class Repo:
 
     def defer(self, stmt: Any, params: dict[str, Any]) -> None:
         """`write` for a write whose row count nobody reads: on PostgreSQL it goes out with the
-        next statement's round trip instead of one of its own (store/deferred.py)."""
-        deferred.defer(self.session, stmt, params)
+        next statement's round trip instead of one of its own (store/deferred.py); on SQLite it
+        runs now, as plain SQL (`write_kept`)."""
+        if not self._sqlite:
+            deferred.defer(self.session, stmt, params)
+            return
+        p = plain(stmt, self._dialect, tuple(sorted(params)) if _is_dml(stmt) else None)
+        self._dbapi().execute(p.sql, p.args(params))
 
     # -- ticket numbers -------------------------------------------------------------------------
     def next_ticket_number(self, desk: str) -> int:
         """Unique under concurrent writers: the UPDATE takes the counter row's lock until commit.
         The row is made the first time a desk needs it."""
+        if self._sqlite:
+            found = self._plain(_NEXT_NUMBER, {"d": desk}).fetchone()
+            if found is None:
+                self.write(self._up["counter"], {"desk": desk, "next_number": 1})
+                found = self._plain(_NEXT_NUMBER, {"d": desk}).fetchone()
+            return int(found[0])
         number = self.core(_NEXT_NUMBER, {"d": desk}).scalar_one_or_none()
         if number is None:
             self.write(self._up["counter"], {"desk": desk, "next_number": 1})
@@ -243,8 +354,9 @@ class Repo:
     # -- writes ---------------------------------------------------------------------------------
     def create_ticket(self, **values: Any) -> Ticket:
         """Insert a ticket and return it as the ORM object that later changes are made on: one
-        ORM INSERT … RETURNING, whose returned row becomes the session's object as a load would
-        make it (no SELECT after the INSERT, no constructor validation)."""
+        INSERT … RETURNING, whose returned row becomes the session's object as a load would make
+        it (no SELECT after the INSERT, no constructor validation). `values` names every column
+        without a default (the ORM's own INSERT filled those in; this one does not)."""
         ticket: Ticket = self.session.execute(_INSERT_TICKET, values).scalars().one()
         return ticket
 
@@ -293,8 +405,10 @@ class Repo:
         """Append to the audit trail. `what` is the event kind: created, status, comment, …
 
         A plain INSERT, not an ORM add + flush: events are written many times per message and
-        never read back in the same transaction by id."""
-        self.defer(
+        never read back in the same transaction by id (the pipeline's Repo keeps them until the
+        end of the message; every read of events here writes them first)."""
+        self._keep(
+            "event",
             _INSERT_EVENT,
             {"ticket_id": ticket_id, "kind": what, "actor": actor, "data": data, "created_at": now_utc()},
         )
@@ -302,6 +416,8 @@ class Repo:
     def add_participant(self, ticket_id: int, address: str, role: Role, name: str = "") -> bool:
         """True when the address is new on the ticket."""
         row = {"ticket_id": ticket_id, "address": address.lower(), "role": role, "name": name, "notify": True}
+        if self._sqlite:
+            return self._plain(self._up["participant"], row).fetchone() is not None
         return self.core(self._up["participant"], row).first() is not None
 
     def mute(self, ticket_id: int, addresses: Sequence[str]) -> None:
@@ -326,6 +442,7 @@ class Repo:
         return bool(self.write(_REMOVE_PERSON, {"t": ticket_id, "a": address.lower(), "r": role}))
 
     def messages(self, ticket_id: int) -> list[Message]:
+        self.flush_pending()
         return list(
             self.session.execute(
                 select(Message).where(col(Message.ticket_id) == ticket_id).order_by(col(Message.id))
@@ -381,11 +498,13 @@ class Repo:
         return int(self.session.execute(stmt).scalar_one())
 
     def add_message(self, **values: Any) -> None:
-        """Store one message on a ticket (a plain INSERT: nothing reads its id back)."""
+        """Store one message on a ticket (a plain INSERT: nothing reads its id back; the pipeline's
+        Repo keeps it until the end of the message, and every read of messages here writes it
+        first)."""
         values.setdefault("created_at", now_utc())
         values.setdefault("inbox_id", None)
         values.setdefault("message_id", None)
-        self.defer(_INSERT_MESSAGE, values)
+        self._keep("message", _INSERT_MESSAGE, values)
 
     # -- membership and dedup (pipeline/membership.py, stages.thread) ---------------------------
     def mailed_to(self, ticket_id: int, message_ids: Sequence[str]) -> set[str]:
@@ -401,6 +520,7 @@ class Repo:
 
     def recent_events(self, ticket_id: int, kind: EventKind, since: datetime) -> list[dict[str, Any]]:
         """The data of this ticket's `kind` events since `since`, oldest first."""
+        self.flush_pending()
         return [
             dict(data or {})
             for data in self.session.execute(
@@ -414,6 +534,7 @@ class Repo:
 
     def ticket_of_message(self, desk: str, message_id: str, author: str) -> str | None:
         """The key of the ticket holding an inbound message of `author` with this Message-ID."""
+        self.flush_pending()
         row = self.session.execute(
             select(col(Ticket.key))
             .join(Message, col(Message.ticket_id) == col(Ticket.id))
@@ -431,7 +552,10 @@ class Repo:
     # -- limits and assignment (handlers/new_ticket.py, pipeline/notify.py) ----------------------
     def tickets_opened_since(self, requester: str, since: datetime) -> int:
         """How many tickets `requester` opened after `since`: the per-sender flood limit."""
-        return int(self.core(_OPENED_SINCE, {"r": requester, "since": since}).scalar_one())
+        params = {"r": requester, "since": since}
+        if self._sqlite:
+            return int(self._plain(_OPENED_SINCE, params).fetchone()[0])
+        return int(self.core(_OPENED_SINCE, params).scalar_one())
 
     def held_since(self, disposition: str, reason_prefix: str, since: datetime) -> bool:
         """Whether an inbox row processed after `since` was stopped with this disposition and a
@@ -475,16 +599,18 @@ class Repo:
     ) -> tuple[int, int]:
         """Automatic mails to `recipient` since `overall_since`, and on this ticket since
         `ticket_since`: both loop-limit windows in one query."""
-        counts = self.core(
-            _MAIL_COUNTS,
-            {
-                "r": recipient,
-                "t": ticket_id,
-                "overall_since": overall_since,
-                "ticket_since": ticket_since,
-                "since": min(overall_since, ticket_since),
-            },
-        ).one()
+        params = {
+            "r": recipient,
+            "t": ticket_id,
+            "overall_since": overall_since,
+            "ticket_since": ticket_since,
+            "since": min(overall_since, ticket_since),
+        }
+        counts = (
+            self._plain(_MAIL_COUNTS, params).fetchone()
+            if self._sqlite
+            else self.core(_MAIL_COUNTS, params).one()
+        )
         overall, per_ticket = (int(n) for n in tuple(counts))
         for kept in (self._pending or {}).get("sendlog", ()):  # this message's mail so far
             if kept["recipient"] == recipient:
@@ -494,6 +620,7 @@ class Repo:
 
     def mail_held_since(self, recipient: str, since: datetime) -> bool:
         """Whether mail to `recipient` was held by a loop limit after `since` (on any ticket)."""
+        self.flush_pending()
         return (
             self.session.execute(
                 select(col(Event.id))
@@ -525,7 +652,9 @@ class Repo:
         SELECT (it runs for nearly every mail queued), after a flush: a bounce recorded in this
         transaction (`record_bounce`, an ORM object) counts too."""
         self.session.flush()
-        row = self.core(_BOUNCED, {"a": address.lower()}).first()
+        # Not `core`: the rows this Repo keeps (messages, events, queued mail) are no bounces, and
+        # writing them here would split their one executemany per message into several.
+        row = self.session.connection().execute(_BOUNCED, {"a": address.lower()}).first()
         found = Bounced._make(row) if row is not None else None
         if found is None or utc(found.quiet_until) <= now:
             return None
