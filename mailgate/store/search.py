@@ -76,7 +76,7 @@ POSTGRES_DDL = (
     f"ALTER TABLE message ADD COLUMN search tsvector GENERATED ALWAYS AS ({_PG_DOC}) STORED",
     "CREATE INDEX ix_message_search ON message USING GIN (search)",
     f"ALTER TABLE message ADD COLUMN subject_search tsvector GENERATED ALWAYS AS ({_PG_SUBJECT}) STORED",
-    "CREATE INDEX ix_message_subject_search ON message USING GIN (subject_search)",
+    "CREATE INDEX ix_message_subject_search ON message USING GIN (subject_search) WITH (fastupdate = off)",
 )
 
 

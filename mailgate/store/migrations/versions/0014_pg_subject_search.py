@@ -30,7 +30,7 @@ depends_on: str | Sequence[str] | None = None
 POSTGRES = (
     "ALTER TABLE message ADD COLUMN subject_search tsvector GENERATED ALWAYS AS "
     "(to_tsvector('simple'::regconfig, regexp_replace(coalesce(subject, ''), '[\\W_]+', ' ', 'g'))) STORED",
-    "CREATE INDEX ix_message_subject_search ON message USING GIN (subject_search)",
+    "CREATE INDEX ix_message_subject_search ON message USING GIN (subject_search) WITH (fastupdate = off)",
     "DO $$ BEGIN "
     "ALTER TABLE message ALTER COLUMN text SET COMPRESSION lz4, ALTER COLUMN reply_text SET COMPRESSION lz4, "
     "ALTER COLUMN search SET COMPRESSION lz4; "
