@@ -1,10 +1,12 @@
 """What the intake acknowledges is on disk; the pipeline's own commits may skip the wait.
 
-`Database.session(durable=False)` commits with synchronous=NORMAL for pipeline work that can be
-redone from the inbox; every other session — the intake's before its 250, the sender's claim
-before it hands mail to the relay — must wait for the disk (synchronous=FULL). Connections are
-pooled, so the one thing that must never happen is a pipeline session leaving its connection at
-NORMAL for the next intake commit, even when it fails half-way."""
+`Database.session(durable=False)` commits with synchronous=NORMAL (PostgreSQL: synchronous_commit
+off) for pipeline work that can be redone from the inbox; every other session — the intake's
+before its 250, the sender's claim before it hands mail to the relay — must wait for the disk
+(synchronous=FULL; synchronous_commit on). Connections are pooled, so the one thing that must
+never happen is a pipeline session leaving its connection undurable for the next intake commit,
+even when it fails half-way. And the guarantee rests on the log being flushed in order: the
+intake's or the sender's durable commit puts every pipeline commit before it on disk too."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pg import pg_url  # noqa: F401  (fixture)
 from sqlalchemy import select, text
 
 from mailgate.store.db import Database
@@ -59,6 +62,59 @@ def test_a_pipeline_session_never_leaves_a_pooled_connection_undurable(tmp_path:
         assert set(seen) == {FULL}
         with db.session() as s:
             rows = [r[0] for r in s.execute(text("SELECT x FROM note ORDER BY x"))]
+        assert rows == list(range(20))  # committed and visible; the failed ones rolled back
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_pipeline_commits_skip_the_wait_and_the_next_durable_commit_flushes_them(
+    pg_url: str,  # noqa: F811
+) -> None:
+    db = Database(pg_url)
+
+    def setting(s) -> str:  # type: ignore[no-untyped-def]
+        return str(s.execute(text("SHOW synchronous_commit")).scalar_one())
+
+    try:
+        with db.session() as s:
+            s.execute(text("CREATE TABLE note (x INTEGER)"))
+        flushed_after: list[tuple[str, str]] = []
+        for i in range(20):
+            with db.session(durable=False) as s:
+                s.execute(text("INSERT INTO note VALUES (:x)"), {"x": i})
+                assert setting(s) == "off"
+            with db.session() as s:  # where the pipeline's commit went in the log
+                pipeline_end = str(s.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar_one())
+            with pytest.raises(RuntimeError), db.session(durable=False) as s:
+                s.execute(text("INSERT INTO note VALUES (-1)"))
+                raise RuntimeError("a message that crashed the pipeline")
+            with db.session() as s:  # the intake's commit before its 250
+                assert setting(s) == "on"
+                s.execute(text("INSERT INTO note VALUES (1000)"))
+            with db.session() as s:
+                flushed = str(s.execute(text("SELECT pg_current_wal_flush_lsn()")).scalar_one())
+                flushed_after.append((pipeline_end, flushed))
+
+        seen: list[str] = []
+
+        def intake() -> None:  # other threads take other pooled connections
+            for _ in range(10):
+                with db.session() as s:
+                    seen.append(setting(s))
+
+        threads = [threading.Thread(target=intake) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(seen) == {"on"}
+        with db.session() as s:
+            for pipeline_end, flushed in flushed_after:
+                assert s.execute(
+                    text("SELECT CAST(:f AS pg_lsn) >= CAST(:p AS pg_lsn)"), {"f": flushed, "p": pipeline_end}
+                ).scalar_one()
+            rows = [r[0] for r in s.execute(text("SELECT x FROM note WHERE x < 1000 ORDER BY x"))]
         assert rows == list(range(20))  # committed and visible; the failed ones rolled back
     finally:
         db.dispose()

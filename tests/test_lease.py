@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, RunningDaemon, Sink, free_port, make_mail, need, wait_until, write_config
-from pg import pg_url  # noqa: F401 - the fixture
+from pg import backend, pg_url  # noqa: F401 - the fixtures
 from sqlalchemy import select
 from support.cli import cli
 from support.daemon_process import DaemonProcess, wait_settled
@@ -346,11 +346,18 @@ def test_a_message_whose_worker_dies_every_time_is_quarantined_after_max_attempt
     db.dispose()
 
 
-def test_a_worker_frozen_past_its_lease_does_not_process_what_another_took(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_worker_frozen_past_its_lease_does_not_process_what_another_took(
+    tmp_path: Path,
+    backend: dict[str, str],  # noqa: F811
+) -> None:
     """SIGSTOP, a paused VM, a database it could not reach: the lease runs out under a worker that
-    is still there. Another takes its rows; when the first wakes it must not process them too."""
+    is still there. Another takes its rows; when the first wakes it must not process them too
+    (on PostgreSQL its transaction finds them by a row lock, not by renewing them: inbox.hold)."""
     cfg = write_config(tmp_path / "desk", extra=lease_config(0.5, 0.2))
-    config = load_config(cfg, env=ENV)
+    config = load_config(cfg, env={**ENV, **backend})
     db = Database(config.database_url)
     accept(db, config, 3, "frozen")
     first, second = Runner(db, config), Runner(db, config)

@@ -2,6 +2,7 @@
 
 SQLite runs in WAL mode with synchronous=FULL, so a commit that returned is on disk even after a
 power cut: intakes acknowledge mail only after such a commit. PostgreSQL is durable by default.
+Both let the pipeline's own transactions commit without waiting for the disk (`Database.session`).
 SQLite copies the WAL back into the database file itself (its automatic checkpoint).
 The schema is always brought to the latest Alembic revision at open; an empty database is made at
 that revision in one go (store.migrate._create_fresh).
@@ -19,11 +20,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# PostgreSQL's commit of a `durable=False` session: see `Database.session`.
+_NOT_WAITING_FOR_DISK = text("SET LOCAL synchronous_commit = off")
 
 
 @cache
@@ -82,16 +85,24 @@ class Database:
         not for SQLite's sleeping busy handler (which backs off in steps of many milliseconds and
         lets a busy writer starve the others).
 
-        `durable=False` (SQLite) commits without waiting for the disk (synchronous=NORMAL): the
-        commit survives a crash of the process, and reaches the disk with the next durable commit
-        of any connection, since the WAL is written in order. It is for work that can be done
-        again from durable rows — the pipeline's, redone from the inbox — and only when every
-        outside effect of it waits for a durable commit first: the 250 (intake), the sender's
-        claim before it hands mail to the relay. A power cut then loses no accepted mail and
-        sends nothing twice; the last pipeline work is redone."""
+        `durable=False` commits without waiting for the disk: on SQLite synchronous=NORMAL, on
+        PostgreSQL `SET LOCAL synchronous_commit = off` (this transaction only). The commit
+        survives a crash of the mailgate process, and reaches the disk with the next durable
+        commit of any connection, since the WAL is written and flushed in order; a power cut
+        (or, on PostgreSQL, a crash of the server) may lose it, and only it with what came
+        after it, never a part of it. It is for work that can be done again from durable rows —
+        the pipeline's, redone from the inbox — and only when every outside effect of it waits
+        for a durable commit first: the 250 (intake), the sender's claim before it hands mail
+        to the relay. A crash then loses no accepted mail and sends nothing twice; the last
+        pipeline work is redone."""
         with self._gate:
             if durable or not self.is_sqlite:
                 with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                    if not durable:
+                        from mailgate.store import deferred
+
+                        # sent with the transaction's first statement: no round trip of its own
+                        deferred.defer(session, _NOT_WAITING_FOR_DISK, {})
                     yield session
             else:
                 with self.engine.connect() as conn:

@@ -359,14 +359,25 @@ def renew(session: Session, lease: Lease) -> int:
 
 
 def hold(session: Session, lease: Lease, ids: Sequence[int]) -> set[int]:
-    """Of `ids`, the rows this lease still holds, renewed, in the caller's transaction — which
-    then records their outcome. On PostgreSQL the UPDATE locks them until that commit (another
-    worker's SKIP LOCKED claim passes them by); on SQLite the transaction holds the write lock. A
-    row missing from the answer was taken by another worker after this one's lease ran out (it
-    froze, or could not renew): it is that worker's now, and must not be processed here too.
-    A Core UPDATE of the table: no ORM object of these rows is in the session to keep in step."""
+    """Of `ids`, the rows this lease still holds, locked in the caller's transaction — which
+    then records their outcome. On PostgreSQL `SELECT … FOR UPDATE` locks them until that
+    commit (another worker's SKIP LOCKED claim passes them by; the Keeper renews the lease of
+    the batch's rest): an UPDATE renewing them wrote a new version of each wide row and its
+    index entries, the costliest statement of a transaction (bench/README.md, "PostgreSQL
+    ingest, second round"). On SQLite the transaction holds the write lock, and the rows are
+    renewed. A row missing from the answer was taken by another worker after this one's lease
+    ran out (it froze, or could not renew): it is that worker's now, and must not be processed
+    here too. A Core statement on the table: no ORM object of these rows is in the session to
+    keep in step."""
     if not ids:
         return set()
+    if session.get_bind().dialect.name == "postgresql":
+        held = (
+            select(_TABLE.c.id)
+            .where(_TABLE.c.id.in_(ids), _TABLE.c.state == "processing", _TABLE.c.claimed_by == lease.token)
+            .with_for_update()
+        )
+        return set(session.connection().execute(held).scalars().all())
     stmt = (
         update(_TABLE)
         .where(

@@ -4,7 +4,8 @@ What is indexed is every stored message's subject and text (the first message's 
 ticket's). Messages are append-only, so the index is kept by the database itself, in the very
 transaction that stores the message: on SQLite a trigger writes the FTS5 row (an external-content
 table over `message`, nothing stored twice); on PostgreSQL `message.search` is a generated
-tsvector column with a GIN index. No pipeline code maintains it, and a crash never leaves it
+tsvector column with a GIN index (and `message.subject_search`, the subject's alone, for the
+similar-tickets look-up). No pipeline code maintains it, and a crash never leaves it
 behind the messages. Both index the first `MAX_CHARS` of the text, lower-cased words split at
 anything not a letter or digit, accents kept (FTS5 `unicode61 remove_diacritics 0`; PostgreSQL
 `simple` over the text with non-word runs replaced by spaces), so both engines find the same
@@ -68,9 +69,14 @@ _PG_DOC = (
     " || to_tsvector('simple'::regconfig, regexp_replace(left(coalesce(text, ''), "
     f"{MAX_CHARS}), '[\\W_]+', ' ', 'g'))"
 )
+# The subject's words alone, for the similar-tickets look-up: small enough to stay in the row,
+# where a weight-A match on `search` reads and decompresses every message's whole vector.
+_PG_SUBJECT = "to_tsvector('simple'::regconfig, regexp_replace(coalesce(subject, ''), '[\\W_]+', ' ', 'g'))"
 POSTGRES_DDL = (
     f"ALTER TABLE message ADD COLUMN search tsvector GENERATED ALWAYS AS ({_PG_DOC}) STORED",
     "CREATE INDEX ix_message_search ON message USING GIN (search)",
+    f"ALTER TABLE message ADD COLUMN subject_search tsvector GENERATED ALWAYS AS ({_PG_SUBJECT}) STORED",
+    "CREATE INDEX ix_message_subject_search ON message USING GIN (subject_search) WITH (fastupdate = off)",
 )
 
 
@@ -88,7 +94,7 @@ def is_search_object(name: str | None, type_: str) -> bool:
         return False
     if type_ == "table":
         return name == FTS_TABLE or name.startswith(FTS_TABLE + "_")
-    return name in ("search", "ix_message_search")
+    return name in ("search", "ix_message_search", "subject_search", "ix_message_subject_search")
 
 
 def words(query: str, *, significant: bool = False) -> list[str]:
@@ -206,11 +212,11 @@ def similar_candidates(
     if not terms:
         query = ""  # matches nothing: only the requester's own tickets can be candidates
     elif postgres:
-        query = " | ".join(f"{w}:A" for w in terms)  # :A, the subject's weight
+        query = " | ".join(terms)  # on message.subject_search: the subject's words alone
     else:
         query = "{subject} : (" + " OR ".join(f'"{w}"' for w in terms) + ")"
     params = {
-        "q": query or ("x:A" if postgres else "{subject} : x"),
+        "q": query or ("x" if postgres else "{subject} : x"),
         "any": bool(query),
         "n": messages,
         "desk": desk.upper(),
@@ -225,19 +231,27 @@ def similar_candidates(
 @cache
 def _similar_statement(dialect: str) -> Any:
     if dialect == "postgresql":
+        # The messages are found through the subject's own small vector (migration 0014), by its
+        # GIN index or, for common words, newest first; their tickets by primary key (`= ANY` of
+        # the array the sub-select makes once): a join here let a plan made while the tables
+        # were small walk every ticket of the desk for each hit.
         recent = (
-            "SELECT m.id, m.ticket_id FROM message m WHERE :any AND m.search @@ to_tsquery('simple', :q) "
+            "SELECT m.ticket_id FROM message m WHERE :any AND m.subject_search @@ to_tsquery('simple', :q) "
             "ORDER BY m.id DESC LIMIT :n"
         )
+        found = f"FROM ticket t WHERE t.id = ANY(ARRAY({recent}))"
     else:
         recent = (
             f"SELECT m.id, m.ticket_id FROM (SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} "
             "MATCH :q ORDER BY rowid DESC LIMIT :n) f JOIN message m ON m.id = f.id WHERE :any"
         )
+        found = (
+            f"FROM ticket t JOIN (SELECT ticket_id AS tid FROM ({recent}) r GROUP BY ticket_id) hits "
+            "ON t.id = hits.tid WHERE true"
+        )
     mine = "t.desk = :desk AND t.key != :key AND t.merged_into IS NULL"
     sql = (
-        f"SELECT {_COLUMNS} FROM ticket t JOIN (SELECT ticket_id AS tid FROM ({recent}) r GROUP BY ticket_id) "
-        f"hits ON t.id = hits.tid WHERE {mine} AND "
+        f"SELECT {_COLUMNS} {found} AND {mine} AND "
         "(t.status_category != 'closed' OR t.resolved_at > :since OR t.closed_at > :since) "
         f"UNION SELECT {_COLUMNS} FROM ticket t WHERE t.requester = :requester AND t.created_at > :opened "
         f"AND {mine}"
