@@ -30,7 +30,7 @@ from mailgate.mail.attachments import (
     unnamed_filename,
 )
 from mailgate.mail.bounce import detect_bounce
-from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
+from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses, unflow
 from mailgate.mail.html import cut_quote, html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
 from mailgate.mail.msgid import parse_msgids
@@ -205,7 +205,10 @@ class _Walk:
             charset = None
         text = decode_bytes(data, charset, self.errors, f" in {ctype} part")
         # NUL cannot be stored in PostgreSQL text and is never meant by a writer.
-        return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+        if ctype == "text/plain" and _param(part, "format") == "flowed":
+            text = unflow(text, delsp=_param(part, "delsp") == "yes")
+        return text
 
 
 class _Stop(Exception):
@@ -216,6 +219,15 @@ def _block_text(block: object) -> str:
     if not isinstance(block, Message):
         return ""
     return "".join(f"{k}: {decode_header_value(v)}\n" for k, v in block.items())
+
+
+def _param(part: Message, name: str) -> str:
+    """A Content-Type parameter, lowercased, "" when absent or unreadable."""
+    try:
+        value = part.get_param(name)
+    except Exception:
+        return ""
+    return value.strip().lower() if isinstance(value, str) else ""
 
 
 def _content_type(part: Message) -> str:

@@ -138,4 +138,13 @@ def automatic_answer(mail: ParsedMail) -> str | None:
     precedence = mail.header("Precedence")
     if precedence and precedence.strip().lower() == "auto_reply":
         return f"Precedence: {precedence.strip()}"
+    # Exchange and Outlook's out-of-office assistant mark their answer `auto-generated`, not
+    # `auto-replied` (with `X-Auto-Response-Suppress: All`), and word it "Automatic reply: …",
+    # "Automatische Antwort: …" in the mailbox's language. Machine-made, plus worded as an
+    # out-of-office: that is an answer, not a system's request.
+    machine = (auto is not None and auto.strip().split(";", 1)[0].strip().lower() not in ("", "no")) or (
+        mail.header("X-Auto-Response-Suppress") is not None
+    )
+    if machine and mail.subject and (_OOF_SUBJECT_RE.match(mail.subject) or _OOF_SENTENCE_RE.match(mail.subject)):
+        return f"out-of-office subject {mail.subject[:100]!r} on machine-made mail"
     return None
