@@ -107,7 +107,7 @@ def _has_utf8_sequence(data: bytes) -> bool:
     return _UTF8_SEQ_RE.search(data) is not None
 
 
-def _unsurrogate(value: str) -> str:
+def unsurrogate(value: str) -> str:
     """Header text as read by the stdlib parser keeps raw 8-bit bytes as surrogates; decode them.
 
     RFC 6532 allows UTF-8 in headers; older clients send their local charset raw, so try UTF-8
@@ -130,7 +130,7 @@ def decode_header_value(value: object) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    text = _unsurrogate(text)
+    text = unsurrogate(text)
     if "\n" in text:
         text = _FOLD_RE.sub(" ", text)
     text = text.replace("\r", " ")
@@ -159,7 +159,7 @@ def _decode_encoded_words(text: str) -> str:
 
 def bare_address(addr: str) -> str | None:
     """`local@domain` lowercased, or None if this is not an address."""
-    addr = _unsurrogate(addr).strip().strip("<>").strip()
+    addr = unsurrogate(addr).strip().strip("<>").strip()
     if not addr or "@" not in addr or any(c.isspace() for c in addr):
         return None
     local, _, domain = addr.rpartition("@")
@@ -218,7 +218,7 @@ def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
             elif "=?" in addr:
                 found.extend(_encoded_mailbox(addr))
         if not found and "@" in raw:
-            for match in _ADDR_FALLBACK_RE.findall(_unsurrogate(raw)):
+            for match in _ADDR_FALLBACK_RE.findall(unsurrogate(raw)):
                 bare = bare_address(match)
                 if bare:
                     found.append(("", bare))

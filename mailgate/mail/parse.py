@@ -28,6 +28,7 @@ from mailgate.mail.attachments import (
     tnef_content_type,
     unique_filename,
     unnamed_filename,
+    unpack_tnef,
 )
 from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses, unflow
@@ -53,6 +54,8 @@ class _Walk:
         self.plain: list[str] = []
         self.html: list[str] = []
         self.attachments: list[Attachment] = []
+        self.tnef_text: list[str] = []  # the body a winmail.dat carried (see _tnef)
+        self.tnef_html: list[str] = []
         self.parts = 0
 
     def visit(self, part: Message, depth: int, in_related: bool = False) -> None:
@@ -143,7 +146,7 @@ class _Walk:
             self._attachment(part, "message/rfc822", False)
             return
         raw = _as_bytes(inner)
-        subject = decode_header_value(inner.get("Subject", ""))
+        subject = decode_header_value(_raw_header(inner, "Subject"))
         name = attachment_filename(part) or f"{subject or 'forwarded message'}.eml"
         self.attachments.append(Attachment(filename=name, content_type="message/rfc822", content=raw))
         # The forwarded text is part of what the writer sent us: show it in the body, under the
@@ -158,7 +161,7 @@ class _Walk:
         )
         head = ["---------- Forwarded message ----------"]
         for label in ("From", "Date", "Subject", "To"):
-            value = decode_header_value(inner.get(label, ""))
+            value = decode_header_value(_raw_header(inner, label))
             if value:
                 head.append(f"{label}: {value}")
         self.plain.append("\n".join(head) + "\n\n" + text)
@@ -174,12 +177,14 @@ class _Walk:
             content = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
         filename = attachment_filename(part)
         ctype = tnef_content_type(filename, ctype)
+        if ctype == "application/ms-tnef" and self._tnef(content):
+            return
         cid = part.get("Content-ID")
         cid_text = decode_header_value(cid).strip("<> ") if cid else None
         disposition = (part.get_content_disposition() or "") if _safe_disp(part) else ""
         inline = disposition == "inline" or (inline_resource and disposition != "attachment")
         if not filename:
-            filename = unnamed_filename(ctype, cid_text, part.get("Content-Description"))
+            filename = unnamed_filename(ctype, cid_text, _raw_header(part, "Content-Description") or None)
         self.attachments.append(
             Attachment(
                 filename=filename,
@@ -189,6 +194,19 @@ class _Walk:
                 inline=inline,
             )
         )
+
+    def _tnef(self, content: bytes) -> bool:
+        """Outlook's winmail.dat replaced by the files it holds; True when nothing else of it is
+        worth keeping. Its message text is kept aside for a mail that has no other."""
+        unpacked = unpack_tnef(content)
+        if unpacked is None:
+            return False
+        self.attachments.extend(unpacked.attachments)
+        if unpacked.text:
+            self.tnef_text.append(unpacked.text.replace("\r\n", "\n").replace("\x00", ""))
+        elif unpacked.html:
+            self.tnef_html.append(unpacked.html)
+        return unpacked.complete
 
     def _text(self, part: Message, ctype: str) -> str:
         try:
@@ -219,6 +237,17 @@ def _block_text(block: object) -> str:
     if not isinstance(block, Message):
         return ""
     return "".join(f"{k}: {decode_header_value(v)}\n" for k, v in block.items())
+
+
+def _raw_header(msg: Message, name: str) -> str:
+    """A header's first value as sent. `Message.get` under compat32 replaces each raw 8-bit byte
+    with U+FFFD (a forwarded mail's UTF-8 subject would read "Pr��sentation");
+    `decode_header_value` decodes the raw value as the top-level headers are decoded."""
+    low = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == low:
+            return value if isinstance(value, str) else str(value)
+    return ""
 
 
 def _param(part: Message, name: str) -> str:
@@ -385,6 +414,10 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
     with contextlib.suppress(_Stop):
         walk.visit(msg, 0)
     plain = [p for p in walk.plain if p.strip()]
+    if not plain and not any(h.strip() for h in walk.html):
+        # Outlook sent the message in Rich Text only: the text is in its winmail.dat.
+        plain = [t for t in walk.tnef_text if t.strip()]
+        walk.html.extend(walk.tnef_html)
     if walk.html:
         mail.body_html = "\n".join(walk.html)
     mail.attachments = _as_shown(walk.attachments, mail.body_html)
