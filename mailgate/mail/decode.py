@@ -82,13 +82,15 @@ def decode_bytes(data: bytes, charset: str | None, errors: list[str] | None = No
             return data.decode("utf-8")
         except UnicodeDecodeError:
             pass
-    if codec and errors is not None:
-        errors.append(f"text not valid {charset}{where}, undecodable bytes replaced")
     if codec in (None, "utf-8") and not _has_utf8_sequence(data):
         # Labelled UTF-8 (or ascii, or nothing) but not one valid multi-byte UTF-8 character in
-        # it: an Outlook or webmail text in the sender's Windows code page, not damaged UTF-8
-        # ("système" sent as cp1252 bytes under charset=utf-8).
+        # it: a web form's or an old client's text in the sender's Windows code page, not
+        # damaged UTF-8 ("système" sent as cp1252 bytes under charset=utf-8).
+        if codec and errors is not None:
+            errors.append(f"text not valid {charset}{where}, read as windows-1252")
         return data.decode("cp1252", errors="replace")
+    if codec and errors is not None:
+        errors.append(f"text not valid {charset}{where}, undecodable bytes replaced")
     # UTF-8 labelled text with a few bad bytes keeps its valid characters.
     return data.decode(codec or "cp1252", errors="replace")
 
