@@ -88,7 +88,11 @@ TABLE: dict[str, Seen] = {
     "thunderbird_forward_as_attachment_8bit.eml": Seen(
         ("Lena Lead", "lead@desk.example"),
         "Fwd: Präsentation kaputt",
-        ("From: Jürgen Weiß <juergen@example.de>", "Subject: Präsentation kaputt", "Die Präsentation öffnet nicht."),
+        (
+            "From: Jürgen Weiß <juergen@example.de>",
+            "Subject: Präsentation kaputt",
+            "Die Präsentation öffnet nicht.",
+        ),
         files=("Präsentation kaputt.eml", "Präsentation Q3.pdf"),
     ),
     # already read right: kept so they stay so

@@ -154,7 +154,9 @@ def unpack_tnef(content: bytes) -> Unpacked | None:
         name = safe_filename(name if isinstance(name, str) else "", "")
         mime = next((str(a.data) for a in att.mapi_attrs if a.name == _MAPI_ATTACH_MIME_TAG), "")
         ctype = _mime_of(mime.strip("\x00 ").lower(), name)
-        files.append(Attachment(filename=name or unnamed_filename(ctype, None, None), content_type=ctype, content=data))
+        files.append(
+            Attachment(filename=name or unnamed_filename(ctype, None, None), content_type=ctype, content=data)
+        )
     text = stream.body if isinstance(stream.body, str) else _bytes_text(stream.body)
     html = stream.htmlbody if isinstance(stream.htmlbody, str) else _bytes_text(stream.htmlbody)
     if not files and not text and not html:

@@ -145,6 +145,10 @@ def automatic_answer(mail: ParsedMail) -> str | None:
     machine = (auto is not None and auto.strip().split(";", 1)[0].strip().lower() not in ("", "no")) or (
         mail.header("X-Auto-Response-Suppress") is not None
     )
-    if machine and mail.subject and (_OOF_SUBJECT_RE.match(mail.subject) or _OOF_SENTENCE_RE.match(mail.subject)):
+    if (
+        machine
+        and mail.subject
+        and (_OOF_SUBJECT_RE.match(mail.subject) or _OOF_SENTENCE_RE.match(mail.subject))
+    ):
         return f"out-of-office subject {mail.subject[:100]!r} on machine-made mail"
     return None
