@@ -64,7 +64,8 @@ TABLE: dict[str, Seen] = {
         "Formulaire de contact – problème",
         ("Bonjour, le système ne répond plus depuis lundi. Merci d’avance – Zoë",),
     ),
-    # fixed: UTF-8 under an iso-8859-1 label read as UTF-8, not as "GrÃ¼ÃŸe"
+    # fixed: UTF-8 under an iso-8859-1 label read as UTF-8, not as "GrÃ¼ÃŸe"; a From that is
+    # not no-reply keeps being the sender whatever the Reply-To says
     "webform_latin1_label_utf8_text.eml": Seen(
         ("Kontaktformular", "formular@example.de"),
         "Anfrage",
@@ -94,6 +95,25 @@ TABLE: dict[str, Seen] = {
             "Die Präsentation öffnet nicht.",
         ),
         files=("Präsentation kaputt.eml", "Präsentation Q3.pdf"),
+    ),
+    # fixed: a list that rewrites From for DMARC: the author, not the group, is the sender
+    "google_groups_dmarc_relay.eml": Seen(
+        ("Carl Customer", "carl@acme.example"),
+        "Cannot log in",
+        ("I cannot log in since this morning.",),
+        ("Google Groups", "unsubscribe"),
+    ),
+    "mailman_dmarc_munged_from.eml": Seen(
+        ("Ann Author", "ann@strict-dmarc.example"),
+        "[Support-list] Export to CSV fails",
+        ("The CSV export stops after 1000 rows.",),
+        ("mailing list", "listinfo"),
+    ),
+    # fixed: a no-reply form naming the customer in Reply-To (RFC 5322 3.6.2: answers go there)
+    "webform_noreply_reply_to.eml": Seen(
+        ("Inés García", "ines.garcia@mail.example"),
+        "Contact form: booking 88123",
+        ("Message: I was charged twice for booking 88123.",),
     ),
     # already read right: kept so they stay so
     "outlook_de_reply_no_references.eml": Seen(

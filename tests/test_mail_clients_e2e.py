@@ -159,3 +159,14 @@ def test_winmail_dat_files_reach_the_agent_by_name(tmp_path: Path) -> None:
     assert sorted(files) == ["Quarterly figures Q3 – Mälardalen.xlsx", "import log 2026-11-23.txt"]
     assert "row 212: invalid date" in str(files["import log 2026-11-23.txt"])
     assert "winmail.dat" not in text_of(note)
+
+
+def test_a_no_reply_form_is_the_customers_request(tmp_path: Path) -> None:
+    desk = Desk(tmp_path / "desk")
+    item = desk.ingest(fixture("webform_noreply_reply_to.eml"))
+    assert item.disposition == "ticket-created"
+    [ticket] = desk.tickets()
+    assert (ticket.requester, ticket.requester_name) == ("ines.garcia@mail.example", "Inés García")
+    [ack] = desk.mail_to("ines.garcia@mail.example", "acknowledgement")
+    assert ack["Subject"] == "[SUP-1] Contact form: booking 88123"
+    assert desk.mail_to("no-reply@forms.example-hotels.example") == []

@@ -36,7 +36,7 @@ from mailgate.mail.html import cut_quote, html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
 from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.reply import FORWARD_SUBJECT_RE, extract_reply
-from mailgate.mail.screen import auto_reply_reason
+from mailgate.mail.screen import auto_reply_reason, is_own_address, is_robot_address
 
 # Nesting deeper than any client produces is an attack or a broken generator; stop descending.
 MAX_DEPTH = 30
@@ -391,7 +391,11 @@ def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
         mail.errors.append("no From address")
     mail.to_addrs = [a for _, a in parse_addresses(raw_by_name.get("to", []))]
     mail.cc_addrs = [a for _, a in parse_addresses(raw_by_name.get("cc", []))]
-    mail.reply_to = [a for _, a in parse_addresses(raw_by_name.get("reply-to", []))]
+    reply_to = parse_addresses(raw_by_name.get("reply-to", []))
+    mail.reply_to = [a for _, a in reply_to]
+    author = _relayed_author(mail, raw_by_name, reply_to, own)
+    if author is not None:
+        mail.from_name, mail.from_addr = author
     ids = _msgids(decode_header_value(first("message-id") or ""))
     mail.message_id = ids[0] if ids else None
     irt = _msgids(decode_header_value(first("in-reply-to") or ""))
@@ -407,6 +411,44 @@ def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
             mail.date = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         except Exception:
             mail.errors.append(f"unreadable Date: {decode_header_value(date)[:80]!r}")
+
+
+# "'Carl Customer' via Support" (Google Groups), "Carl Customer via Support-list" (Mailman's
+# DMARC munging): a list that put its own address in From names the author in the display name.
+_VIA_RE = re.compile(r"^\s*'?(?P<name>.*?)'?\s+via\s+\S.*$", re.IGNORECASE)
+# A no-reply sender (not mailer-daemon or postmaster: a bounce's Reply-To names no author).
+_NOREPLY_RE = re.compile(r"no[-_.]?reply|do[-_.]?not[-_.]?reply", re.IGNORECASE)
+_LIST_MARKS = ("list-id", "x-google-group-id", "x-beenthere", "mailing-list", "list-post")
+
+
+def _relayed_author(
+    mail: ParsedMail, raw: dict[str, list[str]], reply_to: list[tuple[str, str]], own: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """The person who wrote a mail that a relay sent under its own From, or None.
+
+    - A list or group that rewrites From for DMARC (a domain with p=reject cannot be sent in
+      From by anyone else): Google Groups puts the group in From and the author in
+      X-Original-Sender and Reply-To; Mailman puts the list in From and the author in Reply-To
+      (or Cc). The requester is the author, not the group every answer would go to.
+    - A no-reply sender naming one person in Reply-To (a web form, a shop or booking system
+      passing on a customer's message): RFC 5322 section 3.6.2 says answers go to Reply-To.
+    Never one of our own addresses: a desk's address in Reply-To is an agent's setting, not an author.
+    """
+    if not mail.from_addr:
+        return None
+    people = [(n, a) for n, a in reply_to if a != mail.from_addr and not is_own_address(a, own)]
+    relay = any(raw.get(mark) for mark in _LIST_MARKS)
+    via = _VIA_RE.match(mail.from_name) if relay else None
+    if via is not None:
+        original = parse_addresses(raw.get("x-original-sender", []))
+        found = original[0] if original else (people[0] if len(people) == 1 else None)
+        if found is not None and not is_own_address(found[1], own):
+            return (via.group("name").strip() or found[0], found[1])
+        return None
+    noreply = _NOREPLY_RE.search(mail.from_addr.rpartition("@")[0])
+    if noreply and len(people) == 1 and not is_robot_address(people[0][1]):
+        return people[0]
+    return None
 
 
 def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
