@@ -115,6 +115,13 @@ TABLE: dict[str, Seen] = {
         "Contact form: booking 88123",
         ("Message: I was charged twice for booking 88123.",),
     ),
+    # fixed: a table in an HTML-only mail reads as rows, without html2text's "---|---" rule
+    "webshop_html_table_form.eml": Seen(
+        ("Shop Contact Form", "forms@shop.example"),
+        "New message from the contact form",
+        ("Name| René Dupont", "Message| The parcel arrived damaged."),
+        ("---", "td{"),
+    ),
     # already read right: kept so they stay so
     "outlook_de_reply_no_references.eml": Seen(
         ("Müller, Hans", "hans.mueller@firma.example"),
