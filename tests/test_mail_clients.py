@@ -122,6 +122,16 @@ TABLE: dict[str, Seen] = {
         ("Name| René Dupont", "Message| The parcel arrived damaged."),
         ("---", "td{"),
     ),
+    # kept whole (a forward is content); its writer is found by the new-ticket handler (e2e test)
+    "outlook_forward_for_customer.eml": Seen(
+        ("Lena Lead", "lead@desk.example"),
+        "FW: Invoice question",
+        (
+            "please take it.",
+            "From: Carl Customer <carl@acme.example>",
+            "Why was I charged twice for November?",
+        ),
+    ),
     # already read right: kept so they stay so
     "outlook_de_reply_no_references.eml": Seen(
         ("Müller, Hans", "hans.mueller@firma.example"),

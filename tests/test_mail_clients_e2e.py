@@ -170,3 +170,14 @@ def test_a_no_reply_form_is_the_customers_request(tmp_path: Path) -> None:
     [ack] = desk.mail_to("ines.garcia@mail.example", "acknowledgement")
     assert ack["Subject"] == "[SUP-1] Contact form: booking 88123"
     assert desk.mail_to("no-reply@forms.example-hotels.example") == []
+
+
+def test_outlook_forward_names_the_customer(tmp_path: Path) -> None:
+    """Outlook forwards with no "Forwarded message" line: the agent is still asked to confirm the
+    customer it names (From alone proves nothing), as for Gmail's and Apple Mail's forwards."""
+    desk = Desk(tmp_path / "desk")
+    desk.ingest(fixture("outlook_forward_for_customer.eml"))
+    [ticket] = desk.tickets()
+    assert ticket.requester == "lead@desk.example"
+    assert desk.mail_to("carl@acme.example") == []
+    assert any("#requester carl@acme.example" in text_of(m) for m in desk.mail_to("lead@desk.example"))

@@ -214,6 +214,22 @@ def _is_outlook_block(lines: list[str], i: int) -> bool:
     return False
 
 
+def header_block_sender(text: str) -> str | None:
+    """The From value of the first Outlook-style header block ("From:" then Sent/Date/To/Subject
+    in any of the languages above, "Von:/Gesendet:/An:/Betreff:"), or None.
+
+    Outlook (desktop since 2013, on the web, for Mac) forwards with no "Forwarded message" line:
+    the forwarded mail starts at that block, under a rule in HTML only."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    for i, line in enumerate(lines):
+        if _QUOTED_RE.match(line):
+            continue
+        if _is_outlook_block(lines, i):
+            value = _FROM_RE.sub("", _clean(line), count=1)
+            return value.strip(" *\t") or None
+    return None
+
+
 def _quoted_follows(lines: list[str], i: int) -> bool:
     """The next non-blank line after `i` is quoted."""
     for line in lines[i + 1 : i + 4]:
