@@ -122,6 +122,14 @@ TABLE: dict[str, Seen] = {
         ("Name| René Dupont", "Message| The parcel arrived damaged."),
         ("---", "td{"),
     ),
+    # fixed: Outlook's "[cid:image002.png@…]" placeholders read as the image they stand for
+    "outlook_pasted_screenshot.eml": Seen(
+        ("Priya Patel", "priya.patel@corp.example"),
+        "Error when saving the report",
+        ("fails with this message:\n\n[image: image002.png]\n\nIt started after yesterday's update.",),
+        ("[cid:", "@01DB3C7A", "Kind regards"),
+        ("image001.png", "image002.png"),
+    ),
     # kept whole (a forward is content); its writer is found by the new-ticket handler (e2e test)
     "outlook_forward_for_customer.eml": Seen(
         ("Lena Lead", "lead@desk.example"),

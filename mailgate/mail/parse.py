@@ -44,6 +44,7 @@ MAX_PARTS = 500
 # Bytes fed to the MIME parser at a time (see _tree).
 _FEED = 65536
 _ANGLE_RE = re.compile(r"[<>\s]")
+_CID_PLACEHOLDER_RE = re.compile(r"\[cid:([^\]@\s]{1,200})(?:@[^\]\s]{0,200})?\]", re.IGNORECASE)
 
 
 class _Walk:
@@ -467,6 +468,11 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
     forward = bool(FORWARD_SUBJECT_RE.match(mail.subject or ""))
     if plain:
         mail.body_text = "\n\n".join(plain)
+        if "[cid:" in mail.body_text:
+            # Outlook writes an inline image into its text alternative as its Content-ID,
+            # "[cid:image001.png@01DA47B2.5C3E1F30]"; the image is an attachment, named as Gmail
+            # names it in its own text part.
+            mail.body_text = _CID_PLACEHOLDER_RE.sub(r"[image: \1]", mail.body_text)
     elif mail.body_html:
         mail.body_text = html_to_text(mail.body_html)
         # HTML-only mail: its client marked where the history starts; cut there first.
