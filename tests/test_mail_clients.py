@@ -130,6 +130,20 @@ TABLE: dict[str, Seen] = {
         ("[cid:", "@01DB3C7A", "Kind regards"),
         ("image001.png", "image002.png"),
     ),
+    # fixed: GMX / WEB.DE open the quoted header block with "Gesendet:", above "Von:"
+    "gmx_reply_sent_first.eml": Seen(
+        ("Hans Huber", "hans.huber@gmx.example"),
+        "Aw: [SUP-1] Drucker druckt nicht",
+        ("der Drucker zeigt wieder „Papierstau“.",),
+        ("Gesendet", "Von:", "Wir haben Ihre Anfrage"),
+    ),
+    # fixed: Zimbra's localised separator ("----- Mail original -----")
+    "zimbra_fr_mail_original.eml": Seen(
+        ("Jean Dupont", "jean.dupont@univ.example"),
+        "Re: [SUP-1] Imprimante",
+        ("Merci, l'imprimante fonctionne de nouveau.",),
+        ("Mail original", "Nous avons bien reçu"),
+    ),
     # kept whole (a forward is content); its writer is found by the new-ticket handler (e2e test)
     "outlook_forward_for_customer.eml": Seen(
         ("Lena Lead", "lead@desk.example"),
