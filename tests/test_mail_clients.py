@@ -144,6 +144,12 @@ TABLE: dict[str, Seen] = {
         ("Merci, l'imprimante fonctionne de nouveau.",),
         ("Mail original", "Nous avons bien reçu"),
     ),
+    # fixed: raw 8-bit GBK headers read in the charset the body declares, not as windows-1252
+    "mobile_raw_gbk_headers.eml": Seen(
+        ("李明", "liming@example.cn"),
+        "打印机无法连接",
+        ("打印机从今天早上开始无法连接。",),
+    ),
     # kept whole (a forward is content); its writer is found by the new-ticket handler (e2e test)
     "outlook_forward_for_customer.eml": Seen(
         ("Lena Lead", "lead@desk.example"),

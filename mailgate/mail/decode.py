@@ -109,11 +109,13 @@ def _has_utf8_sequence(data: bytes) -> bool:
     return _UTF8_SEQ_RE.search(data) is not None
 
 
-def unsurrogate(value: str) -> str:
+def unsurrogate(value: str, fallback: str | None = None) -> str:
     """Header text as read by the stdlib parser keeps raw 8-bit bytes as surrogates; decode them.
 
     RFC 6532 allows UTF-8 in headers; older clients send their local charset raw, so try UTF-8
-    first and fall back to windows-1252.
+    first, then `fallback` (the charset the message declares for its text: a Chinese or Japanese
+    client that writes its subject in raw GBK or Shift_JIS writes its body in it too, and
+    Thunderbird reads such headers the same way), then windows-1252.
     """
     try:
         value.encode("utf-8")
@@ -124,15 +126,23 @@ def unsurrogate(value: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
+        pass
+    codec = normalize_charset(fallback)
+    if codec:
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("cp1252", errors="replace")
 
 
-def decode_header_value(value: object) -> str:
-    """A header value as a person reads it: unfolded, RFC 2047 encoded words decoded, raw 8-bit fixed."""
+def decode_header_value(value: object, fallback: str | None = None) -> str:
+    """A header value as a person reads it: unfolded, RFC 2047 encoded words decoded, raw 8-bit
+    fixed (`fallback`: the message's text charset, see `unsurrogate`)."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    text = unsurrogate(text)
+    text = unsurrogate(text, fallback)
     if "\n" in text:
         text = _FOLD_RE.sub(" ", text)
     text = text.replace("\r", " ")
@@ -196,7 +206,7 @@ def _encoded_mailbox(token: str) -> list[tuple[str, str]]:
     return [(name, bare) for name, addr in pairs if (bare := bare_address(addr))]
 
 
-def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
+def parse_addresses(values: list[str], fallback: str | None = None) -> list[tuple[str, str]]:
     """(display name, bare lowercase address) pairs from raw header values, in order, deduplicated.
 
     Parses the raw value first and decodes names after, so an encoded comma or quote in a display
@@ -216,7 +226,7 @@ def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
         for name, addr in pairs:
             bare = bare_address(addr)
             if bare:
-                found.append((decode_header_value(name), bare))
+                found.append((decode_header_value(name, fallback), bare))
             elif "=?" in addr:
                 found.extend(_encoded_mailbox(addr))
         if not found and "@" in raw:

@@ -366,14 +366,36 @@ def _headers_only(mail: ParsedMail, raw: bytes, own: tuple[str, ...]) -> ParsedM
     return mail
 
 
+def _text_charset(msg: Message) -> str | None:
+    """The charset the message declares for its first text part: what raw 8-bit headers are
+    most likely written in when they are not UTF-8 (see decode.unsurrogate)."""
+    stack = [msg]
+    for _ in range(20):  # a text part sits near the top of any mail a person writes
+        if not stack:
+            break
+        part = stack.pop(0)
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+            continue
+        if _content_type(part).startswith("text/"):
+            try:
+                return part.get_content_charset()
+            except Exception:
+                return None
+    return None
+
+
 def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
+    hint = _text_charset(msg)
     raw_items = msg.raw_items() if hasattr(msg, "raw_items") else msg.items()
     raw_by_name: dict[str, list[str]] = {}
     for name, value in raw_items:
         name = decode_header_value(name)
         value = value if isinstance(value, str) else str(value)
         raw_by_name.setdefault(name.lower(), []).append(value)
-        mail.headers.append((name, decode_header_value(value)))
+        mail.headers.append((name, decode_header_value(value, hint)))
     if not mail.headers and msg.defects:
         mail.errors.append("no headers found")
 
@@ -381,18 +403,18 @@ def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
         values = raw_by_name.get(name)
         return values[0] if values else None
 
-    mail.subject = decode_header_value(first("subject") or "")
-    sender = parse_addresses(raw_by_name.get("from", []))
+    mail.subject = decode_header_value(first("subject") or "", hint)
+    sender = parse_addresses(raw_by_name.get("from", []), hint)
     if not sender:
         # Some bulk senders only have Sender: or a Return-Path; better than no requester at all.
-        sender = parse_addresses(raw_by_name.get("sender", []))
+        sender = parse_addresses(raw_by_name.get("sender", []), hint)
     if sender:
         mail.from_name, mail.from_addr = sender[0]
     else:
         mail.errors.append("no From address")
     mail.to_addrs = [a for _, a in parse_addresses(raw_by_name.get("to", []))]
     mail.cc_addrs = [a for _, a in parse_addresses(raw_by_name.get("cc", []))]
-    reply_to = parse_addresses(raw_by_name.get("reply-to", []))
+    reply_to = parse_addresses(raw_by_name.get("reply-to", []), hint)
     mail.reply_to = [a for _, a in reply_to]
     author = _relayed_author(mail, raw_by_name, reply_to, own)
     if author is not None:
