@@ -29,6 +29,7 @@ class Seen:
     not_says: tuple[str, ...] = ()  # quoted history, signatures: not in the reply text
     files: tuple[str, ...] = ()  # attachment names, in order
     automatic: bool = False  # an automatic answer (held, never a ticket)
+    starts: str = ""  # the reply text starts so (an agent's commands must be on its first lines)
     cc: tuple[str, ...] = field(default=())
 
 
@@ -150,6 +151,20 @@ TABLE: dict[str, Seen] = {
         "打印机无法连接",
         ("打印机从今天早上开始无法连接。",),
     ),
+    # fixed: S/MIME's smime.p7s only verifies the text; it is no file for the agent
+    "outlook_smime_signed.eml": Seen(
+        ("Marta Nowak", "marta.nowak@bank.example"),
+        "Certificate warning in the portal",
+        ("The portal shows a certificate warning since 11:40.",),
+    ),
+    # fixed: an inline OpenPGP clear-signed reply starts with what the agent typed
+    "mutt_inline_pgp_agent_commands.eml": Seen(
+        ("Lena Lead", "lead@desk.example"),
+        "Re: [SUP-1] system is down",
+        ("The backend is back; we are watching it.",),
+        ("BEGIN PGP", "Hash:", "Lena", "New request"),
+        starts="#priority 2\n#tag outage\n",
+    ),
     # kept whole (a forward is content); its writer is found by the new-ticket handler (e2e test)
     "outlook_forward_for_customer.eml": Seen(
         ("Lena Lead", "lead@desk.example"),
@@ -211,6 +226,7 @@ def test_what_the_agent_sees(name: str) -> None:
     reply = mail.reply_text.replace("\r\n", "\n")
     for words in seen.says:
         assert words in reply, f"{words!r} not in what {name} says:\n{reply}"
+    assert reply.startswith(seen.starts), reply
     for words in seen.not_says:
         assert words not in reply, f"{words!r} kept in {name}:\n{reply}"
     assert "\ufffd" not in mail.body_text + mail.subject + mail.from_name

@@ -148,6 +148,16 @@ def test_agent_commands_from_outlook_html_only_reply(tmp_path: Path) -> None:
     body = text_of(update)
     assert "We are on it: the backend is being restarted." in body
     assert "#status" not in body and "New request" not in body and "Sent:" not in body
+    # The same agent's Mutt, signing inline with OpenPGP: the armor is not the top of the reply.
+    [note] = [m for m in desk.mail_to("lead@desk.example") if m["Subject"].startswith("[SUP-1]")][-1:]
+    signed = fixture(
+        "mutt_inline_pgp_agent_commands.eml",
+        NOTIFICATION_ID=note["Message-ID"].strip("<>"),
+        TOKEN_ADDRESS=token,
+    )
+    assert desk.ingest(signed, rcpt=token).disposition == "agent-reply"
+    [ticket] = desk.tickets()
+    assert (ticket.priority, ticket.tags) == ("high", ["outage"])
 
 
 def test_winmail_dat_files_reach_the_agent_by_name(tmp_path: Path) -> None:

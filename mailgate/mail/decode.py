@@ -268,3 +268,26 @@ def unflow(text: str, delsp: bool = False) -> str:
             out.append(f"{'>' * depth} {body}" if depth else body)
         open_depth = depth if flowed else None
     return "\n".join(out)
+
+
+_CLEARSIGN_START = "-----BEGIN PGP SIGNED MESSAGE-----"
+
+
+def unarmor_clearsigned(text: str) -> str:
+    """The text of an inline OpenPGP clear-signed message (RFC 4880 section 7), as the writer
+    typed it: without the armor header and its "Hash:" lines, with dash-escaping ("- --")
+    undone, and without the signature block. Enigmail, Mutt and Kmail send this in text/plain;
+    read as is, the agent sees armor, and commands at the top of an agent's reply are not at
+    the top. Text that is not clear-signed is returned unchanged."""
+    if not text.lstrip().startswith(_CLEARSIGN_START):
+        return text
+    lines = text.lstrip().split("\n")
+    i = 1
+    while i < len(lines) and lines[i].strip():  # armor headers ("Hash: SHA256") up to a blank line
+        i += 1
+    body: list[str] = []
+    for line in lines[i + 1 :]:
+        if line.rstrip() == "-----BEGIN PGP SIGNATURE-----":
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body)

@@ -31,7 +31,13 @@ from mailgate.mail.attachments import (
     unpack_tnef,
 )
 from mailgate.mail.bounce import detect_bounce
-from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses, unflow
+from mailgate.mail.decode import (
+    decode_bytes,
+    decode_header_value,
+    parse_addresses,
+    unarmor_clearsigned,
+    unflow,
+)
 from mailgate.mail.html import cut_quote, html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
 from mailgate.mail.msgid import parse_msgids
@@ -77,6 +83,10 @@ class _Walk:
             children = [c for c in payload if isinstance(c, Message)]  # a multipart holds parts
             if ctype == "multipart/alternative":
                 self._alternative(children, depth)
+            elif ctype == "multipart/signed" and len(children) == 2 and _is_signature(children[1]):
+                # RFC 1847 2.1: the second part only verifies the first (Outlook's smime.p7s,
+                # Thunderbird's and Mutt's OpenPGP signature.asc); the agent reads the first.
+                self.visit(children[0], depth + 1)
             else:
                 related = ctype == "multipart/related"
                 for i, child in enumerate(children):
@@ -227,6 +237,8 @@ class _Walk:
         text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
         if ctype == "text/plain" and _param(part, "format") == "flowed":
             text = unflow(text, delsp=_param(part, "delsp") == "yes")
+        if ctype == "text/plain" and "-----BEGIN PGP SIGNED MESSAGE-----" in text[:200]:
+            text = unarmor_clearsigned(text)
         return text
 
 
@@ -258,6 +270,15 @@ def _param(part: Message, name: str) -> str:
     except Exception:
         return ""
     return value.strip().lower() if isinstance(value, str) else ""
+
+
+_SIGNATURE_TYPES = frozenset(
+    {"application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature"}
+)
+
+
+def _is_signature(part: Message) -> bool:
+    return _content_type(part) in _SIGNATURE_TYPES
 
 
 def _content_type(part: Message) -> str:
