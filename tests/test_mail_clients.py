@@ -236,3 +236,36 @@ def test_what_the_agent_sees(name: str) -> None:
     for addr in seen.cc:
         assert addr in mail.cc_addrs
     assert not [e for e in mail.errors if "replaced" in e or "defect" in e], mail.errors
+
+
+def test_a_crafted_winmail_dat_never_reaches_the_tnef_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tnefparse copies the rest of the stream for every attribute it reads: a winmail.dat of a
+    million empty attributes would hold the worker for minutes. Such a stream is kept as it came
+    (winmail.dat), without being handed to the reader; Outlook's own streams still are."""
+    import base64
+
+    import tnefparse
+
+    real = tnefparse.TNEF
+    read: list[int] = []
+
+    def counting(data: bytes, *args: object, **kwargs: object) -> object:
+        read.append(len(data))
+        if len(data) > 100_000:  # the crafted one: not read for real, it takes minutes
+            raise ValueError("handed to tnefparse")
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(tnefparse, "TNEF", counting)
+    stream = bytes.fromhex("789f3e220000") + bytes.fromhex("0105000600000000000000") * 1_000_000
+    raw = (
+        b"From: a@b.example\r\nTo: support@localhost\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n'
+        b'--b\r\nContent-Type: application/ms-tnef; name="winmail.dat"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        + base64.encodebytes(stream)
+        + b"--b--\r\n"
+    )
+    mail = parse_message(raw)
+    assert [(a.filename, a.size) for a in mail.attachments] == [("winmail.dat", len(stream))]
+    assert read == []
+    outlook = parse_message((CLIENTS / "outlook_winmail_dat.eml").read_bytes())
+    assert len(read) == 1 and len(outlook.attachments) == 2

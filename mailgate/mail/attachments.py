@@ -132,6 +132,8 @@ def unpack_tnef(content: bytes) -> Unpacked | None:
     as "winmail.dat" has nothing. tnefparse reads the stream; None when it is no TNEF or broken.
     An attached Outlook item (an embedded message) is not unpacked, and leaves `complete` False.
     """
+    if not _plausible_tnef(content):
+        return None
     try:
         from tnefparse import TNEF
     except ImportError:  # the layer is optional at run time: the winmail.dat is still kept
@@ -165,6 +167,26 @@ def unpack_tnef(content: bytes) -> Unpacked | None:
 
 
 _MAPI_ATTACH_MIME_TAG = 0x370E
+_TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"
+# Outlook writes a handful of attributes per attachment; a stream of more is no mail client's.
+MAX_TNEF_ATTRIBUTES = 5000
+
+
+def _plausible_tnef(content: bytes) -> bool:
+    """The stream walks as TNEF attributes (MS-OXTNEF 2.1.3: level, id, length, data, checksum)
+    and has no more than MAX_TNEF_ATTRIBUTES of them. tnefparse copies the rest of the stream
+    for every attribute it reads, so a crafted winmail.dat of a million empty attributes would
+    hold the worker for hours; this walk reads only the headers."""
+    if not content.startswith(_TNEF_SIGNATURE):
+        return False
+    offset, count, end = 6, 0, len(content)
+    while offset + 11 <= end:
+        count += 1
+        if count > MAX_TNEF_ATTRIBUTES:
+            return False
+        length = int.from_bytes(content[offset + 5 : offset + 9], "little")
+        offset += 9 + length + 2
+    return count > 0
 
 
 def _mime_of(declared: str, name: str) -> str:
