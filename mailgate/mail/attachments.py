@@ -7,12 +7,15 @@ descriptions, never silently dropped. This module must not touch the disk.
 
 from __future__ import annotations
 
+import logging
+import mimetypes
 import re
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from email.message import Message
 
-from mailgate.mail.decode import decode_header_value
+from mailgate.mail.decode import decode_bytes, decode_header_value, unsurrogate
 from mailgate.mail.model import Attachment
 
 MAX_FILENAME_CHARS = 200
@@ -69,7 +72,31 @@ def attachment_filename(part: Message) -> str:
                 name = str(name[-1])
     if not name:
         return ""
+    if isinstance(name, str) and "\ufffd" in name:
+        name = _raw_8bit_filename(part) or name
     return safe_filename(decode_header_value(name))
+
+
+def _raw_8bit_filename(part: Message) -> str | None:
+    """The name of a part whose header carries raw 8-bit bytes (`filename="Präsentation.pdf"` in
+    UTF-8, as Apple Mail, Gmail and most webmails send it: RFC 6532 allows UTF-8 headers).
+
+    compat32 hands such a header out with every 8-bit byte replaced by U+FFFD; the raw value
+    (`raw_items`) still has them, so it is decoded as header text is (UTF-8, else windows-1252)
+    and its parameters read again."""
+    for key, value in part.raw_items():
+        kind = key.strip().lower()
+        if kind not in ("content-disposition", "content-type") or not isinstance(value, str):
+            continue
+        header = Message()
+        header[key] = unsurrogate(value)
+        try:
+            found = header.get_filename() if kind == "content-disposition" else header.get_param("name")
+        except Exception:  # noqa: BLE001 - a broken parameter list: the caller keeps what it had
+            continue
+        if isinstance(found, str) and found and "\ufffd" not in found:
+            return found
+    return None
 
 
 def tnef_content_type(filename: str, content_type: str) -> str:
@@ -77,6 +104,102 @@ def tnef_content_type(filename: str, content_type: str) -> str:
     if filename.lower() == "winmail.dat" or content_type in ("application/vnd.ms-tnef", "application/x-tnef"):
         return "application/ms-tnef"
     return content_type
+
+
+# tnefparse logs at INFO on every stream it reads ("Skipping checksum") and at ERROR on broken
+# MAPI blocks it then skips; a broken winmail.dat is kept as it came, so neither belongs in the
+# daemon's log.
+_tnef_log = logging.getLogger("tnefparse")
+_tnef_log.addHandler(logging.NullHandler())
+_tnef_log.propagate = False
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """What an Outlook winmail.dat held: its files, and the message text when it carried one."""
+
+    attachments: list[Attachment]
+    text: str | None
+    html: str | None
+    complete: bool  # every part was taken out: the winmail.dat itself tells the agent nothing more
+
+
+def unpack_tnef(content: bytes) -> Unpacked | None:
+    """The files inside a TNEF stream (MS-OXTNEF: Outlook's winmail.dat), by their long names.
+
+    Outlook in Rich Text mode, and Exchange set to keep rich text for the internet, put every
+    attachment inside one winmail.dat that no client outside Outlook opens: an agent reading it
+    as "winmail.dat" has nothing. tnefparse reads the stream; None when it is no TNEF or broken.
+    An attached Outlook item (an embedded message) is not unpacked, and leaves `complete` False.
+    """
+    if not _plausible_tnef(content):
+        return None
+    try:
+        from tnefparse import TNEF
+    except ImportError:  # the layer is optional at run time: the winmail.dat is still kept
+        return None
+    try:
+        stream = TNEF(content)
+    except Exception:  # noqa: BLE001 - not TNEF, or truncated: keep the file as it came
+        return None
+    files: list[Attachment] = []
+    complete = True
+    for att in stream.attachments:
+        data = att.data if isinstance(att.data, bytes) else b""
+        if getattr(att, "embed", None) is not None or not data:
+            complete = False
+            continue
+        try:
+            name = att.long_filename() or att.name
+        except Exception:  # noqa: BLE001 - a name in an unknown code page
+            name = ""
+        name = safe_filename(name if isinstance(name, str) else "", "")
+        mime = next((str(a.data) for a in att.mapi_attrs if a.name == _MAPI_ATTACH_MIME_TAG), "")
+        ctype = _mime_of(mime.strip("\x00 ").lower(), name)
+        files.append(
+            Attachment(filename=name or unnamed_filename(ctype, None, None), content_type=ctype, content=data)
+        )
+    text = stream.body if isinstance(stream.body, str) else _bytes_text(stream.body)
+    html = stream.htmlbody if isinstance(stream.htmlbody, str) else _bytes_text(stream.htmlbody)
+    if not files and not text and not html:
+        return None
+    return Unpacked(files, text or None, html or None, complete)
+
+
+_MAPI_ATTACH_MIME_TAG = 0x370E
+_TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"
+# Outlook writes a handful of attributes per attachment; a stream of more is no mail client's.
+MAX_TNEF_ATTRIBUTES = 5000
+
+
+def _plausible_tnef(content: bytes) -> bool:
+    """The stream walks as TNEF attributes (MS-OXTNEF 2.1.3: level, id, length, data, checksum)
+    and has no more than MAX_TNEF_ATTRIBUTES of them. tnefparse copies the rest of the stream
+    for every attribute it reads, so a crafted winmail.dat of a million empty attributes would
+    hold the worker for hours; this walk reads only the headers."""
+    if not content.startswith(_TNEF_SIGNATURE):
+        return False
+    offset, count, end = 6, 0, len(content)
+    while offset + 11 <= end:
+        count += 1
+        if count > MAX_TNEF_ATTRIBUTES:
+            return False
+        length = int.from_bytes(content[offset + 5 : offset + 9], "little")
+        offset += 9 + length + 2
+    return count > 0
+
+
+def _mime_of(declared: str, name: str) -> str:
+    if "/" in declared and " " not in declared:
+        return declared
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+
+
+def _bytes_text(value: object) -> str:
+    if not isinstance(value, bytes):
+        return ""
+    return decode_bytes(value.rstrip(b"\x00"), "cp1252")
 
 
 def human_size(size: int) -> str:

@@ -57,12 +57,21 @@ def normalize_charset(label: str | None) -> str | None:
 def decode_bytes(data: bytes, charset: str | None, errors: list[str] | None = None, where: str = "") -> str:
     """Text from bytes declared as `charset`, falling back so it never raises.
 
-    Order: the declared charset strictly; then UTF-8 strictly (the usual truth behind a wrong or
-    unknown label); then the declared charset (or windows-1252) with replacement characters.
+    Order: UTF-8 when a single-byte Latin label hides UTF-8 text; the declared charset strictly;
+    then UTF-8 strictly (the usual truth behind a wrong or unknown label); then, for text that
+    is not UTF-8 at all, windows-1252 (or the declared charset) with replacement characters.
     """
     codec = normalize_charset(charset)
     if codec is None and charset and errors is not None:
         errors.append(f"unknown charset {charset!r}{where}, read as UTF-8 / windows-1252")
+    if codec in _LATIN_CODECS and not data.isascii():
+        # Web forms and PHP mailers label UTF-8 as iso-8859-1: every Latin-1 byte string decodes,
+        # so the label cannot be refuted, but a Latin-1 text that is also valid UTF-8 would need
+        # a capital accented letter before a symbol ("Ã©") at every non-ASCII character: mojibake.
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
     if codec:
         try:
             return data.decode(codec)
@@ -73,18 +82,40 @@ def decode_bytes(data: bytes, charset: str | None, errors: list[str] | None = No
             return data.decode("utf-8")
         except UnicodeDecodeError:
             pass
+    if codec in (None, "utf-8") and not _has_utf8_sequence(data):
+        # Labelled UTF-8 (or ascii, or nothing) but not one valid multi-byte UTF-8 character in
+        # it: a web form's or an old client's text in the sender's Windows code page, not
+        # damaged UTF-8 ("système" sent as cp1252 bytes under charset=utf-8).
+        if codec and errors is not None:
+            errors.append(f"text not valid {charset}{where}, read as windows-1252")
+        return data.decode("cp1252", errors="replace")
     if codec and errors is not None:
         errors.append(f"text not valid {charset}{where}, undecodable bytes replaced")
-    # UTF-8 labelled text with a few bad bytes keeps its valid characters; anything else that is
-    # not UTF-8 is most likely a Windows single-byte encoding.
+    # UTF-8 labelled text with a few bad bytes keeps its valid characters.
     return data.decode(codec or "cp1252", errors="replace")
 
 
-def _unsurrogate(value: str) -> str:
+# Single-byte Latin charsets whose label is often put on UTF-8 text (see decode_bytes).
+_LATIN_CODECS = frozenset({"cp1252", "iso8859-1", "iso8859-15"})
+# One valid multi-byte UTF-8 character (RFC 3629 section 4, without overlongs and surrogates).
+_UTF8_SEQ_RE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
+    rb"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
+    rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
+
+
+def _has_utf8_sequence(data: bytes) -> bool:
+    return _UTF8_SEQ_RE.search(data) is not None
+
+
+def unsurrogate(value: str, fallback: str | None = None) -> str:
     """Header text as read by the stdlib parser keeps raw 8-bit bytes as surrogates; decode them.
 
     RFC 6532 allows UTF-8 in headers; older clients send their local charset raw, so try UTF-8
-    first and fall back to windows-1252.
+    first, then `fallback` (the charset the message declares for its text: a Chinese or Japanese
+    client that writes its subject in raw GBK or Shift_JIS writes its body in it too, and
+    Thunderbird reads such headers the same way), then windows-1252.
     """
     try:
         value.encode("utf-8")
@@ -95,15 +126,23 @@ def _unsurrogate(value: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
+        pass
+    codec = normalize_charset(fallback)
+    if codec:
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("cp1252", errors="replace")
 
 
-def decode_header_value(value: object) -> str:
-    """A header value as a person reads it: unfolded, RFC 2047 encoded words decoded, raw 8-bit fixed."""
+def decode_header_value(value: object, fallback: str | None = None) -> str:
+    """A header value as a person reads it: unfolded, RFC 2047 encoded words decoded, raw 8-bit
+    fixed (`fallback`: the message's text charset, see `unsurrogate`)."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    text = _unsurrogate(text)
+    text = unsurrogate(text, fallback)
     if "\n" in text:
         text = _FOLD_RE.sub(" ", text)
     text = text.replace("\r", " ")
@@ -132,7 +171,7 @@ def _decode_encoded_words(text: str) -> str:
 
 def bare_address(addr: str) -> str | None:
     """`local@domain` lowercased, or None if this is not an address."""
-    addr = _unsurrogate(addr).strip().strip("<>").strip()
+    addr = unsurrogate(addr).strip().strip("<>").strip()
     if not addr or "@" not in addr or any(c.isspace() for c in addr):
         return None
     local, _, domain = addr.rpartition("@")
@@ -155,7 +194,19 @@ def plus_parts(addr: str) -> tuple[str, str | None]:
     return f"{base}@{domain}".lower(), (tag if plus else None)
 
 
-def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
+def _encoded_mailbox(token: str) -> list[tuple[str, str]]:
+    """A whole mailbox inside one encoded word, `=?utf-8?Q?Hans_M=C3=BCller_=3Chans=40x=2Ede=3E?=`:
+    RFC 2047 section 5 forbids it (an encoded word may only stand for a display name), but mass
+    mailers and web forms that encode the entire From value send it, and every client shows it.
+    Decoded, it is parsed as the address it stands for."""
+    try:
+        pairs = getaddresses([decode_header_value(token)])
+    except Exception:
+        return []
+    return [(name, bare) for name, addr in pairs if (bare := bare_address(addr))]
+
+
+def parse_addresses(values: list[str], fallback: str | None = None) -> list[tuple[str, str]]:
     """(display name, bare lowercase address) pairs from raw header values, in order, deduplicated.
 
     Parses the raw value first and decodes names after, so an encoded comma or quote in a display
@@ -175,9 +226,11 @@ def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
         for name, addr in pairs:
             bare = bare_address(addr)
             if bare:
-                found.append((decode_header_value(name), bare))
+                found.append((decode_header_value(name, fallback), bare))
+            elif "=?" in addr:
+                found.extend(_encoded_mailbox(addr))
         if not found and "@" in raw:
-            for match in _ADDR_FALLBACK_RE.findall(_unsurrogate(raw)):
+            for match in _ADDR_FALLBACK_RE.findall(unsurrogate(raw)):
                 bare = bare_address(match)
                 if bare:
                     found.append(("", bare))
@@ -186,3 +239,55 @@ def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
                 seen.add(bare)
                 result.append((name.strip().strip('"').strip(), bare))
     return result
+
+
+def unflow(text: str, delsp: bool = False) -> str:
+    """RFC 3676 `format=flowed` text as the writer typed it: soft line breaks joined.
+
+    Apple Mail, Thunderbird and mobile clients wrap every paragraph at 72-78 columns and mark each
+    wrap with a trailing space; with `delsp=yes` (Apple Mail, iOS) that space is not part of the
+    text and a long word or URL is cut at any character. Read as fixed lines, the agent sees a URL
+    or a word cut in two and every paragraph broken, and a wrapped "On … wrote:" line in two.
+    Quote depth is kept (a flowed line joins only a next line of the same depth, section 4.5), the
+    space a client stuffed before a line starting with a space, ">" or "From " is removed (4.4),
+    and the signature separator "-- " stays a line of its own (4.3).
+    """
+    out: list[str] = []
+    open_depth: int | None = None  # quote depth of a paragraph still open in out[-1]
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        body = line[depth:]
+        if body.startswith(" "):
+            body = body[1:]
+        flowed = body.endswith(" ") and body != "-- "
+        if flowed and delsp:
+            body = body[:-1]
+        if open_depth is not None and open_depth == depth:
+            out[-1] += body
+        else:
+            out.append(f"{'>' * depth} {body}" if depth else body)
+        open_depth = depth if flowed else None
+    return "\n".join(out)
+
+
+_CLEARSIGN_START = "-----BEGIN PGP SIGNED MESSAGE-----"
+
+
+def unarmor_clearsigned(text: str) -> str:
+    """The text of an inline OpenPGP clear-signed message (RFC 4880 section 7), as the writer
+    typed it: without the armor header and its "Hash:" lines, with dash-escaping ("- --")
+    undone, and without the signature block. Enigmail, Mutt and Kmail send this in text/plain;
+    read as is, the agent sees armor, and commands at the top of an agent's reply are not at
+    the top. Text that is not clear-signed is returned unchanged."""
+    if not text.lstrip().startswith(_CLEARSIGN_START):
+        return text
+    lines = text.lstrip().split("\n")
+    i = 1
+    while i < len(lines) and lines[i].strip():  # armor headers ("Hash: SHA256") up to a blank line
+        i += 1
+    body: list[str] = []
+    for line in lines[i + 1 :]:
+        if line.rstrip() == "-----BEGIN PGP SIGNATURE-----":
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body)

@@ -15,6 +15,8 @@ from email.parser import BytesHeaderParser
 from email.policy import default
 from email.utils import parseaddr
 
+from mailgate.mail.reply import header_block_sender
+
 _MARKER = re.compile(
     r"^[>\s]*(?:-{2,}\s*(?:forwarded message|original message|weitergeleitete nachricht"
     r"|message transf[ée]r[ée]|mensaje reenviado)\s*-{2,}|begin forwarded message:)\s*$",
@@ -34,10 +36,13 @@ def _address(value: str) -> tuple[str, str] | None:
 
 
 def inline_sender(text: str) -> tuple[str, str] | None:
-    """The writer of the first inline forwarded block in `text`, or None."""
+    """The writer of the first inline forwarded block in `text`, or None. Without a marker line,
+    the first Outlook header block ("From:/Sent:/To:/Subject:", localised) is the forwarded mail,
+    as Outlook since 2013 writes a forward."""
     marker = _MARKER.search(text or "")
     if marker is None:
-        return None
+        value = header_block_sender(text or "")
+        return _address(value) if value else None
     for line in text[marker.end() :].splitlines()[:_LINES_AFTER_MARKER]:
         found = _FROM.match(line)
         if found:

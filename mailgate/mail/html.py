@@ -14,6 +14,9 @@ import html2text
 # and an escaped "\-- " or "\-----Original Message-----" would hide signature and quote markers.
 _UNESCAPE_RE = re.compile(r"\\([-.+\\`*_{}\[\]()#!])")
 _TRAILING_WS_RE = re.compile(r"[ \t]+\n")
+_TABLE_RULE_RE = re.compile(
+    r"^[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*(?::?-{3,}:?)?[ \t]*\n", re.MULTILINE
+)
 _MANY_BLANKS_RE = re.compile(r"\n{3,}")
 # Outlook and Word emit <o:p> and conditional comments that leave stray markers behind.
 _MSO_RE = re.compile(r"<!--\[if[^\]]*\]>.*?<!\[endif\]-->", re.DOTALL | re.IGNORECASE)
@@ -33,6 +36,10 @@ def html_to_text(html: str) -> str:
     except Exception:
         text = re.sub(r"<[^>]*>", " ", html)
     text = _UNESCAPE_RE.sub(r"\1", text)
+    if "---" in text:
+        # html2text draws a Markdown rule under a table's first row ("---|---"): a web form's
+        # field table or an Outlook signature laid out in a table shows it as junk in plain text.
+        text = _TABLE_RULE_RE.sub("", text)
     text = _TRAILING_WS_RE.sub("\n", text)
     text = text.replace("\xa0", " ")
     return _MANY_BLANKS_RE.sub("\n\n", text).strip() + "\n"

@@ -28,14 +28,21 @@ from mailgate.mail.attachments import (
     tnef_content_type,
     unique_filename,
     unnamed_filename,
+    unpack_tnef,
 )
 from mailgate.mail.bounce import detect_bounce
-from mailgate.mail.decode import decode_bytes, decode_header_value, parse_addresses
+from mailgate.mail.decode import (
+    decode_bytes,
+    decode_header_value,
+    parse_addresses,
+    unarmor_clearsigned,
+    unflow,
+)
 from mailgate.mail.html import cut_quote, html_to_text
 from mailgate.mail.model import Attachment, ParsedMail
 from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.reply import FORWARD_SUBJECT_RE, extract_reply
-from mailgate.mail.screen import auto_reply_reason
+from mailgate.mail.screen import auto_reply_reason, is_own_address, is_robot_address
 
 # Nesting deeper than any client produces is an attack or a broken generator; stop descending.
 MAX_DEPTH = 30
@@ -43,6 +50,7 @@ MAX_PARTS = 500
 # Bytes fed to the MIME parser at a time (see _tree).
 _FEED = 65536
 _ANGLE_RE = re.compile(r"[<>\s]")
+_CID_PLACEHOLDER_RE = re.compile(r"\[cid:([^\]@\s]{1,200})(?:@[^\]\s]{0,200})?\]", re.IGNORECASE)
 
 
 class _Walk:
@@ -53,6 +61,8 @@ class _Walk:
         self.plain: list[str] = []
         self.html: list[str] = []
         self.attachments: list[Attachment] = []
+        self.tnef_text: list[str] = []  # the body a winmail.dat carried (see _tnef)
+        self.tnef_html: list[str] = []
         self.parts = 0
 
     def visit(self, part: Message, depth: int, in_related: bool = False) -> None:
@@ -73,6 +83,10 @@ class _Walk:
             children = [c for c in payload if isinstance(c, Message)]  # a multipart holds parts
             if ctype == "multipart/alternative":
                 self._alternative(children, depth)
+            elif ctype == "multipart/signed" and len(children) == 2 and _is_signature(children[1]):
+                # RFC 1847 2.1: the second part only verifies the first (Outlook's smime.p7s,
+                # Thunderbird's and Mutt's OpenPGP signature.asc); the agent reads the first.
+                self.visit(children[0], depth + 1)
             else:
                 related = ctype == "multipart/related"
                 for i, child in enumerate(children):
@@ -143,7 +157,7 @@ class _Walk:
             self._attachment(part, "message/rfc822", False)
             return
         raw = _as_bytes(inner)
-        subject = decode_header_value(inner.get("Subject", ""))
+        subject = decode_header_value(_raw_header(inner, "Subject"))
         name = attachment_filename(part) or f"{subject or 'forwarded message'}.eml"
         self.attachments.append(Attachment(filename=name, content_type="message/rfc822", content=raw))
         # The forwarded text is part of what the writer sent us: show it in the body, under the
@@ -158,7 +172,7 @@ class _Walk:
         )
         head = ["---------- Forwarded message ----------"]
         for label in ("From", "Date", "Subject", "To"):
-            value = decode_header_value(inner.get(label, ""))
+            value = decode_header_value(_raw_header(inner, label))
             if value:
                 head.append(f"{label}: {value}")
         self.plain.append("\n".join(head) + "\n\n" + text)
@@ -174,12 +188,14 @@ class _Walk:
             content = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
         filename = attachment_filename(part)
         ctype = tnef_content_type(filename, ctype)
+        if ctype == "application/ms-tnef" and self._tnef(content):
+            return
         cid = part.get("Content-ID")
         cid_text = decode_header_value(cid).strip("<> ") if cid else None
         disposition = (part.get_content_disposition() or "") if _safe_disp(part) else ""
         inline = disposition == "inline" or (inline_resource and disposition != "attachment")
         if not filename:
-            filename = unnamed_filename(ctype, cid_text, part.get("Content-Description"))
+            filename = unnamed_filename(ctype, cid_text, _raw_header(part, "Content-Description") or None)
         self.attachments.append(
             Attachment(
                 filename=filename,
@@ -189,6 +205,19 @@ class _Walk:
                 inline=inline,
             )
         )
+
+    def _tnef(self, content: bytes) -> bool:
+        """Outlook's winmail.dat replaced by the files it holds; True when nothing else of it is
+        worth keeping. Its message text is kept aside for a mail that has no other."""
+        unpacked = unpack_tnef(content)
+        if unpacked is None:
+            return False
+        self.attachments.extend(unpacked.attachments)
+        if unpacked.text:
+            self.tnef_text.append(unpacked.text.replace("\r\n", "\n").replace("\x00", ""))
+        elif unpacked.html:
+            self.tnef_html.append(unpacked.html)
+        return unpacked.complete
 
     def _text(self, part: Message, ctype: str) -> str:
         try:
@@ -205,7 +234,12 @@ class _Walk:
             charset = None
         text = decode_bytes(data, charset, self.errors, f" in {ctype} part")
         # NUL cannot be stored in PostgreSQL text and is never meant by a writer.
-        return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+        if ctype == "text/plain" and _param(part, "format") == "flowed":
+            text = unflow(text, delsp=_param(part, "delsp") == "yes")
+        if ctype == "text/plain" and "-----BEGIN PGP SIGNED MESSAGE-----" in text[:200]:
+            text = unarmor_clearsigned(text)
+        return text
 
 
 class _Stop(Exception):
@@ -216,6 +250,35 @@ def _block_text(block: object) -> str:
     if not isinstance(block, Message):
         return ""
     return "".join(f"{k}: {decode_header_value(v)}\n" for k, v in block.items())
+
+
+def _raw_header(msg: Message, name: str) -> str:
+    """A header's first value as sent. `Message.get` under compat32 replaces each raw 8-bit byte
+    with U+FFFD (a forwarded mail's UTF-8 subject would read "Pr��sentation");
+    `decode_header_value` decodes the raw value as the top-level headers are decoded."""
+    low = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == low:
+            return value if isinstance(value, str) else str(value)
+    return ""
+
+
+def _param(part: Message, name: str) -> str:
+    """A Content-Type parameter, lowercased, "" when absent or unreadable."""
+    try:
+        value = part.get_param(name)
+    except Exception:
+        return ""
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+_SIGNATURE_TYPES = frozenset(
+    {"application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature"}
+)
+
+
+def _is_signature(part: Message) -> bool:
+    return _content_type(part) in _SIGNATURE_TYPES
 
 
 def _content_type(part: Message) -> str:
@@ -324,14 +387,36 @@ def _headers_only(mail: ParsedMail, raw: bytes, own: tuple[str, ...]) -> ParsedM
     return mail
 
 
+def _text_charset(msg: Message) -> str | None:
+    """The charset the message declares for its first text part: what raw 8-bit headers are
+    most likely written in when they are not UTF-8 (see decode.unsurrogate)."""
+    stack = [msg]
+    for _ in range(20):  # a text part sits near the top of any mail a person writes
+        if not stack:
+            break
+        part = stack.pop(0)
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend(p for p in payload if isinstance(p, Message))
+            continue
+        if _content_type(part).startswith("text/"):
+            try:
+                return part.get_content_charset()
+            except Exception:
+                return None
+    return None
+
+
 def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
+    hint = _text_charset(msg)
     raw_items = msg.raw_items() if hasattr(msg, "raw_items") else msg.items()
     raw_by_name: dict[str, list[str]] = {}
     for name, value in raw_items:
         name = decode_header_value(name)
         value = value if isinstance(value, str) else str(value)
         raw_by_name.setdefault(name.lower(), []).append(value)
-        mail.headers.append((name, decode_header_value(value)))
+        mail.headers.append((name, decode_header_value(value, hint)))
     if not mail.headers and msg.defects:
         mail.errors.append("no headers found")
 
@@ -339,18 +424,22 @@ def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
         values = raw_by_name.get(name)
         return values[0] if values else None
 
-    mail.subject = decode_header_value(first("subject") or "")
-    sender = parse_addresses(raw_by_name.get("from", []))
+    mail.subject = decode_header_value(first("subject") or "", hint)
+    sender = parse_addresses(raw_by_name.get("from", []), hint)
     if not sender:
         # Some bulk senders only have Sender: or a Return-Path; better than no requester at all.
-        sender = parse_addresses(raw_by_name.get("sender", []))
+        sender = parse_addresses(raw_by_name.get("sender", []), hint)
     if sender:
         mail.from_name, mail.from_addr = sender[0]
     else:
         mail.errors.append("no From address")
     mail.to_addrs = [a for _, a in parse_addresses(raw_by_name.get("to", []))]
     mail.cc_addrs = [a for _, a in parse_addresses(raw_by_name.get("cc", []))]
-    mail.reply_to = [a for _, a in parse_addresses(raw_by_name.get("reply-to", []))]
+    reply_to = parse_addresses(raw_by_name.get("reply-to", []), hint)
+    mail.reply_to = [a for _, a in reply_to]
+    author = _relayed_author(mail, raw_by_name, reply_to, own)
+    if author is not None:
+        mail.from_name, mail.from_addr = author
     ids = _msgids(decode_header_value(first("message-id") or ""))
     mail.message_id = ids[0] if ids else None
     irt = _msgids(decode_header_value(first("in-reply-to") or ""))
@@ -368,11 +457,53 @@ def _fill_headers(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
             mail.errors.append(f"unreadable Date: {decode_header_value(date)[:80]!r}")
 
 
+# "'Carl Customer' via Support" (Google Groups), "Carl Customer via Support-list" (Mailman's
+# DMARC munging): a list that put its own address in From names the author in the display name.
+_VIA_RE = re.compile(r"^\s*'?(?P<name>.*?)'?\s+via\s+\S.*$", re.IGNORECASE)
+# A no-reply sender (not mailer-daemon or postmaster: a bounce's Reply-To names no author).
+_NOREPLY_RE = re.compile(r"no[-_.]?reply|do[-_.]?not[-_.]?reply", re.IGNORECASE)
+_LIST_MARKS = ("list-id", "x-google-group-id", "x-beenthere", "mailing-list", "list-post")
+
+
+def _relayed_author(
+    mail: ParsedMail, raw: dict[str, list[str]], reply_to: list[tuple[str, str]], own: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """The person who wrote a mail that a relay sent under its own From, or None.
+
+    - A list or group that rewrites From for DMARC (a domain with p=reject cannot be sent in
+      From by anyone else): Google Groups puts the group in From and the author in
+      X-Original-Sender and Reply-To; Mailman puts the list in From and the author in Reply-To
+      (or Cc). The requester is the author, not the group every answer would go to.
+    - A no-reply sender naming one person in Reply-To (a web form, a shop or booking system
+      passing on a customer's message): RFC 5322 section 3.6.2 says answers go to Reply-To.
+    Never one of our own addresses: a desk's address in Reply-To is an agent's setting, not an author.
+    """
+    if not mail.from_addr:
+        return None
+    people = [(n, a) for n, a in reply_to if a != mail.from_addr and not is_own_address(a, own)]
+    relay = any(raw.get(mark) for mark in _LIST_MARKS)
+    via = _VIA_RE.match(mail.from_name) if relay else None
+    if via is not None:
+        original = parse_addresses(raw.get("x-original-sender", []))
+        found = original[0] if original else (people[0] if len(people) == 1 else None)
+        if found is not None and not is_own_address(found[1], own):
+            return (via.group("name").strip() or found[0], found[1])
+        return None
+    noreply = _NOREPLY_RE.search(mail.from_addr.rpartition("@")[0])
+    if noreply and len(people) == 1 and not is_robot_address(people[0][1]):
+        return people[0]
+    return None
+
+
 def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
     walk = _Walk(mail.errors)
     with contextlib.suppress(_Stop):
         walk.visit(msg, 0)
     plain = [p for p in walk.plain if p.strip()]
+    if not plain and not any(h.strip() for h in walk.html):
+        # Outlook sent the message in Rich Text only: the text is in its winmail.dat.
+        plain = [t for t in walk.tnef_text if t.strip()]
+        walk.html.extend(walk.tnef_html)
     if walk.html:
         mail.body_html = "\n".join(walk.html)
     mail.attachments = _as_shown(walk.attachments, mail.body_html)
@@ -380,6 +511,11 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
     forward = bool(FORWARD_SUBJECT_RE.match(mail.subject or ""))
     if plain:
         mail.body_text = "\n\n".join(plain)
+        if "[cid:" in mail.body_text:
+            # Outlook writes an inline image into its text alternative as its Content-ID,
+            # "[cid:image001.png@01DA47B2.5C3E1F30]"; the image is an attachment, named as Gmail
+            # names it in its own text part.
+            mail.body_text = _CID_PLACEHOLDER_RE.sub(r"[image: \1]", mail.body_text)
     elif mail.body_html:
         mail.body_text = html_to_text(mail.body_html)
         # HTML-only mail: its client marked where the history starts; cut there first.

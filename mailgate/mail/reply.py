@@ -72,6 +72,7 @@ _ATTRIBUTION_START_RE = re.compile(r"^\s*(?:on|am|le|el|il|em|op|den|在|w dniu|
 # Outlook on the web and new Outlook put above their header block.
 _ORIGINAL_RE = re.compile(
     r"^\s*-{2,}\s*(?:original message|ursprüngliche nachricht|originalnachricht|message d'origine|"
+    r"ursprüngliche mail|mail original|"  # Zimbra (de, fr)
     r"mensaje original|messaggio originale|mensagem original|oorspronkelijk bericht|"
     r"ursprungligt meddelande|原始邮件|原始郵件|元のメッセージ|reply message|original|"
     r"oprindelig meddelelse|opprinnelig melding|alkuperäinen viesti|oryginalna wiadomość|"
@@ -81,6 +82,11 @@ _ORIGINAL_RE = re.compile(
     _FLAGS,
 )
 _UNDERSCORES_RE = re.compile(r"^\s*_{20,}\s*$")
+# GMX, WEB.DE and mail.com open their header block with the date: "Gesendet: …" / "Sent: …",
+# then "Von:/From:", "An:/To:", "Betreff:/Subject:".
+_SENT_FIRST_RE = re.compile(
+    r"^\s*\**(?:gesendet|sent|envoyé|enviado|inviato|verzonden)\s*\**\s*[:：]", _FLAGS
+)
 # Outlook header block fields ("From:/Sent:/To:/Subject:") in each language; colons may be
 # full-width (zh, ja) or preceded by a space (fr).
 _FROM_RE = re.compile(
@@ -188,6 +194,7 @@ _ANY_MARK_RE = re.compile(
             _MOBILE_RE,
             _ORIGINAL_RE,
             _FROM_RE,
+            _SENT_FIRST_RE,
             _UNDERSCORES_RE,
             _ATTRIBUTION_START_RE,
             _LIST_FOOTER_RE,
@@ -202,7 +209,14 @@ def _clean(line: str) -> str:
 
 
 def _is_outlook_block(lines: list[str], i: int) -> bool:
-    """A "From:" line followed by at least two of Sent/Date/To/Subject within a few lines."""
+    """A "From:" line followed by at least two of Sent/Date/To/Subject within a few lines, or a
+    "Sent:" line directly above such a block (GMX, WEB.DE, mail.com)."""
+    if _SENT_FIRST_RE.match(_clean(lines[i])):
+        return (
+            i + 1 < len(lines)
+            and _FROM_RE.match(_clean(lines[i + 1])) is not None
+            and _is_outlook_block(lines, i + 1)
+        )
     if not _FROM_RE.match(_clean(lines[i])):
         return False
     fields = 0
@@ -212,6 +226,24 @@ def _is_outlook_block(lines: list[str], i: int) -> bool:
             if fields >= 2:
                 return True
     return False
+
+
+def header_block_sender(text: str) -> str | None:
+    """The From value of the first Outlook-style header block ("From:" then Sent/Date/To/Subject
+    in any of the languages above, "Von:/Gesendet:/An:/Betreff:"), or None.
+
+    Outlook (desktop since 2013, on the web, for Mac) forwards with no "Forwarded message" line:
+    the forwarded mail starts at that block, under a rule in HTML only."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    for i, line in enumerate(lines):
+        if _QUOTED_RE.match(line):
+            continue
+        if _is_outlook_block(lines, i):
+            if not _FROM_RE.match(_clean(line)):  # the "Sent:" line GMX puts above From
+                line = lines[i + 1]
+            value = _FROM_RE.sub("", _clean(line), count=1)
+            return value.strip(" *\t") or None
+    return None
 
 
 def _quoted_follows(lines: list[str], i: int) -> bool:

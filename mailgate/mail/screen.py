@@ -16,7 +16,7 @@ from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import plus_parts
 from mailgate.mail.model import ParsedMail
 
-__all__ = ["auto_reply_reason", "automatic_answer", "detect_bounce", "is_own_address"]
+__all__ = ["auto_reply_reason", "automatic_answer", "detect_bounce", "is_own_address", "is_robot_address"]
 
 # Senders that are machines by convention (RFC 5321 section 4.5.1 postmaster; RFC 3834 section 2
 # lists mailer-daemon-like senders as ones never to answer).
@@ -74,6 +74,11 @@ def _autoreply_header(mail: ParsedMail) -> str | None:
         if value is not None and value.strip().lower() not in ("no", "false", "0"):
             return f"{name}: {value.strip() or '(present)'}"
     return None
+
+
+def is_robot_address(addr: str) -> bool:
+    """A machine's address by convention: mailer-daemon, postmaster, no-reply and its spellings."""
+    return bool(addr) and bool(_ROBOT_LOCAL_RE.match(addr.rpartition("@")[0]))
 
 
 def is_own_address(addr: str, own_addresses: Iterable[str]) -> bool:
@@ -138,4 +143,17 @@ def automatic_answer(mail: ParsedMail) -> str | None:
     precedence = mail.header("Precedence")
     if precedence and precedence.strip().lower() == "auto_reply":
         return f"Precedence: {precedence.strip()}"
+    # Exchange and Outlook's out-of-office assistant mark their answer `auto-generated`, not
+    # `auto-replied` (with `X-Auto-Response-Suppress: All`), and word it "Automatic reply: …",
+    # "Automatische Antwort: …" in the mailbox's language. Machine-made, plus worded as an
+    # out-of-office: that is an answer, not a system's request.
+    machine = (auto is not None and auto.strip().split(";", 1)[0].strip().lower() not in ("", "no")) or (
+        mail.header("X-Auto-Response-Suppress") is not None
+    )
+    if (
+        machine
+        and mail.subject
+        and (_OOF_SUBJECT_RE.match(mail.subject) or _OOF_SENTENCE_RE.match(mail.subject))
+    ):
+        return f"out-of-office subject {mail.subject[:100]!r} on machine-made mail"
     return None
