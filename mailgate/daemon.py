@@ -187,6 +187,15 @@ class Daemon:
         return self.controller.port if self.controller is not None else None
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            # e.g. the SMTP port is taken, the web listener fails: stop what did start (the worker
+            # process above all: multiprocessing would otherwise wait for it at exit, for ever).
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         # The listener's event loop shares the interpreter lock with the accept writer (and, in
         # thread mode, the pipeline): a short switch interval lets it answer without waiting.
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -218,8 +227,9 @@ class Daemon:
             from mailgate.web.app import WebApp
             from mailgate.web.server import WebServer
 
-            self.web = WebServer(WebApp(self.config, self.db, self.alive).asgi(), self._web_sock).start()
-            self.extra_stops.insert(0, self.web.stop)
+            web = WebServer(WebApp(self.config, self.db, self.alive).asgi(), self._web_sock)
+            self.extra_stops.insert(0, web.stop)  # closes the socket even if it never starts
+            self.web = web.start()
 
     def alive(self) -> list[str]:
         """What of the daemon is not running (for /healthz): empty when all is."""
@@ -320,16 +330,10 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
-        try:
-            self.start()
-            # What is loaded by now lives as long as the daemon: a full collection need not walk
-            # it again (a pass over the database layer is long, and may fall in the middle of an
-            # SMTP reply). Here, not in `start`, which tests call in their own process.
-            gc.freeze()
-        except BaseException:
-            # e.g. the SMTP port is taken: stop what did start, the worker process above all
-            # (multiprocessing would otherwise wait for it at exit, for ever).
-            self.stop()
-            raise
+        self.start()  # stops what did start if it fails
+        # What is loaded by now lives as long as the daemon: a full collection need not walk it
+        # again (a pass over the database layer is long, and may fall in the middle of an SMTP
+        # reply). Here, not in `start`, which tests call in their own process.
+        gc.freeze()
         done.wait()
         self.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -55,10 +56,15 @@ class WebServer:
             )
         )
         self.thread = threading.Thread(target=self._run, name="web", daemon=True)
+        self.error: BaseException | None = None  # what stopped the thread, for `start` to say
 
     def _run(self) -> None:
         # Not the main thread: uvicorn installs no signal handlers here; the daemon stops it.
-        self.server.run(sockets=[self.sock])
+        try:
+            self.server.run(sockets=[self.sock])
+        except BaseException as exc:
+            self.error = exc
+            raise
 
     def start(self, wait: float = 10.0) -> WebServer:
         self.thread.start()
@@ -69,7 +75,8 @@ class WebServer:
 
         _wait(started, ready, wait)
         if not self.server.started:
-            raise RuntimeError("web listener did not start")
+            why = f"{type(self.error).__name__}: {self.error}" if self.error else f"not up after {wait:.0f} s"
+            raise RuntimeError(f"web listener did not start ({why})")
         log.info("web listener on %s:%d", *self.sock.getsockname()[:2])
         return self
 
@@ -83,9 +90,7 @@ class WebServer:
 
 
 def _wait(cond: Callable[[], bool], event: threading.Event, timeout: float) -> None:
-    """Poll `cond` until true or `timeout`: uvicorn offers no start callback."""
-    step = 0.01
-    waited = 0.0
-    while not cond() and waited < timeout:
-        event.wait(step)
-        waited += step
+    """Poll `cond` until true or `timeout` seconds have passed: uvicorn offers no start callback."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        event.wait(0.01)
