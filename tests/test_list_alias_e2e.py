@@ -24,7 +24,7 @@ from sqlalchemy import select
 from mailgate.config import load_config
 from mailgate.mail.decode import plus_parts
 from mailgate.store.db import Database
-from mailgate.store.models import InboxItem, Message, OutboxItem, Ticket
+from mailgate.store.models import Event, InboxItem, Message, OutboxItem, Ticket
 
 LISTS = Path(__file__).parent / "fixtures" / "mail" / "lists"
 MAILGATE = Path(sys.executable).parent / "mailgate"  # the console script pip installed
@@ -136,7 +136,23 @@ def test_the_groups_request_and_reply_are_the_customers(tmp_path: Path) -> None:
     assert desk.ingest(answer, rcpt=token).disposition == "agent-reply"
     [to_ann] = [m for m in desk.mail_to("ann@customer.example") if "refunded" in str(m.get_body())]
     assert [a.addr_spec for a in to_ann["To"].addresses] == ["ann@customer.example"]
+
+    # An agent who puts the group on the ticket by hand: Ann hears, the group never does.
+    again = make_mail(
+        "Re: [SUP-1] Invoice 4411 charged twice",
+        "#cc add Support+Billing@company.example\nThe refund is on its way.\n",
+        sender="Lena Lead <lead@desk.example>",
+        to=token,
+        in_reply_to=note["Message-ID"],
+    )
+    assert desk.ingest(again, rcpt=token).disposition == "agent-reply"
+    assert any("on its way" in str(m.get_body()) for m in desk.mail_to("ann@customer.example"))
     assert desk.mailed_lists() == []
+    with desk.db.session() as s:
+        held = [e.data for e in s.execute(select(Event).where(Event.kind == "mail-held")).scalars()]
+    assert [(h["recipient"], h["reason"]) for h in held] == [
+        ("support+billing@company.example", "one of the desk's own addresses")
+    ]
 
 
 def test_a_mailman_list_that_is_the_desks_alias(tmp_path: Path) -> None:
