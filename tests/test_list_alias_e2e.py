@@ -162,6 +162,11 @@ def test_a_mailman_list_that_is_the_desks_alias(tmp_path: Path) -> None:
     [ticket] = desk.tickets()
     assert ticket.requester == "bob@strict-dmarc.example"
     assert len(desk.mail_to("bob@strict-dmarc.example", "acknowledgement")) == 1
+    # The same list with Reply-To set to itself: Mailman names the author in Cc.
+    item = desk.ingest(fixture("mailman_alias_reply_to_list.eml"), rcpt=MAILMAN)
+    assert item.disposition == "ticket-created"
+    assert [t.requester for t in desk.tickets()] == ["bob@strict-dmarc.example"] * 2
+    assert len(desk.mail_to("bob@strict-dmarc.example", "acknowledgement")) == 2
     assert desk.mailed_lists() == []
 
 
