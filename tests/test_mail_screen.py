@@ -9,7 +9,7 @@ import pytest
 
 from mailgate.mail.model import ParsedMail
 from mailgate.mail.parse import parse_message
-from mailgate.mail.screen import auto_reply_reason
+from mailgate.mail.screen import auto_reply_reason, own_list
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mail"
 OWN = ("support@localhost", "billing@localhost")
@@ -230,3 +230,64 @@ def test_one_reading_of_plus_addresses_feeds_every_loop_decision() -> None:
     assert plus_parts('"x@evil.example"+t@example.com') == ('"x@evil.example"@example.com', "t")
     assert is_own_address("SUPPORT+anything@localhost", ["support@localhost"])
     assert not is_own_address("support+x@localhost.evil.example", ["support@localhost"])
+
+
+def _listed(*headers: str) -> ParsedMail:
+    head = "".join(f"{h}\n" for h in headers)
+    raw = f"{head}From: Ann <ann@customer.example>\nTo: support@company.example\nSubject: Help\n\nHi\n"
+    return parse_message(raw.encode(), own_addresses=("support@company.example",))
+
+
+GROUP_DESK = ("support@company.example", "help@lists.company.example")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        ("List-Post: <https://groups.google.com/x>, <mailto:Support+x@Company.Example>", "Precedence: list"),
+        (
+            "Mailing-list: list support@company.example; contact support+owners@company.example",
+            "Precedence: list",
+        ),
+        ("List-Id: Support <support.company.example>",),
+        ("X-BeenThere: help@lists.company.example", "List-Id: <help.lists.company.example>"),
+    ],
+)
+def test_the_desks_own_list_is_recognised_by_every_name_it_gives(headers: tuple[str, ...]) -> None:
+    mail = _listed(*headers)
+    assert own_list(mail, GROUP_DESK) is not None
+    assert auto_reply_reason(mail, GROUP_DESK, desk_list=True) is None
+    assert auto_reply_reason(mail, GROUP_DESK) is not None  # without it, list mail as ever
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # another list
+        ("List-Id: <announce.vendor.example>", "List-Post: <mailto:announce@vendor.example>"),
+        # the desk's list-id, but it posts to another address: a list naming itself two ways
+        ("List-Id: <support.company.example>", "List-Post: <mailto:all-staff@company.example>"),
+        # delivery headers name the desk on every mail it receives: no evidence of the list
+        (
+            "Delivered-To: support@company.example",
+            "X-Original-To: support@company.example",
+            "Precedence: list",
+        ),
+        # a list-id that only starts like the desk's
+        ("List-Id: <support.company.example.evil.example>",),
+    ],
+)
+def test_other_lists_are_not_the_desks(headers: tuple[str, ...]) -> None:
+    assert own_list(_listed(*headers), GROUP_DESK) is None
+
+
+def test_the_desks_list_still_carries_machines_marks() -> None:
+    """An out-of-office or a bulk mail relayed by the desk's own group is still not answered."""
+    for mark, said in (
+        ("Auto-Submitted: auto-replied", "Auto-Submitted"),
+        ("Precedence: bulk", "Precedence: bulk"),
+        ("X-Autoreply: yes", "X-Autoreply"),
+    ):
+        mail = _listed("List-Id: <support.company.example>", mark)
+        assert own_list(mail, GROUP_DESK) is not None
+        assert said in (auto_reply_reason(mail, GROUP_DESK, desk_list=True) or "")

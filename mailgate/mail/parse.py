@@ -486,6 +486,10 @@ def _relayed_author(
     if via is not None:
         original = parse_addresses(raw.get("x-original-sender", []))
         found = original[0] if original else (people[0] if len(people) == 1 else None)
+        if found is None and not people:
+            # Mailman with Reply-To set to the list puts the author in Cc instead.
+            copied = [(n, a) for n, a in parse_addresses(raw.get("cc", [])) if not is_own_address(a, own)]
+            found = copied[0] if len(copied) == 1 else None
         if found is not None and not is_own_address(found[1], own):
             return (via.group("name").strip() or found[0], found[1])
         return None

@@ -16,7 +16,14 @@ from mailgate.mail.bounce import detect_bounce
 from mailgate.mail.decode import plus_parts
 from mailgate.mail.model import ParsedMail
 
-__all__ = ["auto_reply_reason", "automatic_answer", "detect_bounce", "is_own_address", "is_robot_address"]
+__all__ = [
+    "auto_reply_reason",
+    "automatic_answer",
+    "detect_bounce",
+    "is_own_address",
+    "is_robot_address",
+    "own_list",
+]
 
 # Senders that are machines by convention (RFC 5321 section 4.5.1 postmaster; RFC 3834 section 2
 # lists mailer-daemon-like senders as ones never to answer).
@@ -65,6 +72,12 @@ _OOF_SENTENCE_RE = re.compile(
 # own mail (MS-OXCMAIL 2.2.3.2.14). DR/RN/NRN only concern receipts and say nothing of the sender.
 _SUPPRESS_VALUES = {"all", "oof", "autoreply"}
 _BULK_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
+# What a list calls itself: the mailto of List-Post (RFC 2369), the address of Google Groups'
+# "Mailing-list: list X; contact Y", Mailman's X-BeenThere, and the list-id of List-Id (RFC 2919),
+# which Google Groups and Mailman write as the list's address with "@" made ".".
+_MAILTO_RE = re.compile(r"<\s*mailto:([^>?\s]+)", re.IGNORECASE)
+_MAILING_LIST_RE = re.compile(r"^\s*list\s+([^\s;]+)", re.IGNORECASE)
+_LIST_ID_RE = re.compile(r"<\s*([^<>\s]+)\s*>\s*$")
 
 
 def _autoreply_header(mail: ParsedMail) -> str | None:
@@ -89,8 +102,41 @@ def is_own_address(addr: str, own_addresses: Iterable[str]) -> bool:
     return any(base == plus_parts(own)[0] for own in own_addresses if own)
 
 
-def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | None:
-    """Why this message must not be answered automatically, or None if a person wrote it."""
+def own_list(mail: ParsedMail, desk_addresses: Iterable[str]) -> str | None:
+    """Which list header shows that the list or group that relayed this mail is the desk's own
+    address (a Google Group or Mailman list made the support address), or None.
+
+    Such mail was sent to the desk as surely as mail sent to it straight, and is answered like
+    it. Every name the mail gives its list must be one of the desk's addresses: a list that names
+    itself once as the desk and once as something else is another list (or a forgery) and stays
+    list mail. Delivered-To and X-Original-To are no evidence: the desk's own MTA writes the
+    desk's address there on every mail it delivers, a newsletter's included."""
+    desk = {plus_parts(a)[0] for a in desk_addresses if a}
+    dotted = {a.replace("@", ".", 1) for a in desk}
+    named: list[tuple[str, bool]] = []  # (what the header says, whether it is the desk)
+    for value in mail.header_all("List-Post"):
+        named.extend((f"List-Post {a}", plus_parts(a)[0] in desk) for a in _MAILTO_RE.findall(value))
+    for value in mail.header_all("Mailing-list"):
+        if found := _MAILING_LIST_RE.match(value):
+            named.append((f"Mailing-list {found[1]}", plus_parts(found[1])[0] in desk))
+    for value in mail.header_all("X-BeenThere"):
+        named.append((f"X-BeenThere {value.strip()}", plus_parts(value.strip())[0] in desk))
+    for value in mail.header_all("List-Id"):
+        found = _LIST_ID_RE.search(value)
+        list_id = found[1].lower() if found else value.strip().lower()
+        named.append((f"List-Id <{list_id}>", list_id in dotted))
+    if not named or not all(ours for _, ours in named):
+        return None
+    return f"relayed by the desk's own list ({'; '.join(n for n, _ in named)[:200]})"
+
+
+def auto_reply_reason(
+    mail: ParsedMail, own_addresses: Iterable[str], *, desk_list: bool = False
+) -> str | None:
+    """Why this message must not be answered automatically, or None if a person wrote it.
+    `desk_list`: the list that relayed it is the desk itself (see `own_list`): its list headers
+    (Precedence: list, List-Id, List-Unsubscribe) say nothing of the author, every other sign
+    of a machine still counts."""
     # A bounce first: a real DSN may also carry Precedence: bulk or list headers (a list's MTA
     # reporting on our mail), and it is handled as the bounce it is, not as bulk mail.
     if mail.is_bounce:
@@ -102,7 +148,7 @@ def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | N
     if said := _autoreply_header(mail):
         return said
     precedence = mail.header("Precedence")
-    if precedence and precedence.strip().lower() in _BULK_PRECEDENCE:
+    if precedence and precedence.strip().lower() in _BULK_PRECEDENCE - ({"list"} if desk_list else set()):
         return f"Precedence: {precedence.strip()}"
     suppress = mail.header("X-Auto-Response-Suppress")
     if suppress:
@@ -110,9 +156,9 @@ def auto_reply_reason(mail: ParsedMail, own_addresses: Iterable[str]) -> str | N
         if values & _SUPPRESS_VALUES:
             return f"X-Auto-Response-Suppress: {suppress.strip()}"
     list_id = mail.header("List-Id")
-    if list_id:
+    if list_id and not desk_list:
         return f"mailing list mail (List-Id: {list_id.strip()[:100]})"
-    if mail.header("List-Unsubscribe"):
+    if mail.header("List-Unsubscribe") and not desk_list:
         return "bulk mail (List-Unsubscribe present)"
     # RFC 5321 section 4.5.5: a null reverse path marks notifications that must not be answered.
     return_path = mail.header("Return-Path")

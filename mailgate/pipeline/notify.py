@@ -24,6 +24,7 @@ from mailgate.domain.team import desk_admins
 from mailgate.domain.threading import strip_prefixes, strip_tag
 from mailgate.domain.tokens import Purpose, make_token
 from mailgate.mail.compose import OutAttachment, Outgoing, build, new_message_id
+from mailgate.mail.screen import is_own_address
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline.links import NO_LINKS, mail_links
 from mailgate.ruleset import RulesSource
@@ -129,6 +130,19 @@ class Notifier:
         back (recorded on the ticket, the admin told once). `files` travel with it as attachments;
         templates list them from `attachments` (what the caller gives, else nothing)."""
         to = to.lower()
+        if is_own_address(to, self.config.own_addresses):
+            # Never to ourselves, in any plus form: a desk's address may be a group that relays
+            # to it (Google Groups, a mailing list), and mail to it reaches every member. The
+            # requester is never one (the screen cuts such mail); `#cc add`, `#requester` can be.
+            repo.event(
+                ticket.id,  # type: ignore[arg-type]
+                EventKind.MAIL_HELD,
+                recipient=to,
+                mail=kind,
+                reason="one of the desk's own addresses",
+            )
+            log.warning("not sent %s to %s on %s: one of our own addresses", kind, to, ticket.key)
+            return None
         if check_loops and (bounced := repo.bounced(to, now_utc())) is not None:
             # A dead address gets no automatic mail desk-wide for [limits] bounce_quiet_days:
             # acknowledging every new request from it is backscatter. A person's reply still goes.

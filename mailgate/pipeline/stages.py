@@ -15,7 +15,7 @@ from mailgate.mail.decode import plus_parts
 from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.parse import parse_message
 from mailgate.mail.portal import relayed_by_portal
-from mailgate.mail.screen import auto_reply_reason
+from mailgate.mail.screen import auto_reply_reason, own_list
 from mailgate.pipeline.context import Context
 from mailgate.pipeline.errors import LoopDetected, SystemMailAnswer, Unattributable
 from mailgate.store.repo import DeskLookup, Repo
@@ -54,8 +54,16 @@ def screen(ctx: Context, config: Config, repo: Repo) -> None:
     answered = _answers_system_mail(ctx, config, repo)
     if answered:
         raise SystemMailAnswer(answered)
+    relayed = None if m.is_bounce else own_list(m, ctx.desk.addresses)
     if m.is_bounce:
         ctx.auto_reason = "a delivery status notification (bounce)"
+    elif relayed:
+        # The desk's address is a group that relays to it (Google Groups, Mailman): mail sent
+        # to the desk, answered like mail sent straight to it. The author is the sender (parse
+        # read them out of a From the group rewrote); the group itself is one of our own
+        # addresses, so the loop guard above and every recipient list leave it out.
+        ctx.note("screen", relayed)
+        ctx.auto_reason = auto_reply_reason(m, config.own_addresses, desk_list=True)
     else:
         ctx.auto_reason = m.auto_reply_reason or auto_reply_reason(m, config.own_addresses)
     if ctx.auto_reason:
