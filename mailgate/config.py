@@ -479,8 +479,9 @@ def load_config(
         max_data_in_flight=_get(s, "max_data_in_flight", int, DEFAULT_MAX_DATA_IN_FLIGHT, "smtp"),
         lmtp=_get(s, "lmtp", bool, False, "smtp"),
     )
-    if smtp.max_message_size < 1 or smtp.max_data_in_flight < 1:
-        raise ConfigError("smtp.max_message_size and smtp.max_data_in_flight: at least 1 byte")
+    for key in ("max_message_size", "max_data_in_flight"):  # one key per message: it names its line
+        if getattr(smtp, key) < 1:
+            raise ConfigError(f"smtp.{key}: at least 1 byte, got {getattr(smtp, key)}")
 
     o = data.get("outgoing", {})
     transport = _get(o, "transport", str, "file", "outgoing")
