@@ -118,6 +118,11 @@ class SchedulerSettings:
     attachment_grace_hours: float = 24.0  # the daily sweep keeps unnamed attachment files this long
 
 
+# The longest grace the attachment sweep takes, about a century: the cutoff is a date (now minus
+# the grace), and infinity, nan or 1e308 hours would make the daily sweep fail on every run.
+MAX_ATTACHMENT_GRACE_HOURS = 876_000
+
+
 def largest_attachment(max_message_size: int) -> int:
     """The largest attachment a message of `max_message_size` bytes can carry: base64 (RFC 2045
     section 6.8) writes 57 bytes as a line of 76 characters and CRLF, 78 bytes on the wire, so
@@ -330,10 +335,11 @@ def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
     if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
         raise ConfigError(f"scheduler.weekly_report_hour: expected an hour 0-23, got {hour!r}")
     grace = _get(t, "attachment_grace_hours", float, 24.0, "scheduler")
-    if grace < 1:
+    if not 1 <= grace <= MAX_ATTACHMENT_GRACE_HOURS:  # nan fails both: TOML allows nan and inf
         raise ConfigError(
-            f"scheduler.attachment_grace_hours: expected hours >= 1 (a younger file may belong to a"
-            f" message being processed), got {grace!r}"
+            f"scheduler.attachment_grace_hours: expected hours from 1 to {MAX_ATTACHMENT_GRACE_HOURS} (a"
+            f" younger file may belong to a message being processed; the sweep reckons its cutoff as a"
+            f" date), got {grace!r}"
         )
     return SchedulerSettings(
         enabled=_get(t, "enabled", bool, True, "scheduler"),

@@ -26,3 +26,31 @@ def test_config_check_names_the_line_of_a_bad_max_data_in_flight(tmp_path: Path)
         rf"config\.toml:{line}: smtp\.max_data_in_flight: at least 1 byte", check.out + check.err
     ), check
     assert "max_message_size" not in check.out + check.err
+
+
+def test_attachments_sweep_refuses_an_endless_grace_without_a_traceback(tmp_path: Path) -> None:
+    """`--older-than inf` (or nan, or 1e308: floats argparse takes) was an OverflowError."""
+    desk = _init(tmp_path)
+    mailgate(desk, "db", "upgrade")
+    for hours in ("inf", "nan", "1e308"):
+        refused = mailgate(desk, "attachments", "sweep", "--dry-run", "--older-than", hours, ok=(64,))
+        assert "at least 1 hour" in refused.err and "at most 876000" in refused.err, refused
+    assert "older than 876000 h" in mailgate(desk, "attachments", "sweep", "--older-than", "876000").out
+
+
+def test_config_check_refuses_an_endless_attachment_grace(tmp_path: Path) -> None:
+    """TOML has inf and nan: `attachment_grace_hours = inf` passed `config check`, and the daemon's
+    daily sweep would then fail on every run."""
+    desk = _init(tmp_path)
+    config = desk / "config.toml"
+    for hours in ("inf", "nan", "1e308"):
+        config.write_text(
+            re.sub(r"\n\[scheduler\][^\[]*", "", config.read_text())
+            + f"\n[scheduler]\nattachment_grace_hours = {hours}\n"
+        )
+        line = config.read_text().splitlines().index(f"attachment_grace_hours = {hours}") + 1
+        check = mailgate(desk, "config", "check", ok=(78,))
+        assert re.search(
+            rf"config\.toml:{line}: scheduler\.attachment_grace_hours: expected hours from 1 to 876000",
+            check.out + check.err,
+        ), check
