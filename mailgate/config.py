@@ -8,6 +8,7 @@ are referenced in config.toml by the *name* of the variable, never written there
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -292,6 +293,8 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}.{key}: expected {name}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # TOML has inf and nan
+        raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
     return value
 
 

@@ -51,6 +51,25 @@ def test_config_check_refuses_an_endless_attachment_grace(tmp_path: Path) -> Non
         line = config.read_text().splitlines().index(f"attachment_grace_hours = {hours}") + 1
         check = mailgate(desk, "config", "check", ok=(78,))
         assert re.search(
-            rf"config\.toml:{line}: scheduler\.attachment_grace_hours: expected hours from 1 to 876000",
+            rf"config\.toml:{line}: scheduler\.attachment_grace_hours: expected (a finite number|hours from 1 to 876000)",
             check.out + check.err,
         ), check
+
+
+def test_config_check_refuses_infinite_and_nan_seconds(tmp_path: Path) -> None:
+    """`sla_check_seconds = inf` passed `config check`, then the daemon's worker died at start on
+    an OverflowError and was restarted every few seconds, for ever."""
+    desk = _init(tmp_path)
+    config = desk / "config.toml"
+    base = config.read_text()
+    for table, key in (("scheduler", "sla_check_seconds"), ("outgoing", "retry_max_seconds")):
+        for value in ("inf", "nan"):
+            text = base.replace(f"[{table}]\n", f"[{table}]\n{key} = {value}\n", 1)
+            if f"[{table}]" not in base:
+                text = base + f"\n[{table}]\n{key} = {value}\n"
+            config.write_text(text)
+            line = text.splitlines().index(f"{key} = {value}") + 1
+            check = mailgate(desk, "config", "check", ok=(78,))
+            assert f"config.toml:{line}: {table}.{key}: expected a finite number" in check.out + check.err, (
+                check
+            )
