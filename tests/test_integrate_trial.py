@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from conftest import make_mail
 from support.console import mailgate
 
 
@@ -73,3 +74,24 @@ def test_config_check_refuses_infinite_and_nan_seconds(tmp_path: Path) -> None:
             assert f"config.toml:{line}: {table}.{key}: expected a finite number" in check.out + check.err, (
                 check
             )
+
+
+def test_a_dropped_message_released_names_its_hold_and_who_dropped_it(tmp_path: Path) -> None:
+    """docs/operations.md: the trail says what the message was held as. A drop undone with
+    `inbox release` said only "held as dropped": the flood hold and the person who dropped it
+    were lost from the ticket."""
+    desk = _init(tmp_path)
+    config = desk / "config.toml"
+    config.write_text(config.read_text() + "\n[limits]\nnew_tickets_per_sender = 1\n")
+    for n in (1, 2):
+        (desk / f"m{n}.eml").write_bytes(make_mail(subject=f"request {n}", sender="ann@example.com"))
+        mailgate(desk, "ingest", f"m{n}.eml")
+    assert "held:flood" in mailgate(desk, "inbox", "show", "2").out
+    mailgate(desk, "inbox", "drop", "2", "--by", "bob@example.org")
+    released = mailgate(desk, "inbox", "release", "2", "--by", "alice@example.org").out
+    assert "inbox item 2 released by alice@example.org: ticket SUP-2 (ticket-created)" in released
+    shown = mailgate(desk, "tickets", "show", "SUP-2").out
+    assert (
+        "alice@example.org: released inbox message 2, held as held:flood, then dropped by bob@example.org"
+        in shown
+    ), shown
