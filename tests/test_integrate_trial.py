@@ -86,7 +86,11 @@ def test_a_dropped_message_released_names_its_hold_and_who_dropped_it(tmp_path: 
     for n in (1, 2):
         (desk / f"m{n}.eml").write_bytes(make_mail(subject=f"request {n}", sender="ann@example.com"))
         mailgate(desk, "ingest", f"m{n}.eml")
-    assert "held:flood" in mailgate(desk, "inbox", "show", "2").out
+    # the reason in plain words: not "opened 1 tickets in 2:00:00"
+    assert (
+        "held:flood: ann@example.com opened 1 ticket in 120 minutes: held"
+        in mailgate(desk, "inbox", "show", "2").out
+    )
     mailgate(desk, "inbox", "drop", "2", "--by", "bob@example.org")
     released = mailgate(desk, "inbox", "release", "2", "--by", "alice@example.org").out
     assert "inbox item 2 released by alice@example.org: ticket SUP-2 (ticket-created)" in released
