@@ -562,6 +562,10 @@ def load_config(
         bounce_quiet_days=_get(lim, "bounce_quiet_days", int, 7, "limits"),
         admin_notice_minutes=_get(lim, "admin_notice_minutes", int, 15, "limits"),
     )
+    for key in sorted(lim):  # counts, sizes and windows: a negative one is never meant
+        value = getattr(limits, key, None)
+        if isinstance(value, int) and value < 0:
+            raise ConfigError(f"limits.{key}: expected a whole number >= 0, got {value}")
 
     def _dir(key: str, default: str) -> Path:
         p = Path(_get(data, key, str, default, "config"))

@@ -99,3 +99,17 @@ def test_a_dropped_message_released_names_its_hold_and_who_dropped_it(tmp_path: 
         "alice@example.org: released inbox message 2, held as held:flood, then dropped by bob@example.org"
         in shown
     ), shown
+
+
+def test_config_check_refuses_a_negative_limit(tmp_path: Path) -> None:
+    """`new_tickets_per_sender = -1` passed `config check` (and then held every new mail as a
+    flood); so did a negative size, count or window of any [limits] setting."""
+    desk = _init(tmp_path)
+    config = desk / "config.toml"
+    base = config.read_text()
+    for key in ("new_tickets_per_sender", "max_attachment_size", "bounce_quiet_days"):
+        text = base + f"\n[limits]\n{key} = -1\n"
+        config.write_text(text)
+        line = text.splitlines().index(f"{key} = -1") + 1
+        check = mailgate(desk, "config", "check", ok=(78,))
+        assert f"config.toml:{line}: limits.{key}: expected a whole number >= 0, got -1" in check.out, check
