@@ -515,6 +515,9 @@ def load_config(
         retry_max_seconds=_get(o, "retry_max_seconds", float, 3600.0, "outgoing"),
         give_up_after_seconds=_get(o, "give_up_after_seconds", float, 3 * 86400.0, "outgoing"),
     )
+    for key in ("timeout", "retry_base_seconds", "retry_max_seconds", "give_up_after_seconds"):
+        if key in o and getattr(relay, key) <= 0:  # a zero socket timeout fails every send
+            raise ConfigError(f"outgoing.{key}: must be more than 0, not {getattr(relay, key)!r}")
 
     p = data.get("pipeline", {})
     worker = _get(p, "worker", str, "process", "pipeline")

@@ -113,3 +113,17 @@ def test_config_check_refuses_a_negative_limit(tmp_path: Path) -> None:
         line = text.splitlines().index(f"{key} = -1") + 1
         check = mailgate(desk, "config", "check", ok=(78,))
         assert f"config.toml:{line}: limits.{key}: expected a whole number >= 0, got -1" in check.out, check
+
+
+def test_config_check_refuses_no_relay_timeout_or_retry_delay(tmp_path: Path) -> None:
+    """`[outgoing] timeout = 0` (a socket that never waits) or a negative retry delay passed
+    `config check`."""
+    desk = _init(tmp_path)
+    config = desk / "config.toml"
+    base = config.read_text()
+    for key, value in (("timeout", "0"), ("retry_base_seconds", "-5")):
+        text = base.replace("[outgoing]\n", f"[outgoing]\n{key} = {value}\n", 1)
+        config.write_text(text)
+        line = text.splitlines().index(f"{key} = {value}") + 1
+        check = mailgate(desk, "config", "check", ok=(78,))
+        assert f"config.toml:{line}: outgoing.{key}: must be more than 0" in check.out, check
