@@ -3,11 +3,16 @@ the installed `mailgate` console script in a new process on a desk fresh from `m
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
+import pytest
 from conftest import make_mail
-from support.console import mailgate
+from support.console import CLEAN_ENV, MAILGATE, mailgate
 
 
 def _init(root: Path) -> Path:
@@ -127,3 +132,38 @@ def test_config_check_refuses_no_relay_timeout_or_retry_delay(tmp_path: Path) ->
         line = text.splitlines().index(f"{key} = {value}") + 1
         check = mailgate(desk, "config", "check", ok=(78,))
         assert f"config.toml:{line}: outgoing.{key}: must be more than 0" in check.out, check
+
+
+def test_inbox_drop_by_a_user_id_no_passwd_entry_names(tmp_path: Path) -> None:
+    """Without --by, `inbox release/drop` name the login running them; run as a user id that has
+    no passwd entry and no LOGNAME/USER (a container's `-u 1000`, systemd's DynamicUser) they
+    stopped on a KeyError traceback. The id stands in for the name."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run as a user id without a passwd entry")
+    uid = 54321
+    root = Path(tempfile.mkdtemp(prefix="mailgate-uid-", dir="/tmp"))  # pytest's tmp is root's alone
+    try:
+        root.chmod(0o777)
+        desk = _init(root)
+        config = desk / "config.toml"
+        config.write_text(config.read_text() + "\n[limits]\nnew_tickets_per_sender = 1\n")
+        for n in (1, 2):
+            (desk / f"m{n}.eml").write_bytes(make_mail(subject=f"request {n}", sender="ann@example.com"))
+            mailgate(desk, "ingest", f"m{n}.eml")
+        for path in (root, *root.rglob("*")):
+            path.chmod(0o777 if path.is_dir() else 0o666)
+        env = {k: v for k, v in CLEAN_ENV.items() if k not in ("LOGNAME", "USER", "LNAME", "USERNAME")}
+        assert MAILGATE
+        run = subprocess.run(
+            [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", MAILGATE, "inbox", "drop", "2"],
+            cwd=desk,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run
+        assert f"inbox item 2 dropped by uid {uid} (it was held as held:flood" in run.stdout, run
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
