@@ -8,6 +8,7 @@ are referenced in config.toml by the *name* of the variable, never written there
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -116,6 +117,11 @@ class SchedulerSettings:
     weekly_report_day: int | None = 0  # weekly report mail: weekday (0 = Monday), None = off
     weekly_report_hour: int = 7  # local hour (the [timers] calendar's zone) it goes out
     attachment_grace_hours: float = 24.0  # the daily sweep keeps unnamed attachment files this long
+
+
+# The longest grace the attachment sweep takes, about a century: the cutoff is a date (now minus
+# the grace), and infinity, nan or 1e308 hours would make the daily sweep fail on every run.
+MAX_ATTACHMENT_GRACE_HOURS = 876_000
 
 
 def largest_attachment(max_message_size: int) -> int:
@@ -287,6 +293,8 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}.{key}: expected {name}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # TOML has inf and nan
+        raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
     return value
 
 
@@ -330,10 +338,11 @@ def _scheduler(data: dict[str, Any]) -> SchedulerSettings:
     if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
         raise ConfigError(f"scheduler.weekly_report_hour: expected an hour 0-23, got {hour!r}")
     grace = _get(t, "attachment_grace_hours", float, 24.0, "scheduler")
-    if grace < 1:
+    if not 1 <= grace <= MAX_ATTACHMENT_GRACE_HOURS:  # nan fails both: TOML allows nan and inf
         raise ConfigError(
-            f"scheduler.attachment_grace_hours: expected hours >= 1 (a younger file may belong to a"
-            f" message being processed), got {grace!r}"
+            f"scheduler.attachment_grace_hours: expected hours from 1 to {MAX_ATTACHMENT_GRACE_HOURS} (a"
+            f" younger file may belong to a message being processed; the sweep reckons its cutoff as a"
+            f" date), got {grace!r}"
         )
     return SchedulerSettings(
         enabled=_get(t, "enabled", bool, True, "scheduler"),
@@ -479,8 +488,9 @@ def load_config(
         max_data_in_flight=_get(s, "max_data_in_flight", int, DEFAULT_MAX_DATA_IN_FLIGHT, "smtp"),
         lmtp=_get(s, "lmtp", bool, False, "smtp"),
     )
-    if smtp.max_message_size < 1 or smtp.max_data_in_flight < 1:
-        raise ConfigError("smtp.max_message_size and smtp.max_data_in_flight: at least 1 byte")
+    for key in ("max_message_size", "max_data_in_flight"):  # one key per message: it names its line
+        if getattr(smtp, key) < 1:
+            raise ConfigError(f"smtp.{key}: at least 1 byte, got {getattr(smtp, key)}")
 
     o = data.get("outgoing", {})
     transport = _get(o, "transport", str, "file", "outgoing")
@@ -505,6 +515,9 @@ def load_config(
         retry_max_seconds=_get(o, "retry_max_seconds", float, 3600.0, "outgoing"),
         give_up_after_seconds=_get(o, "give_up_after_seconds", float, 3 * 86400.0, "outgoing"),
     )
+    for key in ("timeout", "retry_base_seconds", "retry_max_seconds", "give_up_after_seconds"):
+        if key in o and getattr(relay, key) <= 0:  # a zero socket timeout fails every send
+            raise ConfigError(f"outgoing.{key}: must be more than 0, not {getattr(relay, key)!r}")
 
     p = data.get("pipeline", {})
     worker = _get(p, "worker", str, "process", "pipeline")
@@ -552,6 +565,10 @@ def load_config(
         bounce_quiet_days=_get(lim, "bounce_quiet_days", int, 7, "limits"),
         admin_notice_minutes=_get(lim, "admin_notice_minutes", int, 15, "limits"),
     )
+    for key in sorted(lim):  # counts, sizes and windows: a negative one is never meant
+        value = getattr(limits, key, None)
+        if isinstance(value, int) and value < 0:
+            raise ConfigError(f"limits.{key}: expected a whole number >= 0, got {value}")
 
     def _dir(key: str, default: str) -> Path:
         p = Path(_get(data, key, str, default, "config"))

@@ -16,19 +16,20 @@ from mailgate.cli.common import config_of, open_db
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from mailgate.config import MAX_ATTACHMENT_GRACE_HOURS
     from mailgate.store.blobs import BlobStore
-    from mailgate.store.sweep import MIN_GRACE, sweep_attachments
+    from mailgate.store.sweep import sweep_attachments
 
     config = config_of(args)
     hours = args.older_than if args.older_than is not None else config.scheduler.attachment_grace_hours
-    grace = timedelta(hours=hours)
-    if grace < MIN_GRACE:
+    if not 1 <= hours <= MAX_ATTACHMENT_GRACE_HOURS:  # nan fails both; argparse takes inf and nan
         print(
             f"mailgate attachments sweep: --older-than {hours:g}: at least 1 hour (a younger file may"
-            " belong to a message being processed now)",
+            f" belong to a message being processed now), at most {MAX_ATTACHMENT_GRACE_HOURS}",
             file=sys.stderr,
         )
         return 64
+    grace = timedelta(hours=hours)
     root = config.state_dir / "attachments"
     with open_db(config) as db:
         swept = sweep_attachments(db, BlobStore(root), grace=grace, dry_run=args.dry_run)

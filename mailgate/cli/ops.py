@@ -257,8 +257,8 @@ def _config_check(args: argparse.Namespace) -> int:
             "no config file (--config FILE, $MAILGATE_CONFIG or ./config.toml): checking the embedded default"
         )
     report = check_all(path)
-    for w in report.warnings:
-        print(f"warning: {w}")
+    for w in report.warnings:  # FILE:LINE: warning: …, as `rules check` and compilers write it
+        print(f"{w.file}:{w.line}: warning: {w.reason}")
     for p in report.problems:
         print(p)
     if report.problems:

@@ -123,10 +123,19 @@ def _inbox_retry(args: argparse.Namespace) -> int:
 
 
 def _who(args: argparse.Namespace) -> str:
-    """Who decides, for the audit trail: --by, else the login name running the command."""
+    """Who decides, for the audit trail: --by, else the login name running the command — or,
+    for a user id no passwd entry names (a container's `-u 1000`, systemd's DynamicUser), the
+    id itself."""
     import getpass
+    import os
 
-    return (args.by or "").strip() or getpass.getuser()
+    by = (args.by or "").strip()
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no LOGNAME/USER and no passwd entry: KeyError, OSError from 3.13
+        return f"uid {os.getuid()}"
 
 
 def _inbox_release(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ def record(ctx: Context, repo: Repo) -> None:
     item = ctx.item
     if item.released_by is None:
         return
-    was = item.disposition or "held"
+    was = _held_as(item)
     ctx.note("release", f"released by {item.released_by}: it had been held as {was}")
     if ctx.ticket is not None:
         repo.event(
@@ -81,6 +81,24 @@ def record(ctx: Context, repo: Repo) -> None:
             was=was,
             reason=item.reason or "",
         )
+
+
+# How `drop` writes a dropped row's reason, read again by `_held_as`.
+_DROPPED_BY = "dropped by "
+_HELD_AS = "; held as "
+
+
+def _held_as(item: InboxItem) -> str:
+    """What the message had been held as. A dropped one's row says `dropped` and keeps the hold
+    and who dropped it in its reason (written by `drop` below): the trail names both."""
+    was = item.disposition or "held"
+    reason = item.reason or ""
+    if was != Disposition.DROPPED or not reason.startswith(_DROPPED_BY) or _HELD_AS not in reason:
+        return was
+    head, held = reason.split(_HELD_AS, 1)
+    by = head.removeprefix(_DROPPED_BY).rsplit(" at ", 1)[0]  # "… at 2026-12-07 18:33 UTC"
+    held = held.split(": ", 1)[0]
+    return f"{held}, then dropped by {by}"
 
 
 def _when(at: datetime | None) -> str:
@@ -168,7 +186,7 @@ def drop(session: Session, item_id: int, by: str) -> Answer:
     if item.state != "done" or item.disposition not in HELD:
         return _not_held(session, item, "drop")
     was = f"{item.disposition}" + (f": {item.reason}" if item.reason else "")
-    reason = f"dropped by {by} at {_when(now_utc())}; held as {was}"[:2000]
+    reason = f"{_DROPPED_BY}{by} at {_when(now_utc())}{_HELD_AS}{was}"[:2000]
     result = session.execute(
         update(InboxItem)
         .where(

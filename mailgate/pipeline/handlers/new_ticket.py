@@ -19,6 +19,7 @@ request and opens a ticket, unacknowledged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from mailgate.domain import routing as routing_mod
@@ -182,13 +183,14 @@ class NewTicketHandler:
         n = repo.tickets_opened_since(sender, since)
         if n < s.flood_limit:
             return
-        held = FloodHeld(f"{_flood_words(sender)}{n} tickets in {s.flood_window}: held, not ticketed")
+        opened = f"{n} ticket{'' if n == 1 else 's'} in {s.flood_window // timedelta(minutes=1)} minutes"
+        held = FloodHeld(f"{_flood_words(sender)}{opened}: held, not ticketed")
         # Only when no earlier message of this sender was held in the window (rows of this batch
         # are flushed, so they count).
         if not repo.held_since(FloodHeld.disposition, _flood_words(sender), since):
             held.admin_notice = (
                 f"mailgate: new tickets from {sender} are held (flood limit)",
-                f"{sender} opened {n} tickets in {s.flood_window}, the limit set by\n"
+                f"{sender} opened {opened}, the limit set by\n"
                 "[limits] new_tickets_per_sender / flood_window_minutes. Further new mail from them\n"
                 "is kept in the inbox as held:flood and not ticketed; replies to their existing\n"
                 "tickets still thread. This notice is sent once per sender per window.\n\n"
