@@ -10,84 +10,25 @@ group; the messages are tests/fixtures/mail/lists/ (each file says what it repro
 
 from __future__ import annotations
 
-import email
-import email.policy
-import os
-import subprocess
-import sys
-from email.message import EmailMessage
 from pathlib import Path
 
-from conftest import make_mail, write_config
+from conftest import make_mail
 from sqlalchemy import select
+from support.ingest_desk import IngestDesk
 
-from mailgate.config import load_config
 from mailgate.mail.decode import plus_parts
-from mailgate.store.db import Database
-from mailgate.store.models import Event, InboxItem, Message, OutboxItem, Ticket
+from mailgate.store.models import Event
 
 LISTS = Path(__file__).parent / "fixtures" / "mail" / "lists"
-MAILGATE = Path(sys.executable).parent / "mailgate"  # the console script pip installed
 GROUP = "support@company.example"  # the Google Group, and the desk's address
 MAILMAN = "help@lists.company.example"  # a Mailman list, the desk's alias
-TEAM = """
-triage = "lead@desk.example"
-[[agents]]
-address = "lead@desk.example"
-name = "Lena Lead"
-[[groups]]
-name = "Helpdesk"
-members = ["lead@desk.example"]
-lead = "lead@desk.example"
-"""
 
 
-class Desk:
-    """A fresh desk directory whose address is the group, fed by the `mailgate` console script."""
+class Desk(IngestDesk):
+    """A fresh desk whose address is the group, with the Mailman list as its alias."""
 
     def __init__(self, root: Path) -> None:
-        self.cfg = write_config(root)
-        text = self.cfg.read_text().replace(
-            'address = "support@localhost"', f'address = "{GROUP}"\naliases = ["{MAILMAN}"]'
-        )
-        self.cfg.write_text(text)
-        (root / "rules" / "team.toml").write_text(TEAM)
-        (root / "rules" / "routing.toml").write_text("")
-        self.db = Database(load_config(self.cfg).database_url)
-
-    def ingest(self, raw: bytes, rcpt: str = GROUP) -> InboxItem:
-        done = subprocess.run(
-            [str(MAILGATE), "--config", str(self.cfg), "ingest", "--direct", "-r", rcpt],
-            input=raw,
-            capture_output=True,
-            env={**os.environ, "MAILGATE_SECRET": "test-secret"},
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        with self.db.session() as s:
-            item = s.execute(select(InboxItem).order_by(InboxItem.id.desc())).scalars().first()
-            assert item is not None and item.state == "done", item
-            return item
-
-    def tickets(self) -> list[Ticket]:
-        with self.db.session() as s:
-            return list(s.execute(select(Ticket).order_by(Ticket.id)).scalars())
-
-    def messages(self, ticket_id: int) -> list[Message]:
-        with self.db.session() as s:
-            query = select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
-            return list(s.execute(query).scalars())
-
-    def outbox(self) -> list[OutboxItem]:
-        with self.db.session() as s:
-            return list(s.execute(select(OutboxItem).order_by(OutboxItem.id)).scalars())
-
-    def mail_to(self, address: str, kind: str | None = None) -> list[EmailMessage]:
-        return [
-            email.message_from_bytes(r.raw, policy=email.policy.default)  # type: ignore[misc]
-            for r in self.outbox()
-            if address in r.recipients and (kind is None or r.kind == kind)
-        ]
+        super().__init__(root, GROUP, [MAILMAN])
 
     def mailed_lists(self) -> list[str]:
         """Every recipient of every queued mail that is the group, the Mailman list, a plus form

@@ -8,77 +8,17 @@ agent's reply address) are put in where the client would have them.
 
 from __future__ import annotations
 
-import email
-import email.policy
-import os
-import subprocess
-import sys
 from email.message import EmailMessage
 from pathlib import Path
 
-from conftest import make_mail, write_config
-from sqlalchemy import select
-
-from mailgate.config import load_config
-from mailgate.store.db import Database
-from mailgate.store.models import InboxItem, Message, OutboxItem, Ticket
+from conftest import make_mail
+from support.ingest_desk import IngestDesk
 
 CLIENTS = Path(__file__).parent / "fixtures" / "mail" / "clients"
-TEAM = """
-triage = "lead@desk.example"
-[[agents]]
-address = "lead@desk.example"
-name = "Lena Lead"
-[[groups]]
-name = "Helpdesk"
-members = ["lead@desk.example"]
-lead = "lead@desk.example"
-"""
 
 
-class Desk:
+class Desk(IngestDesk):
     """A desk directory as `mailgate init` leaves it, fed by `mailgate ingest` in a child process."""
-
-    def __init__(self, root: Path) -> None:
-        self.cfg = write_config(root)
-        (root / "rules" / "team.toml").write_text(TEAM)
-        (root / "rules" / "routing.toml").write_text("")  # every new ticket goes to triage
-        self.db = Database(load_config(self.cfg).database_url)
-
-    def ingest(self, raw: bytes, rcpt: str = "support@localhost") -> InboxItem:
-        done = subprocess.run(
-            [sys.executable, "-m", "mailgate", "--config", str(self.cfg), "ingest", "--direct", "-r", rcpt],
-            input=raw,
-            capture_output=True,
-            env={**os.environ, "MAILGATE_SECRET": "test-secret"},
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        with self.db.session() as s:
-            item = s.execute(select(InboxItem).order_by(InboxItem.id.desc())).scalars().first()
-            assert item is not None and item.state == "done", item
-            return item
-
-    def tickets(self) -> list[Ticket]:
-        with self.db.session() as s:
-            return list(s.execute(select(Ticket).order_by(Ticket.id)).scalars())
-
-    def messages(self, ticket_id: int) -> list[Message]:
-        with self.db.session() as s:
-            return list(
-                s.execute(
-                    select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)
-                ).scalars()
-            )
-
-    def mail_to(self, address: str, kind: str | None = None) -> list[EmailMessage]:
-        with self.db.session() as s:
-            rows = list(s.execute(select(OutboxItem).order_by(OutboxItem.id)).scalars())
-        return [
-            email.message_from_bytes(r.raw, policy=email.policy.default)  # type: ignore[misc]
-            for r in rows
-            if address in r.recipients and (kind is None or r.kind == kind)
-        ]
 
 
 def fixture(name: str, **put: str) -> bytes:
