@@ -10,8 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-from conftest import make_mail
+from conftest import make_mail, need
 from support.console import CLEAN_ENV, MAILGATE, mailgate
 
 
@@ -139,8 +138,10 @@ def test_inbox_drop_by_a_user_id_no_passwd_entry_names(tmp_path: Path) -> None:
     no passwd entry and no LOGNAME/USER (a container's `-u 1000`, systemd's DynamicUser) they
     stopped on a KeyError traceback. The id stands in for the name."""
     setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv to run as a user id without a passwd entry")
+    need(
+        os.geteuid() == 0 and setpriv is not None,
+        "needs root and setpriv to run as a user id without a passwd entry",
+    )
     uid = 54321
     root = Path(tempfile.mkdtemp(prefix="mailgate-uid-", dir="/tmp"))  # pytest's tmp is root's alone
     try:
