@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RunningDaemon, Sink, make_mail, scenario_config
-from support.web import http, origin, sign_in
+from support.web import http, origin, section, sign_in
 
 from mailgate.domain.rulesfile import TomlFile
 from mailgate.domain.team import desk_admins, may_change, may_see, parse_team
@@ -126,8 +126,7 @@ def desk(tmp_path: Path, sink: Sink) -> Iterator[RunningDaemon]:
 
 def _listed(page: str) -> set[str]:
     """The ticket keys in the queues page's second list (an agent's groups, an admin's all)."""
-    section = page.split('id="groups"', 1)[1].split('id="unassigned"', 1)[0]
-    return set(re.findall(r"SUP-\d+", section))
+    return set(re.findall(r"SUP-\d+", section(page, "groups", "unassigned")))
 
 
 def test_an_admin_in_no_group_sees_every_open_ticket_in_the_web_queues(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import RunningDaemon, Sink, body_of, scenario_config, wait_until
 from sqlalchemy import func, select
-from support.web import agent_says, csrf_of, http, origin, sign_in
+from support.web import agent_says, csrf_of, http, origin, section, sign_in
 from test_web_browser import Page, browser  # noqa: F401  (the module's Chromium fixture)
 
 from mailgate.store.models import Event, Message
@@ -194,10 +194,6 @@ def test_queues_and_search_list_only_what_the_agent_may_see(desk: RunningDaemon,
     assert "SUP-2" in http("GET", f"{base}/agent?q=laptop", headers=boss).text
 
 
-def _section(page: str, start: str, end: str) -> str:
-    return page.split(f'id="{start}"', 1)[1].split(f'id="{end}"', 1)[0]
-
-
 def test_a_full_queue_reads_on_past_the_hidden_tickets(
     desk: RunningDaemon, sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,11 +206,11 @@ def test_a_full_queue_reads_on_past_the_hidden_tickets(
         note = next(m for m in sink.wait_to(who, 1) if key in str(m["Subject"]))
         agent_says(desk, sink, note, "#unassign", agent=who)
     assert [(t.key, t.assignee) for t in desk.tickets()][1:] == [("SUP-2", None), ("SUP-3", None)]
-    it = _section(
+    it = section(
         http("GET", f"{origin(desk)}/agent", headers=sign_in(desk, sink, IT)).text, "unassigned", "at-risk"
     )
     assert "SUP-2" in it and "SUP-3" not in it
-    hr = _section(
+    hr = section(
         http("GET", f"{origin(desk)}/agent", headers=sign_in(desk, sink, HR)).text, "unassigned", "at-risk"
     )
     assert "SUP-3" in hr  # control: HR's list has HR's newest

@@ -127,3 +127,8 @@ def sign_in(daemon: RunningDaemon, sink: Sink, address: str) -> dict[str, str]:
     confirm = http("POST", url, {"csrf": csrf_of(http("GET", url).text)}, {"Origin": base})
     assert confirm.status == 303
     return {"Cookie": confirm.headers["set-cookie"].split(";")[0], "Origin": base}
+
+
+def section(page: str, start: str, end: str) -> str:
+    """The part of a page between the elements with ids `start` and `end` (a queue's list)."""
+    return page.split(f'id="{start}"', 1)[1].split(f'id="{end}"', 1)[0]
