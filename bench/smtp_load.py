@@ -193,6 +193,53 @@ def drive(
         t.join(timeout=max_seconds + 60)
 
 
+@dataclass
+class CpuSnapshot:
+    """CPU seconds used so far by each party of the run, and by the whole machine."""
+
+    intake: float  # `mailgate run` itself: the SMTP listener and its group commit
+    worker: float  # its worker process: pipeline and sender
+    clients: float  # this process: the SMTP clients (and the sink's reader thread)
+    sink: float  # the relay sink's process
+    busy: float  # the machine, all CPUs
+    total: float
+    wall: float
+
+
+def cpu_snapshot(mailgate: int, sink: int) -> CpuSnapshot:
+    busy, total = common.machine_busy()
+    return CpuSnapshot(
+        intake=common.cpu_seconds(mailgate),
+        worker=sum(common.cpu_seconds(c) for c in common.children(mailgate)),
+        clients=common.cpu_seconds(os.getpid()),
+        sink=common.cpu_seconds(sink),
+        busy=busy,
+        total=total,
+        wall=time.monotonic(),
+    )
+
+
+def cpu_line(a: CpuSnapshot, b: CpuSnapshot, messages: int) -> str:
+    """Where a step's CPU went, a message: what 300 msg/s asks of a machine is this sum times 300
+    CPU seconds a second, and the last figure says how much of the machine was busy meanwhile
+    (with other work on it, more than these parties)."""
+    n = max(messages, 1)
+    parts = {
+        "intake": b.intake - a.intake,
+        "worker": b.worker - a.worker,
+        "clients": b.clients - a.clients,
+        "relay sink": b.sink - a.sink,
+    }
+    each = ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in parts.items())
+    wall = b.wall - a.wall
+    cpus = (b.total - a.total) / wall if wall > 0 else 0.0
+    busy = (b.busy - a.busy) / (b.total - a.total) if b.total > a.total else 0.0
+    return (
+        f"{'':>20}CPU ms a message: {each} (all {sum(parts.values()) / n * 1000:.2f}); "
+        f"the machine {busy:.0%} busy of {cpus:.0f} CPUs over the step's {wall:.1f} s, to its last ack"
+    )
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -284,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 count = int(rate * args.seconds) if rate else args.flat_count
                 step = Step(rate, count)
                 messages = make_messages(corpus.messages, corpus.entries, step_no, count)
+                before = cpu_snapshot(proc.pid, sink.proc.pid)
                 drive(
                     smtp_port, step, messages, args.clients, max_seconds=(args.seconds * 3 if rate else 120)
                 )
@@ -304,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"250 -> ack at relay ({got}/{len(ids)}): p50 {common.percentile(ack, 50) * 1000:.0f} ms, "
                     f"p99 {common.percentile(ack, 99) * 1000:.0f} ms, max {max(ack, default=float('nan')) * 1000:.0f} ms"
                 )
+                print(cpu_line(before, cpu_snapshot(proc.pid, sink.proc.pid), len(step.sent)))
                 if step.errors:
                     print(f"  client errors, e.g. {step.errors}")
                 failed = failed or got < len(ids) or bool(step.refused)
