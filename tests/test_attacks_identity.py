@@ -677,3 +677,30 @@ def test_attack_merge_link_or_parent_reach_another_groups_ticket(tmp_path: Path,
         assert "nat3@client.example" in _participants(d, "SUP-1")
     finally:
         d.stop()
+
+
+def test_attack_another_spelling_of_an_agents_or_the_desks_address(desk: RunningDaemon, sink: Sink) -> None:
+    """`"alice"@desk.example` and `alice@desk.example.` reach alice's mailbox: the same address,
+    so a mail in that spelling claims to be alice (unproven: nothing runs, alice is told), and
+    `"support"@desk.example.` is the desk's own (never answered, never a watcher). Read as other
+    addresses, the first was a stranger's mail and the second opened a ticket whose
+    acknowledgement went to the desk itself. Control: the customer's reply in a quoted spelling
+    is hers."""
+    ack, _ = open_ticket(desk, sink)
+    before = snapshot(desk)
+    sup1 = desk.tickets()[0].id
+    for spelling in ('"alice"@desk.example', "alice@desk.example.", '"Alice"@DESK.example.'):
+        send(desk, forged("Re: [SUP-1] Wrong invoice", "#resolve\n\nDone.", sender=spelling), MALLORY)
+        item = last(desk)
+        assert (item.disposition, item.ticket_id) == ("forged-agent", sup1), spelling
+        assert_nothing_ran(desk, sink, before)
+    assert len(sink.wait_to(ALICE, 4)) == 4  # the new-ticket notice, then told of each forgery
+    own = '"support"@desk.example.'
+    send(desk, forged("Hello", "Anyone there?", sender=own, cc='"support"@desk.example'), MALLORY)
+    assert last(desk).disposition == "ignored:loop"
+    assert len(desk.tickets()) == 1 and desk.outbox_to(DESK) == []
+    # control: carla's client quoting her address is still carla, on her ticket
+    raw = make_mail("Re: [SUP-1] Wrong invoice", "Any news?\n", sender='"carla"@client.example')
+    send(desk, raw, CUSTOMER)
+    assert last(desk).disposition not in ("held:stranger", "forged-agent")
+    assert "Any news?" in body_of(sink.wait_to(ALICE, 5)[-1])
