@@ -504,3 +504,18 @@ def test_without_proofs_blanks_only_our_links_and_tokens() -> None:
     assert f"/r/{forged}" in out  # not made by us: nothing of anyone's
     assert "d support@localhost e support@localhost f support+billing@localhost" in out
     assert f"bob+{token}@acme.com" in out  # not our address
+
+
+def test_the_html_mail_escapes_what_an_agent_wrote_and_keeps_its_line_breaks(
+    daemon: RunningDaemon, sink: Sink
+) -> None:
+    """resolved.html is autoescaped: markup someone wrote arrives as text, and the template's own
+    line breaks are markup (they were escaped too, and showed as "<br>" in the customer's mail)."""
+    _, note = open_ticket(daemon, sink, subject="Gift card <script>alert(1)</script>")
+    agent_says(daemon, sink, note, '#resolve\n\nFixed <img src=x onerror="alert(2)">.\nSecond line.')
+    mail = sink.wait_to(CUSTOMER, 2)[-1]
+    part = mail.get_body(preferencelist=("html",))
+    assert part is not None
+    html = part.get_content().replace("\r\n", "\n")
+    assert "Fixed &lt;img src=x onerror=&#34;alert(2)&#34;&gt;.<br>\nSecond line." in html
+    assert "<img" not in html and "<script" not in html and "&lt;br&gt;" not in html
