@@ -612,3 +612,95 @@ def test_attack_old_key_after_its_grace_period(tmp_path: Path, sink: Sink) -> No
 
 def test_unsubscribe_tokens_have_their_own_purpose() -> None:
     assert make_token("s", "SUP-1", ALICE) != make_token("s", "SUP-1", ALICE, Purpose.UNSUBSCRIBE)
+
+
+def _participants(d: RunningDaemon, key: str) -> set[str]:
+    from sqlalchemy import select
+
+    from mailgate.store.models import Participant, Ticket
+
+    with d.db.session() as s:
+        tid = s.execute(select(Ticket.id).where(Ticket.key == key)).scalar_one()
+        return set(s.execute(select(Participant.address).where(Participant.ticket_id == tid)).scalars())
+
+
+def _ticket(d: RunningDaemon, key: str) -> Any:
+    return next(t for t in d.tickets() if t.key == key)
+
+
+def test_attack_merge_link_or_parent_reach_another_groups_ticket(tmp_path: Path, sink: Sink) -> None:
+    """bob (Network) may change Network's tickets, not Billing's SUP-1. `#merge SUP-1` would put
+    his ticket's people on SUP-1 (a watcher he just added would get SUP-1's mail and its request
+    page), `#link SUP-1` writes on SUP-1, `#parent SUP-1` would pull SUP-1's broadcasts into his
+    ticket: each names a ticket he may not change, so each is refused and nothing applied.
+    Controls: the same commands on a ticket of his own group run, and an admin's run anywhere."""
+    network = '\n[[rules]]\nname = "network"\nwhen.subject.words = ["vpn"]\nthen = { group = "Network" }\n'
+    cfg = scenario_config(
+        tmp_path / "roles",
+        relay_port=sink.port,
+        desks=[(DESK, "SUP", "default")],
+        team=TEAM,
+        routing=ROUTING + network,
+        extra=RELAY,
+    )
+    d = RunningDaemon(cfg)
+    try:
+        open_ticket(d, sink)  # SUP-1, Billing
+        for n in (2, 3):  # SUP-2 and SUP-3, Network
+            send(
+                d, make_mail("VPN down", f"Office {n} is offline.\n", sender=f"nat{n}@client.example"), "x@y"
+            )
+        assert [t.group for t in d.tickets()] == ["Billing", "Network", "Network"]
+        billing = (_participants(d, "SUP-1"), _ticket(d, "SUP-1").fields, _ticket(d, "SUP-1").status)
+        ar = {"Authentication-Results": GOOD_AR}
+        for command in ("#merge SUP-1", "#link SUP-1", "#parent SUP-1"):
+            body = f"#cc add {MALLORY}\n{command}\n\nDone."
+            send(d, forged("Re: [SUP-2] VPN down", body, sender=BOB, headers=ar), BOB)
+            assert last(d).disposition == "commands-refused", command
+            assert "belongs to group 'Billing'" in body_of(sink.wait_to(BOB, 1)[-1])
+            assert (
+                _participants(d, "SUP-1"),
+                _ticket(d, "SUP-1").fields,
+                _ticket(d, "SUP-1").status,
+            ) == billing
+            sup2 = _ticket(d, "SUP-2")
+            assert MALLORY not in _participants(d, "SUP-2") and not sup2.merged_into
+            assert "parent" not in (sup2.fields or {}) and "links" not in (sup2.fields or {})
+        assert sink.to(MALLORY) == []
+        # controls: within his group bob links and merges; root (admin) merges into Billing's
+        send(d, forged("Re: [SUP-2] VPN down", "#link SUP-3\n\nSame outage.", sender=BOB, headers=ar), BOB)
+        assert last(d).disposition == "agent-reply"
+        assert _ticket(d, "SUP-3").fields["links"] == ["SUP-2"]
+        send(d, forged("Re: [SUP-3] VPN down", "#merge SUP-1\n#internal", sender=ROOT, headers=ar), ROOT)
+        assert last(d).disposition == "agent-reply"
+        assert _ticket(d, "SUP-3").merged_into == "SUP-1"
+        assert "nat3@client.example" in _participants(d, "SUP-1")
+    finally:
+        d.stop()
+
+
+def test_attack_another_spelling_of_an_agents_or_the_desks_address(desk: RunningDaemon, sink: Sink) -> None:
+    """`"alice"@desk.example` and `alice@desk.example.` reach alice's mailbox: the same address,
+    so a mail in that spelling claims to be alice (unproven: nothing runs, alice is told), and
+    `"support"@desk.example.` is the desk's own (never answered, never a watcher). Read as other
+    addresses, the first was a stranger's mail and the second opened a ticket whose
+    acknowledgement went to the desk itself. Control: the customer's reply in a quoted spelling
+    is hers."""
+    ack, _ = open_ticket(desk, sink)
+    before = snapshot(desk)
+    sup1 = desk.tickets()[0].id
+    for spelling in ('"alice"@desk.example', "alice@desk.example.", '"Alice"@DESK.example.'):
+        send(desk, forged("Re: [SUP-1] Wrong invoice", "#resolve\n\nDone.", sender=spelling), MALLORY)
+        item = last(desk)
+        assert (item.disposition, item.ticket_id) == ("forged-agent", sup1), spelling
+        assert_nothing_ran(desk, sink, before)
+    assert len(sink.wait_to(ALICE, 4)) == 4  # the new-ticket notice, then told of each forgery
+    own = '"support"@desk.example.'
+    send(desk, forged("Hello", "Anyone there?", sender=own, cc='"support"@desk.example'), MALLORY)
+    assert last(desk).disposition == "ignored:loop"
+    assert len(desk.tickets()) == 1 and desk.outbox_to(DESK) == []
+    # control: carla's client quoting her address is still carla, on her ticket
+    raw = make_mail("Re: [SUP-1] Wrong invoice", "Any news?\n", sender='"carla"@client.example')
+    send(desk, raw, CUSTOMER)
+    assert last(desk).disposition not in ("held:stranger", "forged-agent")
+    assert "Any news?" in body_of(sink.wait_to(ALICE, 5)[-1])

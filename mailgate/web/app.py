@@ -42,7 +42,16 @@ from starlette.templating import Jinja2Templates
 
 from mailgate.config import Config, Desk
 from mailgate.domain.team import may_see
-from mailgate.domain.tokens import Link, LinkState, Purpose, TokenKeys, form_token, make_link, read_link
+from mailgate.domain.tokens import (
+    Link,
+    LinkState,
+    Purpose,
+    TokenKeys,
+    form_token,
+    make_link,
+    read_link,
+    without_proofs,
+)
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline.canned import CannedFailed, article_title, render_canned
 from mailgate.pipeline.identity import token_keys
@@ -200,9 +209,13 @@ class WebApp:
             me = next(p for p in repo.participants(ticket.id) if p.address == link.address)  # type: ignore[arg-type]
             names = {p.address: p.name for p in repo.participants(ticket.id)}  # type: ignore[arg-type]
             messages = []
+            keys, now = self.keys(), int(time.time())
             for m in repo.messages(ticket.id):  # type: ignore[arg-type]
                 if m.kind != "public":
                     continue  # internal notes and system notes are the agents' only
+                text = m.reply_text or m.text or ""
+                if m.author != link.address:  # our mail forwarded in by someone: their links stay theirs
+                    text = without_proofs(text, keys, self.config.own_addresses, now)
                 agent = snap.team.agents.get(m.author)
                 who = (
                     "You"
@@ -216,7 +229,7 @@ class WebApp:
                         "id": m.id,
                         "who": who,
                         "when": utc(m.created_at),
-                        "text": m.reply_text or m.text,
+                        "text": text,
                         "attachments": [(i, a) for i, a in enumerate(m.attachments or []) if a.get("sha256")],
                     }
                 )

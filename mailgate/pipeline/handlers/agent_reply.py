@@ -88,7 +88,7 @@ class AgentReplyHandler:
         repo.add_participant(row(ticket), mail.author, Role.AGENT, self.services.agent_name(mail.author))
         workflow = self.services.rules.workflow(ctx.desk)
         checked = self._plan(ctx, repo, ticket, workflow, mail)
-        if checked is None:
+        if checked is None or not self._allowed_on_named(ctx, repo, ticket, mail, checked):
             return
         if checked.canned is not None:
             with_text = self._canned(ctx, repo, ticket, checked.canned, mail)
@@ -154,6 +154,29 @@ class AgentReplyHandler:
             return True
         self._refuse(ctx, repo, ticket, mail, recorded=[access.rule], told=[f"not allowed: {access.rule}"])
         ctx.note("commands", f"refused by role, nothing applied: {access.rule}")
+        return False
+
+    def _allowed_on_named(
+        self, ctx: Context, repo: Repo, ticket: Ticket, mail: AgentMail, checked: Plan
+    ) -> bool:
+        """Whether the agent's role lets them change the other tickets their commands name.
+        `#merge KEY` puts this ticket's people on KEY (a watcher just added with `#cc add` would
+        get KEY's mail and its request page), `#link KEY` writes on KEY, and `#parent KEY` makes
+        KEY's broadcasts reach this ticket's people: each changes or reaches into KEY, so the role
+        must allow KEY as it allowed this ticket; refused whole when it does not."""
+        named = [*checked.links, *filter(None, (checked.parent, checked.merge_into))]
+        refused: list[str] = []
+        for key in dict.fromkeys(named):
+            other = repo.ticket_by_key(key)
+            if other is None:  # the plan checked it exists; nothing to reach
+                continue
+            access = may_change(self.services.rules.team, mail.author, other.key, other.group, other.assignee)
+            if not access.allowed:
+                refused.append(access.rule)
+        if not refused:
+            return True
+        self._refuse(ctx, repo, ticket, mail, recorded=refused, told=[f"not allowed: {r}" for r in refused])
+        ctx.note("commands", f"refused by role on a ticket named, nothing applied: {'; '.join(refused)}")
         return False
 
     def _plan(
