@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -18,6 +19,33 @@ from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, now_utc, utc
 
 log = logging.getLogger(__name__)
+
+
+# How the inbox commands print JSON: as `tickets list --json` and `tickets show --json` do.
+JSON: dict[str, Any] = {"indent": 2, "default": str, "ensure_ascii": False}
+
+
+def _inbox_dict(r: InboxItem, key: str | None) -> dict[str, Any]:
+    """One inbox row as `inbox show --json` prints it, and `inbox list --json` each of its rows:
+    every field, the ticket by its key."""
+    return {
+        "id": r.id,
+        "desk": r.desk,
+        "state": r.state,
+        "disposition": r.disposition,
+        "ticket": key,
+        "message_id": r.message_id,
+        "source": r.source,
+        "mail_from": r.mail_from,
+        "rcpt_tos": r.rcpt_tos,
+        "attempts": r.attempts,
+        "stage": r.stage,
+        "reason": r.reason,
+        "trace": r.trace,
+        "received_at": utc(r.received_at),
+        "released_by": r.released_by,
+        "released_at": utc(r.released_at),
+    }
 
 
 def _inbox_list(args: argparse.Namespace) -> int:
@@ -32,6 +60,9 @@ def _inbox_list(args: argparse.Namespace) -> int:
                 select(Ticket).where(col(Ticket.id).in_([r.ticket_id for r in rows if r.ticket_id]))
             ).scalars()
         }
+    if args.json:  # a list, as `tickets list --json`, of what `inbox show --json` prints for one
+        print(json.dumps([_inbox_dict(r, keys.get(r.ticket_id)) for r in rows], **JSON))
+        return 0
     if not rows:
         print("no failed messages" if args.failed else "inbox is empty")
         return 0
@@ -65,30 +96,7 @@ def _inbox_show(args: argparse.Namespace) -> int:
             return 0
         key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "id": r.id,
-                    "desk": r.desk,
-                    "state": r.state,
-                    "disposition": r.disposition,
-                    "ticket": key,
-                    "message_id": r.message_id,
-                    "source": r.source,
-                    "mail_from": r.mail_from,
-                    "rcpt_tos": r.rcpt_tos,
-                    "attempts": r.attempts,
-                    "stage": r.stage,
-                    "reason": r.reason,
-                    "trace": r.trace,
-                    "received_at": utc(r.received_at),
-                    "released_by": r.released_by,
-                    "released_at": utc(r.released_at),
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        print(json.dumps(_inbox_dict(r, key), **JSON))
         return 0
     print(
         f"inbox item {r.id} for desk {r.desk}, received {utc(r.received_at):%Y-%m-%d %H:%M:%S} UTC by {r.source}"
@@ -261,13 +269,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="inbox_command", required=True)
     ls = isub.add_parser("list", help="the newest received messages")
     ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true", help="a JSON list, every field (as `inbox show --json`)")
     ls.set_defaults(func=_inbox_list, failed=False)
     fl = isub.add_parser("failed", help="quarantined messages with stage and reason")
     fl.add_argument("--limit", type=int, default=50)
+    fl.add_argument("--json", action="store_true", help="a JSON list, every field (as `inbox show --json`)")
     fl.set_defaults(func=_inbox_list, failed=True)
     sh = isub.add_parser("show", help="what each stage decided about one message, and why")
     sh.add_argument("id", type=int)
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--json", action="store_true", help="one JSON object, every field")
     sh.add_argument("--raw", action="store_true", help="print the message as received (> message.eml)")
     sh.set_defaults(func=_inbox_show)
     rt = isub.add_parser("retry", help="process a quarantined message again")
