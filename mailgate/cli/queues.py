@@ -10,7 +10,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from mailgate.cli.common import config_of, cut, open_db
@@ -164,6 +164,7 @@ def _inbox_release(args: argparse.Namespace) -> int:
                 Runner(db, config).run_until_idle()
             except Exception as exc:  # noqa: BLE001 - released is committed: the daemon processes it
                 log.error("processing after the release failed (the release stands): %s", exc)
+        daemon = _daemon_runs(db)
         with db.session() as s:
             for a in answers:
                 r = s.get(InboxItem, a.item_id)
@@ -172,22 +173,46 @@ def _inbox_release(args: argparse.Namespace) -> int:
                     continue
                 when = "" if a.now else f" at {utc(r.released_at):%Y-%m-%d %H:%M} UTC"
                 done = "released" if a.now else "was released"
-                print(f"inbox item {r.id} {done} by {r.released_by}{when}: {_after_release(s, r)}")
+                print(f"inbox item {r.id} {done} by {r.released_by}{when}: {_after_release(s, r, daemon)}")
     return 0 if all(a.ok for a in answers) else 1
 
 
-def _after_release(s: Session, r: InboxItem) -> str:
-    """What the pipeline made of a released message."""
-    if r.state in ("new", "processing"):
-        return "queued; the running daemon's worker processes it"
+def _daemon_runs(db: Database) -> bool:
+    """Whether a `mailgate run` is alive by its heartbeat: what the release's admin is told
+    happens next to the message and its mail depends on it."""
+    from mailgate.store.heartbeat import daemons
+
+    return any(d.alive for d in daemons(db))
+
+
+def _after_release(s: Session, r: InboxItem, daemon: bool) -> str:
+    """What the pipeline made of a released message, and what happens next: the command
+    processes it but sends nothing, so its mail waits in the outbox for a daemon's sender."""
+    if r.state in ("new", "processing"):  # a running daemon's worker took it first, or this run failed
+        if daemon:
+            return f"queued; the running daemon's worker processes it (`mailgate inbox show {r.id}` tells the outcome)"
+        return "queued, not processed yet, and no daemon is running: `mailgate run` (or this command again) processes it"
     if r.state == "failed":
         return f"quarantined at {r.stage}: {r.reason} (`mailgate inbox show {r.id}`)"
     ticket = s.get(Ticket, r.ticket_id) if r.ticket_id else None
     outcome = r.disposition or r.state
+    if ticket is None:
+        return f"{outcome}: {r.reason or ''}".rstrip(": ")
+    mails = s.execute(
+        select(func.count())
+        .select_from(OutboxItem)
+        .where(col(OutboxItem.ticket_id) == ticket.id, col(OutboxItem.created_at) >= r.released_at)
+    ).scalar_one()
+    said = f"ticket {ticket.key} ({outcome})"
+    if not mails:
+        return said
+    n = f"{mails} mail{'' if mails == 1 else 's'}"
+    if daemon:
+        return f"{said}; {n} about it {'goes' if mails == 1 else 'go'} out with the running daemon"
+    it = "it" if mails == 1 else "them"
+    waits = "waits" if mails == 1 else "wait"
     return (
-        f"ticket {ticket.key} ({outcome})"
-        if ticket is not None
-        else f"{outcome}: {r.reason or ''}".rstrip(": ")
+        f"{said}; {n} about it {waits} in the outbox until `mailgate run` sends {it} (no daemon is running)"
     )
 
 
