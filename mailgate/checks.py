@@ -30,7 +30,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, meta, nodes
 
-from mailgate.config import Config, ConfigError, load_config
+from mailgate.config import RETIRED, Config, ConfigError, load_config
 from mailgate.ruleset import load, zone_warnings
 
 # What Notifier.send gives every template (pipeline/notify.py).
@@ -194,6 +194,14 @@ def config_warnings(config: Config, path: Path) -> list[Problem]:
                 'set trust_authentication_results = "relay"',
             )
         )
+    for table, retired in RETIRED.items():
+        section = config.raw.get(table)
+        for key, what in retired.items():
+            if isinstance(section, dict) and key in section:
+                line = _config_line(path, f"{table}.{key}:")
+                warnings.append(
+                    Problem("config", str(path), line, f"{table}.{key} is no longer read: {what}")
+                )
     return warnings
 
 

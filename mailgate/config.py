@@ -316,6 +316,71 @@ class Config:
         return (*(a for d in self.desks for a in d.addresses), self.system_sender)
 
 
+# The keys each table of config.toml may hold (the ones `[limits]`, `[security]`, `[scheduler]`
+# and `[web]` may hold are read where those are).
+TOP_KEYS = {
+    "state_dir",
+    "rules_dir",
+    "templates_dir",
+    "admin_address",
+    "instance_id",
+    "database",
+    "desks",
+    "smtp",
+    "outgoing",
+    "limits",
+    "security",
+    "imap",
+    "scheduler",
+    "web",
+    "pipeline",
+}
+DATABASE_KEYS = {"url"}
+DESK_KEYS = {"address", "key", "name", "aliases", "workflow", "portals"}
+SMTP_KEYS = {"enabled", "host", "port", "max_message_size", "max_data_in_flight", "lmtp"}
+OUTGOING_KEYS = {
+    "transport",
+    "directory",
+    "host",
+    "port",
+    "starttls",
+    "ssl",
+    "username",
+    "password_env",
+    "timeout",
+    "connections",
+    "retry_base_seconds",
+    "retry_max_seconds",
+    "give_up_after_seconds",
+}
+PIPELINE_KEYS = {"worker", "lease_seconds", "renew_seconds"}
+IMAP_KEYS = {
+    "name",
+    "desk",
+    "host",
+    "port",
+    "security",
+    "user",
+    "password_env",
+    "auth",
+    "token_command",
+    "token_file",
+    "folder",
+    "after",
+    "move_to",
+    "poll_seconds",
+    "idle",
+    "first_run",
+    "since",
+    "ca_file",
+}
+# Settings an earlier version read and this one does not, with what to do: loaded without them,
+# and `config check` says so, rather than a daemon that will not start after an upgrade.
+RETIRED: dict[str, dict[str, str]] = {
+    "pipeline": {"parse_processes": "the parse helper process is gone (one runner path): remove the line"},
+}
+
+
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str) -> Any:
     value = table.get(key, default)
     if value is None:
@@ -343,15 +408,21 @@ def _port(table: dict[str, Any], key: str, default: int, where: str) -> int:
 
 
 def _table(data: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
-    """The table `[name]`, refused when it holds a key nobody reads: a misspelt setting must not
-    silently leave its default in force (a typo in `trusted_authserv_ids` would turn proof by
-    DKIM/SPF off without a word)."""
+    """The table `[name]`, refused when it holds a key nobody reads (`_known`)."""
     table = data.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{name}: expected a [{name}] table")
-    unknown = sorted(set(table) - known)
+    return _known(table, name, known)
+
+
+def _known(table: dict[str, Any], where: str, known: set[str]) -> dict[str, Any]:
+    """`table`, refused when it holds a key nobody reads: a misspelt setting must not silently
+    leave its default in force (a typo in `trusted_authserv_ids` would turn proof by DKIM/SPF
+    off without a word, one in `[smtp] port` would listen where nobody sends). A setting an
+    earlier version read (`RETIRED`) is let through: `config check` warns about it."""
+    unknown = [k for k in table if k not in known and k not in RETIRED.get(where.split("[")[0], {})]
     if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
     return table
 
 
@@ -482,7 +553,8 @@ def _load(path: Path | None, env: dict[str, str] | None, create_state: bool) -> 
     if not state_dir.is_absolute():
         state_dir = root / state_dir
 
-    db = data.get("database", {})
+    _known(data, "config", TOP_KEYS)
+    db = _table(data, "database", DATABASE_KEYS)
     url = env.get("MAILGATE_DATABASE_URL") or _get(db, "url", str, "", "database")
     if not url:
         url = f"sqlite:///{state_dir / 'mailgate.db'}"
@@ -497,6 +569,9 @@ def _load(path: Path | None, env: dict[str, str] | None, create_state: bool) -> 
     seen_addr: set[str] = set()
     for i, d in enumerate(desks_raw):
         where = f"desks[{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a [[desks]] table")
+        _known(d, where, DESK_KEYS)
         address = str(_get(d, "address", str, "", where)).lower()
         if not ADDRESS_RE.match(address):
             raise ConfigError(f"{where}.address: not an address: {address!r}")
@@ -530,7 +605,7 @@ def _load(path: Path | None, env: dict[str, str] | None, create_state: bool) -> 
             )
         )
 
-    s = data.get("smtp", {})
+    s = _table(data, "smtp", SMTP_KEYS)
     max_size = _get(s, "max_message_size", int, DEFAULT_MAX_MESSAGE_SIZE, "smtp")
     port = _port(s, "port", DEFAULT_SMTP_PORT, "smtp")
     if env.get("MAILGATE_SMTP_PORT"):
@@ -547,7 +622,7 @@ def _load(path: Path | None, env: dict[str, str] | None, create_state: bool) -> 
         if getattr(smtp, key) < 1:
             raise ConfigError(f"smtp.{key}: at least 1 byte, got {getattr(smtp, key)}")
 
-    o = data.get("outgoing", {})
+    o = _table(data, "outgoing", OUTGOING_KEYS)
     transport = _get(o, "transport", str, "file", "outgoing")
     if transport not in ("file", "smtp"):
         raise ConfigError(f"outgoing.transport: expected 'file' or 'smtp', got {transport!r}")
@@ -574,7 +649,7 @@ def _load(path: Path | None, env: dict[str, str] | None, create_state: bool) -> 
         if key in o and getattr(relay, key) <= 0:  # a zero socket timeout fails every send
             raise ConfigError(f"outgoing.{key}: must be more than 0, not {getattr(relay, key)!r}")
 
-    p = data.get("pipeline", {})
+    p = _table(data, "pipeline", PIPELINE_KEYS)
     worker = _get(p, "worker", str, "process", "pipeline")
     if worker not in WORKER_MODES:
         raise ConfigError(f'pipeline.worker: write "process" or "thread", not {worker!r}')
@@ -732,6 +807,9 @@ def _imap_accounts(tables: Any, desks: list[Desk], env: dict[str, str]) -> tuple
     accounts: list[ImapAccount] = []
     for i, t in enumerate(tables):
         where = f"imap[{i}]"
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: expected an [[imap]] table")
+        _known(t, where, IMAP_KEYS)
         host, user = _get(t, "host", str, "", where), _get(t, "user", str, "", where)
         if not host or not user:
             raise ConfigError(f"{where}: host and user are required")

@@ -73,6 +73,41 @@ def test_a_misspelt_limit_is_refused_not_ignored(tmp_path: Path) -> None:
     assert "new_tickets_per_sender" in check.out
 
 
+def test_a_misspelt_key_of_any_table_is_refused_and_a_retired_one_only_warned(tmp_path: Path) -> None:
+    """`[smtp] prot = 2526` left the listener on 2525, `[[desks]] alias = [...]` made no alias and
+    a top-level `statedir` kept the state elsewhere, all without a word; `[pipeline]
+    parse_processes`, which an earlier version read, must not stop a daemon after an upgrade."""
+    desk = InitDesk(tmp_path)
+    base = desk.config.read_text()
+    imap = '\n[[imap]]\nhost = "imap.example.com"\nuser = "support@example.com"\npol_seconds = 30\n'
+    for header, line_text, where in (
+        ("[smtp]", "prot = 2526", "smtp.prot"),
+        ("[outgoing]", "retries = 3", "outgoing.retries"),
+        ("[[desks]]", 'alias = ["help@localhost"]', "desks[0].alias"),
+        (None, 'statedir = "elsewhere"', "config.statedir"),
+        ("[database]", 'uri = "sqlite:///x.db"', "database.uri"),
+        ("[[imap]]", "pol_seconds = 30", "imap[0].pol_seconds"),
+    ):
+        if header is None:
+            text = f"{line_text}\n{base}"
+        elif header in base.splitlines():
+            text = base.replace(f"{header}\n", f"{header}\n{line_text}\n", 1)
+        else:
+            text = base + (imap if header == "[[imap]]" else f"\n{header}\n{line_text}\n")
+        desk.config.write_text(text)
+        line = text.splitlines().index(line_text) + 1
+        check = desk.cli("config", "check", ok=(78,))
+        assert f"{desk.config}:{line}: {where}: unknown setting (known: " in check.out, check
+    run = desk.cli("run", ok=(78,))  # the daemon refuses the last one too, before it starts anything
+    assert "imap[0].pol_seconds: unknown setting" in run.err, run
+    assert not desk.db.exists()
+    # retired: loaded, and config check says to remove it (exit 0: a warning)
+    line = _with(desk, base, "\n[pipeline]\nparse_processes = 1\n")
+    check = desk.cli("config", "check")
+    assert f"{desk.config}:{line}" in check.out, check
+    assert "pipeline.parse_processes is no longer read" in check.out, check
+
+
 def test_an_imap_poll_interval_and_ports_out_of_range_are_refused(tmp_path: Path) -> None:
     desk = InitDesk(tmp_path)
     base = desk.config.read_text()
