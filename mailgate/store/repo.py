@@ -30,7 +30,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import String, bindparam, cast, delete, func, literal, select, update
 from sqlalchemy.engine import Dialect, Result
 from sqlmodel import Session, col
 
@@ -65,6 +65,15 @@ _NEXT_NUMBER = (
     .where(_T[Counter].c.desk == bindparam("d"))
     .values(next_number=_T[Counter].c.next_number + 1)
     .returning(_T[Counter].c.next_number - 1)
+)
+# PostgreSQL: the desk's next number taken and the ticket made with it in one statement (a
+# data-modifying CTE, which SQLite lacks): one round trip where the two waited for one each.
+_NUMBERED = (
+    update(_T[Counter])
+    .where(_T[Counter].c.desk == bindparam("d"))
+    .values(next_number=_T[Counter].c.next_number + 1)
+    .returning((_T[Counter].c.next_number - 1).label("number"))
+    .cte("numbered")
 )
 _KEY_FOR_MSGID = (
     select(_T[Ticket].c.key)
@@ -126,6 +135,14 @@ _BOUNCED = select(_B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounc
 )
 
 
+# PostgreSQL: the bounce of an address and both its loop-limit counts in one round trip (the
+# counts' one row, the bounce's row if any): they are asked together for nearly every mail queued.
+_COUNTS = _MAIL_COUNTS.subquery("counts")
+_MAIL_CHECKS = select(
+    *_COUNTS.c, _B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounced_at
+).select_from(_COUNTS.outerjoin(BouncedAddress.__table__, _B.address == bindparam("a")))  # type: ignore[attr-defined]
+
+
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
     ins = insert_for(dialect)
@@ -137,7 +154,25 @@ def _upserts(dialect: str) -> dict[str, Any]:
         "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing().inline(),
         "thread_ref_new": ins(_T[ThreadRef]).on_conflict_do_nothing().returning(_T[ThreadRef].c.id),
         "participant": ins(_T[Participant]).on_conflict_do_nothing().returning(_T[Participant].c.id),
+        "participant_kept": ins(_T[Participant]).on_conflict_do_nothing().inline(),
     }
+
+
+@cache
+def _open_ticket(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL's INSERT of a ticket numbered by `_NUMBERED`, its key DESK-N as `Repo.open_ticket`
+    makes it on SQLite, loaded by the ORM as a SELECT's row (as `_INSERT_TICKET`); one statement
+    per set of columns given."""
+    tc = _T[Ticket].c
+    number = _NUMBERED.c.number
+    chosen = select(
+        bindparam("d", type_=String),
+        (bindparam("d", type_=String) + literal("-") + cast(number, String)),
+        number,
+        *(bindparam(c, type_=tc[c].type) for c in columns),
+    )
+    insert = _T[Ticket].insert().from_select(["desk", "key", "number", *columns], chosen)
+    return select(Ticket).from_statement(insert.returning(*_T[Ticket].c))
 
 
 class Plain:
@@ -223,7 +258,9 @@ class Repo:
         and written by `flush_pending`, one executemany per table, instead of one INSERT each
         (the pipeline's Repo for one message: the runner flushes before the message's
         SAVEPOINT is released). Every read of those tables here flushes first, or counts the
-        kept rows too (`automatic_mails`), so nothing reads around them."""
+        kept rows too (`automatic_mails`), so nothing reads around them. It also remembers the
+        people of each ticket it read them of (`participants`), as nothing else changes them
+        during one message."""
         self.session = session
         self._dialect = session.get_bind().dialect
         dialect = self._dialect.name
@@ -232,6 +269,13 @@ class Repo:
         # thread ids per ticket with whom each was sent to ("" for mail we received), kept in
         # step by add_thread_ref
         self._threads: dict[int, list[tuple[str, str]]] = {}
+        # The people of the tickets this Repo made, and (the pipeline's Repo, which lives for one
+        # message) of the tickets it read them of, in the order they joined: every change of them
+        # meanwhile goes through this Repo (a `remove_participant` or `mute` forgets them), so
+        # `participants` asks once, and `add_participant` knows whether an address is new
+        # without waiting for the INSERT's answer.
+        self._people: dict[int, list[Person]] = {}
+        self._one_message = buffered
         # On PostgreSQL what costs is the round trip, not the call: there the same rows go out as
         # kept writes with the next statement (`defer`, store/deferred.py), not buffered here.
         self._pending: dict[str, list[dict[str, Any]]] | None = (
@@ -352,13 +396,37 @@ class Repo:
         return self.core(_KEY_EXISTS, {"k": key.upper()}).first() is not None
 
     # -- writes ---------------------------------------------------------------------------------
+    def open_ticket(self, desk: str, **values: Any) -> Ticket:
+        """A new ticket of `desk`, numbered with the desk's next number and keyed DESK-N, as
+        `create_ticket` makes it (`values`: every other column without a default). On
+        PostgreSQL the number and the row in one statement (`_NUMBERED`, `_open_ticket`);
+        SQLite runs `next_ticket_number` and `create_ticket`."""
+        if self._sqlite:
+            number = self.next_ticket_number(desk)
+            return self.create_ticket(key=f"{desk}-{number}", desk=desk, number=number, **values)
+        stmt = _open_ticket(tuple(sorted(values)))
+        params = {"d": desk, **values}
+        ticket: Ticket | None = self.session.execute(stmt, params).scalars().first()
+        if ticket is None:  # the desk's first ticket: no counter row yet
+            self.write(self._up["counter"], {"desk": desk, "next_number": 1})
+            ticket = self.session.execute(stmt, params).scalars().one()
+        self._made(ticket)
+        return ticket
+
     def create_ticket(self, **values: Any) -> Ticket:
         """Insert a ticket and return it as the ORM object that later changes are made on: one
         INSERT … RETURNING, whose returned row becomes the session's object as a load would make
         it (no SELECT after the INSERT, no constructor validation). `values` names every column
         without a default (the ORM's own INSERT filled those in; this one does not)."""
         ticket: Ticket = self.session.execute(_INSERT_TICKET, values).scalars().one()
+        self._made(ticket)
         return ticket
+
+    def _made(self, ticket: Ticket) -> None:
+        """A ticket made in this transaction has no conversation and no people yet."""
+        assert ticket.id is not None
+        self._threads[ticket.id] = []
+        self._people[ticket.id] = []
 
     def set_ticket(self, ticket: Ticket, **values: Any) -> None:
         """Write these columns of a stored ticket now, with one prebuilt UPDATE, and expire them
@@ -386,6 +454,11 @@ class Repo:
             # A mail we are sending: its Message-ID was made for it just now, so the row is new.
             self.defer(self._up["thread_ref"], row)
             added = True
+        elif ticket_id not in self._threads:  # whether it was new is never read: no wait for it
+            self.defer(self._up["thread_ref"], row)
+            return
+        elif any(mid == message_id for mid, _ in self._threads[ticket_id]):
+            return  # the ticket has it already
         else:
             added = self.core(self._up["thread_ref_new"], row).first() is not None
         if added and ticket_id in self._threads:
@@ -415,7 +488,15 @@ class Repo:
 
     def add_participant(self, ticket_id: int, address: str, role: Role, name: str = "") -> bool:
         """True when the address is new on the ticket."""
-        row = {"ticket_id": ticket_id, "address": address.lower(), "role": role, "name": name, "notify": True}
+        address = address.lower()
+        row = {"ticket_id": ticket_id, "address": address, "role": role, "name": name, "notify": True}
+        known = self._people.get(ticket_id)
+        if known is not None:  # its people are known here, so whether it is new is too
+            if any(p.address == address for p in known):  # the unique (ticket, address)
+                return False
+            known.append(Person(address, role, name, True))
+            self.defer(self._up["participant_kept"], row)
+            return True
         if self._sqlite:
             return self._plain(self._up["participant"], row).fetchone() is not None
         return self.core(self._up["participant"], row).first() is not None
@@ -423,6 +504,7 @@ class Repo:
     def mute(self, ticket_id: int, addresses: Sequence[str]) -> None:
         """No more mail about this ticket to these addresses (unsubscribed, or bouncing)."""
         if addresses:
+            self._people.pop(ticket_id, None)
             self.session.execute(
                 update(Participant)
                 .where(
@@ -435,10 +517,16 @@ class Repo:
     def participants(self, ticket_id: int) -> list[Person]:
         """The ticket's people, in the order they joined (read-only rows: change them with
         `add_participant`, `remove_participant` and `mute`)."""
-        return [Person._make(row) for row in self.core(_PEOPLE, {"t": ticket_id})]
+        known = self._people.get(ticket_id)
+        if known is None:
+            known = [Person._make(row) for row in self.core(_PEOPLE, {"t": ticket_id})]
+            if self._one_message:
+                self._people[ticket_id] = known
+        return list(known)
 
     def remove_participant(self, ticket_id: int, address: str, role: Role) -> bool:
         """True when the address had that role on the ticket."""
+        self._people.pop(ticket_id, None)
         return bool(self.write(_REMOVE_PERSON, {"t": ticket_id, "a": address.lower(), "r": role}))
 
     def messages(self, ticket_id: int) -> list[Message]:
@@ -470,10 +558,6 @@ class Repo:
             _INSERT_SENDLOG,
             {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()},
         )
-
-    def new_thread(self, ticket_id: int) -> None:
-        """A ticket made in this transaction has no conversation yet: `thread_ids` need not ask."""
-        self._threads[ticket_id] = []
 
     def thread_ids(self, ticket_id: int, recipient: str, limit: int = 20) -> list[str]:
         """Message-IDs of this ticket's conversation, oldest first, as `recipient` may see them:
@@ -594,18 +678,49 @@ class Repo:
             ).scalar_one()
         )
 
-    def automatic_mails(
-        self, recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
-    ) -> tuple[int, int]:
-        """Automatic mails to `recipient` since `overall_since`, and on this ticket since
-        `ticket_since`: both loop-limit windows in one query."""
-        params = {
+    def mail_checks(
+        self,
+        recipient: str,
+        ticket_id: int | None,
+        now: datetime,
+        overall_since: datetime,
+        ticket_since: datetime,
+    ) -> tuple[Bounced | None, tuple[int, int]]:
+        """What decides whether an automatic mail to `recipient` may go: `bounced` at `now` and
+        `automatic_mails`. On PostgreSQL one query (`_MAIL_CHECKS`), one round trip where the
+        two waited for one each; SQLite runs the two."""
+        if self._sqlite:
+            found = self.bounced(recipient, now)
+            if found is not None:  # the counts are not needed
+                return found, (0, 0)
+            return None, self.automatic_mails(recipient, ticket_id, overall_since, ticket_since)
+        self.session.flush()  # a bounce recorded in this transaction (an ORM object) counts too
+        params = self._counts_params(recipient, ticket_id, overall_since, ticket_since)
+        row = tuple(self.session.connection().execute(_MAIL_CHECKS, {**params, "a": recipient.lower()}).one())
+        overall, per_ticket = int(row[0]), int(row[1])
+        found = Bounced._make(row[2:]) if row[2] is not None else None
+        if found is not None and utc(found.quiet_until) <= now:
+            found = None
+        return found, (overall, per_ticket)
+
+    @staticmethod
+    def _counts_params(
+        recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
+    ) -> dict[str, Any]:
+        return {
             "r": recipient,
             "t": ticket_id,
             "overall_since": overall_since,
             "ticket_since": ticket_since,
             "since": min(overall_since, ticket_since),
         }
+
+    def automatic_mails(
+        self, recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
+    ) -> tuple[int, int]:
+        """Automatic mails to `recipient` since `overall_since`, and on this ticket since
+        `ticket_since`: both loop-limit windows in one query."""
+        params = self._counts_params(recipient, ticket_id, overall_since, ticket_since)
         counts = (
             self._plain(_MAIL_COUNTS, params).fetchone()
             if self._sqlite
