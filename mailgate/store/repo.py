@@ -326,8 +326,12 @@ class Repo:
                 raw.executemany(p.sql, [p.args(params) for params in group])
 
     def _plain(self, stmt: Any, params: dict[str, Any]) -> Any:
-        """Run a prebuilt SELECT (or write with RETURNING whose columns are given) as plain SQL on
-        SQLite: the DB-API cursor, rows as the driver gives them (only for integers and text)."""
+        """Run a prebuilt SELECT (or write with RETURNING whose columns are given) as plain SQL:
+        the DB-API cursor, rows as the driver gives them (only for integers and text; on
+        PostgreSQL booleans and times too). On PostgreSQL the kept writes go with it
+        (store/deferred.py `read`); the rows this Repo keeps on SQLite are not written first."""
+        if not self._sqlite:
+            return deferred.read(self.session, stmt, params)
         p = plain(stmt, self._dialect, tuple(sorted(params)) if _is_dml(stmt) else None)
         return self._dbapi().execute(p.sql, p.args(params))
 
@@ -372,8 +376,12 @@ class Repo:
 
     # -- lookups (threading.Lookup for one desk) ------------------------------------------------
     def key_for_message_id(self, desk: str, message_id: str) -> str | None:
-        self.flush_pending()
-        row = self.core(_KEY_FOR_MSGID, {"d": desk, "m": message_id}).first()
+        params = {"d": desk, "m": message_id}
+        row = (
+            self.core(_KEY_FOR_MSGID, params).first()
+            if self._sqlite
+            else self._plain(_KEY_FOR_MSGID, params).fetchone()
+        )
         return row[0] if row else None
 
     def ticket_by_key(self, key: str) -> Ticket | None:
@@ -393,7 +401,10 @@ class Repo:
         return list(self.session.execute(query).scalars())
 
     def key_exists(self, key: str) -> bool:
-        return self.core(_KEY_EXISTS, {"k": key.upper()}).first() is not None
+        params = {"k": key.upper()}
+        if self._sqlite:
+            return self.core(_KEY_EXISTS, params).first() is not None
+        return self._plain(_KEY_EXISTS, params).fetchone() is not None
 
     # -- writes ---------------------------------------------------------------------------------
     def open_ticket(self, desk: str, **values: Any) -> Ticket:
@@ -497,9 +508,7 @@ class Repo:
             known.append(Person(address, role, name, True))
             self.defer(self._up["participant_kept"], row)
             return True
-        if self._sqlite:
-            return self._plain(self._up["participant"], row).fetchone() is not None
-        return self.core(self._up["participant"], row).first() is not None
+        return self._plain(self._up["participant"], row).fetchone() is not None
 
     def mute(self, ticket_id: int, addresses: Sequence[str]) -> None:
         """No more mail about this ticket to these addresses (unsubscribed, or bouncing)."""
@@ -519,7 +528,12 @@ class Repo:
         `add_participant`, `remove_participant` and `mute`)."""
         known = self._people.get(ticket_id)
         if known is None:
-            known = [Person._make(row) for row in self.core(_PEOPLE, {"t": ticket_id})]
+            rows = (
+                self.core(_PEOPLE, {"t": ticket_id})
+                if self._sqlite
+                else self._plain(_PEOPLE, {"t": ticket_id})
+            )
+            known = [Person._make(row) for row in rows]
             if self._one_message:
                 self._people[ticket_id] = known
         return list(known)
@@ -637,9 +651,7 @@ class Repo:
     def tickets_opened_since(self, requester: str, since: datetime) -> int:
         """How many tickets `requester` opened after `since`: the per-sender flood limit."""
         params = {"r": requester, "since": since}
-        if self._sqlite:
-            return int(self._plain(_OPENED_SINCE, params).fetchone()[0])
-        return int(self.core(_OPENED_SINCE, params).scalar_one())
+        return int(self._plain(_OPENED_SINCE, params).fetchone()[0])
 
     def held_since(self, disposition: str, reason_prefix: str, since: datetime) -> bool:
         """Whether an inbox row processed after `since` was stopped with this disposition and a
@@ -696,7 +708,7 @@ class Repo:
             return None, self.automatic_mails(recipient, ticket_id, overall_since, ticket_since)
         self.session.flush()  # a bounce recorded in this transaction (an ORM object) counts too
         params = self._counts_params(recipient, ticket_id, overall_since, ticket_since)
-        row = tuple(self.session.connection().execute(_MAIL_CHECKS, {**params, "a": recipient.lower()}).one())
+        row = tuple(self._plain(_MAIL_CHECKS, {**params, "a": recipient.lower()}).fetchone())
         overall, per_ticket = int(row[0]), int(row[1])
         found = Bounced._make(row[2:]) if row[2] is not None else None
         if found is not None and utc(found.quiet_until) <= now:
@@ -721,11 +733,7 @@ class Repo:
         """Automatic mails to `recipient` since `overall_since`, and on this ticket since
         `ticket_since`: both loop-limit windows in one query."""
         params = self._counts_params(recipient, ticket_id, overall_since, ticket_since)
-        counts = (
-            self._plain(_MAIL_COUNTS, params).fetchone()
-            if self._sqlite
-            else self.core(_MAIL_COUNTS, params).one()
-        )
+        counts = self._plain(_MAIL_COUNTS, params).fetchone()
         overall, per_ticket = (int(n) for n in tuple(counts))
         for kept in (self._pending or {}).get("sendlog", ()):  # this message's mail so far
             if kept["recipient"] == recipient:
