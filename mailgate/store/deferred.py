@@ -88,7 +88,11 @@ def read(session: Session, stmt: Any, params: dict[str, Any]) -> Any:
     """Run a prebuilt SELECT (or write with RETURNING) as `Named` SQL on psycopg's cursor in the
     session's transaction, the kept writes sent with it; the cursor, its rows as psycopg gives
     them (for integers, text, booleans and times only: no JSON)."""
-    conn = session.connection()
+    return read_on(session.connection(), stmt, params)
+
+
+def read_on(conn: Connection, stmt: Any, params: dict[str, Any]) -> Any:
+    """`read` on a Connection (a module-level statement: `named` keeps it)."""
     raw = conn.connection.dbapi_connection
     assert raw is not None
     sql = named(stmt, conn.dialect, _columns(stmt, params))

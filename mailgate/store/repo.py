@@ -583,7 +583,14 @@ class Repo:
             self.flush_pending()
             pairs = self._threads[ticket_id] = [
                 (str(mid), rcpts[0].lower() if rcpts else "")
-                for mid, rcpts in map(tuple, self.core(_THREAD_IDS, {"t": ticket_id}))
+                for mid, rcpts in map(
+                    tuple,
+                    self.core(_THREAD_IDS, {"t": ticket_id})
+                    if self._sqlite
+                    else self._plain(
+                        _THREAD_IDS, {"t": ticket_id}
+                    ),  # JSON: psycopg reads it as SQLAlchemy does
+                )
             ]
         who = recipient.lower()
         ids = [mid for mid, to in pairs if not to or to == who]
