@@ -471,7 +471,9 @@ class Repo:
         elif any(mid == message_id for mid, _ in self._threads[ticket_id]):
             return  # the ticket has it already
         else:
-            added = self.core(self._up["thread_ref_new"], row).first() is not None
+            new = self._up["thread_ref_new"]
+            found = self.core(new, row).first() if self._sqlite else self._plain(new, row).fetchone()
+            added = found is not None
         if added and ticket_id in self._threads:
             self._threads[ticket_id].append((message_id, sent_to.lower()))
 
