@@ -327,9 +327,9 @@ class Repo:
 
     def _plain(self, stmt: Any, params: dict[str, Any]) -> Any:
         """Run a prebuilt SELECT (or write with RETURNING whose columns are given) as plain SQL:
-        the DB-API cursor, rows as the driver gives them (only for integers and text; on
-        PostgreSQL booleans and times too). On PostgreSQL the kept writes go with it
-        (store/deferred.py `read`); the rows this Repo keeps on SQLite are not written first."""
+        the DB-API cursor, rows as the driver gives them (on SQLite only for integers and text;
+        on PostgreSQL see store/deferred.py `read`, which sends the kept writes with it). The
+        rows this Repo keeps on SQLite are not written first."""
         if not self._sqlite:
             return deferred.read(self.session, stmt, params)
         p = plain(stmt, self._dialect, tuple(sorted(params)) if _is_dml(stmt) else None)
