@@ -39,13 +39,16 @@ def _values(subject: str) -> dict[str, Any]:
 
 def test_open_ticket_numbers_each_desk_from_one_and_keys_it(db: Database) -> None:
     with db.session() as s:
-        repo = Repo(s, buffered=True)
-        first = repo.open_ticket("SUP", **_values("printer"))  # no counter row yet
-        second = repo.open_ticket("SUP", **_values("scanner"))
-        other = repo.open_ticket("OPS", **_values("disk"))
-        assert [(t.key, t.number, t.desk) for t in (first, second, other)] == [
-            ("SUP-1", 1, "SUP"), ("SUP-2", 2, "SUP"), ("OPS-1", 1, "OPS"),
+        repo = Repo(s)  # (the pipeline's Repo on SQLite keeps the references, and does not ask)
+        first = repo.open_ticket("SUP", "<m1@x>", **_values("printer"))  # no counter row yet
+        second = repo.open_ticket("SUP", "<m1@x>", **_values("scanner"))  # the desk has it already
+        other = repo.open_ticket("OPS", "<m1@x>", **_values("disk"))  # another desk's
+        third = repo.open_ticket("SUP", None, **_values("fax"))
+        assert [(t.key, t.number, t.desk) for t in (first, second, other, third)] == [
+            ("SUP-1", 1, "SUP"), ("SUP-2", 2, "SUP"), ("OPS-1", 1, "OPS"), ("SUP-3", 3, "SUP"),
         ]  # fmt: skip
+        threads = [repo.thread_ids(t.id, "ann@x.example") for t in (first, second, other, third)]  # type: ignore[arg-type]
+        assert threads == [["<m1@x>"], [], ["<m1@x>"], []]
         assert first in s and first.id is not None  # the session's own object, as a load makes it
         assert repo.ticket_by_key("sup-2") is second
         assert (second.tags, second.fields, second.group) == (["a"], {"k": 1}, "it")
@@ -53,13 +56,16 @@ def test_open_ticket_numbers_each_desk_from_one_and_keys_it(db: Database) -> Non
         stored = s.execute(select(Ticket).order_by(Ticket.id)).scalars().all()  # type: ignore[arg-type]
         assert [(t.key, t.subject, t.created_at.replace(tzinfo=UTC)) for t in stored] == [
             ("SUP-1", "printer", WHEN), ("SUP-2", "scanner", WHEN), ("OPS-1", "disk", WHEN),
+            ("SUP-3", "fax", WHEN),
         ]  # fmt: skip
+        refs = s.execute(text("SELECT desk, message_id, ticket_id FROM threadref ORDER BY id")).all()
+        assert [tuple(r) for r in refs] == [("SUP", "<m1@x>", first.id), ("OPS", "<m1@x>", other.id)]
 
 
 def test_the_people_a_repo_knows_are_the_people_stored(db: Database) -> None:
     with db.session() as s:
         repo = Repo(s, buffered=True)
-        ticket = repo.open_ticket("SUP", **_values("printer"))
+        ticket = repo.open_ticket("SUP", "<p1@x>", **_values("printer"))
         assert ticket.id is not None
         assert repo.participants(ticket.id) == []  # made here: nobody yet, and not asked
         assert repo.add_participant(ticket.id, "Ann@X.example", Role.REQUESTER, "Ann")

@@ -30,7 +30,19 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, cast, delete, func, literal, select, update
+from sqlalchemy import (
+    Boolean,
+    String,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect, Result
 from sqlmodel import Session, col
 
@@ -161,8 +173,9 @@ def _upserts(dialect: str) -> dict[str, Any]:
 @cache
 def _open_ticket(columns: tuple[str, ...]) -> Any:
     """PostgreSQL's INSERT of a ticket numbered by `_NUMBERED`, its key DESK-N as `Repo.open_ticket`
-    makes it on SQLite, loaded by the ORM as a SELECT's row (as `_INSERT_TICKET`); one statement
-    per set of columns given."""
+    makes it on SQLite, and of its first thread reference (the Message-ID `m` of the mail that
+    opens it, unless the desk has it already), loaded by the ORM as a SELECT's rows are: the
+    ticket, and whether the reference was added. One statement per set of columns given."""
     tc = _T[Ticket].c
     number = _NUMBERED.c.number
     chosen = select(
@@ -171,8 +184,23 @@ def _open_ticket(columns: tuple[str, ...]) -> Any:
         number,
         *(bindparam(c, type_=tc[c].type) for c in columns),
     )
-    insert = _T[Ticket].insert().from_select(["desk", "key", "number", *columns], chosen)
-    return select(Ticket).from_statement(insert.returning(*_T[Ticket].c))
+    made = (
+        _T[Ticket]
+        .insert()
+        .from_select(["desk", "key", "number", *columns], chosen)
+        .returning(*_T[Ticket].c)
+        .cte("made")
+    )
+    first = select(bindparam("d", type_=String), bindparam("m", type_=String), made.c.id)
+    ref = (
+        insert_for("postgresql")(_T[ThreadRef])
+        .from_select(["desk", "message_id", "ticket_id"], first)
+        .on_conflict_do_nothing()
+        .returning(_T[ThreadRef].c.id)
+        .cte("ref")
+    )
+    rows = select(made, exists(select(ref.c.id)).label("added"))
+    return select(Ticket, literal_column("added", Boolean)).from_statement(rows)
 
 
 class Plain:
@@ -231,6 +259,12 @@ def write_kept(session: Session, stmt: Any, params: dict[str, Any]) -> None:
 def _is_dml(stmt: Any) -> bool:
     """INSERT and UPDATE compile their column list from the keys given; a SELECT does not."""
     return getattr(stmt, "is_dml", False) and not getattr(stmt, "is_delete", False)
+
+
+def row_id(ticket: Ticket) -> int:
+    """The row id of a ticket that is stored."""
+    assert ticket.id is not None, f"{ticket.key} is not stored"
+    return ticket.id
 
 
 class Bounced(NamedTuple):
@@ -407,21 +441,28 @@ class Repo:
         return self._plain(_KEY_EXISTS, params).fetchone() is not None
 
     # -- writes ---------------------------------------------------------------------------------
-    def open_ticket(self, desk: str, **values: Any) -> Ticket:
+    def open_ticket(self, desk: str, message_id: str | None, **values: Any) -> Ticket:
         """A new ticket of `desk`, numbered with the desk's next number and keyed DESK-N, as
-        `create_ticket` makes it (`values`: every other column without a default). On
-        PostgreSQL the number and the row in one statement (`_NUMBERED`, `_open_ticket`);
-        SQLite runs `next_ticket_number` and `create_ticket`."""
-        if self._sqlite:
+        `create_ticket` makes it (`values`: every other column without a default), with the
+        Message-ID of the mail that opens it as its first thread reference (`add_thread_ref`).
+        On PostgreSQL the number, the row and the reference in one statement (`_NUMBERED`,
+        `_open_ticket`); SQLite runs `next_ticket_number`, `create_ticket` and
+        `add_thread_ref`."""
+        if self._sqlite or not message_id:
             number = self.next_ticket_number(desk)
-            return self.create_ticket(key=f"{desk}-{number}", desk=desk, number=number, **values)
+            created = self.create_ticket(key=f"{desk}-{number}", desk=desk, number=number, **values)
+            self.add_thread_ref(desk, message_id, row_id(created))
+            return created
         stmt = _open_ticket(tuple(sorted(values)))
-        params = {"d": desk, **values}
-        ticket: Ticket | None = self.session.execute(stmt, params).scalars().first()
-        if ticket is None:  # the desk's first ticket: no counter row yet
+        params = {"d": desk, "m": message_id, **values}
+        made = self.session.execute(stmt, params).first()
+        if made is None:  # the desk's first ticket: no counter row yet
             self.write(self._up["counter"], {"desk": desk, "next_number": 1})
-            ticket = self.session.execute(stmt, params).scalars().one()
+            made = self.session.execute(stmt, params).one()
+        ticket: Ticket = made[0]
         self._made(ticket)
+        if made[1]:  # the desk had not had this Message-ID: it is this ticket's now
+            self._threads[row_id(ticket)].append((message_id, ""))
         return ticket
 
     def create_ticket(self, **values: Any) -> Ticket:
@@ -435,9 +476,8 @@ class Repo:
 
     def _made(self, ticket: Ticket) -> None:
         """A ticket made in this transaction has no conversation and no people yet."""
-        assert ticket.id is not None
-        self._threads[ticket.id] = []
-        self._people[ticket.id] = []
+        self._threads[row_id(ticket)] = []
+        self._people[row_id(ticket)] = []
 
     def set_ticket(self, ticket: Ticket, **values: Any) -> None:
         """Write these columns of a stored ticket now, with one prebuilt UPDATE, and expire them
@@ -458,6 +498,8 @@ class Repo:
         if not message_id:
             return
         row = {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
+        if any(mid == message_id for mid, _ in self._threads.get(ticket_id, ())):
+            return  # the ticket has it already
         if self._pending is not None:  # kept: a Message-ID the ticket has already is not added again
             self._pending.setdefault("thread_ref", []).append(row)
             added = all(mid != message_id for mid, _ in self._threads.get(ticket_id, ()))
@@ -468,8 +510,6 @@ class Repo:
         elif ticket_id not in self._threads:  # whether it was new is never read: no wait for it
             self.defer(self._up["thread_ref"], row)
             return
-        elif any(mid == message_id for mid, _ in self._threads[ticket_id]):
-            return  # the ticket has it already
         else:
             new = self._up["thread_ref_new"]
             found = self.core(new, row).first() if self._sqlite else self._plain(new, row).fetchone()

@@ -251,6 +251,7 @@ class NewTicketHandler:
         now = now_utc()
         ticket = repo.open_ticket(
             desk.key,
+            m.message_id,
             subject=strip_prefixes(m.subject)[:500] or "(no subject)",
             requester=requester,
             requester_name=requester_name,
