@@ -146,6 +146,17 @@ def vm_hwm_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) a running process has used so far, its own threads only
+    (/proc/<pid>/stat utime and stime; 0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Measured:
     """One child process: wall time, its own CPU time (wait4 rusage) and peak RSS (VmHWM, sampled)."""
