@@ -146,7 +146,7 @@ def test_the_accept_writer_keeps_no_message_once_it_is_answered(tmp_path: Path) 
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
 )
-def test_a_large_block_freed_goes_back_to_the_system(tmp_path: Path) -> None:
+def test_a_large_block_freed_goes_back_to_the_system() -> None:
     """After a 20 MB block was freed, glibc would carve a 10 MB one from the heap and keep it
     when freed (its mmap threshold follows the largest block freed); with the threshold fixed,
     as both processes of `mailgate run` fix it, the second block goes back as well. Each way
