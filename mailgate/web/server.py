@@ -29,9 +29,14 @@ def bind(config: Config) -> tuple[Config, socket.socket | None]:
         return config, None
     family = socket.AF_INET6 if ":" in web.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if web.port:
+        # A restart may bind its own port again at once, with the last run's connections still
+        # in TIME_WAIT. Not for port 0: with SO_REUSEADDR Linux may hand out a port that an
+        # outgoing connection holds, and then listen() fails with "Address already in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((web.host, web.port))
+        sock.listen(128)  # a port that cannot be listened on fails here, with its address
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"web listener: cannot bind {web.host}:{web.port}: {exc.strerror}") from exc
