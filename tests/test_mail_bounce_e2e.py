@@ -80,6 +80,23 @@ def test_arf_complaint_mutes_the_complainer(daemon: RunningDaemon, sink: Sink) -
     assert len(sink.to(CUSTOMER)) == 1
 
 
+def test_a_complaint_naming_the_plain_address_as_envelope_sender_quiets_nobody(
+    daemon: RunningDaemon, sink: Sink
+) -> None:
+    """An ARF report anyone could write: it names our acknowledgement, but not the envelope
+    sender (bounce token) of our mail to the complainer. Noted on the ticket, never believed."""
+    ack = _ack(daemon, sink)
+    raw = _about("complaint_arf.eml", ack, "support@localhost").replace(
+        b"8787KJKJ3K4J3K4J3K4J3.mail@desk.example", str(ack["Message-ID"]).strip("<>").encode()
+    )
+    daemon.send(raw, sender="abusedesk@example.com")
+    daemon.settle()
+    item = daemon.inbox()[-1]
+    assert item.disposition == "bounce", item.trace
+    assert any("not muted" in t["decision"] for t in item.trace), item.trace
+    assert _quiet(daemon) == set()
+
+
 def test_a_delay_warning_is_noted_but_the_address_keeps_getting_mail(
     daemon: RunningDaemon, sink: Sink
 ) -> None:
