@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                 done = time.monotonic() - t0
                 intake_mb = common.vm_hwm_kb(proc.pid) / 1024
                 worker_mb = max((common.vm_hwm_kb(c) for c in common.children(proc.pid)), default=0) / 1024
+                intake_cpu = common.cpu_seconds(proc.pid)
+                worker_cpu = sum(common.cpu_seconds(c) for c in common.children(proc.pid))
                 print(
                     f"accepted {len(step.sent)}/{len(messages)} in {accepted:.1f} s, {step.refused} refused"
                     f"{f' (e.g. {step.errors[0]})' if step.errors else ''}; acknowledged {got}/{len(ids)}"
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"peak RSS: intake {intake_mb:.0f} MB (at start {base_intake:.0f} MB), worker {worker_mb:.0f} MB"
                 )
+                print(f"CPU: intake {intake_cpu:.1f} s, worker {worker_cpu:.1f} s")
                 failed = got < len(ids) or not ids
             finally:
                 proc.send_signal(signal.SIGTERM)

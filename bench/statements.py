@@ -4,7 +4,8 @@ each row of an executemany included), and the calls through SQLAlchemy (`before_
 an executemany is one call; the per-call Python is what costs, about 25 µs each). With
 `--database postgresql://…` the same run goes to a fresh database of its own on that server
 (dropped afterwards), counted by SQLAlchemy's `before_cursor_execute` event (an executemany counts
-once; BEGIN and COMMIT are not statements there), and the statements sent on their own — each one
+once; BEGIN and COMMIT are not statements there; the statements psycopg's own cursor runs are
+counted by wrapping its `Cursor.execute` and `executemany`), and the statements sent on their own — each one
 a round trip that waits for the server — are told apart from the ones sent in a psycopg pipeline
 with others (store/deferred.py).
 
@@ -68,6 +69,29 @@ def pg_database(server: str, name: str, create: bool) -> None:
         )
 
 
+def count_psycopg(counted: Any) -> None:
+    """Count every statement psycopg sends, through SQLAlchemy or on its own cursor (the kept
+    writes and the Repo's reads, store/deferred.py `Named`), by wrapping psycopg's cursor
+    methods in this process (a measurement only; an executemany counts once)."""
+    import psycopg
+
+    for name in ("execute", "executemany"):
+        original = getattr(psycopg.Cursor, name)
+
+        def wrapped(self: Any, query: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            counted(None, self, query if isinstance(query, str) else str(query))
+            return _original(self, query, *args, **kwargs)
+
+        setattr(psycopg.Cursor, name, wrapped)
+    pipeline = psycopg.Connection.pipeline
+
+    def counted_pipeline(self: Any) -> Any:
+        counted(None, self.cursor(), "(pipeline)")  # each one is left with a sync: one wait
+        return pipeline(self)
+
+    psycopg.Connection.pipeline = counted_pipeline  # type: ignore[method-assign]
+
+
 def run(args: argparse.Namespace, mbox: Path, url: str | None) -> int:
     from sqlalchemy import event
 
@@ -101,6 +125,9 @@ def run(args: argparse.Namespace, mbox: Path, url: str | None) -> int:
 
         def counted(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
             # psycopg's public pgconn: in a pipeline, the statement waits for no answer of its own
+            if statement == "(pipeline)":
+                counts.update([(phase[0], "(pipelines)")])
+                return
             together = bool(cursor.connection.pgconn.pipeline_status)
             counts.update(
                 [
@@ -113,7 +140,7 @@ def run(args: argparse.Namespace, mbox: Path, url: str | None) -> int:
         if db.is_sqlite:
             event.listen(db.engine, "connect", trace)
         else:
-            event.listen(db.engine, "before_cursor_execute", counted)
+            count_psycopg(counted)
         db.engine.dispose()  # the connections made from now on are traced
         cpu = time.process_time()
         done = Runner(db, config).run_until_idle()
@@ -129,6 +156,7 @@ def run(args: argparse.Namespace, mbox: Path, url: str | None) -> int:
     for name, per, unit in (("pipeline", done, "message"), ("sender", sent, "mail")):
         mine = {k: v for (ph, k), v in counts.items() if ph == name}
         alone, together = mine.pop("(alone)", 0), mine.pop("(together)", 0)
+        pipelines = mine.pop("(pipelines)", 0)
         total = sum(mine.values())
         kinds = ", ".join(f"{k} {v / per:.2f}" for k, v in sorted(mine.items()))
         print(f"{name}: {per} {unit}s, {total} statements = {total / per:.1f} a {unit} ({kinds})")
@@ -136,8 +164,8 @@ def run(args: argparse.Namespace, mbox: Path, url: str | None) -> int:
         if alone or together:
             print(
                 f"  {name} on PostgreSQL: sent alone (a round trip each) {alone / per:.1f} a {unit}, "
-                f"in a pipeline with others {together / per:.1f} (a pipeline sent before COMMIT or"
-                " a RELEASE waits once more, not counted here)"
+                f"in a pipeline {together / per:.1f}, pipelines (one wait each) {pipelines / per:.1f}: "
+                f"waits for the server {(alone + pipelines) / per:.1f} a {unit}"
             )
     return 0
 

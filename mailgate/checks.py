@@ -30,7 +30,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, meta, nodes
 
-from mailgate.config import Config, ConfigError, load_config
+from mailgate.config import RETIRED, Config, ConfigError, load_config
 from mailgate.ruleset import load, zone_warnings
 
 # What Notifier.send gives every template (pipeline/notify.py).
@@ -143,6 +143,16 @@ def _config_line(path: Path, message: str) -> int:
     return tf.line_of(tuple(key)) if key else 1
 
 
+def config_error_text(exc: ConfigError) -> str:
+    """A config file's error as a command that cannot start tells it: `FILE:LINE: key: what it
+    takes`, the words `config check` prints; an error naming no key of the file (an environment
+    variable, a file that is missing or not TOML, which names itself) as it is."""
+    message = str(exc)
+    if exc.file is None or not _WHERE.match(message) or message.startswith(str(exc.file)):
+        return message
+    return f"{exc.file}:{_config_line(exc.file, message)}: {message}"
+
+
 def check_config(path: Path | None, env: dict[str, str] | None = None) -> tuple[Config | None, list[Problem]]:
     """config.toml, or with `path` None the embedded default (what `mailgate run` uses with no
     config file: a fresh checkout's rules/ and templates/ in the working directory)."""
@@ -184,6 +194,14 @@ def config_warnings(config: Config, path: Path) -> list[Problem]:
                 'set trust_authentication_results = "relay"',
             )
         )
+    for table, retired in RETIRED.items():
+        section = config.raw.get(table)
+        for key, what in retired.items():
+            if isinstance(section, dict) and key in section:
+                line = _config_line(path, f"{table}.{key}:")
+                warnings.append(
+                    Problem("config", str(path), line, f"{table}.{key} is no longer read: {what}")
+                )
     return warnings
 
 

@@ -29,7 +29,11 @@ KEY_RE = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
 
 
 class ConfigError(Exception):
-    """A setting is missing or invalid. The message names the key."""
+    """A setting is missing or invalid. The message names the key; `file` is the config file read
+    (None: the embedded default), so a command can name the file and line as `config check` does
+    (mailgate/checks.py `config_error_text`)."""
+
+    file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,8 @@ DEFAULT_MAX_ATTACHMENT_SIZE = largest_attachment(DEFAULT_MAX_MESSAGE_SIZE) // 2*
 
 @dataclass(frozen=True)
 class Limits:
+    """[limits]. The least value of each is in LIMITS_LEAST."""
+
     max_attempts: int = 3
     max_attachment_size: int = DEFAULT_MAX_ATTACHMENT_SIZE
     max_attachments: int = 50
@@ -162,6 +168,32 @@ class Limits:
     bounce_quiet_days: int = 7  # no automatic mail to an address after it failed permanently
     admin_notice_minutes: int = 15  # at most one mail per kind of admin notice in this time
 
+
+# The least value each [limits] setting takes (config.example.toml says it beside each key). A
+# count or a window of 0 is never an "off": 0 new tickets per sender holds every new mail as a
+# flood, 0 automatic mails holds every acknowledgement as a loop, 0 attempts quarantines a message
+# its worker never tried, a quiet time of 0 days tells the agents of a quiet time that is over.
+# Where 0 means something, LIMITS_ZERO says what (mail/attachments.py apply_limits: 0 is no limit).
+LIMITS_LEAST = {
+    "max_attempts": 1,
+    "max_attachment_size": 0,
+    "max_attachments": 0,
+    "max_forward_attachments_bytes": 0,
+    "new_tickets_per_sender": 1,
+    "flood_window_minutes": 1,
+    "auto_mails_per_ticket": 1,
+    "auto_mails_per_ticket_window_minutes": 1,
+    "auto_mails_per_recipient": 1,
+    "auto_mails_per_recipient_window_minutes": 1,
+    "bounce_quiet_days": 1,
+    "admin_notice_minutes": 0,
+}
+LIMITS_ZERO = {
+    "max_attachment_size": "no limit but smtp.max_message_size",
+    "max_attachments": "no limit",
+    "max_forward_attachments_bytes": "no attachment travels, each is named",
+    "admin_notice_minutes": "every notice mailed at once",
+}
 
 # Where Authentication-Results headers may come from (RFC 8601 section 5): "none" when mailgate's
 # own listener is the MX (every such header arrived from outside), "relay" when an MTA in front
@@ -294,6 +326,71 @@ class Config:
         return (*(a for d in self.desks for a in d.addresses), self.system_sender)
 
 
+# The keys each table of config.toml may hold (the ones `[limits]`, `[security]`, `[scheduler]`
+# and `[web]` may hold are read where those are).
+TOP_KEYS = {
+    "state_dir",
+    "rules_dir",
+    "templates_dir",
+    "admin_address",
+    "instance_id",
+    "database",
+    "desks",
+    "smtp",
+    "outgoing",
+    "limits",
+    "security",
+    "imap",
+    "scheduler",
+    "web",
+    "pipeline",
+}
+DATABASE_KEYS = {"url"}
+DESK_KEYS = {"address", "key", "name", "aliases", "workflow", "portals"}
+SMTP_KEYS = {"enabled", "host", "port", "max_message_size", "max_data_in_flight", "lmtp"}
+OUTGOING_KEYS = {
+    "transport",
+    "directory",
+    "host",
+    "port",
+    "starttls",
+    "ssl",
+    "username",
+    "password_env",
+    "timeout",
+    "connections",
+    "retry_base_seconds",
+    "retry_max_seconds",
+    "give_up_after_seconds",
+}
+PIPELINE_KEYS = {"worker", "lease_seconds", "renew_seconds"}
+IMAP_KEYS = {
+    "name",
+    "desk",
+    "host",
+    "port",
+    "security",
+    "user",
+    "password_env",
+    "auth",
+    "token_command",
+    "token_file",
+    "folder",
+    "after",
+    "move_to",
+    "poll_seconds",
+    "idle",
+    "first_run",
+    "since",
+    "ca_file",
+}
+# Settings an earlier version read and this one does not, with what to do: loaded without them,
+# and `config check` says so, rather than a daemon that will not start after an upgrade.
+RETIRED: dict[str, dict[str, str]] = {
+    "pipeline": {"parse_processes": "the parse helper process is gone (one runner path): remove the line"},
+}
+
+
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str) -> Any:
     value = table.get(key, default)
     if value is None:
@@ -308,16 +405,34 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default
     return value
 
 
+def _port(table: dict[str, Any], key: str, default: int, where: str) -> int:
+    """A TCP port to listen on or connect to, 1..65535 (a larger one fails only when the daemon
+    binds or connects). `where` "" reads an environment variable, which is text."""
+    value = table.get(key, default)
+    if not where and isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    name = f"{where}.{key}" if where else key
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"{name}: expected a port number 1..65535, got {value!r}")
+    return value
+
+
 def _table(data: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
-    """The table `[name]`, refused when it holds a key nobody reads: a misspelt setting must not
-    silently leave its default in force (a typo in `trusted_authserv_ids` would turn proof by
-    DKIM/SPF off without a word)."""
+    """The table `[name]`, refused when it holds a key nobody reads (`_known`)."""
     table = data.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{name}: expected a [{name}] table")
-    unknown = sorted(set(table) - known)
+    return _known(table, name, known)
+
+
+def _known(table: dict[str, Any], where: str, known: set[str]) -> dict[str, Any]:
+    """`table`, refused when it holds a key nobody reads: a misspelt setting must not silently
+    leave its default in force (a typo in `trusted_authserv_ids` would turn proof by DKIM/SPF
+    off without a word, one in `[smtp] port` would listen where nobody sends). A setting an
+    earlier version read (`RETIRED`) is let through: `config check` warns about it."""
+    unknown = [k for k in table if k not in known and k not in RETIRED.get(where.split("[")[0], {})]
     if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
     return table
 
 
@@ -419,6 +534,15 @@ def load_config(
     sign nothing.
     """
     path = config_path(path)
+    try:
+        return _load(path, env, create_state)
+    except ConfigError as exc:
+        exc.file = path
+        raise
+
+
+def _load(path: Path | None, env: dict[str, str] | None, create_state: bool) -> Config:
+    """`load_config` of the file `path` (None: the embedded default)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -439,7 +563,8 @@ def load_config(
     if not state_dir.is_absolute():
         state_dir = root / state_dir
 
-    db = data.get("database", {})
+    _known(data, "config", TOP_KEYS)
+    db = _table(data, "database", DATABASE_KEYS)
     url = env.get("MAILGATE_DATABASE_URL") or _get(db, "url", str, "", "database")
     if not url:
         url = f"sqlite:///{state_dir / 'mailgate.db'}"
@@ -454,6 +579,9 @@ def load_config(
     seen_addr: set[str] = set()
     for i, d in enumerate(desks_raw):
         where = f"desks[{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a [[desks]] table")
+        _known(d, where, DESK_KEYS)
         address = str(_get(d, "address", str, "", where)).lower()
         if not ADDRESS_RE.match(address):
             raise ConfigError(f"{where}.address: not an address: {address!r}")
@@ -487,13 +615,15 @@ def load_config(
             )
         )
 
-    s = data.get("smtp", {})
+    s = _table(data, "smtp", SMTP_KEYS)
     max_size = _get(s, "max_message_size", int, DEFAULT_MAX_MESSAGE_SIZE, "smtp")
-    port_env = env.get("MAILGATE_SMTP_PORT")
+    port = _port(s, "port", DEFAULT_SMTP_PORT, "smtp")
+    if env.get("MAILGATE_SMTP_PORT"):
+        port = _port(env, "MAILGATE_SMTP_PORT", port, "")
     smtp = SmtpIntake(
         enabled=_get(s, "enabled", bool, True, "smtp"),
         host=_get(s, "host", str, "127.0.0.1", "smtp"),
-        port=int(port_env) if port_env else _get(s, "port", int, DEFAULT_SMTP_PORT, "smtp"),
+        port=port,
         max_message_size=max_size,
         max_data_in_flight=_get(s, "max_data_in_flight", int, DEFAULT_MAX_DATA_IN_FLIGHT, "smtp"),
         lmtp=_get(s, "lmtp", bool, False, "smtp"),
@@ -502,7 +632,7 @@ def load_config(
         if getattr(smtp, key) < 1:
             raise ConfigError(f"smtp.{key}: at least 1 byte, got {getattr(smtp, key)}")
 
-    o = data.get("outgoing", {})
+    o = _table(data, "outgoing", OUTGOING_KEYS)
     transport = _get(o, "transport", str, "file", "outgoing")
     if transport not in ("file", "smtp"):
         raise ConfigError(f"outgoing.transport: expected 'file' or 'smtp', got {transport!r}")
@@ -514,7 +644,7 @@ def load_config(
         transport=transport,
         directory=_get(o, "directory", str, "", "outgoing") or str(state_dir / "outgoing"),
         host=_get(o, "host", str, "127.0.0.1", "outgoing"),
-        port=_get(o, "port", int, 25, "outgoing"),
+        port=_port(o, "port", 25, "outgoing"),
         starttls=_get(o, "starttls", bool, False, "outgoing"),
         ssl=_get(o, "ssl", bool, False, "outgoing"),
         username=_get(o, "username", str, "", "outgoing"),
@@ -529,7 +659,7 @@ def load_config(
         if key in o and getattr(relay, key) <= 0:  # a zero socket timeout fails every send
             raise ConfigError(f"outgoing.{key}: must be more than 0, not {getattr(relay, key)!r}")
 
-    p = data.get("pipeline", {})
+    p = _table(data, "pipeline", PIPELINE_KEYS)
     worker = _get(p, "worker", str, "process", "pipeline")
     if worker not in WORKER_MODES:
         raise ConfigError(f'pipeline.worker: write "process" or "thread", not {worker!r}')
@@ -544,7 +674,7 @@ def load_config(
         )
     pipeline = Pipeline(worker=worker, lease_seconds=lease, renew_seconds=renew)
 
-    lim = data.get("limits", {})
+    lim = _table(data, "limits", set(LIMITS_LEAST))
     reachable = largest_attachment(smtp.max_message_size)
     max_attachment = _get(lim, "max_attachment_size", int, None, "limits")
     if max_attachment is None:  # what the message limit lets through, in whole MiB when it can
@@ -575,10 +705,11 @@ def load_config(
         bounce_quiet_days=_get(lim, "bounce_quiet_days", int, 7, "limits"),
         admin_notice_minutes=_get(lim, "admin_notice_minutes", int, 15, "limits"),
     )
-    for key in sorted(lim):  # counts, sizes and windows: a negative one is never meant
-        value = getattr(limits, key, None)
-        if isinstance(value, int) and value < 0:
-            raise ConfigError(f"limits.{key}: expected a whole number >= 0, got {value}")
+    for key in lim:  # in the file's order: the first wrong line is named
+        value, least = getattr(limits, key), LIMITS_LEAST[key]
+        if value < least:
+            meaning = f" (0: {LIMITS_ZERO[key]})" if key in LIMITS_ZERO else ""
+            raise ConfigError(f"limits.{key}: expected a whole number >= {least}{meaning}, got {value}")
 
     def _dir(key: str, default: str) -> Path:
         p = Path(_get(data, key, str, default, "config"))
@@ -686,6 +817,9 @@ def _imap_accounts(tables: Any, desks: list[Desk], env: dict[str, str]) -> tuple
     accounts: list[ImapAccount] = []
     for i, t in enumerate(tables):
         where = f"imap[{i}]"
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: expected an [[imap]] table")
+        _known(t, where, IMAP_KEYS)
         host, user = _get(t, "host", str, "", where), _get(t, "user", str, "", where)
         if not host or not user:
             raise ConfigError(f"{where}: host and user are required")
@@ -709,7 +843,7 @@ def _imap_accounts(tables: Any, desks: list[Desk], env: dict[str, str]) -> tuple
             desk=found[0].key,
             host=host,
             user=user,
-            port=_get(t, "port", int, {"tls": 993}.get(values["security"], 143), where),
+            port=_port(t, "port", {"tls": 993}.get(values["security"], 143), where),
             password=_env(env, _get(t, "password_env", str, "MAILGATE_IMAP_PASSWORD", where)),
             token_command=_get(t, "token_command", str, "", where),
             token_file=_get(t, "token_file", str, "", where),
@@ -721,6 +855,10 @@ def _imap_accounts(tables: Any, desks: list[Desk], env: dict[str, str]) -> tuple
             ca_file=_get(t, "ca_file", str, "", where),
             **values,
         )
+        if acct.poll_seconds < 1:  # 0 polls the server without pause, and reads the poller as stuck
+            raise ConfigError(
+                f"{where}.poll_seconds: expected a number of seconds >= 1, got {acct.poll_seconds:g}"
+            )
         if acct.auth == "xoauth2" and not (acct.token_command or acct.token_file):
             raise ConfigError(f"{where}.auth: xoauth2 needs token_command or token_file")
         if any(a.name == acct.name for a in accounts):

@@ -33,7 +33,7 @@ from typing import Any
 
 from mailgate.config import Config
 from mailgate.intake.accept import Acceptor, GroupCommitter
-from mailgate.proc import die_with_parent
+from mailgate.proc import die_with_parent, return_large_blocks
 from mailgate.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ def _worker_main(config: Config, log_settings: tuple[str, bool], reader: Any, pa
     die_with_parent()
     if os.getppid() != parent:  # the daemon died before prctl took effect
         return
+    return_large_blocks()  # messages up to max_message_size pass through here too
     from mailgate.logs import setup_logging
 
     setup_logging(log_settings[0], json_lines=log_settings[1])
@@ -330,6 +331,8 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
+        # Here, not in `start`, which tests call in their own process: the whole process's malloc.
+        return_large_blocks()
         self.start()  # stops what did start if it fails
         # What is loaded by now lives as long as the daemon: a full collection need not walk it
         # again (a pass over the database layer is long, and may fall in the middle of an SMTP

@@ -6,7 +6,8 @@ the listener's sessions wait for room instead of all holding a message at once (
 nothing refused), the message bytes go into SQLite piece by piece, the worker claims a batch by
 bytes as well as by count, the MIME parser is fed in pieces, a base64 part is decoded in one
 step, and the dedup digest is computed without copying the body — all giving exactly what the
-whole-message way gave.
+whole-message way gave. And what is freed is let go: the accept writer keeps no message past its
+answer, and a large block freed goes back to the system (glibc's mmap threshold, fixed).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ import base64
 import email
 import email.policy
 import hashlib
+import platform
 import random
 import smtplib
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +35,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from mailgate.config import load_config
-from mailgate.intake.accept import Acceptor, GroupCommitter
+from mailgate.intake.accept import Acceptor, Envelope, GroupCommitter
 from mailgate.intake.smtp import start_listener
 from mailgate.mail.parse import parse_message
 from mailgate.store import inbox
@@ -112,6 +117,58 @@ def test_sessions_wait_for_room_and_every_message_arrives_whole(tmp_path: Path) 
         stored = s.execute(select(col(InboxRaw.raw))).scalars().all()
     db.dispose()
     assert sorted(bytes(raw) for raw in stored) == sorted(messages)
+
+
+def test_the_accept_writer_keeps_no_message_once_it_is_answered(tmp_path: Path) -> None:
+    """The writer thread holds a message only while it commits it: once the sender is answered,
+    the only reference left is the caller's (it used to keep the last batch, a whole message of
+    up to max_message_size, until the next message came in, i.e. through that one's DATA)."""
+    config = load_config(write_config(tmp_path))
+    db = Database(config.database_url)
+    committer = GroupCommitter(Acceptor(db, config))
+    try:
+        for size in (100, 2_000_000):  # in one statement, and written into SQLite piece by piece
+            raw = (
+                f"From: a@example.com\r\nTo: support@localhost\r\nMessage-ID: <m{size}@example.com>\r\n\r\n"
+            ).encode() + bytes(size)
+            mine = sys.getrefcount(raw)
+            envelope = Envelope(mail_from="a@example.com", rcpt_tos=("support@localhost",), source="smtp")
+            assert committer.submit(raw, envelope).result(30).stored
+            deadline = time.monotonic() + 10  # the writer answers, then returns from its batch
+            while sys.getrefcount(raw) > mine and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sys.getrefcount(raw) == mine, f"the writer still holds the {size}-byte message"
+    finally:
+        committer.close()
+        db.dispose()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
+)
+def test_a_large_block_freed_goes_back_to_the_system() -> None:
+    """After a 20 MB block was freed, glibc would carve a 10 MB one from the heap and keep it
+    when freed (its mmap threshold follows the largest block freed); with the threshold fixed,
+    as both processes of `mailgate run` fix it, the second block goes back as well. Each way
+    in a fresh interpreter: the control shows the heap keeping it."""
+    script = (
+        "import sys\n"
+        "from mailgate.proc import return_large_blocks\n"
+        "if sys.argv[1] == 'fixed':\n    return_large_blocks()\n"
+        "def rss():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:')) // 1024\n"
+        "base = rss()\n"
+        "block = bytes(20 << 20)\ndel block\n"
+        "block = bytearray(b'x') * (10 << 20)\ndel block\n"
+        "print(rss() - base)\n"
+    )
+    grown = {
+        how: int(subprocess.run([sys.executable, "-c", script, how], capture_output=True, check=True).stdout)
+        for how in ("default", "fixed")
+    }
+    assert grown["default"] >= 8, grown  # the control: left alone, the heap keeps the block
+    assert grown["fixed"] <= 2, grown
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

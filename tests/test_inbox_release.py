@@ -67,7 +67,12 @@ def test_a_released_out_of_office_becomes_a_ticket_that_names_who_released_it(tm
     assert "`mailgate inbox release 1`" in desk.cli("inbox", "show", "1").out
 
     released = desk.cli("inbox", "release", "1", "--by", "alice@localhost")
-    assert released.out.strip() == "inbox item 1 released by alice@localhost: ticket SUP-1 (ticket-created)"
+    # what happens next, truthfully: the command sends nothing, and no daemon runs to send it
+    assert released.out.strip() == (
+        "inbox item 1 released by alice@localhost: ticket SUP-1 (ticket-created); 1 mail about it"
+        " waits in the outbox until `mailgate run` sends it (no daemon is running)"
+    )
+    assert desk.cli("outbox", "list").out.count("pending") == 1
     assert desk.rows() == [(1, "done", "ticket-created", "SUP-1")]
     history = desk.cli("tickets", "show", "SUP-1").out
     assert re.search(
@@ -83,7 +88,8 @@ def test_a_released_out_of_office_becomes_a_ticket_that_names_who_released_it(tm
     # Without --by, the login running the command is who released it.
     desk.ingest(out_of_office(2))
     assert re.fullmatch(
-        r"inbox item 2 released by \S+: ticket SUP-2 \(ticket-created\)\n",
+        r"inbox item 2 released by \S+: ticket SUP-2 \(ticket-created\); 1 mail about it waits in the outbox"
+        r" until `mailgate run` sends it \(no daemon is running\)\n",
         desk.cli("inbox", "release", "2").out,
     )
 
@@ -122,7 +128,14 @@ def test_a_flood_release_lets_one_message_through_and_a_drop_keeps_the_rest_out(
         )
     assert [r[2] for r in desk.rows()] == ["ticket-created"] * 2 + ["held:flood"] * 3
 
-    assert desk.cli("inbox", "release", "4").out.strip().endswith(": ticket SUP-3 (ticket-created)")
+    assert (
+        desk.cli("inbox", "release", "4")
+        .out.strip()
+        .endswith(
+            ": ticket SUP-3 (ticket-created); 2 mails about it wait in the outbox until `mailgate run` sends them"
+            " (no daemon is running)"
+        )
+    )
     assert [r[2] for r in desk.rows()] == ["ticket-created"] * 2 + [
         "held:flood",
         "ticket-created",
@@ -138,7 +151,7 @@ def test_a_flood_release_lets_one_message_through_and_a_drop_keeps_the_rest_out(
     assert len(desk.rows()) == 5  # the same message again: a duplicate, no row, no ticket
     assert desk.query("SELECT count(*) FROM ticket") == [(3,)]
     # A drop made by mistake is undone by a release.
-    assert desk.cli("inbox", "release", "5").out.strip().endswith(": ticket SUP-4 (ticket-created)")
+    assert ": ticket SUP-4 (ticket-created); 2 mails about it wait" in desk.cli("inbox", "release", "5").out
 
 
 def test_a_release_interrupted_after_its_commit_or_run_again_makes_one_ticket(
@@ -164,13 +177,41 @@ def test_a_release_interrupted_after_its_commit_or_run_again_makes_one_ticket(
 
     again = desk.cli("inbox", "release", "1", "--by", "bert@localhost").out
     assert re.fullmatch(
-        r"inbox item 1 was released by alice@localhost at \S+ \S+ UTC: ticket SUP-1 \(ticket-created\)\n",
+        r"inbox item 1 was released by alice@localhost at \S+ \S+ UTC: ticket SUP-1 \(ticket-created\); 1 mail"
+        r" about it waits in the outbox until `mailgate run` sends it \(no daemon is running\)\n",
         again,
     ), again
-    assert desk.cli("inbox", "release", "1").out.endswith(": ticket SUP-1 (ticket-created)\n")
+    assert ": ticket SUP-1 (ticket-created); 1 mail about it waits" in desk.cli("inbox", "release", "1").out
     assert desk.query("SELECT count(*) FROM ticket") == [(1,)]
     assert desk.query("SELECT actor FROM event WHERE kind = 'released'") == [("alice@localhost",)]
     assert desk.mail_to("team-lead@localhost") == ["triage-needed"]
+
+
+def test_a_release_whose_processing_fails_with_no_daemon_says_who_processes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The release stands when processing it here fails; with no daemon up, "the running
+    daemon's worker processes it" was untrue: nothing would, until `mailgate run` starts."""
+    from mailgate.cli import main
+    from mailgate.pipeline.runner import Runner
+
+    desk = Desk(tmp_path)
+    desk.ingest(out_of_office())
+
+    def fails(self: Runner, max_batches: int = 0) -> int:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(Runner, "run_until_idle", fails)
+    assert main(["--config", str(desk.config), "inbox", "release", "1", "--by", "alice@localhost"]) == 0
+    assert capsys.readouterr().out == (
+        "inbox item 1 released by alice@localhost: queued, not processed yet, and no daemon is running:"
+        " `mailgate run` (or this command again) processes it\n"
+    )
+    monkeypatch.undo()
+    assert desk.cli("inbox", "release", "1").out.startswith(
+        "inbox item 1 was released by alice@localhost at "
+    )
+    assert desk.rows() == [(1, "done", "ticket-created", "SUP-1")]
 
 
 def test_release_of_mail_held_by_the_running_daemon(tmp_path: Path) -> None:
@@ -194,7 +235,13 @@ def test_release_of_mail_held_by_the_running_daemon(tmp_path: Path) -> None:
             desk.db, "SELECT state, disposition FROM inboxitem WHERE id = 1", ("done", "held:auto-reply")
         )
         out = desk.cli("inbox", "release", "1", "--by", "alice@localhost").out
-        assert out.startswith("inbox item 1 released by alice@localhost: "), out
+        # whichever worker took it, the words say that the running daemon does the rest
+        assert re.fullmatch(
+            r"inbox item 1 released by alice@localhost: (ticket SUP-1 \(ticket-created\); 1 mail about it goes"
+            r" out with the running daemon|queued; the running daemon's worker processes it \(`mailgate"
+            r" inbox show 1` tells the outcome\))\n",
+            out,
+        ), out
         wait_for_db(
             desk.db, "SELECT state, disposition FROM inboxitem WHERE id = 1", ("done", "ticket-created")
         )
@@ -230,7 +277,11 @@ def test_release_and_drop_on_each_backend_beside_the_running_daemon(
         out = mailgate(
             tmp_path, "--config", str(cfg), "inbox", "release", str(held[0]), "--by", "alice@x", env=env
         ).out
-        assert out.strip() == f"inbox item {held[0]} released by alice@x: ticket SUP-2 (ticket-created)", out
+        assert re.fullmatch(
+            rf"inbox item {held[0]} released by alice@x: ticket SUP-2 \(ticket-created\); \d mails? about it"
+            r" (goes|go) out with the running daemon\n",
+            out,
+        ), out
         dropped = mailgate(tmp_path, "--config", str(cfg), "inbox", "drop", str(held[1]), env=env).out
         assert dropped.startswith(f"inbox item {held[1]} dropped by ")
         d.settle()

@@ -71,3 +71,24 @@ def test_without_sla_toml_the_desk_zone_is_utc(tmp_path: Path) -> None:
     out = mailgate(desk, "rules", "check").out
     assert 'rules/routing.toml:1: warning: timezone = "Europe/London" is not the desk\'s zone UTC' in out
     assert "(UTC: there is no sla.toml)" in out
+
+
+def test_an_alias_of_the_desks_zone_is_no_warning(tmp_path: Path) -> None:
+    """`Etc/UTC` is `UTC`, `Europe/Kiev` is `Europe/Kyiv`: one zone under two names of the tz
+    database tells the same time, and was warned as a mismatch because the names differ."""
+    desk = init_desk(tmp_path)
+    routing, sla = desk / "rules" / "routing.toml", desk / "rules" / "sla.toml"
+    sla.write_text(sla.read_text().replace('tz = "Europe/Berlin"', 'tz = "Europe/Kyiv"', 1))
+    put_zone(routing, "Europe/Kiev", 1)
+    assert "warning" not in mailgate(desk, "rules", "check").out
+    assert "warning" not in mailgate(desk, "config", "check").out
+    # a zone that is not the desk's is still warned
+    routing.write_text(routing.read_text().replace('"Europe/Kiev"', '"Europe/Berlin"', 1))
+    assert (
+        'timezone = "Europe/Berlin" is not the desk\'s zone Europe/Kyiv'
+        in mailgate(desk, "rules", "check").out
+    )
+    # without sla.toml the desk's zone is UTC, which Etc/UTC names too
+    sla.unlink()
+    routing.write_text(routing.read_text().replace('"Europe/Berlin"', '"Etc/UTC"', 1))
+    assert "warning" not in mailgate(desk, "rules", "check").out

@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailgate: {exc}", file=sys.stderr)
         return EX_NOINPUT
     except ConfigError as exc:
-        print(f"mailgate: configuration error: {exc}", file=sys.stderr)
+        from mailgate.checks import config_error_text
+
+        print(f"mailgate: configuration error: {config_error_text(exc)}", file=sys.stderr)
         return EX_CONFIG
     except KeyboardInterrupt:
         print(file=sys.stderr)  # past the ^C the terminal echoed; no traceback

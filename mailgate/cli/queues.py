@@ -8,8 +8,9 @@ import json
 import logging
 import sys
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from mailgate.cli.common import config_of, cut, open_db
@@ -18,6 +19,33 @@ from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, now_utc, utc
 
 log = logging.getLogger(__name__)
+
+
+# How the inbox commands print JSON: as `tickets list --json` and `tickets show --json` do.
+JSON: dict[str, Any] = {"indent": 2, "default": str, "ensure_ascii": False}
+
+
+def _inbox_dict(r: InboxItem, key: str | None) -> dict[str, Any]:
+    """One inbox row as `inbox show --json` prints it, and `inbox list --json` each of its rows:
+    every field, the ticket by its key."""
+    return {
+        "id": r.id,
+        "desk": r.desk,
+        "state": r.state,
+        "disposition": r.disposition,
+        "ticket": key,
+        "message_id": r.message_id,
+        "source": r.source,
+        "mail_from": r.mail_from,
+        "rcpt_tos": r.rcpt_tos,
+        "attempts": r.attempts,
+        "stage": r.stage,
+        "reason": r.reason,
+        "trace": r.trace,
+        "received_at": utc(r.received_at),
+        "released_by": r.released_by,
+        "released_at": utc(r.released_at),
+    }
 
 
 def _inbox_list(args: argparse.Namespace) -> int:
@@ -32,6 +60,9 @@ def _inbox_list(args: argparse.Namespace) -> int:
                 select(Ticket).where(col(Ticket.id).in_([r.ticket_id for r in rows if r.ticket_id]))
             ).scalars()
         }
+    if args.json:  # a list, as `tickets list --json`, of what `inbox show --json` prints for one
+        print(json.dumps([_inbox_dict(r, keys.get(r.ticket_id)) for r in rows], **JSON))
+        return 0
     if not rows:
         print("no failed messages" if args.failed else "inbox is empty")
         return 0
@@ -65,30 +96,7 @@ def _inbox_show(args: argparse.Namespace) -> int:
             return 0
         key = s.get(Ticket, r.ticket_id).key if r.ticket_id else None  # type: ignore[union-attr]
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "id": r.id,
-                    "desk": r.desk,
-                    "state": r.state,
-                    "disposition": r.disposition,
-                    "ticket": key,
-                    "message_id": r.message_id,
-                    "source": r.source,
-                    "mail_from": r.mail_from,
-                    "rcpt_tos": r.rcpt_tos,
-                    "attempts": r.attempts,
-                    "stage": r.stage,
-                    "reason": r.reason,
-                    "trace": r.trace,
-                    "received_at": utc(r.received_at),
-                    "released_by": r.released_by,
-                    "released_at": utc(r.released_at),
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        print(json.dumps(_inbox_dict(r, key), **JSON))
         return 0
     print(
         f"inbox item {r.id} for desk {r.desk}, received {utc(r.received_at):%Y-%m-%d %H:%M:%S} UTC by {r.source}"
@@ -156,6 +164,7 @@ def _inbox_release(args: argparse.Namespace) -> int:
                 Runner(db, config).run_until_idle()
             except Exception as exc:  # noqa: BLE001 - released is committed: the daemon processes it
                 log.error("processing after the release failed (the release stands): %s", exc)
+        daemon = _daemon_runs(db)
         with db.session() as s:
             for a in answers:
                 r = s.get(InboxItem, a.item_id)
@@ -164,22 +173,46 @@ def _inbox_release(args: argparse.Namespace) -> int:
                     continue
                 when = "" if a.now else f" at {utc(r.released_at):%Y-%m-%d %H:%M} UTC"
                 done = "released" if a.now else "was released"
-                print(f"inbox item {r.id} {done} by {r.released_by}{when}: {_after_release(s, r)}")
+                print(f"inbox item {r.id} {done} by {r.released_by}{when}: {_after_release(s, r, daemon)}")
     return 0 if all(a.ok for a in answers) else 1
 
 
-def _after_release(s: Session, r: InboxItem) -> str:
-    """What the pipeline made of a released message."""
-    if r.state in ("new", "processing"):
-        return "queued; the running daemon's worker processes it"
+def _daemon_runs(db: Database) -> bool:
+    """Whether a `mailgate run` is alive by its heartbeat: what the release's admin is told
+    happens next to the message and its mail depends on it."""
+    from mailgate.store.heartbeat import daemons
+
+    return any(d.alive for d in daemons(db))
+
+
+def _after_release(s: Session, r: InboxItem, daemon: bool) -> str:
+    """What the pipeline made of a released message, and what happens next: the command
+    processes it but sends nothing, so its mail waits in the outbox for a daemon's sender."""
+    if r.state in ("new", "processing"):  # a running daemon's worker took it first, or this run failed
+        if daemon:
+            return f"queued; the running daemon's worker processes it (`mailgate inbox show {r.id}` tells the outcome)"
+        return "queued, not processed yet, and no daemon is running: `mailgate run` (or this command again) processes it"
     if r.state == "failed":
         return f"quarantined at {r.stage}: {r.reason} (`mailgate inbox show {r.id}`)"
     ticket = s.get(Ticket, r.ticket_id) if r.ticket_id else None
     outcome = r.disposition or r.state
+    if ticket is None:
+        return f"{outcome}: {r.reason or ''}".rstrip(": ")
+    mails = s.execute(
+        select(func.count())
+        .select_from(OutboxItem)
+        .where(col(OutboxItem.ticket_id) == ticket.id, col(OutboxItem.created_at) >= r.released_at)
+    ).scalar_one()
+    said = f"ticket {ticket.key} ({outcome})"
+    if not mails:
+        return said
+    n = f"{mails} mail{'' if mails == 1 else 's'}"
+    if daemon:
+        return f"{said}; {n} about it {'goes' if mails == 1 else 'go'} out with the running daemon"
+    it = "it" if mails == 1 else "them"
+    waits = "waits" if mails == 1 else "wait"
     return (
-        f"ticket {ticket.key} ({outcome})"
-        if ticket is not None
-        else f"{outcome}: {r.reason or ''}".rstrip(": ")
+        f"{said}; {n} about it {waits} in the outbox until `mailgate run` sends {it} (no daemon is running)"
     )
 
 
@@ -261,13 +294,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="inbox_command", required=True)
     ls = isub.add_parser("list", help="the newest received messages")
     ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true", help="a JSON list, every field (as `inbox show --json`)")
     ls.set_defaults(func=_inbox_list, failed=False)
     fl = isub.add_parser("failed", help="quarantined messages with stage and reason")
     fl.add_argument("--limit", type=int, default=50)
+    fl.add_argument("--json", action="store_true", help="a JSON list, every field (as `inbox show --json`)")
     fl.set_defaults(func=_inbox_list, failed=True)
     sh = isub.add_parser("show", help="what each stage decided about one message, and why")
     sh.add_argument("id", type=int)
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--json", action="store_true", help="one JSON object, every field")
     sh.add_argument("--raw", action="store_true", help="print the message as received (> message.eml)")
     sh.set_defaults(func=_inbox_show)
     rt = isub.add_parser("retry", help="process a quarantined message again")

@@ -170,31 +170,37 @@ class GroupCommitter:
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+        while self._commit_next():
+            pass
+
+    def _commit_next(self) -> bool:
+        """Wait for a message, commit it with whatever else is waiting, answer their waiters;
+        False once close() was called. One call per batch, so the batch's messages (up to
+        `max_message_size` each) are let go when it returns, not kept by a loop variable while
+        the writer waits for the next message."""
+        first = self._queue.get()
+        if first is None:
+            return False
+        batch = [first]
+        go_on = True
+        while len(batch) < self.max_batch:
             try:
-                results = self.acceptor.accept_many([(raw, env) for raw, env, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiting sender gets a temporary failure
-                log.error("storing %d received message(s) failed: %s", len(batch), exc)
-                for _, _, fut in batch:
-                    fut.set_exception(exc)
-            else:
-                for (_, _, fut), res in zip(batch, results, strict=True):
-                    fut.set_result(res)
-                if callable(self.on_commit):
-                    self.on_commit()
-            if stop:
-                return
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                go_on = False
+                break
+            batch.append(nxt)
+        try:
+            results = self.acceptor.accept_many([(raw, env) for raw, env, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - every waiting sender gets a temporary failure
+            log.error("storing %d received message(s) failed: %s", len(batch), exc)
+            for _, _, fut in batch:
+                fut.set_exception(exc)
+            return go_on
+        for (_, _, fut), res in zip(batch, results, strict=True):
+            fut.set_result(res)
+        if callable(self.on_commit):
+            self.on_commit()
+        return go_on

@@ -33,7 +33,7 @@ from mailgate.pipeline.links import NO_LINKS, mail_links
 from mailgate.ruleset import RulesSource
 from mailgate.store.kinds import AdminKind, EventKind
 from mailgate.store.models import Ticket, now_utc, utc
-from mailgate.store.repo import Repo
+from mailgate.store.repo import Bounced, Repo
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,21 @@ class Notifier:
             overall_window=timedelta(minutes=lim.auto_mails_per_recipient_window_minutes),
         )
 
-    def over_limit(self, repo: Repo, recipient: str, ticket_id: int | None) -> str | None:
-        """Why mail to `recipient` must be held now, or None. One query for both windows."""
+    def loop_checks(
+        self, repo: Repo, recipient: str, ticket_id: int | None
+    ) -> tuple[Bounced | None, str | None]:
+        """The bounce that keeps automatic mail from `recipient` now, and why a loop limit holds
+        it now (None each when neither does). One query for the bounce and both windows on
+        PostgreSQL (Repo.mail_checks)."""
         now = now_utc()
         lim = self.limits
-        overall, per = repo.automatic_mails(
-            recipient, ticket_id, now - lim.overall_window, now - lim.per_ticket_window
+        bounced, (overall, per) = repo.mail_checks(
+            recipient, ticket_id, now, now - lim.overall_window, now - lim.per_ticket_window
         )
+        return bounced, self._over_limit(recipient, ticket_id, overall, per)
+
+    def _over_limit(self, recipient: str, ticket_id: int | None, overall: int, per: int) -> str | None:
+        lim = self.limits
         if overall >= lim.overall:
             return f"{overall} automatic mails to {recipient} in {lim.overall_window}"
         if ticket_id is not None and per >= lim.per_ticket:
@@ -146,7 +154,8 @@ class Notifier:
             )
             log.warning("not sent %s to %s on %s: one of our own addresses", kind, to, ticket.key)
             return None
-        if check_loops and (bounced := repo.bounced(to, now_utc())) is not None:
+        bounced, why = self.loop_checks(repo, to, ticket.id) if check_loops else (None, None)
+        if bounced is not None:
             # A dead address gets no automatic mail desk-wide for [limits] bounce_quiet_days:
             # acknowledging every new request from it is backscatter. A person's reply still goes.
             repo.event(
@@ -159,24 +168,22 @@ class Notifier:
             )
             log.info("not sent %s to %s on %s: it bounced (%s)", kind, to, ticket.key, bounced.status)
             return None
-        if check_loops:
-            why = self.over_limit(repo, to, ticket.id)
-            if why:
-                first = not self.held_recently(repo, to)
-                repo.event(ticket.id, EventKind.MAIL_HELD, recipient=to, mail=kind, reason=why)  # type: ignore[arg-type]
-                log.warning("held %s to %s on %s: %s", kind, to, ticket.key, why)
-                if first:
-                    self.send_admin(
-                        repo,
-                        AdminKind.LOOP,
-                        f"mailgate: automatic mail to {to} held (loop limit)",
-                        f"mailgate held a {kind} mail to {to} about {ticket.key}: {why}.\n\n"
-                        "This is how a loop with an auto-responder looks. Mail to this address is held\n"
-                        "while the limit holds ([limits] auto_mails_per_ticket, auto_mails_per_recipient);\n"
-                        "the ticket records each held mail. This notice is sent once per address per\n"
-                        f"{self.notice_window}.\n",
-                    )
-                return None
+        if why:
+            first = not self.held_recently(repo, to)
+            repo.event(ticket.id, EventKind.MAIL_HELD, recipient=to, mail=kind, reason=why)  # type: ignore[arg-type]
+            log.warning("held %s to %s on %s: %s", kind, to, ticket.key, why)
+            if first:
+                self.send_admin(
+                    repo,
+                    AdminKind.LOOP,
+                    f"mailgate: automatic mail to {to} held (loop limit)",
+                    f"mailgate held a {kind} mail to {to} about {ticket.key}: {why}.\n\n"
+                    "This is how a loop with an auto-responder looks. Mail to this address is held\n"
+                    "while the limit holds ([limits] auto_mails_per_ticket, auto_mails_per_recipient);\n"
+                    "the ticket records each held mail. This notice is sent once per address per\n"
+                    f"{self.notice_window}.\n",
+                )
+            return None
         token = make_token(self.config.secret, ticket.key, to)
         message_id = new_message_id(desk.domain)
         reply_address = desk.token_address(token)

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
-from zoneinfo import ZoneInfo
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, TemplateSyntaxError
 
@@ -165,7 +166,7 @@ def zone_warnings(snapshot: Snapshot) -> list[RulesError]:
         except RulesInvalid:  # gone or broken since the snapshot was made: the next load says so
             continue
         named = file.data.get("timezone")
-        if isinstance(named, str) and named != zone:
+        if isinstance(named, str) and not same_zone(named, zone):
             out.append(
                 RulesError(
                     file.name,
@@ -178,6 +179,33 @@ def zone_warnings(snapshot: Snapshot) -> list[RulesError]:
                 )
             )
     return out
+
+
+def same_zone(a: str, b: str) -> bool:
+    """Whether two IANA names name one zone: the same name, or a link and its zone (`Etc/UTC` and
+    `UTC`, `Europe/Kiev` and `Europe/Kyiv`, `US/Eastern` and `America/New_York`), which tell the
+    same time all year. A link is the zone's compiled data under another name: the same bytes."""
+    if a == b:
+        return True
+    data = _tzif(a)
+    return data is not None and data == _tzif(b)
+
+
+def _tzif(name: str) -> bytes | None:
+    """The compiled data `ZoneInfo(name)` reads, from where it reads it (zoneinfo.TZPATH, then the
+    tzdata package); None for a name that is no zone."""
+    try:
+        ZoneInfo(name)  # refuses what is no zone key, an absolute path or "..", before a file is read
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+    for root in TZPATH:
+        path = Path(root, name)
+        if path.is_file():
+            return path.read_bytes()
+    try:
+        return resources.files("tzdata").joinpath("zoneinfo", *name.split("/")).read_bytes()
+    except (ModuleNotFoundError, OSError):
+        return None
 
 
 def display(path: Path) -> str:

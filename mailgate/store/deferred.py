@@ -13,6 +13,10 @@ sees every write made before it, a failed write fails the statement after it in 
 SAVEPOINT, and nothing is committed that would not have been. A rollback drops what was kept
 (to a SAVEPOINT: what was kept after it).
 
+The kept writes, and the Repo's small reads that go with them (`read`), run on psycopg's own
+cursor as SQL compiled once per statement (`Named`): SQLAlchemy's per-call work cost more of this
+process's time than the statements' way to the server.
+
 SQLite runs in this process: there is no round trip to save, and `defer` runs the write at once.
 """
 
@@ -22,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.orm import Session
 
 _KEY = "mailgate.deferred"  # in Connection.info: the writes kept, in order; in Session.info: the connection
@@ -38,6 +42,68 @@ def defer(session: Session, stmt: Any, params: dict[str, Any]) -> None:
         return
     conn.info.setdefault(_KEY, []).append((stmt, params))
     session.info[_KEY] = conn
+
+
+class Named:
+    """A prebuilt statement as the SQL text SQLAlchemy compiles for PostgreSQL (named parameters,
+    `%(name)s`) with each parameter's value when not given and its type's bind processor (a JSON
+    column's value wrapped for psycopg), run on psycopg's own cursor: the same SQL and the same
+    values as `Connection.execute` sends, without its per-call work, which cost more than the
+    rest of a kept write's way to the server (bench/README.md, "PostgreSQL ingest, third
+    round"). All public API: `compile`, `binds`, `dialect_impl`, `bind_processor`; store/repo.py
+    `Plain` is SQLite's counterpart."""
+
+    def __init__(self, stmt: Any, dialect: Dialect, keys: tuple[str, ...] | None) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+        self.sql = str(compiled)
+        self.slots: list[tuple[str, Any, Any]] = []  # (name, value when not given, processor)
+        for name, bind in compiled.binds.items():
+            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            self.slots.append((name, bind.value, proc))
+
+    def args(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, fixed, proc in self.slots:
+            value = params.get(name, fixed)
+            out[name] = proc(value) if proc is not None else value  # as SQLAlchemy: None too
+        return out
+
+
+_NAMED: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Named]] = {}
+
+
+def named(stmt: Any, dialect: Dialect, keys: tuple[str, ...] | None = None) -> Named:
+    """`stmt` compiled once per set of columns (`keys`: an INSERT's or UPDATE's). For
+    module-level statements only: the cache keeps every statement it is given."""
+    found = _NAMED.get((id(stmt), keys))
+    if found is None or found[0] is not stmt:
+        found = _NAMED[(id(stmt), keys)] = (stmt, Named(stmt, dialect, keys))
+    return found[1]
+
+
+def _columns(stmt: Any, params: dict[str, Any]) -> tuple[str, ...] | None:
+    """INSERT and UPDATE compile their column list from the keys given; others do not."""
+    if getattr(stmt, "is_dml", False) and not getattr(stmt, "is_delete", False):
+        return tuple(sorted(params))
+    return None
+
+
+def read(session: Session, stmt: Any, params: dict[str, Any]) -> Any:
+    """Run a prebuilt SELECT (or write with RETURNING) as `Named` SQL on psycopg's cursor in the
+    session's transaction, the kept writes sent with it; the cursor, its rows as psycopg gives
+    them, which is what SQLAlchemy's psycopg dialect gives for integers, text, booleans, times
+    and JSON (it leaves their loading to psycopg), not for every type."""
+    return read_on(session.connection(), stmt, params)
+
+
+def read_on(conn: Connection, stmt: Any, params: dict[str, Any]) -> Any:
+    """`read` on a Connection (a module-level statement: `named` keeps it)."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    sql = named(stmt, conn.dialect, _columns(stmt, params))
+    cursor = raw.cursor()
+    flush(conn, lambda: cursor.execute(sql.sql, sql.args(params)))
+    return cursor
 
 
 def install(engine: Engine) -> None:
@@ -76,8 +142,12 @@ def flush(conn: Connection, then: Callable[[], None] | None = None) -> None:
             for stmt, rows in runs:
                 if not rows:
                     raw.execute(stmt)
+                    continue
+                sql = named(stmt, conn.dialect, _columns(stmt, rows[0]))
+                if len(rows) > 1:
+                    raw.cursor().executemany(sql.sql, [sql.args(r) for r in rows])
                 else:
-                    conn.execute(stmt, rows if len(rows) > 1 else rows[0])
+                    raw.cursor().execute(sql.sql, sql.args(rows[0]))
             if then is not None:
                 then()
     except Exception as exc:

@@ -30,7 +30,19 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import (
+    Boolean,
+    String,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect, Result
 from sqlmodel import Session, col
 
@@ -65,6 +77,15 @@ _NEXT_NUMBER = (
     .where(_T[Counter].c.desk == bindparam("d"))
     .values(next_number=_T[Counter].c.next_number + 1)
     .returning(_T[Counter].c.next_number - 1)
+)
+# PostgreSQL: the desk's next number taken and the ticket made with it in one statement (a
+# data-modifying CTE, which SQLite lacks): one round trip where the two waited for one each.
+_NUMBERED = (
+    update(_T[Counter])
+    .where(_T[Counter].c.desk == bindparam("d"))
+    .values(next_number=_T[Counter].c.next_number + 1)
+    .returning((_T[Counter].c.next_number - 1).label("number"))
+    .cte("numbered")
 )
 _KEY_FOR_MSGID = (
     select(_T[Ticket].c.key)
@@ -126,6 +147,14 @@ _BOUNCED = select(_B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounc
 )
 
 
+# PostgreSQL: the bounce of an address and both its loop-limit counts in one round trip (the
+# counts' one row, the bounce's row if any): they are asked together for nearly every mail queued.
+_COUNTS = _MAIL_COUNTS.subquery("counts")
+_MAIL_CHECKS = select(
+    *_COUNTS.c, _B.address, _B.quiet_until, _B.status, _B.diagnostic, _B.bounced_at
+).select_from(_COUNTS.outerjoin(BouncedAddress.__table__, _B.address == bindparam("a")))  # type: ignore[attr-defined]
+
+
 @cache
 def _upserts(dialect: str) -> dict[str, Any]:
     ins = insert_for(dialect)
@@ -137,7 +166,41 @@ def _upserts(dialect: str) -> dict[str, Any]:
         "thread_ref": ins(_T[ThreadRef]).on_conflict_do_nothing().inline(),
         "thread_ref_new": ins(_T[ThreadRef]).on_conflict_do_nothing().returning(_T[ThreadRef].c.id),
         "participant": ins(_T[Participant]).on_conflict_do_nothing().returning(_T[Participant].c.id),
+        "participant_kept": ins(_T[Participant]).on_conflict_do_nothing().inline(),
     }
+
+
+@cache
+def _open_ticket(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL's INSERT of a ticket numbered by `_NUMBERED`, its key DESK-N as `Repo.open_ticket`
+    makes it on SQLite, and of its first thread reference (the Message-ID `m` of the mail that
+    opens it, unless the desk has it already), loaded by the ORM as a SELECT's rows are: the
+    ticket, and whether the reference was added. One statement per set of columns given."""
+    tc = _T[Ticket].c
+    number = _NUMBERED.c.number
+    chosen = select(
+        bindparam("d", type_=String),
+        (bindparam("d", type_=String) + literal("-") + cast(number, String)),
+        number,
+        *(bindparam(c, type_=tc[c].type) for c in columns),
+    )
+    made = (
+        _T[Ticket]
+        .insert()
+        .from_select(["desk", "key", "number", *columns], chosen)
+        .returning(*_T[Ticket].c)
+        .cte("made")
+    )
+    first = select(bindparam("d", type_=String), bindparam("m", type_=String), made.c.id)
+    ref = (
+        insert_for("postgresql")(_T[ThreadRef])
+        .from_select(["desk", "message_id", "ticket_id"], first)
+        .on_conflict_do_nothing()
+        .returning(_T[ThreadRef].c.id)
+        .cte("ref")
+    )
+    rows = select(made, exists(select(ref.c.id)).label("added"))
+    return select(Ticket, literal_column("added", Boolean)).from_statement(rows)
 
 
 class Plain:
@@ -198,6 +261,12 @@ def _is_dml(stmt: Any) -> bool:
     return getattr(stmt, "is_dml", False) and not getattr(stmt, "is_delete", False)
 
 
+def row_id(ticket: Ticket) -> int:
+    """The row id of a ticket that is stored."""
+    assert ticket.id is not None, f"{ticket.key} is not stored"
+    return ticket.id
+
+
 class Bounced(NamedTuple):
     """A bounced address, as read (store.models.BouncedAddress is the table)."""
 
@@ -223,7 +292,9 @@ class Repo:
         and written by `flush_pending`, one executemany per table, instead of one INSERT each
         (the pipeline's Repo for one message: the runner flushes before the message's
         SAVEPOINT is released). Every read of those tables here flushes first, or counts the
-        kept rows too (`automatic_mails`), so nothing reads around them."""
+        kept rows too (`automatic_mails`), so nothing reads around them. It also remembers the
+        people of each ticket it read them of (`participants`), as nothing else changes them
+        during one message."""
         self.session = session
         self._dialect = session.get_bind().dialect
         dialect = self._dialect.name
@@ -232,6 +303,13 @@ class Repo:
         # thread ids per ticket with whom each was sent to ("" for mail we received), kept in
         # step by add_thread_ref
         self._threads: dict[int, list[tuple[str, str]]] = {}
+        # The people of the tickets this Repo made, and (the pipeline's Repo, which lives for one
+        # message) of the tickets it read them of, in the order they joined: every change of them
+        # meanwhile goes through this Repo (a `remove_participant` or `mute` forgets them), so
+        # `participants` asks once, and `add_participant` knows whether an address is new
+        # without waiting for the INSERT's answer.
+        self._people: dict[int, list[Person]] = {}
+        self._one_message = buffered
         # On PostgreSQL what costs is the round trip, not the call: there the same rows go out as
         # kept writes with the next statement (`defer`, store/deferred.py), not buffered here.
         self._pending: dict[str, list[dict[str, Any]]] | None = (
@@ -282,8 +360,12 @@ class Repo:
                 raw.executemany(p.sql, [p.args(params) for params in group])
 
     def _plain(self, stmt: Any, params: dict[str, Any]) -> Any:
-        """Run a prebuilt SELECT (or write with RETURNING whose columns are given) as plain SQL on
-        SQLite: the DB-API cursor, rows as the driver gives them (only for integers and text)."""
+        """Run a prebuilt SELECT (or write with RETURNING whose columns are given) as plain SQL:
+        the DB-API cursor, rows as the driver gives them (on SQLite only for integers and text;
+        on PostgreSQL see store/deferred.py `read`, which sends the kept writes with it). The
+        rows this Repo keeps on SQLite are not written first."""
+        if not self._sqlite:
+            return deferred.read(self.session, stmt, params)
         p = plain(stmt, self._dialect, tuple(sorted(params)) if _is_dml(stmt) else None)
         return self._dbapi().execute(p.sql, p.args(params))
 
@@ -328,8 +410,12 @@ class Repo:
 
     # -- lookups (threading.Lookup for one desk) ------------------------------------------------
     def key_for_message_id(self, desk: str, message_id: str) -> str | None:
-        self.flush_pending()
-        row = self.core(_KEY_FOR_MSGID, {"d": desk, "m": message_id}).first()
+        params = {"d": desk, "m": message_id}
+        row = (
+            self.core(_KEY_FOR_MSGID, params).first()
+            if self._sqlite
+            else self._plain(_KEY_FOR_MSGID, params).fetchone()
+        )
         return row[0] if row else None
 
     def ticket_by_key(self, key: str) -> Ticket | None:
@@ -349,16 +435,49 @@ class Repo:
         return list(self.session.execute(query).scalars())
 
     def key_exists(self, key: str) -> bool:
-        return self.core(_KEY_EXISTS, {"k": key.upper()}).first() is not None
+        params = {"k": key.upper()}
+        if self._sqlite:
+            return self.core(_KEY_EXISTS, params).first() is not None
+        return self._plain(_KEY_EXISTS, params).fetchone() is not None
 
     # -- writes ---------------------------------------------------------------------------------
+    def open_ticket(self, desk: str, message_id: str | None, **values: Any) -> Ticket:
+        """A new ticket of `desk`, numbered with the desk's next number and keyed DESK-N, as
+        `create_ticket` makes it (`values`: every other column without a default), with the
+        Message-ID of the mail that opens it as its first thread reference (`add_thread_ref`).
+        On PostgreSQL the number, the row and the reference in one statement (`_NUMBERED`,
+        `_open_ticket`); SQLite runs `next_ticket_number`, `create_ticket` and
+        `add_thread_ref`."""
+        if self._sqlite or not message_id:
+            number = self.next_ticket_number(desk)
+            created = self.create_ticket(key=f"{desk}-{number}", desk=desk, number=number, **values)
+            self.add_thread_ref(desk, message_id, row_id(created))
+            return created
+        stmt = _open_ticket(tuple(sorted(values)))
+        params = {"d": desk, "m": message_id, **values}
+        made = self.session.execute(stmt, params).first()
+        if made is None:  # the desk's first ticket: no counter row yet
+            self.write(self._up["counter"], {"desk": desk, "next_number": 1})
+            made = self.session.execute(stmt, params).one()
+        ticket: Ticket = made[0]
+        self._made(ticket)
+        if made[1]:  # the desk had not had this Message-ID: it is this ticket's now
+            self._threads[row_id(ticket)].append((message_id, ""))
+        return ticket
+
     def create_ticket(self, **values: Any) -> Ticket:
         """Insert a ticket and return it as the ORM object that later changes are made on: one
         INSERT … RETURNING, whose returned row becomes the session's object as a load would make
         it (no SELECT after the INSERT, no constructor validation). `values` names every column
         without a default (the ORM's own INSERT filled those in; this one does not)."""
         ticket: Ticket = self.session.execute(_INSERT_TICKET, values).scalars().one()
+        self._made(ticket)
         return ticket
+
+    def _made(self, ticket: Ticket) -> None:
+        """A ticket made in this transaction has no conversation and no people yet."""
+        self._threads[row_id(ticket)] = []
+        self._people[row_id(ticket)] = []
 
     def set_ticket(self, ticket: Ticket, **values: Any) -> None:
         """Write these columns of a stored ticket now, with one prebuilt UPDATE, and expire them
@@ -379,6 +498,8 @@ class Repo:
         if not message_id:
             return
         row = {"desk": desk, "message_id": message_id, "ticket_id": ticket_id}
+        if any(mid == message_id for mid, _ in self._threads.get(ticket_id, ())):
+            return  # the ticket has it already
         if self._pending is not None:  # kept: a Message-ID the ticket has already is not added again
             self._pending.setdefault("thread_ref", []).append(row)
             added = all(mid != message_id for mid, _ in self._threads.get(ticket_id, ()))
@@ -386,8 +507,13 @@ class Repo:
             # A mail we are sending: its Message-ID was made for it just now, so the row is new.
             self.defer(self._up["thread_ref"], row)
             added = True
+        elif ticket_id not in self._threads:  # whether it was new is never read: no wait for it
+            self.defer(self._up["thread_ref"], row)
+            return
         else:
-            added = self.core(self._up["thread_ref_new"], row).first() is not None
+            new = self._up["thread_ref_new"]
+            found = self.core(new, row).first() if self._sqlite else self._plain(new, row).fetchone()
+            added = found is not None
         if added and ticket_id in self._threads:
             self._threads[ticket_id].append((message_id, sent_to.lower()))
 
@@ -415,14 +541,21 @@ class Repo:
 
     def add_participant(self, ticket_id: int, address: str, role: Role, name: str = "") -> bool:
         """True when the address is new on the ticket."""
-        row = {"ticket_id": ticket_id, "address": address.lower(), "role": role, "name": name, "notify": True}
-        if self._sqlite:
-            return self._plain(self._up["participant"], row).fetchone() is not None
-        return self.core(self._up["participant"], row).first() is not None
+        address = address.lower()
+        row = {"ticket_id": ticket_id, "address": address, "role": role, "name": name, "notify": True}
+        known = self._people.get(ticket_id)
+        if known is not None:  # its people are known here, so whether it is new is too
+            if any(p.address == address for p in known):  # the unique (ticket, address)
+                return False
+            known.append(Person(address, role, name, True))
+            self.defer(self._up["participant_kept"], row)
+            return True
+        return self._plain(self._up["participant"], row).fetchone() is not None
 
     def mute(self, ticket_id: int, addresses: Sequence[str]) -> None:
         """No more mail about this ticket to these addresses (unsubscribed, or bouncing)."""
         if addresses:
+            self._people.pop(ticket_id, None)
             self.session.execute(
                 update(Participant)
                 .where(
@@ -435,10 +568,21 @@ class Repo:
     def participants(self, ticket_id: int) -> list[Person]:
         """The ticket's people, in the order they joined (read-only rows: change them with
         `add_participant`, `remove_participant` and `mute`)."""
-        return [Person._make(row) for row in self.core(_PEOPLE, {"t": ticket_id})]
+        known = self._people.get(ticket_id)
+        if known is None:
+            rows = (
+                self.core(_PEOPLE, {"t": ticket_id})
+                if self._sqlite
+                else self._plain(_PEOPLE, {"t": ticket_id})
+            )
+            known = [Person._make(row) for row in rows]
+            if self._one_message:
+                self._people[ticket_id] = known
+        return list(known)
 
     def remove_participant(self, ticket_id: int, address: str, role: Role) -> bool:
         """True when the address had that role on the ticket."""
+        self._people.pop(ticket_id, None)
         return bool(self.write(_REMOVE_PERSON, {"t": ticket_id, "a": address.lower(), "r": role}))
 
     def messages(self, ticket_id: int) -> list[Message]:
@@ -471,10 +615,6 @@ class Repo:
             {"recipient": recipient, "ticket_id": ticket_id, "created_at": now_utc()},
         )
 
-    def new_thread(self, ticket_id: int) -> None:
-        """A ticket made in this transaction has no conversation yet: `thread_ids` need not ask."""
-        self._threads[ticket_id] = []
-
     def thread_ids(self, ticket_id: int, recipient: str, limit: int = 20) -> list[str]:
         """Message-IDs of this ticket's conversation, oldest first, as `recipient` may see them:
         the References of our next mail to them. Mail we sent to anyone else is left out: its id
@@ -485,7 +625,14 @@ class Repo:
             self.flush_pending()
             pairs = self._threads[ticket_id] = [
                 (str(mid), rcpts[0].lower() if rcpts else "")
-                for mid, rcpts in map(tuple, self.core(_THREAD_IDS, {"t": ticket_id}))
+                for mid, rcpts in map(
+                    tuple,
+                    self.core(_THREAD_IDS, {"t": ticket_id})
+                    if self._sqlite
+                    else self._plain(
+                        _THREAD_IDS, {"t": ticket_id}
+                    ),  # JSON: psycopg reads it as SQLAlchemy does
+                )
             ]
         who = recipient.lower()
         ids = [mid for mid, to in pairs if not to or to == who]
@@ -553,9 +700,7 @@ class Repo:
     def tickets_opened_since(self, requester: str, since: datetime) -> int:
         """How many tickets `requester` opened after `since`: the per-sender flood limit."""
         params = {"r": requester, "since": since}
-        if self._sqlite:
-            return int(self._plain(_OPENED_SINCE, params).fetchone()[0])
-        return int(self.core(_OPENED_SINCE, params).scalar_one())
+        return int(self._plain(_OPENED_SINCE, params).fetchone()[0])
 
     def held_since(self, disposition: str, reason_prefix: str, since: datetime) -> bool:
         """Whether an inbox row processed after `since` was stopped with this disposition and a
@@ -594,23 +739,50 @@ class Repo:
             ).scalar_one()
         )
 
-    def automatic_mails(
-        self, recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
-    ) -> tuple[int, int]:
-        """Automatic mails to `recipient` since `overall_since`, and on this ticket since
-        `ticket_since`: both loop-limit windows in one query."""
-        params = {
+    def mail_checks(
+        self,
+        recipient: str,
+        ticket_id: int | None,
+        now: datetime,
+        overall_since: datetime,
+        ticket_since: datetime,
+    ) -> tuple[Bounced | None, tuple[int, int]]:
+        """What decides whether an automatic mail to `recipient` may go: `bounced` at `now` and
+        `automatic_mails`. On PostgreSQL one query (`_MAIL_CHECKS`), one round trip where the
+        two waited for one each; SQLite runs the two."""
+        if self._sqlite:
+            found = self.bounced(recipient, now)
+            if found is not None:  # the counts are not needed
+                return found, (0, 0)
+            return None, self.automatic_mails(recipient, ticket_id, overall_since, ticket_since)
+        self.session.flush()  # a bounce recorded in this transaction (an ORM object) counts too
+        params = self._counts_params(recipient, ticket_id, overall_since, ticket_since)
+        row = tuple(self._plain(_MAIL_CHECKS, {**params, "a": recipient.lower()}).fetchone())
+        overall, per_ticket = int(row[0]), int(row[1])
+        found = Bounced._make(row[2:]) if row[2] is not None else None
+        if found is not None and utc(found.quiet_until) <= now:
+            found = None
+        return found, (overall, per_ticket)
+
+    @staticmethod
+    def _counts_params(
+        recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
+    ) -> dict[str, Any]:
+        return {
             "r": recipient,
             "t": ticket_id,
             "overall_since": overall_since,
             "ticket_since": ticket_since,
             "since": min(overall_since, ticket_since),
         }
-        counts = (
-            self._plain(_MAIL_COUNTS, params).fetchone()
-            if self._sqlite
-            else self.core(_MAIL_COUNTS, params).one()
-        )
+
+    def automatic_mails(
+        self, recipient: str, ticket_id: int | None, overall_since: datetime, ticket_since: datetime
+    ) -> tuple[int, int]:
+        """Automatic mails to `recipient` since `overall_since`, and on this ticket since
+        `ticket_since`: both loop-limit windows in one query."""
+        params = self._counts_params(recipient, ticket_id, overall_since, ticket_since)
+        counts = self._plain(_MAIL_COUNTS, params).fetchone()
         overall, per_ticket = (int(n) for n in tuple(counts))
         for kept in (self._pending or {}).get("sendlog", ()):  # this message's mail so far
             if kept["recipient"] == recipient:

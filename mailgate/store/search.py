@@ -31,6 +31,7 @@ from sqlalchemy import DateTime, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from mailgate.store import deferred
 from mailgate.store.models import utc
 
 MAX_CHARS = 100_000  # of a message's text: a 25 MB log pasted into a mail is not worth indexing
@@ -311,5 +312,10 @@ def _hits(conn: Connection, sql: str | Any, params: dict[str, Any]) -> list[Hit]
             created_at=utc(r[8]),
             resolved_at=utc(r[9]),
         )
-        for r in conn.execute(stmt, params).all()
+        for r in (
+            # the prebuilt statements on PostgreSQL: on psycopg's cursor, compiled once
+            deferred.read_on(conn, stmt, params).fetchall()
+            if conn.dialect.name == "postgresql" and not isinstance(sql, str)
+            else conn.execute(stmt, params).all()
+        )
     ]

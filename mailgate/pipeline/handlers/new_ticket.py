@@ -248,12 +248,10 @@ class NewTicketHandler:
         for_customer = behalf is not None and behalf.proven
         requester = behalf.customer if behalf and for_customer else m.from_addr
         requester_name = behalf.name if behalf and for_customer else m.from_name
-        number = repo.next_ticket_number(desk.key)
         now = now_utc()
-        ticket = repo.create_ticket(
-            key=f"{desk.key}-{number}",
-            desk=desk.key,
-            number=number,
+        ticket = repo.open_ticket(
+            desk.key,
+            m.message_id,
             subject=strip_prefixes(m.subject)[:500] or "(no subject)",
             requester=requester,
             requester_name=requester_name,
@@ -271,7 +269,6 @@ class NewTicketHandler:
         )
         ctx.ticket = ticket
         tid = row(ticket)
-        repo.new_thread(tid)
         repo.add_participant(tid, requester, Role.REQUESTER, requester_name)
         if behalf is not None and for_customer:
             repo.add_participant(tid, behalf.agent, Role.AGENT, s.agent_name(behalf.agent))
