@@ -62,6 +62,16 @@ class Desk:
         local, domain = self.address.rsplit("@", 1)
         return f"{local}+{token}@{domain}"
 
+    def envelope_sender(self, bounce_word: str) -> str:
+        """The envelope sender (SMTP MAIL FROM) of one mail about a ticket: the plus-address with
+        its bounce token (VERP, domain/tokens.bounce_word), where delivery reports for that mail
+        come back. A local part longer than RFC 5321's 64 octets (a very long desk address or
+        key) would be refused by relays: then the plain address, and that mail's bounces prove
+        nothing (they are noted, nobody is quieted)."""
+        local, domain = self.address.rsplit("@", 1)
+        plus = f"{local}+{bounce_word}"
+        return f"{plus}@{domain}" if len(plus.encode()) <= 64 else self.address
+
 
 @dataclass(frozen=True)
 class SmtpIntake:

@@ -102,6 +102,12 @@ class Sink:
             raws = [raw for _, rcpts, raw in self.handler.messages if address in rcpts]
         return [message_from_bytes(raw, policy=policy.default) for raw in raws]  # type: ignore[misc]
 
+    def envelope_from(self, address: str) -> list[str]:
+        """The envelope senders (SMTP MAIL FROM) of the mails one recipient got, in order: where
+        a delivery report of each goes back to (VERP, pipeline/notify.py)."""
+        with self.handler.cond:
+            return [sender for sender, rcpts, _ in self.handler.messages if address in rcpts]
+
     def wait_to(self, address: str, n: int, timeout: float = 10.0) -> list[EmailMessage]:
         """Wait until `address` got at least n mails; return them."""
         deadline = time.monotonic() + timeout

@@ -290,11 +290,11 @@ def test_control_cc_add_lets_a_held_stranger_in(desk: RunningDaemon, sink: Sink)
     assert desk.inbox()[-1].disposition == "reply"
 
 
-def _delivery_report(failed: str, subject: str, original_headers: str | None) -> bytes:
-    """A DSN as an MTA writes it (RFC 3464), optionally returning the headers of the mail."""
+def _delivery_report(failed: str, subject: str, original_headers: str | None, to: str = DESK) -> bytes:
+    """A DSN as an MTA writes it (RFC 3464), to `to`, optionally returning the headers of the mail."""
     dsn = EmailMessage()
     dsn["From"] = "MAILER-DAEMON@mx.evil.example"
-    dsn["To"] = DESK
+    dsn["To"] = to
     dsn["Subject"] = subject
     dsn["Message-ID"] = "<dsn-1@mx.evil.example>"
     dsn["Auto-Submitted"] = "auto-replied"
@@ -318,6 +318,11 @@ def _delivery_report(failed: str, subject: str, original_headers: str | None) ->
     )
 
 
+def _quieted(desk: RunningDaemon) -> list[str]:
+    """Every address a bounce event quieted (desk-wide, [limits] bounce_quiet_days)."""
+    return [a for e in events(desk, "bounce") for a in e.data["muted"]]
+
+
 def test_attack_forged_bounce_by_subject_tag_mutes_nobody(desk: RunningDaemon, sink: Sink) -> None:
     ack, notice = open_ticket(desk, sink)
     # A stranger "bounces" the customer on SUP-1, naming no mail of ours to them.
@@ -328,16 +333,89 @@ def test_attack_forged_bounce_by_subject_tag_mutes_nobody(desk: RunningDaemon, s
     assert any("not muted" in t["decision"] for t in item.trace), item.trace
     agent_says(desk, notice, "Here is your answer.")
     assert "your answer" in body_of(sink.wait_to(CUSTOMER, 2)[-1])  # still mailed
-    # Control: a real bounce of our acknowledgement (its headers returned) mutes the address
-    # for automatic mail (issue 19: an agent's own reply still goes, with a warning to the agent).
+    # Control: a real bounce of our acknowledgement, sent back to its envelope sender (VERP) as
+    # an MTA does, mutes the address for automatic mail (issue 19: an agent's own reply still
+    # goes, with a warning to the agent).
+    verp = sink.envelope_from(CUSTOMER)[0]
     real = _delivery_report(
-        CUSTOMER, "Undelivered Mail Returned to Sender", f"Message-ID: {ack['Message-ID']}\nSubject: x\n"
+        CUSTOMER,
+        "Undelivered Mail Returned to Sender",
+        f"Message-ID: {ack['Message-ID']}\nSubject: x\n",
+        verp,
     )
-    send(desk, real, "")
+    send(desk, real, "", verp)
     [bounce] = events(desk, "bounce")[-1:]
     assert bounce.data["muted"] == [CUSTOMER]
     send(desk, make_mail("Another request", sender=CUSTOMER), CUSTOMER)
     assert len(sink.to(CUSTOMER)) == 2  # no acknowledgement to the dead address
+
+
+def test_attack_forged_bounce_naming_our_public_message_id_mutes_nobody(
+    desk: RunningDaemon, sink: Sink
+) -> None:
+    """The hole the References of a reply opened: the customer's reply (or anything they copy or
+    forward) names our acknowledgement's Message-ID, and a delivery report naming it looked real.
+    Now only the address a report came back to proves who bounced: the bounce token in the
+    envelope sender of the one mail to that person (VERP), which no reply carries."""
+    ack, notice = open_ticket(desk, sink, cc=COLLEAGUE)
+    agent_says(desk, notice, "Looking into it.")
+    sink.wait_to(COLLEAGUE, 1)
+    colleague_verp = sink.envelope_from(COLLEAGUE)[0]
+    customer_verp = sink.envelope_from(CUSTOMER)[0]
+    # Every mail about a ticket has its own recipient's bounce address; From and Reply-To are
+    # the desk's as before (the Reply-To carries the reply token, never the bounce token).
+    assert colleague_verp != customer_verp and customer_verp.startswith("support+sup-1-")
+    assert str(ack["From"]).endswith(f"<{DESK}>") and "-b@" not in str(ack["Reply-To"])
+    returned = f"Message-ID: {ack['Message-ID']}\nTo: {CUSTOMER}\nSubject: {ack['Subject']}\n"
+    # 1. To the desk's plain address, naming the acknowledgement's (public) Message-ID.
+    send(desk, _delivery_report(CUSTOMER, "Undelivered Mail Returned to Sender", returned), "")
+    # 2. To a real bounce address of ours, issued to someone else: the colleague, who got their
+    #    own copy of the ticket's mail and so knows their own envelope sender.
+    forged = _delivery_report(CUSTOMER, "Undelivered Mail Returned to Sender", returned, colleague_verp)
+    send(desk, forged, "", colleague_verp)
+    # 3. A guess at the customer's bounce address (one letter of its token changed), written
+    #    where IMAP and pipe intakes read the address mail came to (To:, Delivered-To:).
+    local, domain = customer_verp.split("@")
+    guess = f"{local[:-3]}{'a' if local[-3] != 'a' else 'b'}-b@{domain}"
+    spoof = f"Delivered-To: {guess}\r\n".encode() + _delivery_report(
+        CUSTOMER, "Undelivered Mail Returned to Sender", returned, guess
+    )
+    send(desk, spoof, "")
+    items = desk.inbox()[-3:]
+    assert [i.disposition for i in items] == ["bounce"] * 3
+    for item in items:
+        assert any("not muted" in t["decision"] for t in item.trace), item.trace
+    assert _quieted(desk) == []
+    assert all(e.data["unproven"] == [CUSTOMER] for e in events(desk, "bounce"))
+    # Nobody was quieted and the agents were told nothing: the customer still gets automatic mail.
+    assert "address-bounced" not in [r.kind for r in desk.outbox_to(AGENT)]
+    send(desk, make_mail("A second question", sender=CUSTOMER), CUSTOMER)
+    assert len(sink.wait_to(CUSTOMER, 3)) == 3  # the agent's reply, and this one acknowledged
+    # The forgeries are on the ticket, as system notes, for the agents to read.
+    assert [m.kind for m in messages(desk)].count("system") == 3
+
+
+def test_control_a_real_bounce_to_the_bounce_address_mutes_and_tells_the_agent(
+    desk: RunningDaemon, sink: Sink
+) -> None:
+    """The control of the attack above: the report an MTA sends back to the envelope sender of
+    our mail to the customer, naming the customer, quiets them and tells the agent."""
+    ack, notice = open_ticket(desk, sink)
+    verp = sink.envelope_from(CUSTOMER)[0]
+    # Even a report that returns nothing of our mail, and does not say who failed, is about the
+    # customer: the address it came back to was issued to them alone.
+    for failed in (CUSTOMER, ""):
+        report = _delivery_report(failed or "", "Undelivered Mail Returned to Sender", None, verp)
+        if not failed:
+            report = report.replace(b"Final-Recipient: rfc822; \n", b"")
+        send(desk, report, "", verp)
+        assert desk.inbox()[-1].disposition == "bounce", desk.inbox()[-1].trace
+        assert _quieted(desk)[-1:] == [CUSTOMER], desk.inbox()[-1].trace
+    told = [m for m in sink.wait_to(AGENT, 2) if "cannot be reached" in body_of(m)]
+    assert told and CUSTOMER in body_of(told[0]) and "5.1.1" in body_of(told[0])
+    send(desk, make_mail("Another request", sender=CUSTOMER), CUSTOMER)
+    assert len(sink.to(CUSTOMER)) == 1  # no acknowledgement to the dead address
+    del ack, notice
 
 
 # --- fan-out ------------------------------------------------------------------------------------

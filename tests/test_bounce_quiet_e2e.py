@@ -19,10 +19,11 @@ DEAD = "gone@acme.example"
 TEAM = f'triage = "{AGENT}"\n[[agents]]\naddress = "{AGENT}"\n'
 
 
-def dsn(original: EmailMessage, failed: str, *, status: str, action: str, diagnostic: str) -> bytes:
-    """An RFC 3464 report for one of our mails, as Postfix writes it (its headers returned)."""
+def dsn(original: EmailMessage, failed: str, *, status: str, action: str, diagnostic: str, to: str) -> bytes:
+    """An RFC 3464 report for one of our mails, as Postfix writes it (its headers returned), to
+    `to`: the envelope sender of that mail (VERP), where an MTA sends it."""
     return f"""From: MAILER-DAEMON@mx.acme.example (Mail Delivery System)
-To: support@localhost
+To: {to}
 Subject: Undelivered Mail Returned to Sender
 Message-ID: {make_msgid(domain="mx.acme.example")}
 Auto-Submitted: auto-replied
@@ -81,6 +82,8 @@ def test_a_dead_address_is_not_acknowledged_again_and_the_agent_is_told(
     _request(desk, "Invoice 17 is wrong")
     [ack] = sink.wait_to(DEAD, 1)
     [notice] = sink.wait_to(AGENT, 1)
+    [verp] = sink.envelope_from(DEAD)
+    assert verp.startswith("support+sup-1-") and verp.endswith("-b@localhost")
 
     desk.send(
         dsn(
@@ -89,8 +92,10 @@ def test_a_dead_address_is_not_acknowledged_again_and_the_agent_is_told(
             status="5.1.1",
             action="failed",
             diagnostic="550 5.1.1 <gone@acme.example>: user unknown",
+            to=verp,
         ),
         sender="",
+        rcpt=verp,
     )
     desk.settle()
     assert desk.inbox()[-1].disposition == "bounce"
@@ -120,9 +125,13 @@ def test_a_dead_address_is_not_acknowledged_again_and_the_agent_is_told(
 def test_a_delay_notice_quiets_nobody(desk: RunningDaemon, sink: Sink) -> None:
     _request(desk, "Slow server")
     [ack] = sink.wait_to(DEAD, 1)
+    [verp] = sink.envelope_from(DEAD)
     desk.send(
-        dsn(ack, DEAD, status="4.4.1", action="delayed", diagnostic="451 4.4.1 connection timed out"),
+        dsn(
+            ack, DEAD, status="4.4.1", action="delayed", diagnostic="451 4.4.1 connection timed out", to=verp
+        ),
         sender="",
+        rcpt=verp,
     )
     desk.settle()
     assert desk.inbox()[-1].disposition == "bounce"

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from mailgate.config import Security
+from mailgate.config import Desk, Security
 from mailgate.domain.rulesfile import RulesInvalid, TomlFile
 from mailgate.domain.team import may_change, may_see, parse_team
-from mailgate.domain.tokens import KeyState, Purpose, TokenKeys, make_token, read_token
+from mailgate.domain.tokens import (
+    KeyState,
+    Purpose,
+    TokenKeys,
+    bounce_word,
+    make_token,
+    read_bounce_word,
+    read_token,
+    without_proofs,
+)
 from mailgate.mail.model import ParsedMail
 from mailgate.pipeline.identity import auth_results_proof, authserv_id
 
@@ -179,3 +188,35 @@ def test_tokens_by_purpose_and_key() -> None:
     assert keys.verify(old, "a@d.example") is KeyState.OLD
     assert TokenKeys("k2", retired=("k1",)).verify(old, "a@d.example") is KeyState.RETIRED
     assert TokenKeys("k2").verify(old, "a@d.example") is None
+
+
+def test_a_bounce_token_proves_one_address_for_bounces_only() -> None:
+    """The envelope sender of a mail about a ticket (VERP): support+<token>-b@, bound to the one
+    recipient and the purpose `bounce`; a reply token is no bounce token, nor the other way round."""
+    word = bounce_word("k2", "SUP-3", "a@d.example")
+    assert word.endswith("-b") and read_token(word) is None  # never read as a reply token
+    claim = read_bounce_word(word)
+    assert claim is not None and claim.ticket_key == "SUP-3"
+    keys = TokenKeys("k2", old=("k1",))
+    assert keys.verify(claim, "A@d.example", Purpose.BOUNCE) is KeyState.CURRENT
+    assert keys.verify(claim, "b@d.example", Purpose.BOUNCE) is None
+    assert keys.verify(claim, "a@d.example", Purpose.REPLY) is None
+    reply = make_token("k2", "SUP-3", "a@d.example")
+    assert keys.verify(read_bounce_word(f"{reply}-b"), "a@d.example", Purpose.BOUNCE) is None  # type: ignore[arg-type]
+    assert read_bounce_word(reply) is None and read_bounce_word(f"{reply}-off") is None
+
+
+def test_the_envelope_sender_keeps_the_local_part_within_64_octets() -> None:
+    desk = Desk(address="support@desk.example", key="SUP")
+    longest = bounce_word("k", "ABCDEFGHIJKLMNOP-999999999", "a@d.example")  # key 16, number 9 digits
+    assert desk.envelope_sender(longest) == f"support+{longest}@desk.example"
+    assert len(desk.envelope_sender(longest).split("@")[0]) <= 64
+    wordy = Desk(address="customer-support-and-billing-questions@desk.example", key="SUP")
+    assert wordy.envelope_sender(longest) == wordy.address  # too long: the plain address
+
+
+def test_a_bounce_address_is_blanked_like_a_reply_address_in_text_shown_to_others() -> None:
+    word = bounce_word("k2", "SUP-3", "a@d.example")
+    text = f"Return-Path: <support+{word}@desk.example>"
+    shown = without_proofs(text, TokenKeys("k2"), ["support@desk.example"], 0)
+    assert shown == "Return-Path: <support@desk.example>"

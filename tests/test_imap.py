@@ -94,6 +94,47 @@ def test_new_mail_becomes_ticket_ack_reaches_relay_and_reply_threads(
         d.stop()
 
 
+def test_a_bounce_fetched_by_imap_proves_itself_by_the_address_it_came_to(
+    tmp_path: Path, dovecot: Dovecot, sink: Sink
+) -> None:
+    """VERP through a mailbox: mail fetched by IMAP has no envelope recipient of its own (the
+    poller gives the desk's address), so the bounce address is read where the delivering MTA and
+    the bouncing one wrote it (X-Original-To, To). A report naming our acknowledgement but sent
+    to the plain address quiets nobody; Postfix's real bounce sent back to the envelope sender does."""
+    path = write_config(tmp_path / "desk", relay_port=sink.port, extra=imap_table(dovecot))
+    d = ImapDaemon(path)
+    customer = "customer1@acme.com"
+    try:
+        append(dovecot, make_mail("parcel lost", message_id="<parcel-1@acme.com>"))
+        wait_until(lambda: bool(sink.envelope_from(customer)), what="the ack")
+        [verp] = sink.envelope_from(customer)
+        assert verp.startswith("support+sup-1-") and verp.endswith("-b@localhost")
+        [ack] = [m for m in sink.messages if m["To"] == customer]
+        fixture = (REPO / "tests" / "fixtures" / "mail" / "postfix_real_bounce.eml").read_bytes()
+
+        def report(to: str) -> bytes:
+            raw = fixture.replace(b"out.gone.1@example.test", str(ack["Message-ID"]).strip("<>").encode())
+            raw = raw.replace(b"gone@customer.test", customer.encode())
+            return f"X-Original-To: {to}\r\nDelivered-To: support@localhost\r\n".encode() + raw.replace(
+                b"support@example.test", to.encode()
+            )
+
+        append(dovecot, report("support@localhost"))
+        wait_until(lambda: len(d.inbox()) == 2, what="the forged report")
+        d.settle()
+        assert d.inbox()[-1].disposition == "bounce"
+        assert any("not muted" in t["decision"] for t in d.inbox()[-1].trace)
+        assert "address-bounced" not in [r.kind for r in d.outbox()]
+        append(dovecot, report(verp))
+        wait_until(lambda: len(d.inbox()) == 3, what="the real report")
+        d.settle()
+        assert d.inbox()[-1].disposition == "bounce"
+        assert any(f"no automatic mail to {customer}" in t["decision"] for t in d.inbox()[-1].trace)
+        assert "address-bounced" in [r.kind for r in d.outbox()]
+    finally:
+        d.stop()
+
+
 @pytest.mark.parametrize(
     ("after", "capability"),
     [("move", ""), ("move", "IMAP4rev1 IDLE UIDPLUS"), ("delete", "")],

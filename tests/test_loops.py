@@ -184,10 +184,11 @@ def test_a_bot_that_answers_everything_gets_at_most_the_limit_and_the_admin_is_t
     assert all(r.state == "done" for r in rows)
 
 
-def _dsn(original_id: str, failed: str) -> bytes:
-    """An RFC 3464 delivery status notification for one of our mails, as Postfix writes it."""
+def _dsn(original_id: str, failed: str, to: str) -> bytes:
+    """An RFC 3464 delivery status notification for one of our mails, as Postfix writes it, to
+    `to`: that mail's envelope sender (VERP)."""
     return f"""From: MAILER-DAEMON@relay.example (Mail Delivery System)
-To: support@localhost
+To: {to}
 Subject: Undelivered Mail Returned to Sender
 Message-ID: {make_msgid(domain="relay.example")}
 Auto-Submitted: auto-replied
@@ -232,8 +233,9 @@ def test_a_bounce_of_our_notification_is_a_system_note_not_a_reply(tmp_path: Pat
         [ack] = sink.wait_to("c@acme.com", 1)
         before = d.tickets()[0]
         n_out = len(sink.messages)
-        d.send(_dsn(str(notice["Message-ID"]), AGENT), sender="")
-        d.send(_dsn(str(ack["Message-ID"]), "c@acme.com"), sender="")
+        [to_agent], [to_customer] = sink.envelope_from(AGENT), sink.envelope_from("c@acme.com")
+        d.send(_dsn(str(notice["Message-ID"]), AGENT, to_agent), sender="", rcpt=to_agent)
+        d.send(_dsn(str(ack["Message-ID"]), "c@acme.com", to_customer), sender="", rcpt=to_customer)
         d.settle()
         assert [r.disposition for r in d.inbox()[1:]] == ["bounce", "bounce"]
         # Nothing but the agent's notice that the customer cannot be reached was queued after the

@@ -90,6 +90,8 @@ def test_an_arf_feedback_report_is_a_permanent_complaint_about_the_recipient() -
     assert bounce.failed_recipients == ("user@example.com",)
     assert bounce.original_message_id == "8787KJKJ3K4J3K4J3K4J3.mail@desk.example"
     assert "abuse" in (bounce.diagnostic or "")
+    # Where a complaint's bounce token is (VERP): the envelope sender of the mail it reports.
+    assert bounce.original_mail_from == "support@desk.example"
 
 
 def _raw(headers: str, body: str) -> bytes:

@@ -91,9 +91,10 @@ def test_bounce_of_our_ack_is_noted_and_never_answered(daemon: RunningDaemon, si
     daemon.send(make_mail("hello", sender="gone@acme.com"), sender="gone@acme.com")
     daemon.settle()
     [ack] = sink.wait_to("gone@acme.com", 1)
+    [verp] = sink.envelope_from("gone@acme.com")  # where an MTA sends the report (VERP)
     dsn = EmailMessage()
     dsn["From"] = "MAILER-DAEMON@mx.acme.com"
-    dsn["To"] = "support@localhost"
+    dsn["To"] = verp
     dsn["Subject"] = "Undelivered Mail Returned to Sender"
     dsn["Message-ID"] = "<dsn-1@mx.acme.com>"
     dsn["Auto-Submitted"] = "auto-replied"
@@ -114,10 +115,11 @@ def test_bounce_of_our_ack_is_noted_and_never_answered(daemon: RunningDaemon, si
         b"Content-Type: message/delivery-status\n\nReporting",
         1,
     )
-    daemon.send(raw, sender="")
+    daemon.send(raw, sender="", rcpt=verp)
     daemon.settle()
     item = daemon.inbox()[-1]
     assert item.disposition == "bounce", item.trace
+    assert any("no automatic mail to gone@acme.com" in t["decision"] for t in item.trace), item.trace
     assert len(daemon.tickets()) == 1
     assert len(sink.to("gone@acme.com")) == 1  # nothing more is sent to a dead address
     # a later agent update to this ticket does not go to the bounced address either

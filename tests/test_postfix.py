@@ -6,6 +6,9 @@
 2. Postfix in front over LMTP and behind as the relay: a customer's mail reaches `mailgate run`
    through Postfix, the acknowledgement leaves through Postfix to the customer's MX (an aiosmtpd
    sink), and the customer's reply to it comes back through Postfix onto the same ticket.
+3. The same, with a customer's MX that refuses the customer for good: Postfix's own bounce goes
+   back to the acknowledgement's envelope sender (VERP, support+<token>-b@) and through Postfix
+   into mailgate, which quiets the address and tells the agent.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from typing import Any
 
 import postfix as pf
 import pytest
-from conftest import RunningDaemon, Sink, make_mail
+from aiosmtpd.controller import Controller
+from conftest import RunningDaemon, Sink, body_of, make_mail
 from sqlalchemy import select
 
 from mailgate.config import load_config
 from mailgate.store.db import Database
-from mailgate.store.models import InboxItem, InboxRaw, Message, OutboxItem, Ticket
+from mailgate.store.models import BouncedAddress, InboxItem, InboxRaw, Message, OutboxItem, Ticket
 
 pytestmark = pytest.mark.postfix
 
@@ -236,6 +240,69 @@ def test_lmtp_in_front_relay_behind_and_the_reply_threads_back(env: Env) -> None
         assert "blinking cursor" in (messages[1].text or "")
     finally:
         d.stop()
+        import shutil
+
+        shutil.rmtree(desk, ignore_errors=True)
+
+
+class RefusingMX:
+    """A customer's MX that refuses every recipient for good (550 5.1.1 user unknown)."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+
+
+def test_real_postfix_bounce_comes_back_to_the_bounce_address_and_quiets_the_customer(env: Env) -> None:
+    """The control of the forged-bounce attacks (test_attacks_membership.py): a real bounce,
+    written by Postfix and sent back to our envelope sender as every MTA does, proves the address
+    failed. Postfix finds mailgate for help+<token>-b@ by its recipient_delimiter, like a reply."""
+    postfix, sink = env.postfix, env.sink
+    gone = "gone@dead.example"
+    mx_port = pf.free_port()
+    mx = Controller(RefusingMX(), hostname="127.0.0.1", port=mx_port)
+    mx.start()
+    lmtp = f"lmtp:inet:127.0.0.1:{env.lmtp_port}"
+    postfix.set_transport({DESK: "mailgate:", LMTP_DESK: lmtp, "dead.example": f"smtp:[127.0.0.1]:{mx_port}"})
+    desk = pf.desk_dir(
+        address=LMTP_DESK,
+        key="HELP",
+        owner=None,
+        smtp=f'[smtp]\nlmtp = true\nhost = "127.0.0.1"\nport = {env.lmtp_port}\n',
+        outgoing=(
+            f'[outgoing]\ntransport = "smtp"\nhost = "127.0.0.1"\nport = {postfix.port}\n'
+            "retry_base_seconds = 0.2\nretry_max_seconds = 1.0\n"
+        ),
+    )
+    d = RunningDaemon(desk / "config.toml")
+    try:
+        sink.clear()
+        send(postfix.port, make_mail("Where is my parcel", sender=gone, to=LMTP_DESK), LMTP_DESK, sender=gone)
+        postfix.wait_log(f"to=<{gone}>")
+        assert "status=bounced" in postfix.log and "User unknown" in postfix.log
+        with d.db.session() as s:
+            [ack] = s.execute(select(OutboxItem).where(OutboxItem.kind == "acknowledgement")).scalars()
+        assert ack.mail_from.startswith("help+help-1-") and ack.mail_from.endswith("-b@example.test")
+        postfix.wait_log(f"to=<{ack.mail_from}>, relay=127.0.0.1[127.0.0.1]:{env.lmtp_port}")
+
+        def bounced() -> list[InboxItem]:
+            d.settle()
+            return [i for i in d.inbox() if i.disposition == "bounce"]
+
+        postfix.wait("mailgate to take Postfix's bounce", lambda: bool(bounced()))
+        [item] = bounced()
+        assert (item.source, item.mail_from, item.rcpt_tos) == ("lmtp", "<>", [ack.mail_from])  # null sender
+        with d.db.session() as s:
+            assert [b.address for b in s.execute(select(BouncedAddress)).scalars()] == [gone]
+        postfix.wait(
+            "the agent told",
+            lambda: any("cannot be reached" in body_of(m) for m in sink.to("angel@localhost")),
+        )
+        [told] = [m for m in sink.to("angel@localhost") if "cannot be reached" in body_of(m)]
+        assert gone in body_of(told) and "5.1.1" in body_of(told)
+    finally:
+        d.stop()
+        mx.stop()
+        postfix.set_transport({DESK: "mailgate:", LMTP_DESK: lmtp})
         import shutil
 
         shutil.rmtree(desk, ignore_errors=True)

@@ -49,6 +49,7 @@ def result_dict(mail: ParsedMail, desk_keys: Iterable[str]) -> dict[str, Any]:
             "kind": mail.bounce.kind,
             "complaint": mail.bounce.complaint,
             "detector": mail.bounce.detector,
+            "original_mail_from": mail.bounce.original_mail_from,
         }
     return _clean(
         {

@@ -108,6 +108,8 @@ def _bounce(d: Data) -> str:
         out += f" (status {d['status']})"
     if d.get("muted"):
         out += f"; no more mail to {_list(d['muted'])}"
+    if d.get("unproven"):
+        out += f"; not proven for {_list(d['unproven'])} (it did not come to their bounce address)"
     return out
 
 

@@ -5,7 +5,10 @@ sent to that address, so a reply finds its ticket even with the subject mangled,
 author: the MAC binds ticket, recipient address and purpose. It never rides in a Message-ID or
 References (every header is public: STYLE.md habit 13), so it is never copied into anyone else's
 mail. A reply token is not an unsubscribe token: each purpose has its own MAC, so a token seen in
-one place cannot be replayed for another (DESIGN.md "Agents by mail", docs/security.md).
+one place cannot be replayed for another (DESIGN.md "Agents by mail", docs/security.md). The
+bounce token (support+<token>-b@) rides in the envelope sender of that same mail, so the receiving
+MTA writes it into that recipient's Return-Path and a delivery report for the mail comes back to
+it: it proves the report is about that address (VERP).
 
 Stateless: nothing to store. Keys rotate: tokens made under the previous key are accepted while a
 grace period runs, and recognised afterwards, so the sender can be told why they stopped working.
@@ -22,6 +25,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 TOKEN_RE = re.compile(r"^([a-z][a-z0-9]{0,15})-(\d{1,9})-([a-z2-7]{13})$")
+# The plus-tag suffixes that say what a token in an address is for: support+<token>-off@ turns a
+# ticket's mail off (Purpose.UNSUBSCRIBE), support+<token>-b@ is the envelope sender a delivery
+# report comes back to (Purpose.BOUNCE). A bare token is a reply token.
+UNSUBSCRIBE_SUFFIX = "-off"
+BOUNCE_SUFFIX = "-b"
 
 
 class Purpose(StrEnum):
@@ -34,6 +42,7 @@ class Purpose(StrEnum):
     SIGNIN = "signin"  # an agent's magic sign-in link, minutes long
     SESSION = "session"  # an agent's signed-in browser (the session cookie)
     CSRF = "csrf"  # the hidden field of every form, bound to the link or session it came with
+    BOUNCE = "bounce"  # support+<token>-b@, the envelope sender (VERP): a report sent there is real
 
 
 class KeyState(StrEnum):
@@ -91,6 +100,21 @@ def make_token(secret: str, ticket_key: str, address: str, purpose: Purpose = Pu
     """The token issued to `address` for `ticket_key` (e.g. "SUP-20") and `purpose`."""
     key, num = ticket_key.rsplit("-", 1)
     return f"{key.lower()}-{int(num)}-{_mac(secret, ticket_key, address, purpose)}"
+
+
+def bounce_word(secret: str, ticket_key: str, address: str) -> str:
+    """The plus-tag of the envelope sender (VERP) of one mail about `ticket_key` to `address`:
+    a delivery report for that mail comes back to it, and only that proves `address` bounced.
+    Every header is public, but this one is written by the receiving MTA into the recipient's own
+    copy (Return-Path), never into anyone else's, and no reply carries it."""
+    return f"{make_token(secret, ticket_key, address, Purpose.BOUNCE)}{BOUNCE_SUFFIX}"
+
+
+def read_bounce_word(tag: str) -> TokenClaim | None:
+    """The claim of a bounce plus-tag (`<token>-b`); None for any other tag."""
+    if not tag.lower().endswith(BOUNCE_SUFFIX):
+        return None
+    return read_token(tag[: -len(BOUNCE_SUFFIX)])
 
 
 def read_token(word: str) -> TokenClaim | None:
@@ -215,8 +239,8 @@ REMOVED_LINK = "(a personal link, removed)"
 
 
 def without_proofs(text: str, keys: TokenKeys, own_addresses: Iterable[str], now: int) -> str:
-    """`text` with every signed link of ours (valid or expired) and every reply or unsubscribe
-    token in one of our own plus-addresses blanked out: what one person's mail carried, for
+    """`text` with every signed link of ours (valid or expired) and every reply, unsubscribe or
+    bounce token in one of our own plus-addresses blanked out: what one person's mail carried, for
     showing to another. Links of other sites and other plus-addresses are left as written."""
     own = {a.lower() for a in own_addresses}
 
@@ -227,7 +251,10 @@ def without_proofs(text: str, keys: TokenKeys, own_addresses: Iterable[str], now
     def address(m: re.Match[str]) -> str:
         local, tag, domain = m.groups()
         ours = f"{local}@{domain}".lower() in own
-        word = tag[: -len("-off")] if tag.lower().endswith("-off") else tag
+        word = tag
+        for suffix in (UNSUBSCRIBE_SUFFIX, BOUNCE_SUFFIX):
+            if tag.lower().endswith(suffix):
+                word = tag[: -len(suffix)]
         return f"{local}@{domain}" if ours and read_token(word) is not None else m.group(0)
 
     return _PLUS_IN_TEXT.sub(address, _LINK_IN_TEXT.sub(link, text))

@@ -345,6 +345,7 @@ def _from_feedback(parts: list[Message]) -> Bounce | None:
             original, "To"
         )
     agent = fields.get("user-agent", "").strip()
+    mail_from = _typed(fields.get("original-mail-from", "")).strip("<> ")
     return Bounce(
         failed_recipients=tuple(recipients),
         original_message_id=_msgid_of(original),
@@ -353,6 +354,7 @@ def _from_feedback(parts: list[Message]) -> Bounce | None:
         permanent=True,
         kind="complaint",
         detector="arf",
+        original_mail_from=bare_address(mail_from) if mail_from else None,
     )
 
 

@@ -48,6 +48,10 @@ class Bounce:
     # report: the recipient marked our mail as spam and must get no more of it).
     kind: str = "failed"
     detector: str | None = None  # which reader recognised it ("rfc3464", "arf", "exim", "flufl.bounce", ...)
+    # The envelope sender of the reported mail, where the report names it: an RFC 5965 complaint's
+    # Original-Mail-From. A complaint goes to the address the desk gave the mailbox provider, not
+    # to that envelope sender, so this is where its bounce token (VERP) is found.
+    original_mail_from: str | None = None
 
     @property
     def complaint(self) -> bool:

@@ -1,12 +1,15 @@
 """Turning a decision to tell someone into an outbox row, inside the caller's transaction.
 
 One mail per recipient: each carries a reply token issued to that recipient for that ticket in
-the Reply-To plus-address only, so their reply finds the ticket and proves who wrote it. The
-Message-ID is opaque and random, and References name only mail this same recipient got (and mail
-we received): nothing issued to one person is copied into another's mail (docs/security.md).
-System mail (admin notices, digests) comes from the no-reply system sender. Loop limits are checked here, where every automatic mail passes: per recipient per
-ticket and per recipient overall, in sliding windows (Zammad's defaults: 10 per ticket, 30 per
-10 minutes).
+the Reply-To plus-address only, so their reply finds the ticket and proves who wrote it, and goes
+out from an envelope sender carrying a bounce token bound to that recipient (VERP), so a delivery
+report proves which address failed; From: and Reply-To are as they were. The Message-ID is opaque
+and random, and References name only mail this same recipient got (and mail we received):
+nothing issued to one person is copied into another's mail (docs/security.md). System mail
+(admin notices, digests) comes from the no-reply system sender, envelope sender included (a
+bounce of it concerns no ticket). Loop limits are checked here, where every automatic mail
+passes: per recipient per ticket and per recipient overall, in sliding windows (Zammad's
+defaults: 10 per ticket, 30 per 10 minutes).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
 from mailgate.domain.team import desk_admins
 from mailgate.domain.threading import strip_prefixes, strip_tag
-from mailgate.domain.tokens import Purpose, make_token
+from mailgate.domain.tokens import Purpose, bounce_word, make_token
 from mailgate.mail.compose import OutAttachment, Outgoing, build, new_message_id
 from mailgate.mail.screen import is_own_address
 from mailgate.outbox.render import Renderer
@@ -234,7 +237,9 @@ class Notifier:
             desk=desk.key,
             kind=kind,
             message_id=message_id,
-            mail_from=desk.address,
+            # VERP: a delivery report for this mail comes back to a token bound to `to`, which
+            # alone proves that `to` bounced (pipeline/handlers/bounce.py, docs/security.md).
+            mail_from=desk.envelope_sender(bounce_word(self.config.secret, ticket.key, to)),
             recipients=[to],
             raw=build(out),
         )
