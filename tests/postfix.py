@@ -335,8 +335,15 @@ class Postfix:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; queue={self.queue()}\nmaillog:\n{self.log}")
 
-    def wait_log(self, needle: str, count: int = 1, timeout: float = 20.0) -> None:
-        self.wait(f"{count}x {needle!r} in the maillog", lambda: self.log.count(needle) >= count, timeout)
+    def mark(self) -> int:
+        """Where the maillog ends now: `wait_log(..., since=mark)` and `self.log[mark:]` read only
+        what a test made, whatever the tests before it (one Postfix serves the module) logged."""
+        return len(self.log)
+
+    def wait_log(self, needle: str, count: int = 1, timeout: float = 20.0, since: int = 0) -> None:
+        self.wait(
+            f"{count}x {needle!r} in the maillog", lambda: self.log[since:].count(needle) >= count, timeout
+        )
 
     def wait_empty(self, timeout: float = 20.0) -> None:
         self.wait("an empty queue", lambda: not self.queue(), timeout)

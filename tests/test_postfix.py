@@ -112,8 +112,9 @@ def read_desk(desk: Path) -> dict[str, list[Any]]:
 
 def test_pipe_delivery_defers_on_temporary_failure_and_delivers_once_fixed(env: Env) -> None:
     postfix = env.postfix
+    mark = postfix.mark()
     send(postfix.port, make_mail("VPN drops every hour", message_id="<vpn-1@acme.com>"), DESK)
-    postfix.wait_log("status=sent (delivered via mailgate service")
+    postfix.wait_log("status=sent (delivered via mailgate service", since=mark)
     postfix.wait_empty()
     got = read_desk(env.pipe_desk)
     [ticket] = got["tickets"]
@@ -140,17 +141,17 @@ def test_pipe_delivery_defers_on_temporary_failure_and_delivers_once_fixed(env: 
             for q in postfix.queue()
         ),
     )
-    assert "status=bounced" not in postfix.log
+    assert "status=bounced" not in postfix.log[mark:]
     assert len(read_desk(env.pipe_desk)["tickets"]) == 1
 
     dotenv.write_text(good)  # the database is back
     postfix.flush()
-    postfix.wait_log("status=sent (delivered via mailgate service", count=2)
+    postfix.wait_log("status=sent (delivered via mailgate service", count=2, since=mark)
     postfix.wait_empty()
     got = read_desk(env.pipe_desk)
     assert [t.subject for t in got["tickets"]] == ["VPN drops every hour", "Printer jams"]
     assert [i.message_id for i in got["inbox"]].count("jam-1@acme.com") == 1
-    assert "status=bounced" not in postfix.log
+    assert "status=bounced" not in postfix.log[mark:]
 
 
 def _mail_to(sink: Sink, rcpt: str, timeout: float = 15.0) -> EmailMessage:
@@ -276,13 +277,14 @@ def test_real_postfix_bounce_comes_back_to_the_bounce_address_and_quiets_the_cus
     d = RunningDaemon(desk / "config.toml")
     try:
         sink.clear()
+        mark = postfix.mark()
         send(postfix.port, make_mail("Where is my parcel", sender=gone, to=LMTP_DESK), LMTP_DESK, sender=gone)
-        postfix.wait_log(f"to=<{gone}>")
-        assert "status=bounced" in postfix.log and "User unknown" in postfix.log
+        postfix.wait_log(f"to=<{gone}>", since=mark)
+        assert "status=bounced" in postfix.log[mark:] and "User unknown" in postfix.log[mark:]
         with d.db.session() as s:
             [ack] = s.execute(select(OutboxItem).where(OutboxItem.kind == "acknowledgement")).scalars()
         assert ack.mail_from.startswith("help+help-1-") and ack.mail_from.endswith("-b@example.test")
-        postfix.wait_log(f"to=<{ack.mail_from}>, relay=127.0.0.1[127.0.0.1]:{env.lmtp_port}")
+        postfix.wait_log(f"to=<{ack.mail_from}>, relay=127.0.0.1[127.0.0.1]:{env.lmtp_port}", since=mark)
 
         def bounced() -> list[InboxItem]:
             d.settle()
