@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, write_config
+from conftest import free_port, need, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pg import database_on
@@ -143,14 +143,12 @@ def test_the_accept_writer_keeps_no_message_once_it_is_answered(tmp_path: Path) 
         db.dispose()
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
-)
 def test_a_large_block_freed_goes_back_to_the_system() -> None:
     """After a 20 MB block was freed, glibc would carve a 10 MB one from the heap and keep it
     when freed (its mmap threshold follows the largest block freed); with the threshold fixed,
     as both processes of `mailgate run` fix it, the second block goes back as well. Each way
     in a fresh interpreter: the control shows the heap keeping it."""
+    need(sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc", "glibc's mallopt")
     script = (
         "import sys\n"
         "from mailgate.proc import return_large_blocks\n"
