@@ -23,25 +23,49 @@ SQLite runs in this process: there is no round trip to save, and `defer` runs th
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.orm import Session
 
-_KEY = "mailgate.deferred"  # in Connection.info: the writes kept, in order; in Session.info: the connection
+# In Session.info: the connection whose pipeline has writes of this session's not waited for.
+_KEY = "mailgate.deferred"
+# In Connection.info (the pool's record of the connection): psycopg's open pipeline, held by an
+# ExitStack, and what was sent in it since the last wait (named in a failure's notes).
+_PIPE = "mailgate.pipeline"
+_SENT = "mailgate.sent"
 
 
 def defer(session: Session, stmt: Any, params: dict[str, Any]) -> None:
-    """Run `stmt` with `params` in the session's transaction before its next statement
-    (PostgreSQL), or now (SQLite). Only for a write without RETURNING whose result the caller
-    does not read."""
+    """Run `stmt` with `params` in the session's transaction: sent now on PostgreSQL, in the
+    connection's open pipeline, without waiting for its answer (the server works on it while
+    this process goes on), or run now (SQLite). Only for a write without RETURNING whose result
+    the caller does not read."""
     conn = session.connection()
     if conn.dialect.name != "postgresql":
         conn.execute(stmt, params)
         return
-    conn.info.setdefault(_KEY, []).append((stmt, params))
+    sql = named(stmt, conn.dialect, _columns(stmt, params))
+    _open(conn, stmt).cursor().execute(sql.sql, sql.args(params))
     session.info[_KEY] = conn
+
+
+def _open(conn: Connection, what: Any) -> Any:
+    """psycopg's connection of `conn`, in pipeline mode (entered once and left open until the
+    next statement that waits: `flush`), with `what` noted among the statements sent since the
+    last wait."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    info = conn.info
+    if _PIPE not in info:
+        stack = ExitStack()
+        stack.enter_context(raw.pipeline())
+        info[_PIPE] = stack
+        info[_SENT] = []
+    info[_SENT].append(what)
+    return raw
 
 
 class Named:
@@ -119,48 +143,40 @@ def install(engine: Engine) -> None:
 
 
 def flush(conn: Connection, then: Callable[[], None] | None = None) -> None:
-    """Send the kept writes now: consecutive writes of one statement with the same columns as one
-    executemany, all of them inside one pipeline and `then` (the statement that asked) last in
-    it: one sync, so one wait for the server, however many writes there are."""
-    kept: list[tuple[Any, dict[str, Any] | None]] | None = conn.info.pop(_KEY, None)
-    if not kept:
+    """Wait for what was sent: `then` (the statement that asked) sent last in the open pipeline,
+    and the pipeline left, one sync, so one wait for the server however many writes went before
+    it (which it has mostly done by now). A write the server refused fails here, raised by the
+    statement that waits, with the writes sent since the last wait named in its notes."""
+    stack: ExitStack | None = conn.info.pop(_PIPE, None)
+    sent = conn.info.pop(_SENT, ())
+    if stack is None:
         if then is not None:
             then()
         return
-    runs: list[tuple[Any, list[dict[str, Any]]]] = []
-    for stmt, params in kept:
-        if params is None:  # a SAVEPOINT, as SQLAlchemy wrote it
-            runs.append((stmt, []))
-        elif runs and runs[-1][0] is stmt and runs[-1][1] and runs[-1][1][0].keys() == params.keys():
-            runs[-1][1].append(params)
-        else:
-            runs.append((stmt, [params]))
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
     try:
-        with raw.pipeline():  # psycopg: send everything, then wait once
-            for stmt, rows in runs:
-                if not rows:
-                    raw.execute(stmt)
-                    continue
-                sql = named(stmt, conn.dialect, _columns(stmt, rows[0]))
-                if len(rows) > 1:
-                    raw.cursor().executemany(sql.sql, [sql.args(r) for r in rows])
-                else:
-                    raw.cursor().execute(sql.sql, sql.args(rows[0]))
+        with stack:  # psycopg: the pipeline's sync, and every result of it
             if then is not None:
                 then()
     except Exception as exc:
-        # Raised by the statement that asked for them: say which writes went with it.
-        exc.add_note("with the writes sent before it: " + "; ".join(str(s).split("(")[0] for s, _ in runs))
+        exc.add_note("with the writes sent before it: " + "; ".join(str(s).split("(")[0] for s in sent))
         raise
 
 
+def _close(conn_info: dict[Any, Any]) -> None:
+    """Leave the pipeline without caring what came of it: the transaction is being rolled back
+    (or the connection given back to the pool), so whatever was sent is undone anyway."""
+    stack: ExitStack | None = conn_info.pop(_PIPE, None)
+    conn_info.pop(_SENT, None)
+    if stack is not None:
+        with suppress(Exception):  # a refused write of a transaction being rolled back
+            stack.close()
+
+
 def _before_commit(session: Session) -> None:
-    # Also before a SAVEPOINT's RELEASE (Session.begin_nested().commit()): sent here, a write
-    # that fails does so while its SAVEPOINT can still be rolled back to. Sent with the RELEASE
-    # statement itself, the failure would leave the savepoint marked released and the
-    # transaction lost.
+    # Also before a SAVEPOINT's RELEASE (Session.begin_nested().commit()): waited for here, a
+    # write that fails does so while its SAVEPOINT can still be rolled back to. Failing with the
+    # RELEASE statement itself, it would leave the savepoint marked released and the transaction
+    # lost.
     conn = session.info.pop(_KEY, None)
     if conn is not None and not conn.closed:
         flush(conn)
@@ -175,45 +191,36 @@ def _with_bare_statement(cursor: Any, statement: str, context: Any) -> bool | No
 
 
 def _send(conn: Connection, statement: str, execute: Callable[[], None]) -> bool | None:
-    """A statement about to be sent: the kept writes go with it, last in their pipeline (it
-    waits for its answer anyway: they cost no wait of their own). A SAVEPOINT and its RELEASE,
-    whose answers nobody reads, are kept themselves; rolling back to a savepoint that was never
-    sent drops it and what was kept after it, and sends nothing. True: done here; None:
-    SQLAlchemy sends it."""
+    """A statement about to be sent. A SAVEPOINT and its RELEASE, whose answers nobody reads,
+    go into the open pipeline like the kept writes (a RELEASE comes after `_before_commit`
+    waited for the savepoint's writes). A ROLLBACK TO SAVEPOINT leaves the pipeline first,
+    dropping what failed in it (the savepoint's writes are undone by it). Any other statement
+    waits for its answer anyway: it goes last in the pipeline, and the pipeline is left.
+    True: done here; None: SQLAlchemy sends it."""
     if not conn.in_transaction():  # only a transaction keeps anything (nor has `info` at the
         return None  # dialect's first connect)
-    kept = conn.info.get(_KEY)
-    if statement.startswith("SAVEPOINT ") or (
-        # A RELEASE waits with the rest once no write is kept before it (Session.commit of the
-        # savepoint sent them first: a refused one failed inside it, where it can be undone).
-        statement.startswith("RELEASE SAVEPOINT ") and all(p is None for _, p in kept or ())
-    ):
-        conn.info.setdefault(_KEY, []).append((statement, None))
+    if statement.startswith(("SAVEPOINT ", "RELEASE SAVEPOINT ")):
+        _open(conn, statement).execute(statement)
         return True
+    if _PIPE not in conn.info:
+        return None
     if statement.startswith("ROLLBACK TO SAVEPOINT "):
-        mark = statement[len("ROLLBACK TO ") :]
-        at = next((i for i, (s, p) in enumerate(kept or ()) if p is None and s == mark), None)
-        if kept:
-            del kept[at or 0 :]  # sent before it, the savepoint's writes are undone by the server
-        if at is not None:
-            return True
+        _close(conn.info)
         return None
-    if not kept:
-        return None
-    flush(conn, execute)  # the writes run through conn.execute, which finds nothing kept here
+    flush(conn, execute)
     return True
 
 
 def _before_executemany(_cursor: Any, _statement: str, _parameters: Any, context: Any) -> None:
-    # psycopg runs an executemany in a pipeline of its own: the kept writes go first.
+    # psycopg runs an executemany in a pipeline of its own: what was sent is waited for first.
     conn = context.root_connection
-    if conn.in_transaction() and conn.info.get(_KEY):
+    if conn.in_transaction() and _PIPE in conn.info:
         flush(conn)
 
 
 def _drop(conn: Connection) -> None:
-    conn.info.pop(_KEY, None)
+    _close(conn.info)
 
 
 def _checkin(_dbapi_conn: Any, record: Any) -> None:
-    record.info.pop(_KEY, None)  # a connection back in the pool keeps nothing of its last user
+    _close(record.info)  # a connection back in the pool keeps nothing of its last user
