@@ -11,14 +11,16 @@ leaks another group's ticket.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from mailgate.domain.team import Team, may_see
+from mailgate.store import search
 from mailgate.store.models import Ticket, utc
 from mailgate.store.repo import Repo
-from mailgate.store.search import Hit, similar_candidates, words
+from mailgate.store.search import NEIGHBOUR_MESSAGES, Hit, words
 
 RECENT = timedelta(days=30)  # a resolved ticket older than this is history, not a suggestion
 DUPLICATE_WITHIN = timedelta(days=1)
@@ -70,31 +72,60 @@ def subjects_alike(a: str, b: str) -> bool:
 def similar_to(repo: Repo, ticket: Ticket, now: datetime) -> Similar:
     """The new ticket's similar tickets, most alike first (shared subject words, then the
     newest), a likely duplicate first of all. One short read (store/search.py)."""
-    mine = set(words(ticket.subject, significant=True))
-    found = similar_candidates(
+    return ask_similar(repo, ticket.subject, ticket.requester, ticket.desk, now, exclude=ticket.key).similar(
+        ticket
+    )
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The look-up of `ask_similar`, ranked when its answer is needed (`similar`)."""
+
+    candidates: Callable[[], list[Hit]]
+    now: datetime
+
+    def similar(self, ticket: Ticket) -> Similar:
+        """The similar tickets of `ticket`, the new ticket asked for, ranked."""
+        now = self.now
+        mine = set(words(ticket.subject, significant=True))
+        found = [h for h in self.candidates() if h.key != ticket.key]
+        duplicate = max(
+            (
+                h
+                for h in found
+                if h.requester == ticket.requester
+                and h.created_at > now - DUPLICATE_WITHIN
+                and subjects_alike(h.subject, ticket.subject)
+            ),
+            key=lambda h: h.created_at,
+            default=None,
+        )
+        alike = {h.key: _overlap(mine, set(words(h.subject, significant=True))) for h in found}
+        # the requester's other tickets of the day came along for the duplicate check only
+        ranked = sorted(
+            (h for h in found if alike[h.key] > 0 or h == duplicate),
+            key=lambda h: (h != duplicate, -alike[h.key], -h.created_at.timestamp()),
+        )
+        return Similar(tuple(ranked[:CANDIDATES]), duplicate)
+
+
+def ask_similar(
+    repo: Repo, subject: str, requester: str, desk: str, now: datetime, *, exclude: str | None = None
+) -> Asked:
+    """Ask for the similar tickets of a new ticket of `desk` with this subject and requester,
+    before it is made (`exclude`: its key, once it is): the new ticket handler asks with the
+    statement that makes the ticket, which waits for the server anyway, so on PostgreSQL the
+    look-up costs no wait of its own (store/search.py `ask_similar`). Asked before, the new
+    message is not yet the newest of the messages looked at, nor its ticket among the hits: one
+    message fewer is looked at, so that the same tickets come back as asked after."""
+    candidates = search.ask_similar(
         repo.session,
-        ticket.subject,
-        requester=ticket.requester,
-        desk=ticket.desk,
-        exclude=ticket.key,
+        subject,
+        requester=requester,
+        desk=desk,
+        exclude=exclude,
         since=now - RECENT,
         opened_since=now - DUPLICATE_WITHIN,
+        messages=NEIGHBOUR_MESSAGES - (exclude is None),
     )
-    duplicate = max(
-        (
-            h
-            for h in found
-            if h.requester == ticket.requester
-            and h.created_at > now - DUPLICATE_WITHIN
-            and subjects_alike(h.subject, ticket.subject)
-        ),
-        key=lambda h: h.created_at,
-        default=None,
-    )
-    alike = {h.key: _overlap(mine, set(words(h.subject, significant=True))) for h in found}
-    # the requester's other tickets of the day came along for the duplicate check only
-    ranked = sorted(
-        (h for h in found if alike[h.key] > 0 or h == duplicate),
-        key=lambda h: (h != duplicate, -alike[h.key], -h.created_at.timestamp()),
-    )
-    return Similar(tuple(ranked[:CANDIDATES]), duplicate)
+    return Asked(candidates, now)

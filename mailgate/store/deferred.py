@@ -130,6 +130,34 @@ def read_on(conn: Connection, stmt: Any, params: dict[str, Any]) -> Any:
     return cursor
 
 
+class Asked:
+    """A prebuilt SELECT sent in the open pipeline (`ask`), its rows read later (`rows`): it
+    waits for no answer of its own, but goes with the next statement that waits."""
+
+    def __init__(self, conn: Connection, cursor: Any) -> None:
+        self._conn = conn
+        self._cursor = cursor
+
+    def rows(self) -> list[Any]:
+        """Its rows, as `read` gives them; waits for the server now if nothing has since."""
+        if _PIPE in self._conn.info and self._cursor in self._conn.info.get(_SENT, ()):
+            flush(self._conn)
+        return list(self._cursor.fetchall())
+
+
+def ask(conn: Connection, stmt: Any, params: dict[str, Any]) -> Asked:
+    """Send a prebuilt SELECT now, in the open pipeline of the connection's transaction, and
+    read its rows when they are needed (`Asked.rows`): a read whose answer is not needed yet
+    costs no wait of its own when a statement that waits comes first (PostgreSQL only)."""
+    sql = named(stmt, conn.dialect, None)
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    _open(conn, cursor)
+    cursor.execute(sql.sql, sql.args(params))
+    return Asked(conn, cursor)
+
+
 def install(engine: Engine) -> None:
     """Make `engine` send kept writes with its next statement and at commit (PostgreSQL only)."""
     if not event.contains(Session, "before_commit", _before_commit):

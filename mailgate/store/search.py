@@ -21,7 +21,7 @@ comparison to leave them alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -193,7 +193,7 @@ def similar_candidates(
     *,
     requester: str,
     desk: str,
-    exclude: str,
+    exclude: str | None,
     since: datetime,
     opened_since: datetime,
     messages: int = NEIGHBOUR_MESSAGES,
@@ -207,6 +207,33 @@ def similar_candidates(
     It runs for every new ticket, so it is one prebuilt statement, and it asks the index for
     row ids in id order only: ranking every match (bm25, ts_rank) cost several times more on a
     desk where many subjects share a word (bench/README.md, "Similar tickets")."""
+    return ask_similar(
+        session,
+        subject,
+        requester=requester,
+        desk=desk,
+        exclude=exclude,
+        since=since,
+        opened_since=opened_since,
+        messages=messages,
+    )()
+
+
+def ask_similar(
+    session: Session | Connection,
+    subject: str,
+    *,
+    requester: str,
+    desk: str,
+    exclude: str | None,
+    since: datetime,
+    opened_since: datetime,
+    messages: int = NEIGHBOUR_MESSAGES,
+) -> Callable[[], list[Hit]]:
+    """`similar_candidates`, asked now and read when called. On PostgreSQL the statement goes
+    into the transaction's open pipeline (store/deferred.py `ask`) and is answered with the next
+    statement that waits: asked before the new ticket is made, it costs no wait of its own.
+    SQLite answers at once."""
     terms = words(subject, significant=True)
     conn = session.connection() if isinstance(session, Session) else session
     postgres = conn.dialect.name == "postgresql"
@@ -221,12 +248,17 @@ def similar_candidates(
         "any": bool(query),
         "n": messages,
         "desk": desk.upper(),
-        "key": exclude,
+        "key": exclude or "",
         "since": since,
         "requester": requester,
         "opened": opened_since,
     }
-    return _hits(conn, _similar_statement(conn.dialect.name), params)
+    stmt = _similar_statement(conn.dialect.name)
+    if postgres:
+        asked = deferred.ask(conn, stmt, params)
+        return lambda: [_hit(r) for r in asked.rows()]
+    hits = _hits(conn, stmt, params)
+    return lambda: hits
 
 
 @cache
@@ -300,18 +332,7 @@ def _hits(conn: Connection, sql: str | Any, params: dict[str, Any]) -> list[Hit]
         else sql
     )
     return [
-        Hit(
-            key=r[0],
-            desk=r[1],
-            subject=r[2],
-            status=r[3],
-            status_category=r[4],
-            group=r[5],
-            assignee=r[6],
-            requester=r[7],
-            created_at=utc(r[8]),
-            resolved_at=utc(r[9]),
-        )
+        _hit(r)
         for r in (
             # the prebuilt statements on PostgreSQL: on psycopg's cursor, compiled once
             deferred.read_on(conn, stmt, params).fetchall()
@@ -319,3 +340,18 @@ def _hits(conn: Connection, sql: str | Any, params: dict[str, Any]) -> list[Hit]
             else conn.execute(stmt, params).all()
         )
     ]
+
+
+def _hit(r: Any) -> Hit:
+    return Hit(
+        key=r[0],
+        desk=r[1],
+        subject=r[2],
+        status=r[3],
+        status_category=r[4],
+        group=r[5],
+        assignee=r[6],
+        requester=r[7],
+        created_at=utc(r[8]),
+        resolved_at=utc(r[9]),
+    )

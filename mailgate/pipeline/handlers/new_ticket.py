@@ -45,7 +45,7 @@ from mailgate.pipeline.handlers.common import (
 from mailgate.pipeline.identity import auth_results_proof
 from mailgate.pipeline.outcomes import Disposition
 from mailgate.pipeline.release import is_released
-from mailgate.pipeline.similar import Similar, similar_to
+from mailgate.pipeline.similar import Asked, Similar, ask_similar
 from mailgate.store.kinds import EventKind, Role
 from mailgate.store.models import Ticket, now_utc
 from mailgate.store.repo import Repo
@@ -93,8 +93,8 @@ class NewTicketHandler:
         workflow = self.services.rules.workflow(ctx.desk)
         decision = self._route(ctx, repo)
         behalf = None if ctx.auto_reason else self._on_behalf(ctx)
-        ticket, over_cap = self._create(ctx, repo, workflow, decision, behalf)
-        self._tell_agents(ctx, repo, ticket, decision, over_cap, behalf)
+        ticket, over_cap, asked = self._create(ctx, repo, workflow, decision, behalf)
+        self._tell_agents(ctx, repo, ticket, decision, over_cap, asked, behalf)
         # The requester: an acknowledgement (or the rule's automatic answer), never to an automatic mail.
         if ctx.auto_reason:
             ctx.note("notify", f"no acknowledgement: {ctx.auto_reason}")
@@ -237,10 +237,12 @@ class NewTicketHandler:
         workflow: Workflow,
         decision: RoutingDecision,
         behalf: OnBehalf | None = None,
-    ) -> tuple[Ticket, list[str]]:
-        """The ticket, its people and the message, with their events. Returns the ticket and
-        the To/Cc the cap kept from becoming watchers. For a proven agent's mail on behalf of a
-        customer, the customer is the requester and the agent takes part as an agent."""
+    ) -> tuple[Ticket, list[str], Asked]:
+        """The ticket, its people and the message, with their events. Returns the ticket, the
+        To/Cc the cap kept from becoming watchers, and its similar tickets, asked for with the
+        statement that makes the ticket (pipeline/similar.py `ask_similar`). For a proven agent's
+        mail on behalf of a customer, the customer is the requester and the agent takes part as
+        an agent."""
         s = self.services
         m = ctx.mail
         desk = ctx.desk
@@ -249,10 +251,12 @@ class NewTicketHandler:
         requester = behalf.customer if behalf and for_customer else m.from_addr
         requester_name = behalf.name if behalf and for_customer else m.from_name
         now = now_utc()
+        subject = strip_prefixes(m.subject)[:500] or "(no subject)"
+        asked = ask_similar(repo, subject, requester, desk.key, now)
         ticket = repo.open_ticket(
             desk.key,
             m.message_id,
-            subject=strip_prefixes(m.subject)[:500] or "(no subject)",
+            subject=subject,
             requester=requester,
             requester_name=requester_name,
             status=initial,
@@ -306,7 +310,7 @@ class NewTicketHandler:
             + (f", assigned to {ticket.assignee}" if ticket.assignee else "")
             + (f", watchers {', '.join(watchers)}" if watchers else ""),
         )
-        return ticket, over_cap
+        return ticket, over_cap, asked
 
     def _tell_agents(
         self,
@@ -315,6 +319,7 @@ class NewTicketHandler:
         ticket: Ticket,
         decision: RoutingDecision,
         over_cap: list[str],
+        asked: Asked,
         behalf: OnBehalf | None = None,
     ) -> None:
         """The assignee (or the triage person when no rule placed it), and agent watchers."""
@@ -329,17 +334,17 @@ class NewTicketHandler:
             "cc_not_added": over_cap,
         }
         files = travelling(s, ticket, ctx.stored, ctx.contents)
-        similar = self._similar(ctx, repo, ticket)
+        found = self._similar(ctx, repo, ticket, asked)
         if decision.triaged or not ticket.assignee:
             triage = [decision.triage or s.rules.triage_for(ctx.desk.key)]
             told = set(triage)
             self._tell_each(
-                ctx, repo, ticket, triage, "triage_needed", "triage-needed", agent_ctx, similar, files
+                ctx, repo, ticket, triage, "triage_needed", "triage-needed", agent_ctx, found, files
             )
         else:
             told = {ticket.assignee}
             self._tell_each(
-                ctx, repo, ticket, [ticket.assignee], "new_ticket", "new-ticket", agent_ctx, similar, files
+                ctx, repo, ticket, [ticket.assignee], "new_ticket", "new-ticket", agent_ctx, found, files
             )
         agents = s.rules.team.agents
         # `notify_new = "members"`: every member of the group has it in their inbox too.
@@ -350,22 +355,22 @@ class NewTicketHandler:
         agent_watchers = members + agent_watchers
         if agent_watchers:
             self._tell_each(
-                ctx, repo, ticket, agent_watchers, "new_ticket", "new-ticket", agent_ctx, similar, files
+                ctx, repo, ticket, agent_watchers, "new_ticket", "new-ticket", agent_ctx, found, files
             )
 
-    def _similar(self, ctx: Context, repo: Repo, ticket: Ticket) -> Similar:
+    def _similar(self, ctx: Context, repo: Repo, ticket: Ticket, asked: Asked) -> Similar:
         """The new ticket's similar tickets (pipeline/similar.py), recorded on it when any: `tickets
         show` and the history name them, and the likely duplicate."""
-        similar = similar_to(repo, ticket, now_utc())
-        if similar.hits:
-            duplicate = similar.duplicate.key if similar.duplicate else None
-            repo.event(row(ticket), EventKind.SIMILAR, keys=similar.keys(), duplicate=duplicate)
+        found = asked.similar(ticket)
+        if found.hits:
+            duplicate = found.duplicate.key if found.duplicate else None
+            repo.event(row(ticket), EventKind.SIMILAR, keys=found.keys(), duplicate=duplicate)
             ctx.note(
                 "apply",
-                f"similar: {', '.join(similar.keys())}"
+                f"similar: {', '.join(found.keys())}"
                 + (f"; likely duplicate of {duplicate}" if duplicate else ""),
             )
-        return similar
+        return found
 
     def _tell_each(
         self,
