@@ -229,11 +229,14 @@ class Runner:
         second one after `HOLD_SECONDS`), each inside a SAVEPOINT: a message that fails or stops
         rolls back only its own writes. Parsing needs no lock: `READY` messages are parsed
         before a transaction asks for SQLite's write lock, and more while another writer (the
-        intake, the sender) holds it; the transaction takes what is parsed by then. If a transaction as a whole fails (its
-        commit, the connection), its messages and the rest are done again in a transaction each,
-        so one bad message cannot hold the others back."""
+        intake, the sender) holds it; the transaction takes what is parsed by then. On
+        PostgreSQL the next transaction's messages are parsed during this one, one after each
+        message, while the server does that message's writes. If a transaction as a whole fails
+        (its commit, the connection), its messages and the rest are done again in a transaction
+        each, so one bad message cannot hold the others back."""
         waiting = list(items)  # claimed, not parsed yet
         ready: list[Context | Failed] = []  # parsed, not processed yet
+        ahead: list[Context | Failed] = []  # parsed during a transaction, for the next one
 
         def parse_next() -> bool:
             if not waiting:
@@ -241,17 +244,26 @@ class Runner:
             ready.append(self.begin(*waiting.pop(0)))
             return True
 
-        while waiting or ready:
+        def parse_ahead() -> None:
+            if waiting:
+                ahead.append(self.begin(*waiting.pop(0)))
+
+        # PostgreSQL: while the server works on a message's writes (sent, not waited for:
+        # store/deferred.py), this process parses a message of the next transaction.
+        between = None if self.db.is_sqlite else parse_ahead
+        while waiting or ready or ahead:
+            ready.extend(ahead)
+            ahead.clear()
             while len(ready) < READY and parse_next():
                 pass
             try:
                 with self.db.writer(while_waiting=parse_next):
-                    done = self._transaction(ready)
+                    done = self._transaction(ready, between)
                 del ready[:done]
                 self._committed()
             except Exception as exc:  # noqa: BLE001 - nothing of it was committed; try one by one
                 by_id = {item.id: (item, raw) for item, raw in items}
-                rest = [by_id[_item(c).id] for c in ready] + waiting
+                rest = [by_id[_item(c).id] for c in ready + ahead] + waiting
                 if len(rest) == 1:
                     raise
                 log.warning("a transaction of a batch failed (%s): one transaction per message", exc)
@@ -280,10 +292,13 @@ class Runner:
         for fn in self.after_commit:
             fn()
 
-    def _transaction(self, contexts: list[Context | Failed]) -> int:
+    def _transaction(
+        self, contexts: list[Context | Failed], between: Callable[[], None] | None = None
+    ) -> int:
         """One transaction over the first of `contexts`, until they are all done or it has held the
         write lock `HOLD_SECONDS` (PostgreSQL: `HOLD_SECONDS_POSTGRESQL`); returns how many it did
-        (at least one)."""
+        (at least one). `between` runs after each message's work, before its SAVEPOINT's
+        RELEASE waits for the server to have done its writes."""
         consumed = 0
         hold = HOLD_SECONDS if self.db.is_sqlite else HOLD_SECONDS_POSTGRESQL
         with self.db.session(durable=False) as session:
@@ -305,6 +320,8 @@ class Runner:
                     savepoint = session.begin_nested()
                     try:
                         self._apply(ctx, session)
+                        if between is not None:
+                            between()
                         savepoint.commit()
                     except Exception as exc:  # noqa: BLE001 - recorded below, never stops the batch
                         # The objects of the rolled-back writes must never be flushed. Detached
