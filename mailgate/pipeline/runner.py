@@ -42,7 +42,7 @@ from mailgate.pipeline.handlers.common import store_attachments
 from mailgate.pipeline.notify import Notifier
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
-from mailgate.store import inbox
+from mailgate.store import deferred, inbox
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.kinds import AdminKind
@@ -248,8 +248,8 @@ class Runner:
             if waiting:
                 ahead.append(self.begin(*waiting.pop(0)))
 
-        # PostgreSQL: while the server works on a message's writes (sent, not waited for:
-        # store/deferred.py), this process parses a message of the next transaction.
+        # PostgreSQL: while the server works on a message's last writes (sent, not waited for:
+        # store/deferred.py `send`), this process parses a message of the next transaction.
         between = None if self.db.is_sqlite else parse_ahead
         while waiting or ready or ahead:
             ready.extend(ahead)
@@ -297,8 +297,8 @@ class Runner:
     ) -> int:
         """One transaction over the first of `contexts`, until they are all done or it has held the
         write lock `HOLD_SECONDS` (PostgreSQL: `HOLD_SECONDS_POSTGRESQL`); returns how many it did
-        (at least one). `between` runs after each message's work, before its SAVEPOINT's
-        RELEASE waits for the server to have done its writes."""
+        (at least one). `between` runs after each message's work, its writes sent but not waited
+        for, before its SAVEPOINT's RELEASE waits for the server to have done them."""
         consumed = 0
         hold = HOLD_SECONDS if self.db.is_sqlite else HOLD_SECONDS_POSTGRESQL
         with self.db.session(durable=False) as session:
@@ -321,6 +321,7 @@ class Runner:
                     try:
                         self._apply(ctx, session)
                         if between is not None:
+                            deferred.send(session)  # its last writes: the server starts on them
                             between()
                         savepoint.commit()
                     except Exception as exc:  # noqa: BLE001 - recorded below, never stops the batch

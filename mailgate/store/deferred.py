@@ -13,6 +13,11 @@ sees every write made before it, a failed write fails the statement after it in 
 SAVEPOINT, and nothing is committed that would not have been. A rollback drops what was kept
 (to a SAVEPOINT: what was kept after it).
 
+`send` sends what is kept at once, into a pipeline left open, without waiting: the server works on
+those writes while this process goes on (the runner parses the next message meanwhile), and the
+next statement that waits leaves the pipeline, one sync for the lot, as before. A read may go the
+same way (`ask`): sent now, its rows read after the next wait.
+
 The kept writes, and the Repo's small reads that go with them (`read`), run on psycopg's own
 cursor as SQL compiled once per statement (`Named`): SQLAlchemy's per-call work cost more of this
 process's time than the statements' way to the server.
@@ -30,42 +35,70 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.orm import Session
 
-# In Session.info: the connection whose pipeline has writes of this session's not waited for.
-_KEY = "mailgate.deferred"
-# In Connection.info (the pool's record of the connection): psycopg's open pipeline, held by an
-# ExitStack, and what was sent in it since the last wait (named in a failure's notes).
+_KEY = "mailgate.deferred"  # in Connection.info: the writes kept, in order; in Session.info: the connection
+# In Connection.info (the pool's record of the connection): psycopg's pipeline left open by `send`
+# or `ask`, held by an ExitStack, and what was sent in it (named in a failure's notes).
 _PIPE = "mailgate.pipeline"
 _SENT = "mailgate.sent"
 
 
 def defer(session: Session, stmt: Any, params: dict[str, Any]) -> None:
-    """Run `stmt` with `params` in the session's transaction: sent now on PostgreSQL, in the
-    connection's open pipeline, without waiting for its answer (the server works on it while
-    this process goes on), or run now (SQLite). Only for a write without RETURNING whose result
-    the caller does not read."""
+    """Run `stmt` with `params` in the session's transaction before its next statement
+    (PostgreSQL), or now (SQLite). Only for a write without RETURNING whose result the caller
+    does not read."""
     conn = session.connection()
     if conn.dialect.name != "postgresql":
         conn.execute(stmt, params)
         return
-    sql = named(stmt, conn.dialect, _columns(stmt, params))
-    _open(conn, stmt).cursor().execute(sql.sql, sql.args(params))
+    conn.info.setdefault(_KEY, []).append((stmt, params))
     session.info[_KEY] = conn
 
 
-def _open(conn: Connection, what: Any) -> Any:
-    """psycopg's connection of `conn`, in pipeline mode (entered once and left open until the
-    next statement that waits: `flush`), with `what` noted among the statements sent since the
-    last wait."""
+def send(session: Session) -> None:
+    """Send the writes kept on the session's connection now, without waiting for the server
+    (PostgreSQL; nothing is kept on SQLite): it works on them while this process does something
+    else, and the next statement that waits (or the RELEASE or COMMIT) waits for them too."""
+    conn = session.info.get(_KEY)
+    if conn is None or conn.closed or not conn.info.get(_KEY):
+        return
+    _send_kept(conn, _open(conn))
+
+
+def _open(conn: Connection) -> Any:
+    """psycopg's connection of `conn`, in a pipeline entered once and left open until `flush`."""
     raw = conn.connection.dbapi_connection
     assert raw is not None
-    info = conn.info
-    if _PIPE not in info:
+    if _PIPE not in conn.info:
         stack = ExitStack()
         stack.enter_context(raw.pipeline())
-        info[_PIPE] = stack
-        info[_SENT] = []
-    info[_SENT].append(what)
+        conn.info[_PIPE] = stack
+        conn.info[_SENT] = []
     return raw
+
+
+def _send_kept(conn: Connection, raw: Any) -> None:
+    """Send the kept writes into the open pipeline: consecutive writes of one statement with the
+    same columns as one executemany."""
+    kept: list[tuple[Any, dict[str, Any] | None]] = conn.info.pop(_KEY, None) or []
+    runs: list[tuple[Any, list[dict[str, Any]]]] = []
+    for stmt, params in kept:
+        if params is None:  # a SAVEPOINT, as SQLAlchemy wrote it
+            runs.append((stmt, []))
+        elif runs and runs[-1][0] is stmt and runs[-1][1] and runs[-1][1][0].keys() == params.keys():
+            runs[-1][1].append(params)
+        else:
+            runs.append((stmt, [params]))
+    sent = conn.info[_SENT]
+    for stmt, rows in runs:
+        sent.append(stmt)
+        if not rows:
+            raw.execute(stmt)
+            continue
+        sql = named(stmt, conn.dialect, _columns(stmt, rows[0]))
+        if len(rows) > 1:
+            raw.cursor().executemany(sql.sql, [sql.args(r) for r in rows])
+        else:
+            raw.cursor().execute(sql.sql, sql.args(rows[0]))
 
 
 class Named:
@@ -140,7 +173,7 @@ class Asked:
 
     def rows(self) -> list[Any]:
         """Its rows, as `read` gives them; waits for the server now if nothing has since."""
-        if _PIPE in self._conn.info and self._cursor in self._conn.info.get(_SENT, ()):
+        if _PIPE in self._conn.info and any(s is self._cursor for s in self._conn.info.get(_SENT, ())):
             flush(self._conn)
         return list(self._cursor.fetchall())
 
@@ -150,10 +183,10 @@ def ask(conn: Connection, stmt: Any, params: dict[str, Any]) -> Asked:
     read its rows when they are needed (`Asked.rows`): a read whose answer is not needed yet
     costs no wait of its own when a statement that waits comes first (PostgreSQL only)."""
     sql = named(stmt, conn.dialect, None)
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    cursor = raw.cursor()
-    _open(conn, cursor)
+    if conn.info.get(_KEY):
+        _send_kept(conn, _open(conn))
+    cursor = _open(conn).cursor()
+    conn.info[_SENT].append(cursor)
     cursor.execute(sql.sql, sql.args(params))
     return Asked(conn, cursor)
 
@@ -171,40 +204,44 @@ def install(engine: Engine) -> None:
 
 
 def flush(conn: Connection, then: Callable[[], None] | None = None) -> None:
-    """Wait for what was sent: `then` (the statement that asked) sent last in the open pipeline,
-    and the pipeline left, one sync, so one wait for the server however many writes went before
-    it (which it has mostly done by now). A write the server refused fails here, raised by the
-    statement that waits, with the writes sent since the last wait named in its notes."""
-    stack: ExitStack | None = conn.info.pop(_PIPE, None)
-    sent = conn.info.pop(_SENT, ())
-    if stack is None:
+    """Send the kept writes now, all of them inside one pipeline (the one `send` left open, if
+    any) and `then` (the statement that asked) last in it: one sync, so one wait for the
+    server, however many writes there are."""
+    if not conn.info.get(_KEY) and _PIPE not in conn.info:
         if then is not None:
             then()
         return
+    raw = _open(conn)
+    stack: ExitStack = conn.info.pop(_PIPE)
+    sent = conn.info.pop(_SENT)
     try:
         with stack:  # psycopg: the pipeline's sync, and every result of it
+            conn.info[_SENT] = sent
+            _send_kept(conn, raw)
+            conn.info.pop(_SENT, None)
             if then is not None:
                 then()
     except Exception as exc:
+        # Raised by the statement that asked for them: say which writes went with it.
         exc.add_note("with the writes sent before it: " + "; ".join(str(s).split("(")[0] for s in sent))
         raise
 
 
-def _close(conn_info: dict[Any, Any]) -> None:
-    """Leave the pipeline without caring what came of it: the transaction is being rolled back
-    (or the connection given back to the pool), so whatever was sent is undone anyway."""
-    stack: ExitStack | None = conn_info.pop(_PIPE, None)
-    conn_info.pop(_SENT, None)
+def _close(info: dict[Any, Any]) -> None:
+    """Leave an open pipeline without caring what came of it: the transaction, or its savepoint,
+    is being rolled back (or the connection given back to the pool), which undoes what was sent."""
+    stack: ExitStack | None = info.pop(_PIPE, None)
+    info.pop(_SENT, None)
     if stack is not None:
-        with suppress(Exception):  # a refused write of a transaction being rolled back
+        with suppress(Exception):  # a refused write of what is being rolled back
             stack.close()
 
 
 def _before_commit(session: Session) -> None:
-    # Also before a SAVEPOINT's RELEASE (Session.begin_nested().commit()): waited for here, a
-    # write that fails does so while its SAVEPOINT can still be rolled back to. Failing with the
-    # RELEASE statement itself, it would leave the savepoint marked released and the transaction
-    # lost.
+    # Also before a SAVEPOINT's RELEASE (Session.begin_nested().commit()): sent here, a write
+    # that fails does so while its SAVEPOINT can still be rolled back to. Sent with the RELEASE
+    # statement itself, the failure would leave the savepoint marked released and the
+    # transaction lost.
     conn = session.info.pop(_KEY, None)
     if conn is not None and not conn.closed:
         flush(conn)
@@ -219,36 +256,48 @@ def _with_bare_statement(cursor: Any, statement: str, context: Any) -> bool | No
 
 
 def _send(conn: Connection, statement: str, execute: Callable[[], None]) -> bool | None:
-    """A statement about to be sent. A SAVEPOINT and its RELEASE, whose answers nobody reads,
-    go into the open pipeline like the kept writes (a RELEASE comes after `_before_commit`
-    waited for the savepoint's writes). A ROLLBACK TO SAVEPOINT leaves the pipeline first,
-    dropping what failed in it (the savepoint's writes are undone by it). Any other statement
-    waits for its answer anyway: it goes last in the pipeline, and the pipeline is left.
-    True: done here; None: SQLAlchemy sends it."""
+    """A statement about to be sent: the kept writes go with it, last in their pipeline (it
+    waits for its answer anyway: they cost no wait of their own). A SAVEPOINT and its RELEASE,
+    whose answers nobody reads, are kept themselves; rolling back to a savepoint that was never
+    sent drops it and what was kept after it, and sends nothing. True: done here; None:
+    SQLAlchemy sends it."""
     if not conn.in_transaction():  # only a transaction keeps anything (nor has `info` at the
         return None  # dialect's first connect)
-    if statement.startswith(("SAVEPOINT ", "RELEASE SAVEPOINT ")):
-        _open(conn, statement).execute(statement)
+    kept = conn.info.get(_KEY)
+    if statement.startswith("SAVEPOINT ") or (
+        # A RELEASE waits with the rest once no write is kept before it (Session.commit of the
+        # savepoint sent them first: a refused one failed inside it, where it can be undone).
+        statement.startswith("RELEASE SAVEPOINT ") and all(p is None for _, p in kept or ())
+    ):
+        conn.info.setdefault(_KEY, []).append((statement, None))
         return True
-    if _PIPE not in conn.info:
-        return None
     if statement.startswith("ROLLBACK TO SAVEPOINT "):
-        _close(conn.info)
+        mark = statement[len("ROLLBACK TO ") :]
+        at = next((i for i, (s, p) in enumerate(kept or ()) if p is None and s == mark), None)
+        if kept:
+            del kept[at or 0 :]  # sent before it, the savepoint's writes are undone by the server
+        if at is not None:
+            return True
+        _close(conn.info)  # what `send` sent after the savepoint is undone by the server
         return None
-    flush(conn, execute)
+    if not kept and _PIPE not in conn.info:
+        return None
+    flush(conn, execute)  # the writes run through conn.execute, which finds nothing kept here
     return True
 
 
 def _before_executemany(_cursor: Any, _statement: str, _parameters: Any, context: Any) -> None:
-    # psycopg runs an executemany in a pipeline of its own: what was sent is waited for first.
+    # psycopg runs an executemany in a pipeline of its own: the kept writes go first.
     conn = context.root_connection
-    if conn.in_transaction() and _PIPE in conn.info:
+    if conn.in_transaction() and (conn.info.get(_KEY) or _PIPE in conn.info):
         flush(conn)
 
 
 def _drop(conn: Connection) -> None:
+    conn.info.pop(_KEY, None)
     _close(conn.info)
 
 
 def _checkin(_dbapi_conn: Any, record: Any) -> None:
-    _close(record.info)  # a connection back in the pool keeps nothing of its last user
+    record.info.pop(_KEY, None)  # a connection back in the pool keeps nothing of its last user
+    _close(record.info)
