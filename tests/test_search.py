@@ -195,3 +195,36 @@ def test_similar_candidates_are_the_same_on_both_engines(db: Database) -> None:
     # the requester's own tickets of the day, whatever their subject (the duplicate check)
     assert candidates("Something else", requester="user4@acme.com") == ["SUP-4"]
     assert candidates("Something else", requester="user4@acme.com", exclude="SUP-4") == []
+
+
+@pytest.mark.postgres
+def test_similar_tickets_asked_before_the_ticket_is_made_are_the_ones_found_after(db: Database) -> None:
+    """The new-ticket handler asks for the similar tickets with the statement that makes the
+    ticket (pipeline/similar.py `ask_similar`: on PostgreSQL sent in the open pipeline, answered
+    with the next statement that waits): the same tickets as asked once the ticket and its
+    message are stored, the new one never among them."""
+    from mailgate.pipeline.similar import ask_similar, similar_to
+
+    _fill(db)
+    now = now_utc()
+    with db.session() as s:
+        repo = Repo(s)
+        asked = ask_similar(repo, "Printer jams on floor 3", "user1@acme.com", "SUP", now)
+        asked_alone = ask_similar(repo, "printer", "nobody@acme.com", "SUP", now)
+        t = repo.create_ticket(  # an ORM statement: it waits, and the look-ups are answered with it
+            key="SUP-9", desk="SUP", number=9, subject="Printer jams on floor 3",
+            requester="user1@acme.com", requester_name="", status="open", status_category="open",
+            group="it", tags=[], fields={}, created_at=now, updated_at=now,
+        )  # fmt: skip
+        repo.add_message(
+            ticket_id=t.id, direction="in", kind="public", author="user1@acme.com",
+            subject="Printer jams on floor 3", text="again", reply_text="again", attachments=[],
+        )  # fmt: skip
+        after = similar_to(repo, t, now)
+        before = asked.similar(t)
+        assert [h.key for h in before.hits] == [h.key for h in after.hits] == ["SUP-1"]
+        assert before.duplicate == after.duplicate and after.duplicate is not None
+        assert after.duplicate.key == "SUP-1"  # the same requester, a like subject, today
+        # asked, then read with nothing waited for since: it waits for its own answer
+        again = ask_similar(repo, "printer", "nobody@acme.com", "SUP", now)
+        assert [h.key for h in again.similar(t).hits] == [h.key for h in asked_alone.similar(t).hits]
