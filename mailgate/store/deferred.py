@@ -15,8 +15,11 @@ SAVEPOINT, and nothing is committed that would not have been. A rollback drops w
 
 `send` sends what is kept at once, into a pipeline left open, without waiting: the server works on
 those writes while this process goes on (the runner parses the next message meanwhile), and the
-next statement that waits leaves the pipeline, one sync for the lot, as before. A read may go the
-same way (`ask`): sent now, its rows read after the next wait.
+next statement that waits leaves the pipeline, one sync for the lot, as before. A write the server
+refuses is reported by that wait: the runner sends a message's last writes before its SAVEPOINT's
+RELEASE, which waits first, so the refusal still fails inside the message's own SAVEPOINT. A
+rollback leaves the pipeline, and the server's ROLLBACK (TO SAVEPOINT) undoes what was sent. A
+read may go the same way (`ask`): sent now, its rows read after the next wait.
 
 The kept writes, and the Repo's small reads that go with them (`read`), run on psycopg's own
 cursor as SQL compiled once per statement (`Named`): SQLAlchemy's per-call work cost more of this
