@@ -194,6 +194,28 @@ def bare_address(addr: str) -> str | None:
     return f"{local}@{domain}".lower()
 
 
+# The null reverse path (RFC 5321 4.5.5: MAIL FROM:<>, the envelope sender of a delivery report
+# or any notification that must not be answered), as the inbox stores it whatever brought it.
+NULL_REVERSE_PATH = "<>"
+# What Postfix's pipe(8) puts in ${sender} for the null reverse path unless `null_sender=` says
+# otherwise: no address has no domain, so on an envelope it means "<>".
+_NULL_STAND_INS = frozenset({"<>", "< >", "mailer-daemon", "<mailer-daemon>"})
+
+
+def reverse_path(value: str | None) -> str:
+    """The envelope sender as stored: lowercased, without angle brackets, and the null reverse
+    path as `NULL_REVERSE_PATH` however the intake got it (aiosmtpd hands "<>", a pipe "" or
+    "MAILER-DAEMON"), so a delivery report is one thing whether it came by SMTP, LMTP or a pipe.
+    "" (or None) is an envelope nobody gave (IMAP, a file): unknown, not null. A caller that
+    was handed an explicit empty sender (a pipe's `--sender ""`) passes NULL_REVERSE_PATH."""
+    text = (value or "").strip().lower()
+    if text in _NULL_STAND_INS:
+        return NULL_REVERSE_PATH
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text
+
+
 def plus_parts(addr: str) -> tuple[str, str | None]:
     """(`local@domain` lowercased without its `+tag`, the tag as written or None).
 
