@@ -25,7 +25,7 @@ from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
 from mailgate.domain.team import desk_admins
 from mailgate.domain.threading import strip_prefixes, strip_tag
-from mailgate.domain.tokens import Purpose, bounce_word, make_token
+from mailgate.domain.tokens import UNSUBSCRIBE_SUFFIX, Purpose, bounce_word, make_token
 from mailgate.mail.compose import OutAttachment, Outgoing, build, new_message_id
 from mailgate.mail.screen import is_own_address
 from mailgate.outbox.render import Renderer
@@ -188,7 +188,7 @@ class Notifier:
         message_id = new_message_id(desk.domain)
         reply_address = desk.token_address(token)
         off = make_token(self.config.secret, ticket.key, to, Purpose.UNSUBSCRIBE)
-        unsubscribe = desk.token_address(f"{off}-off")
+        unsubscribe = desk.token_address(f"{off}{UNSUBSCRIBE_SUFFIX}")
         links = mail_links(self.config, ticket.key, to)  # None when the web side is off
         ctx = {
             "ticket": ticket,
