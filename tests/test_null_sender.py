@@ -64,7 +64,9 @@ def _rows(root: Path, sql: str) -> list[tuple[object, ...]]:
 NULL_ROUTES = [("smtp", ""), ("lmtp", ""), ("pipe", ""), ("pipe", "MAILER-DAEMON")]
 
 
-@pytest.mark.parametrize(("route", "sender"), NULL_ROUTES, ids=["smtp", "lmtp", "pipe-empty", "pipe-mailer-daemon"])
+@pytest.mark.parametrize(
+    ("route", "sender"), NULL_ROUTES, ids=["smtp", "lmtp", "pipe-empty", "pipe-mailer-daemon"]
+)
 def test_a_report_from_the_null_sender_is_a_bounce_by_every_intake(
     tmp_path: Path, sink: Sink, route: str, sender: str
 ) -> None:
@@ -76,7 +78,9 @@ def test_a_report_from_the_null_sender_is_a_bounce_by_every_intake(
     assert _rows(tmp_path, "SELECT count(*) FROM outboxitem") == [(0,)]  # no backscatter
 
 
-@pytest.mark.parametrize(("route", "sender"), NULL_ROUTES, ids=["smtp", "lmtp", "pipe-empty", "pipe-mailer-daemon"])
+@pytest.mark.parametrize(
+    ("route", "sender"), NULL_ROUTES, ids=["smtp", "lmtp", "pipe-empty", "pipe-mailer-daemon"]
+)
 def test_a_notice_from_the_null_sender_is_ticketed_and_never_answered(
     tmp_path: Path, sink: Sink, route: str, sender: str
 ) -> None:
