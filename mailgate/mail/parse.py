@@ -377,7 +377,9 @@ def parse_message(raw: bytes, *, own_addresses: Iterable[str] = (), null_sender:
     return mail
 
 
-def _headers_only(mail: ParsedMail, raw: bytes, own: tuple[str, ...], null_sender: bool = False) -> ParsedMail:
+def _headers_only(
+    mail: ParsedMail, raw: bytes, own: tuple[str, ...], null_sender: bool = False
+) -> ParsedMail:
     """When the body cannot be parsed (e.g. MIME nested thousands deep): keep who sent it and
     what it is about, and the start of the raw body as text, so it can still be ticketed."""
     try:
