@@ -339,7 +339,13 @@ def test_a_piped_message_goes_to_the_running_daemon(
     # A daemon that is shutting down answers 421: the MTA must keep the message and try again.
     daemon.daemon.handler.accepting = False
     late = run_cli(
-        cfg, "ingest", "-f", "carol@acme.com", "-r", "support@localhost", stdin=make_mail("during the shutdown")
+        cfg,
+        "ingest",
+        "-f",
+        "carol@acme.com",
+        "-r",
+        "support@localhost",
+        stdin=make_mail("during the shutdown"),
     )
     assert late.returncode == 75, late.stderr
 
