@@ -52,6 +52,7 @@ from mailgate.domain.tokens import (
     read_link,
     without_proofs,
 )
+from mailgate.mail.decode import visible
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline.canned import CannedFailed, article_title, render_canned
 from mailgate.pipeline.identity import token_keys
@@ -105,6 +106,9 @@ class WebApp:
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
+        # A subject or a name as it is shown: no bidi override or invisible character of a row
+        # stored before intake cleaned them can reorder the page around it (decode.visible).
+        env.filters["visible"] = visible
         self.templates = Jinja2Templates(env=env)
         self.secure_cookie = config.web.url.startswith("https://")
 
