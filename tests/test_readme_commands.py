@@ -372,6 +372,13 @@ def test_daemon_run_then_outbox_failed_retry_and_list(desk: Desk) -> None:
     _, *pending = listing.out.splitlines()
     assert len(pending) == len(failed) and all(" pending " in line for line in pending), pending
     assert "sender: NOT RUNNING (no daemon)" in listing.err, listing
+    # Nothing failed now: retrying is no error, and says so; one id that is not failed says why.
+    again = desk.cli("outbox", "retry")
+    assert again.out.strip() == "no failed mail: nothing to queue again", again
+    first = pending[0].split()[0]
+    one = desk.cli("outbox", "retry", first, ok=(1,))
+    assert f"outbox item {first} is pending, not failed: nothing queued again" in one.err, one
+    assert "no outbox item 99999" in desk.cli("outbox", "retry", "99999", ok=(1,)).err
 
 
 def test_status_and_status_json(desk: Desk) -> None:

@@ -283,8 +283,20 @@ def _outbox_retry(args: argparse.Namespace) -> int:
 
     with open_db(config_of(args)) as db:
         n = retry_failed(db, args.id)
-    print(f"{n} mail(s) queued again")
-    return 0 if n else 1
+        if args.id is not None and not n:
+            # One id asked for and nothing done: say why, as `inbox retry` does.
+            with db.session() as s:
+                row = s.get(OutboxItem, args.id)
+            why = (
+                f"no outbox item {args.id}"
+                if row is None
+                else f"outbox item {args.id} is {row.state}, not failed"
+            )
+            print(f"mailgate outbox retry: {why}: nothing queued again", file=sys.stderr)
+            return 1
+    # Nothing failed is no error: the command did all there was to do.
+    print(f"{n} mail(s) queued again" if n else "no failed mail: nothing to queue again")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
