@@ -76,6 +76,8 @@ def test_a_report_from_the_null_sender_is_a_bounce_by_every_intake(
     assert _rows(tmp_path, "SELECT mail_from, disposition FROM inboxitem") == [("<>", "bounce:unmatched")]
     assert _rows(tmp_path, "SELECT count(*) FROM ticket") == [(0,)]
     assert _rows(tmp_path, "SELECT count(*) FROM outboxitem") == [(0,)]  # no backscatter
+    shown = mailgate(tmp_path, "--config", str(tmp_path / "config.toml"), "inbox", "show", "1").out
+    assert "envelope    from <> (the null sender: a delivery report" in shown, shown
 
 
 @pytest.mark.parametrize(
