@@ -258,12 +258,17 @@ def without_proofs(
     it; everyone else's is blanked. None blanks them all."""
     own = {a.lower() for a in own_addresses}
     reader = (keep_for or "").strip().lower()
+    # A mail repeats its words (five rating links, the reply address in each mailto): each MAC
+    # is checked once.
+    links: dict[str, str] = {}
+    theirs: dict[tuple[str, Purpose], bool] = {}
 
     def link(m: re.Match[str]) -> str:
-        found = read_link(keys, m.group(2), _LINK_PURPOSE[m.group(1)], now)
-        if found.state is LinkState.INVALID or (reader and found.address == reader):
-            return m.group(0)
-        return f"/{m.group(1)}/{REMOVED_LINK}"
+        if m.group(0) not in links:
+            found = read_link(keys, m.group(2), _LINK_PURPOSE[m.group(1)], now)
+            keep = found.state is LinkState.INVALID or (reader and found.address == reader)
+            links[m.group(0)] = m.group(0) if keep else f"/{m.group(1)}/{REMOVED_LINK}"
+        return links[m.group(0)]
 
     def address(m: re.Match[str]) -> str:
         tag, domain = m.groups()
@@ -275,7 +280,11 @@ def without_proofs(
             if tag.lower().endswith(suffix):
                 word, purpose = tag[: -len(suffix)], meant
         claim = read_token(word)
-        if claim is None or (reader and keys.verify(claim, reader, purpose) is not None):
+        if claim is None:
+            return m.group(0)
+        if reader and (word.lower(), purpose) not in theirs:
+            theirs[word.lower(), purpose] = keys.verify(claim, reader, purpose) is not None
+        if reader and theirs[word.lower(), purpose]:
             return m.group(0)
         return f"@{domain}"  # the local part before it stays as written
 
