@@ -48,12 +48,24 @@ def _deliver(route: str, root: Path, sink: Sink, raw: bytes, sender: str) -> Non
             d.stop()
         return
     args = ["--sender", sender] if route != "pipe, no sender" else []
-    mailgate(
-        root,
-        *("--config", str(cfg), "ingest", *args, "--recipient", "support@localhost"),
-        stdin=raw,
-        env={"MAILGATE_SECRET": "test-secret"},
-    )
+
+    def pipe() -> None:
+        mailgate(
+            root,
+            *("--config", str(cfg), "ingest", *args, "--recipient", "support@localhost"),
+            stdin=raw,
+            env={"MAILGATE_SECRET": "test-secret"},
+        )
+
+    if route != "pipe to the daemon":
+        pipe()
+        return
+    d = RunningDaemon(cfg)  # up: ingest hands the message to its listener, MAIL FROM:<>
+    try:
+        pipe()
+        d.settle()
+    finally:
+        d.stop()
 
 
 def _rows(root: Path, sql: str) -> list[tuple[object, ...]]:
@@ -61,12 +73,17 @@ def _rows(root: Path, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
-NULL_ROUTES = [("smtp", ""), ("lmtp", ""), ("pipe", ""), ("pipe", "MAILER-DAEMON")]
+NULL_ROUTES = [
+    ("smtp", ""),
+    ("lmtp", ""),
+    ("pipe", ""),
+    ("pipe", "MAILER-DAEMON"),
+    ("pipe to the daemon", ""),
+]
+NULL_IDS = ["smtp", "lmtp", "pipe-empty", "pipe-mailer-daemon", "pipe-to-the-daemon"]
 
 
-@pytest.mark.parametrize(
-    ("route", "sender"), NULL_ROUTES, ids=["smtp", "lmtp", "pipe-empty", "pipe-mailer-daemon"]
-)
+@pytest.mark.parametrize(("route", "sender"), NULL_ROUTES, ids=NULL_IDS)
 def test_a_report_from_the_null_sender_is_a_bounce_by_every_intake(
     tmp_path: Path, sink: Sink, route: str, sender: str
 ) -> None:
@@ -76,13 +93,13 @@ def test_a_report_from_the_null_sender_is_a_bounce_by_every_intake(
     assert _rows(tmp_path, "SELECT mail_from, disposition FROM inboxitem") == [("<>", "bounce:unmatched")]
     assert _rows(tmp_path, "SELECT count(*) FROM ticket") == [(0,)]
     assert _rows(tmp_path, "SELECT count(*) FROM outboxitem") == [(0,)]  # no backscatter
+    source = {"pipe to the daemon": "smtp", "pipe": "pipe"}.get(route, route)  # handed over by SMTP
+    assert _rows(tmp_path, "SELECT source FROM inboxitem") == [(source,)]
     shown = mailgate(tmp_path, "--config", str(tmp_path / "config.toml"), "inbox", "show", "1").out
     assert "envelope    from <> (the null sender: a delivery report" in shown, shown
 
 
-@pytest.mark.parametrize(
-    ("route", "sender"), NULL_ROUTES, ids=["smtp", "lmtp", "pipe-empty", "pipe-mailer-daemon"]
-)
+@pytest.mark.parametrize(("route", "sender"), NULL_ROUTES, ids=NULL_IDS)
 def test_a_notice_from_the_null_sender_is_ticketed_and_never_answered(
     tmp_path: Path, sink: Sink, route: str, sender: str
 ) -> None:
