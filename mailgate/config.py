@@ -658,6 +658,18 @@ def _load(path: Path | None, env: dict[str, str] | None, create_state: bool) -> 
     for key in ("timeout", "retry_base_seconds", "retry_max_seconds", "give_up_after_seconds"):
         if key in o and getattr(relay, key) <= 0:  # a zero socket timeout fails every send
             raise ConfigError(f"outgoing.{key}: must be more than 0, not {getattr(relay, key)!r}")
+    if relay.retry_max_seconds < relay.retry_base_seconds:
+        # The backoff starts at the base and doubles up to the maximum (outbox/sender.py): a
+        # maximum under the base makes every retry wait the maximum, the base meaning nothing.
+        # The error names the key the file sets (the other is its default), for its line.
+        base, top = relay.retry_base_seconds, relay.retry_max_seconds
+        if "retry_max_seconds" in o:
+            raise ConfigError(
+                f"outgoing.retry_max_seconds: must be at least retry_base_seconds ({base:g}), not {top:g}"
+            )
+        raise ConfigError(
+            f"outgoing.retry_base_seconds: must be at most retry_max_seconds ({top:g}, its default), not {base:g}"
+        )
 
     p = _table(data, "pipeline", PIPELINE_KEYS)
     worker = _get(p, "worker", str, "process", "pipeline")

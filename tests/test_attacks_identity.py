@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import RunningDaemon, Sink, body_of, make_mail, reply, scenario_config
 
-from mailgate.domain.tokens import Purpose, make_token
+from mailgate.domain.tokens import UNSUBSCRIBE_SUFFIX, Purpose, make_token
 
 DESK = "support@desk.example"
 CUSTOMER = "carla@client.example"
@@ -254,6 +254,12 @@ def test_attack_reply_token_used_as_an_unsubscribe_token(desk: RunningDaemon, si
     assert last(desk).disposition == "forged-agent"
     assert snapshot(desk) == before
     send(desk, make_mail("unsubscribe", "", sender=ALICE, to=real_off), ALICE, real_off)
+    assert last(desk).disposition == "unsubscribed"
+    # The handler reads the notifier's own suffix (UNSUBSCRIBE_SUFFIX), case-blind as the token
+    # itself is read: a client that upper-cases the address still unsubscribes.
+    assert real_off.endswith(f"{UNSUBSCRIBE_SUFFIX}@{DESK.split('@')[1]}")
+    shouted = real_off.replace(f"{UNSUBSCRIBE_SUFFIX}@", f"{UNSUBSCRIBE_SUFFIX.upper()}@")
+    send(desk, make_mail("unsubscribe", "", sender=ALICE, to=shouted), ALICE, shouted)
     assert last(desk).disposition == "unsubscribed"
 
 

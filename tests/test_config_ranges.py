@@ -140,3 +140,38 @@ def test_an_imap_poll_interval_and_ports_out_of_range_are_refused(tmp_path: Path
         "mailgate: configuration error: MAILGATE_SMTP_PORT: expected a port number 1..65535, got '25x'"
         in (refused.err)
     ), refused
+
+
+def test_a_retry_maximum_below_its_base_is_refused_by_config_check_and_run(tmp_path: Path) -> None:
+    """`retry_max_seconds = 10` under `retry_base_seconds = 60` loaded, and every retry waited 10 s:
+    the base meant nothing. Refused with the line of the key the file sets (the other a default)."""
+    desk = InitDesk(tmp_path)
+    base = desk.config.read_text()
+    assert "\n[outgoing]\n" in base  # init writes the table: the keys go into it
+    table = base.replace(
+        "\n[outgoing]\n", "\n[outgoing]\nretry_base_seconds = 60\nretry_max_seconds = 10\n", 1
+    )
+    desk.config.write_text(table)
+    line = table.splitlines().index("retry_max_seconds = 10") + 1
+    want = (
+        f"{desk.config}:{line}: outgoing.retry_max_seconds: must be at least retry_base_seconds (60), not 10"
+    )
+    check = desk.cli("config", "check", ok=(78,))
+    assert want in check.out, check
+    run = desk.cli("run", ok=(78,))
+    assert f"mailgate: configuration error: {want}" in run.err, run
+    assert not desk.db.exists()  # refused before it stored or listened to anything
+    # a base alone above the default maximum (3600) names the base, on its own line
+    alone = base.replace("\n[outgoing]\n", "\n[outgoing]\nretry_base_seconds = 7200\n", 1)
+    desk.config.write_text(alone)
+    line = alone.splitlines().index("retry_base_seconds = 7200") + 1
+    check = desk.cli("config", "check", ok=(78,))
+    assert (
+        f"{desk.config}:{line}: outgoing.retry_base_seconds: must be at most retry_max_seconds (3600, its default),"
+        " not 7200" in check.out
+    ), check
+    # control: equal is a fixed wait, and fine
+    desk.config.write_text(
+        base.replace("\n[outgoing]\n", "\n[outgoing]\nretry_base_seconds = 60\nretry_max_seconds = 60\n", 1)
+    )
+    assert desk.cli("config", "check").out.startswith("ok: ")

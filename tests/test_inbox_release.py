@@ -82,6 +82,11 @@ def test_a_released_out_of_office_becomes_a_ticket_that_names_who_released_it(tm
     shown = json.loads(desk.cli("inbox", "show", "1", "--json").out)
     assert shown["released_by"] == "alice@localhost" and shown["ticket"] == "SUP-1"
     assert any(s["stage"] == "release" for s in shown["trace"]), shown["trace"]
+    # docs/operations.md: releasing it again is no error; dropping it now is refused (a ticket's).
+    assert desk.cli("inbox", "release", "1").out.startswith("inbox item 1 was released by alice@localhost")
+    dropped = desk.cli("inbox", "drop", "1", ok=(1,))
+    assert dropped.err.startswith("inbox item 1 was released by alice@localhost"), dropped
+    assert desk.rows() == [(1, "done", "ticket-created", "SUP-1")]
     # The desk hears of it; the auto-responder is still never answered (no loop to start).
     assert desk.mail_to("team-lead@localhost") == ["triage-needed"]
     assert desk.mail_to("bob@acme.com") == []

@@ -329,14 +329,24 @@ def test_a_piped_message_goes_to_the_running_daemon(
     head = (
         b"From: bob@acme.com\nTo: support@localhost\nSubject: one long line\nMessage-ID: <long@acme.com>\n\n"
     )
-    long_line = run_cli(cfg, "ingest", "-r", "support@localhost", stdin=head + b"y" * 1500 + b"\n")
+    long_line = run_cli(
+        cfg, "ingest", "-f", "bob@acme.com", "-r", "support@localhost", stdin=head + b"y" * 1500 + b"\n"
+    )
     assert long_line.returncode == 0, long_line.stderr
     daemon.settle()
     assert [i.source for i in daemon.inbox()] == ["smtp", "pipe"]
     assert [t.subject for t in daemon.tickets()] == ["printer on fire", "one long line"]
     # A daemon that is shutting down answers 421: the MTA must keep the message and try again.
     daemon.daemon.handler.accepting = False
-    late = run_cli(cfg, "ingest", "-r", "support@localhost", stdin=make_mail("during the shutdown"))
+    late = run_cli(
+        cfg,
+        "ingest",
+        "-f",
+        "carol@acme.com",
+        "-r",
+        "support@localhost",
+        stdin=make_mail("during the shutdown"),
+    )
     assert late.returncode == 75, late.stderr
 
 

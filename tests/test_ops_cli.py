@@ -4,18 +4,23 @@ and the promise that secrets never reach a log line."""
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Sink, free_port, make_mail
+from conftest import REPO, Sink, free_port, make_mail
+from support import console
 from support.cli import PY, cli, mailgate
 
+from mailgate.domain.tokens import read_token, verify_token
 from mailgate.store.models import InboxItem, now_utc
 
 
@@ -66,6 +71,33 @@ def test_init_writes_a_desk_that_checks_clean_and_makes_tickets(desk: Path) -> N
     forced = cli("init", str(desk), "--desk-address", "other@example.org", "--key", "OTH", "--force")
     assert forced.returncode == 0
     assert 'key = "OTH"' in (desk / "config.toml").read_text()
+
+
+def test_the_secret_in_the_env_beside_the_config_signs_what_a_pipe_sends(desk: Path) -> None:
+    """docs/operations.md puts the secrets in /etc/mailgate/.env beside config.toml. The MTA's
+    pipe (`mailgate ingest`, storing the message itself while no daemon is up) must sign the
+    acknowledgement's reply address with the key the daemon reads there, and make no key of its
+    own. They were in mailgate.env, read by the unit's EnvironmentFile, so by the daemon alone:
+    mail the pipe processed carried tokens and links the daemon refused."""
+    (desk / ".env").write_text("MAILGATE_SECRET=from-the-env-file\n")
+    cfg = str(desk / "config.toml")
+    raw = make_mail("Scanner offline", sender="ann@acme.com", to="help@example.org")
+    console.mailgate(
+        desk.parent, "--config", cfg, "ingest", "-f", "ann@acme.com", "-r", "help@example.org", stdin=raw
+    )
+    assert not (desk / "state" / "secret.key").exists()  # no key of its own
+    with sqlite3.connect(desk / "state" / "mailgate.db") as conn:
+        [(ack,)] = conn.execute("SELECT raw FROM outboxitem WHERE kind = 'acknowledgement'").fetchall()
+    reply_to = email.message_from_bytes(ack, policy=email.policy.default)["Reply-To"].addresses[0]
+    claim = read_token(reply_to.username.split("+", 1)[1])
+    assert claim is not None and verify_token("from-the-env-file", claim, "ann@acme.com")
+    # The unit and the install steps name that file, and no other environment for the daemon.
+    unit = (REPO / "contrib" / "mailgate.service").read_text()
+    settings = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    assert not [line for line in settings if line.startswith("EnvironmentFile")], settings
+    assert "ExecStart=/opt/mailgate/venv/bin/mailgate --config /etc/mailgate/config.toml run" in settings
+    install = (REPO / "docs" / "operations.md").read_text().split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "/etc/mailgate/.env.example /etc/mailgate/.env " in install, install
 
 
 def test_config_check_names_file_and_line_of_each_problem(desk: Path) -> None:

@@ -109,7 +109,12 @@ def test_permanent_refusal_is_shown_by_outbox_failed_and_retried_by_outbox_retry
         assert cli("--config", str(cfg), "outbox", "retry").returncode == 0  # the rest
         d.settle()
         assert {i.state for i in outbox(d)} == {"sent"}
-        assert cli("--config", str(cfg), "outbox", "retry").returncode == 1  # nothing left to retry
+        # Nothing left to retry is no failure (a cron job running it must not alert): exit 0,
+        # saying so. An id that is not failed is refused (exit 1) with the reason.
+        rest = cli("--config", str(cfg), "outbox", "retry")
+        assert (rest.returncode, rest.stdout.strip()) == (0, "no failed mail: nothing to queue again")
+        sent = cli("--config", str(cfg), "outbox", "retry", str(ack_id))
+        assert sent.returncode == 1 and f"outbox item {ack_id} is sent, not failed" in sent.stderr
         assert len(sink.to("c@acme.com")) == 1
     finally:
         d.stop()

@@ -28,6 +28,7 @@ from support.web import (
     origin,
     rcpt_of,
     resolve,
+    sign_in,
 )
 
 from mailgate.domain.tokens import Purpose, make_link
@@ -161,6 +162,57 @@ def test_links_someone_forwarded_in_are_not_shown_to_the_others(daemon: RunningD
     assert "https://shop.example/r/ab12cd34ef56.gh78ij90kl12mn34op56qr" in page.text  # not ours: kept
     mine = http("GET", view).text  # control: the customer's own page shows what they wrote
     assert word_of(view) in mine and word_of(off) in mine
+
+
+def test_attack_links_someone_forwarded_in_never_reach_anyone_else_by_mail(
+    daemon: RunningDaemon, sink: Sink
+) -> None:
+    """The customer forwards our acknowledgement into the ticket, with a rating link of theirs:
+    every mail that quotes their words to someone else — the agent's notification, and the
+    agent's answer that pastes them, to the colleague on Cc — carries the words, not their View,
+    rating or unsubscribe link nor their reply address (any of which lets the holder act as the
+    customer). Control: the customer's own mail keeps theirs, and it works on the web; the
+    colleague's own links in the colleague's mail work too."""
+    colleague = "colleague@acme.com"
+    daemon.send(make_mail("Gift card balance", "My gift card shows zero.\n", sender=CUSTOMER, cc=colleague))
+    daemon.settle()
+    ack = sink.wait_to(CUSTOMER, 1)[-1]
+    sink.wait_to(TRIAGE, 1)
+    view, off = link(ack, "View request:"), link(ack, "Turn off this request's notifications:")
+    rate = f"{origin(daemon)}/rate/{signed(daemon, Purpose.RATE, 'SUP-1', CUSTOMER)}?n=5"
+    token = rcpt_of(ack)  # support+<carla's reply token>@localhost
+    secrets = {"view": word_of(view), "unsubscribe": word_of(off), "rate": word_of(rate), "token": token}
+    forwarded = (
+        f"Rating it already: {rate}\n\n---------- Forwarded message ---------\n"
+        f"From: Support <support@localhost>\nReply-To: <{token}>\nSubject: [SUP-1] Gift card balance\n\n"
+        f"{body_of(ack)}"
+    )
+    daemon.send(make_mail("Fwd: [SUP-1] Gift card balance", forwarded, sender=CUSTOMER), sender=CUSTOMER)
+    daemon.settle()
+    told = sink.wait_to(TRIAGE, 2)[-1]
+    text = body_of(told)
+    assert "Forwarded message" in text and "personal link, removed" in text, text
+    assert not [what for what, word in secrets.items() if word in told.as_string()], text
+    assert "support@localhost" in body_of(told)  # the reply address, its token gone
+    # The agent answers and pastes what the customer sent: the colleague on Cc gets the answer.
+    agent_says(daemon, sink, told, f"Carla sent us {view} and {token}; {rate} too. Fixed now.")
+    theirs = sink.wait_to(colleague, 1)[-1]
+    assert "Fixed now." in body_of(theirs)
+    leaked = [what for what, word in secrets.items() if word in theirs.as_string()]
+    assert not leaked, (leaked, body_of(theirs))
+    assert http("GET", link(theirs, "View request:")).status == 200  # control: the colleague's own
+    # Control: the customer's own copy of that answer keeps what was made for them, and it works.
+    mine = sink.wait_to(CUSTOMER, 2)[-1]
+    assert "Fixed now." in body_of(mine)
+    pasted = (secrets["view"], secrets["rate"], token)
+    assert all(word in body_of(mine) for word in pasted), body_of(mine)
+    for url in (view, link(mine, "View request:")):
+        page = http("GET", url)
+        assert page.status == 200 and "Gift card balance" in page.text
+    # The agent's ticket page shows the forward the same way the agent's mail did.
+    page = http("GET", f"{origin(daemon)}/agent/t/SUP-1", headers=sign_in(daemon, sink, TRIAGE)).text
+    assert "Forwarded message" in page and "personal link, removed" in page
+    assert not [what for what, word in secrets.items() if word in page]
 
 
 def test_post_without_csrf_or_from_another_site_changes_nothing(daemon: RunningDaemon, sink: Sink) -> None:
@@ -504,6 +556,14 @@ def test_without_proofs_blanks_only_our_links_and_tokens() -> None:
     assert f"/r/{forged}" in out  # not made by us: nothing of anyone's
     assert "d support@localhost e support@localhost f support+billing@localhost" in out
     assert f"bob+{token}@acme.com" in out  # not our address
+    # For the person they were issued to (the recipient of a mail, the holder of a page) they stay;
+    # anyone else's are blanked as before.
+    bob = make_token(SECRET, "SUP-1", "bob@acme.com")
+    both = f"{text} h support+{bob}@localhost"
+    theirs = without_proofs(both, TokenKeys(SECRET), ["support@localhost"], now, keep_for=CUSTOMER.upper())
+    assert view in theirs and old in theirs and f"support+{token}@localhost" in theirs
+    assert f"support+{token}-off@localhost" not in theirs  # a reply token is no unsubscribe token
+    assert "h support@localhost" in theirs and bob not in theirs
 
 
 def test_the_html_mail_escapes_what_an_agent_wrote_and_keeps_its_line_breaks(

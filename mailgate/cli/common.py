@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mailgate.config import Config, ConfigError, load_config
+from mailgate.mail.decode import visible
 
 if TYPE_CHECKING:  # the import costs half a second; `mailgate ingest` may hand over without it
     from mailgate.store.db import Database
@@ -82,5 +83,8 @@ def open_db(config: Config, *, create: bool = False) -> Iterator[Database]:
 
 def cut(value: str, width: int) -> str:
     """`value` in exactly `width` characters: padded, or cut with an ellipsis, so the columns
-    after it stay where they are whatever its length."""
+    after it stay where they are whatever its length. What it shows is what is there: a subject
+    or a name of a row stored before they were cleaned at intake cannot reorder or hide text on
+    the terminal (decode.visible)."""
+    value = visible(value)
     return value.ljust(width) if len(value) <= width else value[: width - 1] + "…"

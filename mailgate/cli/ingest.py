@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from mailgate.cli.common import config_of, open_db
 from mailgate.config import Config
 from mailgate.intake import pipe
+from mailgate.mail.decode import NULL_REVERSE_PATH, reverse_path
 
 if TYPE_CHECKING:  # the database layer is loaded only when the message is stored here
     from mailgate.pipeline.runner import Runner
@@ -45,7 +46,9 @@ def _ingest(args: argparse.Namespace) -> int:
         return os.EX_NOINPUT
     config = config_of(args)
     source = "mbox" if args.mbox else "maildir" if args.maildir else "pipe"
-    mail_from = (args.sender or "").lower()
+    # An explicit empty sender is the null reverse path (Postfix pipe with `null_sender=`); no
+    # --sender at all is an envelope nobody gave. Either way stored as the SMTP intake stores it.
+    mail_from = NULL_REVERSE_PATH if args.sender == "" else reverse_path(args.sender)
     rcpts = tuple(r.lower() for r in args.recipient or ())
     unknown = [r for r in rcpts if not config.desk_for(r)]
     if unknown:
@@ -65,7 +68,9 @@ def _ingest(args: argparse.Namespace) -> int:
     if not raw.strip():
         print("mailgate ingest: empty message", file=sys.stderr)
         return os.EX_DATAERR
-    if rcpts and not args.direct and not args.no_process:
+    if rcpts and mail_from and not args.direct and not args.no_process:
+        # Only a known envelope goes by SMTP: there an unknown sender could only be said as "<>",
+        # which is a delivery report's.
         code = pipe.hand_to_daemon(config, raw, mail_from, rcpts)
         if code is not None:
             if code == os.EX_OK and _to_a_person(args):
@@ -238,7 +243,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     kind.add_argument("--mbox", action="store_true", help="FILE is an mbox")
     kind.add_argument("--maildir", action="store_true", help="FILE is a maildir")
     p.add_argument("--recipient", "-r", action="append", help="envelope recipient (the MTA's ${recipient})")
-    p.add_argument("--sender", "-f", help="envelope sender (the MTA's ${sender})")
+    p.add_argument(
+        "--sender",
+        "-f",
+        help='envelope sender (the MTA\'s ${sender}); "" or MAILER-DAEMON is the null sender <> of a bounce',
+    )
     p.add_argument("--no-process", action="store_true", help="only store; the daemon processes later")
     p.add_argument(
         "--direct",

@@ -155,8 +155,10 @@ then = {{ tags = ["after-hours"] }}
 """
 
 ENV_EXAMPLE = """\
-# Secrets for mailgate. Copy to .env (keep it private: chmod 600) or set them in the service's
-# environment (systemd: EnvironmentFile=). Never put them in config.toml.
+# Secrets for mailgate. Copy to .env beside config.toml, readable only by root and the user
+# mailgate runs as (install -m 0640 -g mailgate). Every mailgate command run with that config
+# reads it — the daemon, an MTA pipe's `mailgate ingest`, an admin's commands — so all sign
+# with one key; set only in a service's environment, the others would not. Never in config.toml.
 # Key that signs reply tokens. Empty: one is made in state/secret.key. Set it when several
 # processes share one database.
 MAILGATE_SECRET=

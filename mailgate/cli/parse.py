@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.domain.threading import subject_tags
+from mailgate.mail.decode import visible
 from mailgate.mail.model import ParsedMail
 from mailgate.mail.parse import parse_message
 
@@ -101,7 +102,7 @@ def _summary(data: dict[str, Any]) -> str:
     lines = [
         f"From:        {data['from_addr'] or '(none)'}",
         f"To:          {', '.join(data['to_addrs']) or '(none)'}",
-        f"Subject:     {data['subject']}",
+        f"Subject:     {visible(data['subject'])}",
         f"Message-ID:  {data['message_id'] or '(none)'}",
         f"Ticket:      {data['ticket_ref'] or '(no tag of ours)'}",
     ]

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from mailgate.cli.common import config_of, cut, open_db
+from mailgate.mail.decode import NULL_REVERSE_PATH
 from mailgate.store import inbox
 from mailgate.store.db import Database
 from mailgate.store.models import InboxItem, InboxRaw, OutboxItem, Ticket, now_utc, utc
@@ -102,7 +103,14 @@ def _inbox_show(args: argparse.Namespace) -> int:
         f"inbox item {r.id} for desk {r.desk}, received {utc(r.received_at):%Y-%m-%d %H:%M:%S} UTC by {r.source}"
     )
     print(f"  Message-ID  <{r.message_id}>" if r.message_id else "  Message-ID  (none)")
-    print(f"  envelope    from <{r.mail_from}> to {', '.join(r.rcpt_tos) or '(from headers)'}")
+    sender = (
+        "<> (the null sender: a delivery report or a notice not to be answered)"
+        if r.mail_from == NULL_REVERSE_PATH
+        else f"<{r.mail_from}>"
+        if r.mail_from
+        else "(none given)"
+    )
+    print(f"  envelope    from {sender} to {', '.join(r.rcpt_tos) or '(from headers)'}")
     print(f"  state       {r.state}, {r.attempts} attempt(s)" + (f", ticket {key}" if key else ""))
     if r.disposition:
         print(f"  outcome     {r.disposition}" + (f": {r.reason}" if r.reason else ""))
@@ -283,8 +291,20 @@ def _outbox_retry(args: argparse.Namespace) -> int:
 
     with open_db(config_of(args)) as db:
         n = retry_failed(db, args.id)
-    print(f"{n} mail(s) queued again")
-    return 0 if n else 1
+        if args.id is not None and not n:
+            # One id asked for and nothing done: say why, as `inbox retry` does.
+            with db.session() as s:
+                row = s.get(OutboxItem, args.id)
+            why = (
+                f"no outbox item {args.id}"
+                if row is None
+                else f"outbox item {args.id} is {row.state}, not failed"
+            )
+            print(f"mailgate outbox retry: {why}: nothing queued again", file=sys.stderr)
+            return 1
+    # Nothing failed is no error: the command did all there was to do.
+    print(f"{n} mail(s) queued again" if n else "no failed mail: nothing to queue again")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

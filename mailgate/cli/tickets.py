@@ -19,6 +19,7 @@ from mailgate.cli.common import config_of, cut, open_db
 from mailgate.domain.commands import format_minutes
 from mailgate.domain.history import sentence
 from mailgate.mail.attachments import safe_filename
+from mailgate.mail.decode import visible
 from mailgate.store.blobs import BlobStore
 from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, OutboxItem, Participant, Ticket, now_utc, utc
@@ -124,7 +125,7 @@ def _list(args: argparse.Namespace) -> int:
     for t in rows:
         values = (t.key, t.status, t.priority, t.group, t.assignee, t.requester)
         cells = " ".join(cut(v or "-", w) for v, w in zip(values, widths, strict=True))
-        print(f"{cells} {t.subject if room is None else cut(t.subject, room).rstrip()}")
+        print(f"{cells} {visible(t.subject) if room is None else cut(t.subject, room).rstrip()}")
     return 0
 
 
@@ -162,7 +163,7 @@ def _search(args: argparse.Namespace) -> int:
     for h in hits:
         values = (h.key, h.status, h.group, h.assignee, f"{h.created_at:%Y-%m-%d}")
         cells = " ".join(cut(v or "-", w) for v, w in zip(values, widths, strict=True))
-        print(f"{cells} {h.subject if room is None else cut(h.subject, room).rstrip()}")
+        print(f"{cells} {visible(h.subject) if room is None else cut(h.subject, room).rstrip()}")
     return 0
 
 
@@ -275,7 +276,7 @@ def _show(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
         return 0
-    print(f"{t.key}  {t.subject}")
+    print(f"{t.key}  {visible(t.subject)}")
     # The category only when it says more: "waiting customer (waiting)", not "open (open)".
     category = f" ({t.status_category})" if t.status_category != t.status else ""
     print(f"  status      {t.status}{category}")

@@ -224,7 +224,9 @@ def check_form_token(keys: TokenKeys, bearer: str, field: str) -> bool:
 # --- someone else's proofs, in text people wrote ---------------------------------------------------
 # A person who forwards our mail into their ticket (inline, or quoting it without ">") hands on
 # the links and the reply address we made for them alone. Shown to anyone else on the thread, the
-# request page's View link would let them read, rate, reopen and turn off that person's mail.
+# request page's View link would let them read, rate, reopen and turn off that person's mail; a
+# reply address, answer as them. Every mail we send and the request page pass what they show
+# through `without_proofs`, keeping only what was made for the person reading it.
 _LINK_IN_TEXT = re.compile(
     r"/(r|u|rate|agent/signin)/([A-Za-z0-9_-]{8,400}\.[A-Za-z0-9_-]{22})(?![A-Za-z0-9_-])"
 )
@@ -234,27 +236,64 @@ _LINK_PURPOSE = {
     "rate": Purpose.RATE,
     "agent/signin": Purpose.SIGNIN,
 }
-_PLUS_IN_TEXT = re.compile(r"([A-Za-z0-9._%-]+)\+([A-Za-z0-9-]+)@([A-Za-z0-9.-]+)")
+# "+tag@domain"; the local part in front is read back from the "+" (`_local_before`). A pattern
+# that began with the local part was tried at every letter of every word, and this runs over
+# every mail we send (Notifier): one that begins with the "+" is a fast literal search.
+_PLUS_IN_TEXT = re.compile(r"\+([A-Za-z0-9-]+)@([A-Za-z0-9.-]+)")
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%-")
+_TAG_PURPOSE = ((UNSUBSCRIBE_SUFFIX, Purpose.UNSUBSCRIBE), (BOUNCE_SUFFIX, Purpose.BOUNCE))
 REMOVED_LINK = "(a personal link, removed)"
 
 
-def without_proofs(text: str, keys: TokenKeys, own_addresses: Iterable[str], now: int) -> str:
+def without_proofs(
+    text: str, keys: TokenKeys, own_addresses: Iterable[str], now: int, keep_for: str | None = None
+) -> str:
     """`text` with every signed link of ours (valid or expired) and every reply, unsubscribe or
     bounce token in one of our own plus-addresses blanked out: what one person's mail carried, for
-    showing to another. Links of other sites and other plus-addresses are left as written."""
+    showing to another. Links of other sites and other plus-addresses are left as written.
+
+    `keep_for`: the one person the text is for (the recipient of a mail, the holder of the
+    request page's link). What was issued to that address is theirs already and stays, so their
+    own mail keeps its working links and reply address, and their own forward reads as they wrote
+    it; everyone else's is blanked. None blanks them all."""
     own = {a.lower() for a in own_addresses}
+    reader = (keep_for or "").strip().lower()
+    # A mail repeats its words (five rating links, the reply address in each mailto): each MAC
+    # is checked once.
+    links: dict[str, str] = {}
+    theirs: dict[tuple[str, Purpose], bool] = {}
 
     def link(m: re.Match[str]) -> str:
-        state = read_link(keys, m.group(2), _LINK_PURPOSE[m.group(1)], now).state
-        return m.group(0) if state is LinkState.INVALID else f"/{m.group(1)}/{REMOVED_LINK}"
+        if m.group(0) not in links:
+            found = read_link(keys, m.group(2), _LINK_PURPOSE[m.group(1)], now)
+            keep = found.state is LinkState.INVALID or (reader and found.address == reader)
+            links[m.group(0)] = m.group(0) if keep else f"/{m.group(1)}/{REMOVED_LINK}"
+        return links[m.group(0)]
 
     def address(m: re.Match[str]) -> str:
-        local, tag, domain = m.groups()
-        ours = f"{local}@{domain}".lower() in own
-        word = tag
-        for suffix in (UNSUBSCRIBE_SUFFIX, BOUNCE_SUFFIX):
+        tag, domain = m.groups()
+        local = _local_before(m.string, m.start())
+        if not local or f"{local}@{domain}".lower() not in own:
+            return m.group(0)
+        word, purpose = tag, Purpose.REPLY
+        for suffix, meant in _TAG_PURPOSE:
             if tag.lower().endswith(suffix):
-                word = tag[: -len(suffix)]
-        return f"{local}@{domain}" if ours and read_token(word) is not None else m.group(0)
+                word, purpose = tag[: -len(suffix)], meant
+        claim = read_token(word)
+        if claim is None:
+            return m.group(0)
+        if reader and (word.lower(), purpose) not in theirs:
+            theirs[word.lower(), purpose] = keys.verify(claim, reader, purpose) is not None
+        if reader and theirs[word.lower(), purpose]:
+            return m.group(0)
+        return f"@{domain}"  # the local part before it stays as written
 
     return _PLUS_IN_TEXT.sub(address, _LINK_IN_TEXT.sub(link, text))
+
+
+def _local_before(text: str, end: int) -> str:
+    """The local part of an address that ends at `end` (the "+" of its tag) in `text`."""
+    start = end
+    while start > 0 and text[start - 1] in _LOCAL_CHARS:
+        start -= 1
+    return text[start:end]

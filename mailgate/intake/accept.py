@@ -20,6 +20,7 @@ from email.policy import compat32
 from email.utils import getaddresses
 
 from mailgate.config import Config, Desk
+from mailgate.mail.decode import reverse_path
 from mailgate.mail.msgid import parse_msgids
 from mailgate.store.db import Database
 from mailgate.store.inbox import NewItem, content_digest, insert_items
@@ -31,10 +32,16 @@ RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Cc")
 
 @dataclass(frozen=True)
 class Envelope:
+    """What the transport said about a message. `mail_from` is normalised here, for every intake
+    alike (mail/decode.reverse_path): the pipeline reads the null reverse path from it."""
+
     mail_from: str = ""
     rcpt_tos: tuple[str, ...] = ()
     source: str = "pipe"
     source_key: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mail_from", reverse_path(self.mail_from))
 
 
 @dataclass

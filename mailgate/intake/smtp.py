@@ -183,7 +183,7 @@ class IntakeHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         env = Envelope(
-            mail_from=(envelope.mail_from or "").lower(),
+            mail_from=envelope.mail_from or "",  # "<>" for the null reverse path (Envelope normalises)
             rcpt_tos=tuple(r.lower() for r in envelope.rcpt_tos),
             source=self.source,
         )

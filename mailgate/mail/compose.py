@@ -2,7 +2,7 @@
 
 Every header value that may carry user input (a subject, a name) goes through `clean_header`,
 which folds CR/LF and control characters to spaces, so no mail can inject a header
-(CWE-93). Every automatic mail carries Auto-Submitted (RFC 3834) and our loop header.
+(CWE-93), and drops bidi overrides and invisible formatting characters (decode.visible). Every automatic mail carries Auto-Submitted (RFC 3834) and our loop header.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from email.utils import format_datetime, formataddr
 from urllib.parse import quote
 
 from mailgate.mail.attachments import safe_filename
+from mailgate.mail.decode import visible
 from mailgate.mail.model import ParsedMail
 
 LOOP_HEADER = "X-Mailgate-Loop"
@@ -26,8 +27,10 @@ _HEADER_NAME = re.compile(r"[^!-9;-~]")  # RFC 5322 2.2: printable ASCII except 
 
 
 def clean_header(value: str, limit: int = 900) -> str:
-    """A header value safe to set: no line breaks or control characters, bounded length."""
-    return _CONTROL.sub(" ", value or "").strip()[:limit]
+    """A header value safe to set: no line breaks or control characters, bounded length, and
+    nothing that changes how it is shown without being seen (decode.visible: a bidi override in
+    a subject of an older ticket, or a name, cannot reverse "[SUP-1]" in a mail client)."""
+    return visible(_CONTROL.sub(" ", value or "")).strip()[:limit]
 
 
 def new_message_id(domain: str) -> str:

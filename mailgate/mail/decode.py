@@ -41,6 +41,42 @@ _WS_RE = re.compile(r"[ \t]+")
 _ADDR_FALLBACK_RE = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
 _CTRL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+# Characters that change how a line is shown without being seen (Unicode format characters, and
+# the C1 controls a terminal obeys): a subject "Hi \u202e]1-PUS[" shows as "Hi [SUP-1]", an
+# isolate or a mark reorders the brackets and digits around a tag, a zero-width space splits a
+# tag or a word so it looks whole and is not, ESC (in C1's CSI, U+009B) redraws an admin's
+# terminal. Removed from every subject and display name, as mail clients and chat services do
+# with the explicit overrides (the "Trojan Source" advisory, CVE-2021-42574): letters carry their
+# own direction, so Arabic and Hebrew read the same without them.
+_INVISIBLE_RE = re.compile(
+    "["
+    "\x00-\x1f\x7f-\x9f"  # C0 and C1 controls (tab and line breaks are folded to spaces)
+    "\u00ad"  # soft hyphen
+    "\u061c"  # Arabic letter mark
+    "\u180e"  # Mongolian vowel separator
+    "\u200b\u200e\u200f"  # zero-width space; left-to-right and right-to-left marks
+    "\u202a-\u202e"  # embeddings and overrides
+    "\u2060-\u2064\u2066-\u206f"  # word joiner, invisible operators, isolates, deprecated formats
+    "\ufeff"  # zero-width no-break space (a BOM)
+    "\ufff9-\ufffb"  # interlinear annotation
+    "\U000e0000-\U000e007f"  # tag characters
+    "]"
+)
+# Zero-width joiners and non-joiners spell words in Persian, Urdu and the Indic scripts and join
+# emoji sequences: kept between two characters of such text, removed beside ASCII, where they only
+# split a word ("[S\u200dUP-1]" is no tag of ours, but shows as one).
+_JOINER_RE = re.compile(r"(?<![^\x00-\x7f])[\u200c\u200d]|[\u200c\u200d](?![^\x00-\x7f])")
+
+
+def visible(text: str) -> str:
+    """`text` (a subject, a display name: one line) with nothing in it that changes how it is
+    shown without being seen (`_INVISIBLE_RE`); line breaks and tabs become spaces. What
+    mailgate puts in a header, a terminal or a page as a subject or a name passes through here."""
+    if text.isascii():
+        return _CTRL_RE.sub("", text.replace("\r", " ").replace("\n", " ").replace("\t", " "))
+    text = text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return _JOINER_RE.sub("", _INVISIBLE_RE.sub("", text))
+
 
 def normalize_charset(label: str | None) -> str | None:
     """A Python codec name for a declared charset label, or None if unknown or missing."""
@@ -149,7 +185,7 @@ def decode_header_value(value: object, fallback: str | None = None) -> str:
     if "=?" in text:
         # An encoded word may smuggle CR/LF; a decoded header value is always one line.
         text = _decode_encoded_words(text).replace("\r", " ").replace("\n", " ")
-    return _CTRL_RE.sub("", text).strip()
+    return visible(text).strip()
 
 
 def _decode_encoded_words(text: str) -> str:
@@ -192,6 +228,28 @@ def bare_address(addr: str) -> str | None:
     if not local or not domain:
         return None
     return f"{local}@{domain}".lower()
+
+
+# The null reverse path (RFC 5321 4.5.5: MAIL FROM:<>, the envelope sender of a delivery report
+# or any notification that must not be answered), as the inbox stores it whatever brought it.
+NULL_REVERSE_PATH = "<>"
+# What Postfix's pipe(8) puts in ${sender} for the null reverse path unless `null_sender=` says
+# otherwise: no address has no domain, so on an envelope it means "<>".
+_NULL_STAND_INS = frozenset({"<>", "< >", "mailer-daemon", "<mailer-daemon>"})
+
+
+def reverse_path(value: str | None) -> str:
+    """The envelope sender as stored: lowercased, without angle brackets, and the null reverse
+    path as `NULL_REVERSE_PATH` however the intake got it (aiosmtpd hands "<>", a pipe "" or
+    "MAILER-DAEMON"), so a delivery report is one thing whether it came by SMTP, LMTP or a pipe.
+    "" (or None) is an envelope nobody gave (IMAP, a file): unknown, not null. A caller that
+    was handed an explicit empty sender (a pipe's `--sender ""`) passes NULL_REVERSE_PATH."""
+    text = (value or "").strip().lower()
+    if text in _NULL_STAND_INS:
+        return NULL_REVERSE_PATH
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text
 
 
 def plus_parts(addr: str) -> tuple[str, str | None]:

@@ -346,8 +346,13 @@ def _as_bytes(msg: Message) -> bytes:
             return b""
 
 
-def parse_message(raw: bytes, *, own_addresses: Iterable[str] = ()) -> ParsedMail:
-    """Everything mailgate understands of one message. Never raises; problems go to `errors`."""
+def parse_message(raw: bytes, *, own_addresses: Iterable[str] = (), null_sender: bool = False) -> ParsedMail:
+    """Everything mailgate understands of one message. Never raises; problems go to `errors`.
+
+    `null_sender`: the envelope's reverse path was null (MAIL FROM:<>). mailgate is the final
+    delivery of mail it takes by SMTP, LMTP or a pipe, and a final delivery writes the reverse path
+    into a Return-Path on top (RFC 5321 4.4): read so, the screen and the bounce detector see a
+    delivery report the same whichever way it came (not the stored bytes, which stay as sent)."""
     mail = ParsedMail()
     errors = mail.errors
     if isinstance(raw, str):  # tolerate a caller handing us text
@@ -359,9 +364,11 @@ def parse_message(raw: bytes, *, own_addresses: Iterable[str] = ()) -> ParsedMai
         msg = _tree(bytes(raw))
     except Exception as exc:  # the feed parser is lenient; this is a last resort
         errors.append(f"message could not be parsed: {type(exc).__name__}")
-        return _headers_only(mail, bytes(raw), tuple(own_addresses))
+        return _headers_only(mail, bytes(raw), tuple(own_addresses), null_sender)
     for step in (_fill_headers, _fill_body, _fill_flags):
         try:
+            if step is _fill_flags and null_sender:
+                mail.headers.insert(0, ("Return-Path", "<>"))
             step(mail, msg, tuple(own_addresses))
         except RecursionError:
             errors.append(f"{step.__name__[6:]}: message structure too deep")
@@ -370,12 +377,16 @@ def parse_message(raw: bytes, *, own_addresses: Iterable[str] = ()) -> ParsedMai
     return mail
 
 
-def _headers_only(mail: ParsedMail, raw: bytes, own: tuple[str, ...]) -> ParsedMail:
+def _headers_only(
+    mail: ParsedMail, raw: bytes, own: tuple[str, ...], null_sender: bool = False
+) -> ParsedMail:
     """When the body cannot be parsed (e.g. MIME nested thousands deep): keep who sent it and
     what it is about, and the start of the raw body as text, so it can still be ticketed."""
     try:
         headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
         _fill_headers(mail, headers, own)
+        if null_sender:
+            mail.headers.insert(0, ("Return-Path", "<>"))
     except Exception as exc:  # noqa: BLE001 - nothing more to be had from this message
         mail.errors.append(f"headers could not be parsed either: {type(exc).__name__}")
         return mail

@@ -5,7 +5,9 @@ the Reply-To plus-address only, so their reply finds the ticket and proves who w
 out from an envelope sender carrying a bounce token bound to that recipient (VERP), so a delivery
 report proves which address failed; From: and Reply-To are as they were. The Message-ID is opaque
 and random, and References name only mail this same recipient got (and mail we received):
-nothing issued to one person is copied into another's mail (docs/security.md). System mail
+nothing issued to one person is copied into another's mail (docs/security.md); what someone
+wrote and a template quotes (a request that forwards our earlier mail, with its links and reply
+address) reaches anyone else with those proofs blanked (`Notifier.only_theirs`). System mail
 (admin notices, digests) comes from the no-reply system sender, envelope sender included (a
 bounce of it concerns no ticket). Loop limits are checked here, where every automatic mail
 passes: per recipient per ticket and per recipient overall, in sliding windows (Zammad's
@@ -15,7 +17,8 @@ defaults: 10 per ticket, 30 per 10 minutes).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,10 +28,11 @@ from mailgate.config import Config, Desk
 from mailgate.domain.commands import HELP
 from mailgate.domain.team import desk_admins
 from mailgate.domain.threading import strip_prefixes, strip_tag
-from mailgate.domain.tokens import Purpose, bounce_word, make_token
+from mailgate.domain.tokens import UNSUBSCRIBE_SUFFIX, Purpose, bounce_word, make_token, without_proofs
 from mailgate.mail.compose import OutAttachment, Outgoing, build, new_message_id
 from mailgate.mail.screen import is_own_address
 from mailgate.outbox.render import Renderer
+from mailgate.pipeline.identity import token_keys
 from mailgate.pipeline.links import NO_LINKS, mail_links
 from mailgate.ruleset import RulesSource
 from mailgate.store.kinds import AdminKind, EventKind
@@ -120,6 +124,21 @@ class Notifier:
         """Whether mail to `recipient` was already held in the notice window (the admin was told)."""
         return repo.mail_held_since(recipient, now_utc() - self.notice_window)
 
+    def only_theirs(self, to: str) -> Callable[[str], str]:
+        """What makes a text fit for a mail to `to`: every proof of ours in it (signed link, token
+        address) that was issued to anyone else is blanked (tokens.without_proofs). Templates put
+        in what people wrote — a request, a reply, a subject, a name — and a person who forwards
+        our mail to the desk hands us their own links and reply address inside it: mailed to the
+        agent and the watchers as written, those let them act as that person. Applied to the
+        whole rendered mail, so no template can forget it; `to`'s own links and reply address,
+        which the templates put in for them, stay."""
+        keys, now, own = (
+            token_keys(self.config, now_utc().date()),
+            int(time.time()),
+            self.config.own_addresses,
+        )
+        return lambda text: without_proofs(text, keys, own, now, keep_for=to)
+
     def send(
         self,
         repo: Repo,
@@ -188,7 +207,7 @@ class Notifier:
         message_id = new_message_id(desk.domain)
         reply_address = desk.token_address(token)
         off = make_token(self.config.secret, ticket.key, to, Purpose.UNSUBSCRIBE)
-        unsubscribe = desk.token_address(f"{off}-off")
+        unsubscribe = desk.token_address(f"{off}{UNSUBSCRIBE_SUFFIX}")
         links = mail_links(self.config, ticket.key, to)  # None when the web side is off
         ctx = {
             "ticket": ticket,
@@ -204,14 +223,16 @@ class Notifier:
             **context,
         }
         text, html = self.renderer.render(desk.key, template, ctx)
+        mine = self.only_theirs(to)
+        text, html = mine(text), (mine(html) if html is not None else None)
         references = repo.thread_ids(ticket.id, to)  # type: ignore[arg-type]
         if in_reply_to and in_reply_to not in references:
             references.append(in_reply_to)
         out = Outgoing(
             from_addr=desk.address,
-            from_name=f"{from_name} via {desk.name}" if from_name else desk.name,
+            from_name=mine(f"{from_name} via {desk.name}" if from_name else desk.name),
             to=[to],
-            subject=subject or ticket_subject(ticket),
+            subject=mine(subject or ticket_subject(ticket)),
             text=text,
             html=html,
             message_id=message_id,
@@ -266,14 +287,15 @@ class Notifier:
         so an admin's out-of-office cannot open tickets or loop."""
         message_id = new_message_id(desk.domain)
         sender = self.config.system_sender
+        mine = self.only_theirs(to)  # a notice may quote a subject or words someone wrote
         raw = build(
             Outgoing(
                 from_addr=sender,
-                from_name=from_name or desk.name,
+                from_name=mine(from_name or desk.name),
                 to=[to],
-                subject=subject,
-                text=text,
-                html=html,
+                subject=mine(subject),
+                text=mine(text),
+                html=mine(html) if html is not None else None,
                 message_id=message_id,
                 auto_submitted="auto-generated",
                 loop_id=desk.address,

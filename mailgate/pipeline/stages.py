@@ -11,7 +11,7 @@ from __future__ import annotations
 from mailgate.config import Config
 from mailgate.domain.threading import ThreadHit, find_ticket
 from mailgate.mail.compose import LOOP_HEADER
-from mailgate.mail.decode import plus_parts
+from mailgate.mail.decode import NULL_REVERSE_PATH, plus_parts
 from mailgate.mail.msgid import parse_msgids
 from mailgate.mail.parse import parse_message
 from mailgate.mail.portal import relayed_by_portal
@@ -22,7 +22,9 @@ from mailgate.store.repo import DeskLookup, Repo
 
 
 def parse(ctx: Context, config: Config, repo: Repo) -> None:
-    ctx.mail = parse_message(ctx.raw, own_addresses=config.own_addresses)
+    ctx.mail = parse_message(
+        ctx.raw, own_addresses=config.own_addresses, null_sender=ctx.item.mail_from == NULL_REVERSE_PATH
+    )
     m = ctx.mail
     detail = f"from {m.from_addr or '(none)'}, subject {m.subject[:80]!r}, {len(m.attachments)} attachment(s)"
     if m.errors:

@@ -52,6 +52,7 @@ from mailgate.domain.tokens import (
     read_link,
     without_proofs,
 )
+from mailgate.mail.decode import visible
 from mailgate.outbox.render import Renderer
 from mailgate.pipeline.canned import CannedFailed, article_title, render_canned
 from mailgate.pipeline.identity import token_keys
@@ -105,6 +106,9 @@ class WebApp:
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
+        # A subject or a name as it is shown: no bidi override or invisible character of a row
+        # stored before intake cleaned them can reorder the page around it (decode.visible).
+        env.filters["visible"] = visible
         self.templates = Jinja2Templates(env=env)
         self.secure_cookie = config.web.url.startswith("https://")
 
@@ -214,8 +218,8 @@ class WebApp:
                 if m.kind != "public":
                     continue  # internal notes and system notes are the agents' only
                 text = m.reply_text or m.text or ""
-                if m.author != link.address:  # our mail forwarded in by someone: their links stay theirs
-                    text = without_proofs(text, keys, self.config.own_addresses, now)
+                # Our mail forwarded in by someone: only what was made for this reader stays.
+                text = without_proofs(text, keys, self.config.own_addresses, now, keep_for=link.address)
                 agent = snap.team.agents.get(m.author)
                 who = (
                     "You"
@@ -667,12 +671,21 @@ class WebApp:
                     select(InboxItem).where(col(InboxItem.ticket_id) == ticket.id).order_by(col(InboxItem.id))
                 ).scalars()
             )
+            keys, now = self.keys(), int(time.time())
+
+            def shown(text: str) -> str:
+                return without_proofs(text, keys, self.config.own_addresses, now, keep_for=me)
+
             return {
                 "ticket": ticket,
                 "status": status.label if status else ticket.status,
                 "messages": [
                     {
                         "m": m,
+                        # What a customer forwarded in holds their links and reply address: an
+                        # agent reads the words, never someone else's working proof.
+                        "shown": shown(m.reply_text or m.text or ""),
+                        "whole": shown(m.text or "") if m.reply_text and m.reply_text != m.text else "",
                         "attachments": [(i, a) for i, a in enumerate(m.attachments or []) if a.get("sha256")],
                     }
                     for m in repo.messages(ticket.id)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ the sender before anything changes.
 
 from __future__ import annotations
 
-from mailgate.domain.tokens import KeyState, Purpose, read_token
+from mailgate.domain.tokens import UNSUBSCRIBE_SUFFIX, KeyState, Purpose, read_token
 from mailgate.mail.decode import plus_parts
 from mailgate.pipeline.apply import row
 from mailgate.pipeline.context import Context
@@ -31,8 +31,8 @@ class UnsubscribeHandler:
     def _token(self, ctx: Context) -> str | None:
         for addr in ctx.recipients:
             _, tag = plus_parts(addr)
-            if tag is not None and tag.endswith("-off"):
-                return tag[: -len("-off")]
+            if tag is not None and tag.lower().endswith(UNSUBSCRIBE_SUFFIX):
+                return tag[: -len(UNSUBSCRIBE_SUFFIX)]
         return None
 
     def can_handle(self, ctx: Context) -> bool:
