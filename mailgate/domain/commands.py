@@ -13,6 +13,9 @@
     #internal            #help
 
 Parsing stops at the first line that is not a command (blank lines before it are skipped).
+A command line further down (below "Hi Carl,", or after the first paragraph) is not run, and
+not sent to the requester either: `stray_commands` finds it, and the reply is refused whole
+with the line named, as any other command that cannot be done.
 `plan` checks every command against the workflow, the team and the ticket, and returns either a
 Plan to apply whole or the list of errors, each naming its line and what would be valid.
 Pure: no database, no mail.
@@ -21,6 +24,7 @@ Pure: no database, no mail.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -104,9 +108,15 @@ class Plan:
         return self == Plan()
 
 
-def split_commands(text: str) -> tuple[list[RawCommand], str]:
-    """The command lines at the top of `text`, and the rest (the message itself)."""
-    lines = text.splitlines()
+def _command(line: str) -> re.Match[str] | None:
+    """The line read as a command, in its NFKC form: a Japanese or Chinese input method types
+    the full-width "＃" (U+FF03) and full-width letters, and HTML mail turns spaces into
+    no-break spaces; NFKC makes each the ASCII character the agent meant."""
+    return COMMAND_LINE.match(unicodedata.normalize("NFKC", line))
+
+
+def _top(lines: list[str]) -> tuple[list[RawCommand], int]:
+    """The command lines at the top of `lines`, and the index of the first line after them."""
     cmds: list[RawCommand] = []
     i = 0
     while i < len(lines):
@@ -114,12 +124,53 @@ def split_commands(text: str) -> tuple[list[RawCommand], str]:
         if not line.strip():
             i += 1
             continue
-        m = COMMAND_LINE.match(line)
+        m = _command(line)
         if not m:
             break
-        cmds.append(RawCommand(i + 1, line.strip(), m.group(1).lower(), m.group(2)))
+        cmds.append(RawCommand(i + 1, m.group(0).strip(), m.group(1).lower(), m.group(2)))
         i += 1
+    return cmds, i
+
+
+def split_commands(text: str) -> tuple[list[RawCommand], str]:
+    """The command lines at the top of `text`, and the rest (the message itself)."""
+    lines = text.splitlines()
+    cmds, i = _top(lines)
     return cmds, "\n".join(lines[i:]).strip() if cmds else text.strip()
+
+
+def is_command_word(name: str, args: str, workflow: Workflow) -> bool:
+    """Whether `#name args` names something an agent can do: a command, or a status of the
+    desk's workflow by one of its words (`#resolve`, `#waiting for customer`)."""
+    name = name.lower()
+    return (
+        name in _STEPS
+        or workflow.find(name) is not None
+        or (bool(args) and workflow.find(f"{name} {args}") is not None)
+    )
+
+
+def stray_commands(text: str, workflow: Workflow) -> list[CommandError]:
+    """Command lines below the agent's first words ("Hi Carl,\n\n#resolve"): not read as
+    commands, since only the lines at the top are, yet plainly meant as one. Sent on as the
+    comment they would show the requester "#resolve" and leave the ticket where it was, so the
+    reply is refused with each such line named. Only a word of the command vocabulary counts:
+    "#include <stdio.h>", "#1 priority" or a hashtag in a signature are the agent's text."""
+    lines = text.splitlines()
+    _, i = _top(lines)
+    found: list[CommandError] = []
+    for n in range(i, len(lines)):
+        m = _command(lines[n])
+        if m and is_command_word(m.group(1), m.group(2), workflow):
+            found.append(
+                CommandError(
+                    n + 1,
+                    m.group(0).strip(),
+                    "commands are read only on the first lines of a reply: this one stands below your text",
+                    "the same line at the top of the reply, above any greeting",
+                )
+            )
+    return found
 
 
 @dataclass(frozen=True)
