@@ -82,6 +82,10 @@ _ORIGINAL_RE = re.compile(
     _FLAGS,
 )
 _UNDERSCORES_RE = re.compile(r"^\s*_{20,}\s*$")
+# GroupWise opens the unquoted history with the sender and date between ">>>" marks:
+# '>>> "Support" <support@example.com> 23.11.2026 10:31 >>>'. It starts with ">" like a quoted
+# line, but what follows it is the old mail, not quoted.
+_GROUPWISE_RE = re.compile(r"^>>>\s*(?=.*(?:\S@\S|\d[./:-]\d)).{3,300}?\s>>>$")
 # GMX, WEB.DE and mail.com open their header block with the date: "Gesendet: …" / "Sent: …",
 # then "Von:/From:", "An:/To:", "Betreff:/Subject:".
 _SENT_FIRST_RE = re.compile(
@@ -303,6 +307,10 @@ def extract_reply(text: str, sender: str = "", *, forward: bool = False) -> str:
             kept.append(line.rstrip())
             i += 1
             continue
+        if _GROUPWISE_RE.match(clean):
+            if forward:
+                kept.extend(lines[i:])
+            break
         if _QUOTED_RE.match(line):
             i += 1
             continue
