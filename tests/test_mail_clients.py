@@ -205,6 +205,57 @@ TABLE: dict[str, Seen] = {
         "ログインできません",
         ("お世話になっております。\nログインできません。",),
     ),
+    # fixed: a read receipt (RFC 8098 multipart/report) carries no RFC 3834 header; it is an answer
+    "outlook_read_receipt.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "Read: [SUP-1] Printer on floor 2 is broken",
+        ("was read on Monday, November 23, 2026",),
+        files=("forwarded message.eml",),
+        automatic=True,
+    ),
+    "thunderbird_return_receipt.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "Return Receipt (displayed) - [SUP-1] Printer on floor 2 is broken",
+        ("This is a Return Receipt for the mail that you sent",),
+        files=("MDNPart2.txt",),
+        automatic=True,
+    ),
+    "exchange_delivery_receipt.eml": Seen(
+        ("", "postmaster@client.example"),
+        "Delivered: [SUP-1] Printer on floor 2 is broken",
+        ("Your message has been delivered to the following recipients:",),
+        automatic=True,
+    ),
+    # the greeting stays first: the agent's commands are not on the first lines (the pipeline
+    # refuses the reply, tests/test_real_clients_e2e.py)
+    "gmail_agent_greeting_then_command.eml": Seen(
+        ("Tara", "triage@desk.example"),
+        "Re: [SUP-1] Printer on floor 2 is broken",
+        ("#pending", "Could you tell me which model the printer is?"),
+        ("wrote:", "New request"),
+        starts="Hi Carla,",
+    ),
+    "outlook_agent_greeting_then_commands.eml": Seen(
+        ("Tara", "triage@desk.example"),
+        "RE: [SUP-1] Printer on floor 2 is broken",
+        ("#status pending\n#priority high", "Which model is the printer?"),
+        ("From:", "New request", "Kind regards"),
+        starts="Hello Carla,",
+    ),
+    "outlook_ja_fullwidth_commands.eml": Seen(
+        ("Tara", "triage@desk.example"),
+        "RE: [SUP-1] Printer on floor 2 is broken",
+        ("プリンターの型番を教えていただけますか。",),
+        ("From:", "New request"),
+        starts="＃pending\n＃priority\u3000high",
+    ),
+    # fixed: GroupWise's '>>> sender date >>>' line opens unquoted history
+    "groupwise_reply.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "Re: [SUP-1] Printer on floor 2 is broken",
+        ("the display still shows E-31 and the paper tray light blinks.",),
+        (">>>", "toner cartridge we sent", "Tara commented"),
+    ),
     "foxmail_gb2312_label_gbk_text.eml": Seen(
         ("王伟", "wang@example.cn"),
         "无法登录系统",
