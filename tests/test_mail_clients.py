@@ -256,6 +256,17 @@ TABLE: dict[str, Seen] = {
         ("the display still shows E-31 and the paper tray light blinks.",),
         (">>>", "toner cartridge we sent", "Tara commented"),
     ),
+    # fixed: Windows' ISO-2022-JP (code page 50220) with NEC and IBM characters (were raw escapes)
+    "outlook_ja_cp50220_nec_chars.eml": Seen(
+        ("髙橋 一郎（㈱髙橋製作所）", "ichiro.takahashi@takahashi-ss.example.co.jp"),
+        "複合機の故障について（本社３階）①",
+        (
+            "㈱髙橋製作所の髙橋です。",
+            "①電源を入れるとエラーE-31が表示される\n②用紙トレイ",
+            "会議室Ⅱ（約20㎡）",
+        ),
+        ("\x1b", "$B"),
+    ),
     "foxmail_gb2312_label_gbk_text.eml": Seen(
         ("王伟", "wang@example.cn"),
         "无法登录系统",

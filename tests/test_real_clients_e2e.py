@@ -155,3 +155,24 @@ def test_groupwise_reply_reaches_the_agent_without_its_history(small_desk: Runni
     with small_desk.db.session() as s:
         said = s.execute(select(Message.reply_text).order_by(Message.id.desc())).scalars().first()
     assert said == "The new toner did not help: the display still shows E-31 and the paper tray light blinks."
+
+
+def test_japanese_outlook_request_reads_as_written(small_desk: RunningDaemon, sink: Sink) -> None:
+    """Windows' ISO-2022-JP (code page 50220): the ㈱ of a company name, circled numbers, 髙."""
+    small_desk.send(
+        fixture("outlook_ja_cp50220_nec_chars.eml"),
+        sender="ichiro.takahashi@takahashi-ss.example.co.jp",
+        rcpt=DESK,
+    )
+    small_desk.settle()
+    [ticket] = small_desk.tickets()
+    assert (ticket.requester_name, ticket.subject) == (
+        "髙橋 一郎（㈱髙橋製作所）",
+        "複合機の故障について（本社３階）①",
+    )
+    [ack] = sink.wait_to("ichiro.takahashi@takahashi-ss.example.co.jp", 1)
+    assert ack["Subject"] == "[SUP-1] 複合機の故障について（本社３階）①"
+    assert "髙橋 一郎（㈱髙橋製作所）" in body_of(ack)
+    told = body_of(sink.wait_to(TRIAGE, 1)[0])
+    assert "①電源を入れるとエラーE-31が表示される\n②用紙トレイのランプが点滅する" in told
+    assert "\x1b" not in told and "$B" not in told
