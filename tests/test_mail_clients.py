@@ -249,6 +249,13 @@ TABLE: dict[str, Seen] = {
         ("From:", "New request"),
         starts="＃pending\n＃priority\u3000high",
     ),
+    "outlook_agent_autoformat_commands.eml": Seen(
+        ("Tara", "triage@desk.example"),
+        "RE: [SUP-1] Printer on floor 2 is broken",
+        ("Wes from your facilities team will get our updates too.",),
+        ("From:", "New request"),
+        starts="#cc add wes@client.example<mailto:wes@client.example>\n#set plan=“gold”",
+    ),
     # fixed: GroupWise's '>>> sender date >>>' line opens unquoted history
     "groupwise_reply.eml": Seen(
         ("Carla Customer", "carla@client.example"),

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningDaemon, Sink, body_of, make_mail, reply
 from sqlalchemy import select
-from support.small_desk import CUSTOMER, DESK, TRIAGE
+from support.small_desk import CUSTOMER, DESK, TRIAGE, WATCHER
 
 from mailgate.store.models import InboxItem, Message
 
@@ -90,6 +90,24 @@ def test_agent_commands_as_clients_type_them(
     small_desk.settle()
     assert small_desk.tickets()[0].status == "pending"
     assert "Could you tell me which model" in body_of(sink.wait_to(CUSTOMER, 2)[-1])
+
+
+def test_outlook_autoformat_leaves_the_commands_meaning(small_desk: RunningDaemon, sink: Sink) -> None:
+    """Outlook made the typed address a mailto link ("address<mailto:address>" in its text part)
+    and curled the quotes of '#set plan="gold"': Wes is added and told, the plan is gold."""
+    note, token = open_ticket(small_desk, sink)
+    answer = fixture(
+        "outlook_agent_autoformat_commands.eml",
+        NOTIFICATION_ID=note["Message-ID"].strip("<>"),
+        TOKEN_ADDRESS=token,
+    )
+    small_desk.send(answer, sender=TRIAGE, rcpt=token)
+    small_desk.settle()
+    [ticket] = small_desk.tickets()
+    assert ticket.fields["plan"] == "gold"
+    [to_wes] = sink.wait_to(WATCHER, 1)
+    assert "Wes from your facilities team will get our updates too." in body_of(to_wes)
+    assert "mailto" not in body_of(sink.to(CUSTOMER)[-1])
 
 
 @pytest.mark.parametrize(

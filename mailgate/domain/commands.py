@@ -36,6 +36,27 @@ COMMAND_LINE = re.compile(r"^\s*#([A-Za-z][\w-]*)\s*(.*?)\s*$")
 KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,15}-\d+$")
 ADDR_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@localhost$")
 FIELD_RE = re.compile(r"^([A-Za-z][\w.-]{0,63})\s*[=:]\s*(.*)$")
+# What a mail client makes of an address typed into a reply: Outlook's text part writes a link
+# as "text<mailto:target>", an HTML-only reply reaches us as "[text](mailto:target)", and a
+# person may write the address as "Name <address>" (RFC 5322 name-addr).
+_MAILTO_RE = re.compile(r"\[([^\]\n]{1,320})\]\(mailto:([^)?\s]*)[^)\s]*\)|(\S*?)<mailto:([^>?\s]*)[^>\s]*>", re.I)
+_NAME_ADDR_RE = re.compile(r'(?:"[^"]*"|[^<>,;"@]*?)\s*<([^<>\s]+@[^<>\s]+)>')
+# A value in quotes, as Outlook's and Apple's AutoCorrect curl them: the quotes are not the value.
+_QUOTED_VALUE_RE = re.compile(r'^(?:"(.*)"|\'(.*)\'|“(.*)”|„(.*)“|«\s*(.*?)\s*»|‘(.*)’)$')
+
+
+def command_addresses(args: str) -> list[str]:
+    """The addresses a command names, lower-cased, as clients leave them in the reply: each
+    Outlook or HTML mailto link read as the address it shows (else the one it points to), each
+    "Name <address>" as its address; the rest split on spaces, commas and semicolons. A word
+    that is no address stays in the list, for the command to refuse by name."""
+
+    def link(m: re.Match[str]) -> str:
+        shown, target = (m[1], m[2]) if m[1] is not None else (m[3], m[4])
+        return f" {shown if '@' in shown else target} "
+
+    text = _NAME_ADDR_RE.sub(lambda m: f" {m[1]} ", _MAILTO_RE.sub(link, args))
+    return [w.strip("<>,;").lower() for w in re.split(r"[\s,;]+", text) if w.strip("<>,;")]
 
 HELP = """\
 Commands go on the first lines of your reply, one per line:
@@ -378,6 +399,8 @@ class _Planner:
             self.err(c, "#set needs field=value", "#set plan=enterprise")
             return
         name, value = m.group(1).lower(), m.group(2).strip()
+        if quoted := _QUOTED_VALUE_RE.match(value):
+            value = next(v for v in quoted.groups() if v is not None).strip() or value
         if name == "parent":  # checked like a link: the ticket must exist
             self.err(c, "the parent is set with #parent", f"#parent {self.ticket.key.rsplit('-', 1)[0]}-12")
             return
@@ -403,11 +426,12 @@ class _Planner:
         (self.plan.tags_add if c.name == "tag" else self.plan.tags_remove).extend(tags)
 
     def cc(self, c: RawCommand, args: str) -> None:
-        words = args.split()
+        words = args.split(None, 1)
         op = words[0].lower() if words else ""
         removing = op in ("remove", "rm", "del")
-        named = words[1:] if removing or op == "add" else words
-        addrs = [w.strip("<>,;").lower() for w in named]
+        addrs = command_addresses(words[1] if len(words) > 1 else "") if removing or op == "add" else []
+        if not (removing or op == "add"):
+            addrs = command_addresses(args)
         bad = [a for a in addrs if not ADDR_RE.match(a)]
         if not addrs or bad:
             self.err(
@@ -420,7 +444,8 @@ class _Planner:
 
     def requester(self, c: RawCommand, args: str) -> None:
         """`#requester ADDRESS`: one customer's address (an agent gets agent mail, not theirs)."""
-        addr = args.strip("<>,; ").lower()
+        named = command_addresses(args)
+        addr = named[0] if len(named) == 1 else ""
         if not ADDR_RE.match(addr):
             self.err(c, "#requester needs one address", "#requester customer@example.com")
         elif addr in self.team.agents:
