@@ -256,6 +256,28 @@ TABLE: dict[str, Seen] = {
         ("From:", "New request"),
         starts="#cc add wes@client.example<mailto:wes@client.example>\n#set plan=“gold”",
     ),
+    # thanks-only replies (mail/thanks.py), as three clients write them: fixed for the de and es ones
+    "iphone_fr_thanks.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "Re: [SUP-1] Printer on floor 2 is broken",
+        ("Merci, ça marche\u00a0!",),
+        ("Envoyé de mon iPhone", "a écrit", "fuser"),
+        cc=("wes@client.example",),
+    ),
+    "outlook_de_thanks.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "AW: [SUP-1] Printer on floor 2 is broken",
+        ("Vielen Dank, funktioniert wieder.",),
+        ("Mit freundlichen Grüßen", "Von:", "fuser"),
+        cc=("wes@client.example",),
+    ),
+    "gmail_es_thanks.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "Re: [SUP-1] Printer on floor 2 is broken",
+        ("¡Muchas gracias!",),
+        ("escribió", "fuser"),
+        cc=("wes@client.example",),
+    ),
     # fixed: GroupWise's '>>> sender date >>>' line opens unquoted history
     "groupwise_reply.eml": Seen(
         ("Carla Customer", "carla@client.example"),

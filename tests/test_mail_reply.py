@@ -109,6 +109,11 @@ def test_only_quoted_history_gives_empty_reply() -> None:
         "ありがとうございます。",
         "Hi Anna,\n\nthanks a lot for your help!\n\nCheers,\nJohn Smith",
         "Perfect, thanks 👍",
+        "Vielen Dank, funktioniert wieder.",
+        "Merci, ça marche\u00a0!",
+        "¡Muchas gracias!",
+        "Gracias, ya funciona.",
+        "Bedankt, het werkt weer!",
     ],
 )
 def test_thanks_only(text: str) -> None:
@@ -123,6 +128,9 @@ def test_thanks_only(text: str) -> None:
         "Thanks! Could you also reset my VPN token?",
         "Danke, aber der Drucker geht immer noch nicht.",
         "Merci, mais le problème persiste.",
+        "Danke, funktioniert wieder nicht.",
+        "Merci, mais ça ne marche pas.",
+        "Funktioniert wieder.",  # approval with no thank-you: not a thanks
         "Perfect",
         "",
         "It still fails",

@@ -194,3 +194,27 @@ def test_japanese_outlook_request_reads_as_written(small_desk: RunningDaemon, si
     told = body_of(sink.wait_to(TRIAGE, 1)[0])
     assert "①電源を入れるとエラーE-31が表示される\n②用紙トレイのランプが点滅する" in told
     assert "\x1b" not in told and "$B" not in told
+
+
+@pytest.mark.parametrize("name", ["iphone_fr_thanks.eml", "outlook_de_thanks.eml", "gmail_es_thanks.eml"])
+def test_a_thank_you_leaves_a_resolved_ticket_resolved(
+    small_desk: RunningDaemon, sink: Sink, name: str
+) -> None:
+    """Seed 003: a plain "thanks" must not reopen what was resolved; in French with its space
+    before "!", in German saying it works again, in Spanish opened with "¡"."""
+    note, token = open_ticket(small_desk, sink)
+    small_desk.send(reply(note, TRIAGE, "#resolve\n\nThe fuser was replaced."), sender=TRIAGE, rcpt=token)
+    small_desk.settle()
+    resolved = sink.wait_to(CUSTOMER, 2)[-1]
+    assert small_desk.tickets()[0].status == "resolved"
+
+    small_desk.send(fixture(name, ORIGINAL_ID=resolved["Message-ID"].strip("<>")), sender=CUSTOMER, rcpt=DESK)
+    small_desk.settle()
+    assert small_desk.tickets()[0].status == "resolved"
+
+    # Control: a reply that says it is still broken does reopen.
+    small_desk.send(
+        reply(resolved, CUSTOMER, "Danke, aber es geht wieder nicht."), sender=CUSTOMER, rcpt=DESK
+    )
+    small_desk.settle()
+    assert small_desk.tickets()[0].status != "resolved"
