@@ -39,7 +39,9 @@ FIELD_RE = re.compile(r"^([A-Za-z][\w.-]{0,63})\s*[=:]\s*(.*)$")
 # What a mail client makes of an address typed into a reply: Outlook's text part writes a link
 # as "text<mailto:target>", an HTML-only reply reaches us as "[text](mailto:target)", and a
 # person may write the address as "Name <address>" (RFC 5322 name-addr).
-_MAILTO_RE = re.compile(r"\[([^\]\n]{1,320})\]\(mailto:([^)?\s]*)[^)\s]*\)|(\S*?)<mailto:([^>?\s]*)[^>\s]*>", re.I)
+_MAILTO_RE = re.compile(
+    r"\[([^\]\n]{1,320})\]\(mailto:([^)?\s]*)[^)\s]*\)|(\S*?)<mailto:([^>?\s]*)[^>\s]*>", re.I
+)
 _NAME_ADDR_RE = re.compile(r'(?:"[^"]*"|[^<>,;"@]*?)\s*<([^<>\s]+@[^<>\s]+)>')
 # A value in quotes, as Outlook's and Apple's AutoCorrect curl them: the quotes are not the value.
 _QUOTED_VALUE_RE = re.compile(r'^(?:"(.*)"|\'(.*)\'|“(.*)”|„(.*)“|«\s*(.*?)\s*»|‘(.*)’)$')
@@ -57,6 +59,7 @@ def command_addresses(args: str) -> list[str]:
 
     text = _NAME_ADDR_RE.sub(lambda m: f" {m[1]} ", _MAILTO_RE.sub(link, args))
     return [w.strip("<>,;").lower() for w in re.split(r"[\s,;]+", text) if w.strip("<>,;")]
+
 
 HELP = """\
 Commands go on the first lines of your reply, one per line:

@@ -121,7 +121,13 @@ def decode_bytes(data: bytes, charset: str | None, errors: list[str] | None = No
     return data.decode(codec or "cp1252", errors="replace")
 
 
-_ISO2022JP_SHIFT = {b"\x1b$B": "jis", b"\x1b$@": "jis", b"\x1b(B": "ascii", b"\x1b(J": "ascii", b"\x1b(I": "kana"}
+_ISO2022JP_SHIFT = {
+    b"\x1b$B": "jis",
+    b"\x1b$@": "jis",
+    b"\x1b(B": "ascii",
+    b"\x1b(J": "ascii",
+    b"\x1b(I": "kana",
+}
 
 
 def iso2022jp_windows(data: bytes) -> str:
