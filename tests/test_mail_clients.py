@@ -256,6 +256,20 @@ TABLE: dict[str, Seen] = {
         ("From:", "New request"),
         starts="#cc add wes@client.example<mailto:wes@client.example>\n#set plan=“gold”",
     ),
+    # fixed: an Outlook header block in a language whose labels are not listed (known by the
+    # subject it repeats and a time), and Zoho's attribution between dashes
+    "outlook_ro_reply.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "RE: [SUP-1] Printer on floor 2 is broken",
+        ("Tonerul nou nu a ajutat: afișajul arată tot E-31, iar lampa tăvii de hârtie clipește.",),
+        ("De la:", "Subiect:", "toner cartridge we sent"),
+    ),
+    "zoho_reply_dashes.eml": Seen(
+        ("Carla Customer", "carla@client.example"),
+        "Re: [SUP-1] Printer on floor 2 is broken",
+        ("The new toner did not help: the display still shows E-31.",),
+        ("wrote", "toner cartridge we sent"),
+    ),
     # thanks-only replies (mail/thanks.py), as three clients write them: fixed for the de and es ones
     "iphone_fr_thanks.eml": Seen(
         ("Carla Customer", "carla@client.example"),

@@ -155,24 +155,38 @@ def test_a_receipt_for_no_ticket_opens_none(small_desk: RunningDaemon, sink: Sin
     assert small_desk.outbox() == []
 
 
-def test_groupwise_reply_reaches_the_agent_without_its_history(small_desk: RunningDaemon, sink: Sink) -> None:
-    note, token = open_ticket(small_desk, sink)
-    small_desk.send(
-        reply(
-            note, TRIAGE, "Please put in the new toner cartridge we sent and tell us what the display shows."
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        (
+            "groupwise_reply.eml",
+            "The new toner did not help: the display still shows E-31 and the paper tray light blinks.",
         ),
-        sender=TRIAGE,
-        rcpt=token,
-    )
+        (
+            "outlook_ro_reply.eml",
+            "Tonerul nou nu a ajutat: afișajul arată tot E-31, iar lampa tăvii de hârtie clipește.",
+        ),
+        ("zoho_reply_dashes.eml", "The new toner did not help: the display still shows E-31."),
+    ],
+)
+def test_a_reply_whose_history_is_not_quoted_reaches_the_agent_without_it(
+    small_desk: RunningDaemon, sink: Sink, name: str, said: str
+) -> None:
+    """GroupWise's '>>> sender date >>>', Outlook's header block in Romanian, Zoho's dashed
+    attribution: the old mail below is not quoted with ">", and still not Carla's words."""
+    note, token = open_ticket(small_desk, sink)
+    ask = "Please put in the new toner cartridge we sent and tell us what the display shows."
+    small_desk.send(reply(note, TRIAGE, ask), sender=TRIAGE, rcpt=token)
     small_desk.settle()
-    small_desk.send(fixture("groupwise_reply.eml"), sender=CUSTOMER, rcpt=DESK)
+    asked = sink.wait_to(CUSTOMER, 2)[-1]
+    small_desk.send(fixture(name, ORIGINAL_ID=asked["Message-ID"].strip("<>")), sender=CUSTOMER, rcpt=DESK)
     small_desk.settle()
     told = body_of(sink.wait_to(TRIAGE, 2)[-1])
-    assert "the display still shows E-31 and the paper tray light blinks." in told
+    assert said in told
     assert ">>>" not in told and "toner cartridge we sent" not in told
     with small_desk.db.session() as s:
-        said = s.execute(select(Message.reply_text).order_by(Message.id.desc())).scalars().first()
-    assert said == "The new toner did not help: the display still shows E-31 and the paper tray light blinks."
+        stored = s.execute(select(Message.reply_text).order_by(Message.id.desc())).scalars().first()
+    assert stored == said
 
 
 def test_japanese_outlook_request_reads_as_written(small_desk: RunningDaemon, sink: Sink) -> None:
