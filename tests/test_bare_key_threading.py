@@ -27,6 +27,13 @@ from mailgate.domain.threading import bare_subject_key, find_ticket
         ("SUP-1-2 range", None),
         ("SUP-1.5 release notes", None),
         ("RE: [JIRA-5] SUP-1", None),
+        # Outlook's localised prefixes: es forward, hu reply, el reply, tr forward, nl forward
+        ("RV: SUP-1 impresora", ("SUP", 1)),
+        ("Vá: SUP-1", ("SUP", 1)),
+        ("ΑΠ: SUP-1", ("SUP", 1)),
+        ("İLT: SUP-1", ("SUP", 1)),
+        ("Doorst: RE: SUP-1", ("SUP", 1)),
+        ("Vacation: SUP-1", None),
     ],
 )
 def test_bare_key_only_where_it_leads_the_subject(subject: str, key: tuple[str, int] | None) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from mailgate.cli.parse import parse_to_dict, ticket_ref
 from mailgate.mail.attachments import apply_limits, safe_filename
+from mailgate.mail.decode import decode_bytes
 from mailgate.mail.model import Attachment
 from mailgate.mail.parse import parse_message
 
@@ -71,6 +72,35 @@ def test_wrong_unknown_and_illegal_charsets_fall_back_and_say_so() -> None:
     assert "Café ok, then broken:" in illegal.body_text and "€" in illegal.body_text
     assert "\ufffd" in illegal.body_text
     assert illegal.errors
+
+
+@pytest.mark.parametrize(
+    ("label", "text", "codec"),
+    [
+        # WHATWG's encoding standard reads each label as the Windows code page senders use
+        ("iso-8859-9", "“Yazıcı” çalışmıyor – acil", "cp1254"),
+        ("shift_jis", "㈱髙橋製作所 ①", "cp932"),
+        ("euc-kr", "똠방각하 프린터", "cp949"),
+        ("tis-620", "เครื่องพิมพ์เสีย “ด่วน”", "cp874"),
+        ("x-mac-roman", "Grüße – „Drucker“", "mac-roman"),
+    ],
+)
+def test_charset_labels_read_as_the_code_page_sent(label: str, text: str, codec: str) -> None:
+    errors: list[str] = []
+    assert decode_bytes(text.encode(codec), label, errors) == text
+    assert errors == []
+
+
+def test_iso_2022_jp_as_windows_writes_it() -> None:
+    """Code page 50220: cp932's NEC and IBM characters in JIS code space (strict ISO-2022-JP has
+    none; being 7-bit it also "decodes" as UTF-8, which showed the escapes raw)."""
+    windows = b"\x1b$B-j|b66\x1b(B \x1b$B-!\x1b(BE-31 \x1b(I6@6E\x1b(B"
+    assert decode_bytes(windows, "ISO-2022-JP") == "㈱髙橋 ①E-31 ｶﾀｶﾅ"
+    standard = "日本語のテキスト、カタカナ。".encode("iso2022_jp")
+    assert decode_bytes(standard, "iso-2022-jp") == "日本語のテキスト、カタカナ。"
+    errors: list[str] = []
+    decode_bytes(b"\x1b$B\x7f\x7f\x1b(B", "iso-2022-jp", errors)  # no JIS code: said, never raised
+    assert errors
 
 
 def test_windows_1252_labelled_latin1() -> None:

@@ -109,6 +109,11 @@ def test_only_quoted_history_gives_empty_reply() -> None:
         "ありがとうございます。",
         "Hi Anna,\n\nthanks a lot for your help!\n\nCheers,\nJohn Smith",
         "Perfect, thanks 👍",
+        "Vielen Dank, funktioniert wieder.",
+        "Merci, ça marche\u00a0!",
+        "¡Muchas gracias!",
+        "Gracias, ya funciona.",
+        "Bedankt, het werkt weer!",
     ],
 )
 def test_thanks_only(text: str) -> None:
@@ -123,6 +128,9 @@ def test_thanks_only(text: str) -> None:
         "Thanks! Could you also reset my VPN token?",
         "Danke, aber der Drucker geht immer noch nicht.",
         "Merci, mais le problème persiste.",
+        "Danke, funktioniert wieder nicht.",
+        "Merci, mais ça ne marche pas.",
+        "Funktioniert wieder.",  # approval with no thank-you: not a thanks
         "Perfect",
         "",
         "It still fails",
@@ -162,6 +170,38 @@ def test_thanks_fixtures() -> None:
 )
 def test_header_forms_without_a_fixture(text: str) -> None:
     assert extract_reply(text) == "NEW"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "De la: A <a@x.example>\nTrimis: luni, 23 noiembrie 2026 11:02\nCătre: B\nSubiect: [SUP-1] Printer",  # ro
+        "Šalje: A\nPoslano: ponedjeljak, 23. studenoga 2026. 11:02\nPrima: B\nPredmet: [SUP-1] Printer",  # hr
+        "Từ: A\nĐã gửi: Thứ Hai, ngày 23 tháng 11 năm 2026 11:02\nĐến: B\nChủ đề: [SUP-1] Printer",  # vi
+        "Dari: A\nDikirim: Senin, 23 November 2026 11.02\nKepada: B\nPerihal: RE: [SUP-1] Printer",  # id
+        "จาก: A\nส่ง: 23 พฤศจิกายน 2026 11:02\nถึง: B\nเรื่อง: [SUP-1] Printer",  # th
+    ],
+)
+def test_an_outlook_block_in_any_language_is_known_by_the_subject_it_repeats(block: str) -> None:
+    text = f"NEW\n\n{block}\n\nold text\n"
+    assert extract_reply(text, subject="Odp: [SUP-1] Printer") == "NEW"
+    # Without the subject it repeats (or a time, or at the margin) such lines are the writer's.
+    assert "old text" in extract_reply(text, subject="Another subject")
+    assert "old text" in extract_reply(
+        text.replace("11:02", "monday").replace("11.02", "x"), subject="[SUP-1] Printer"
+    )
+    indented = "NEW\n\n" + "\n".join("  " + line for line in block.splitlines()) + "\n\nold text\n"
+    assert "old text" in extract_reply(indented, subject="[SUP-1] Printer")
+
+
+def test_groupwise_and_zoho_attributions_open_unquoted_history() -> None:
+    groupwise = 'NEW\n\n>>> "Support" <support@x.example> 23.11.2026 11:02 >>>\nold text\n'
+    zoho = (
+        "NEW\n\n---- On Mon, 23 Nov 2026 16:32:13 +0530 Support <support@x.example> wrote ----\n\nold text\n"
+    )
+    assert extract_reply(groupwise) == extract_reply(zoho) == "NEW"
+    assert "old" in extract_reply("NEW\n\n>>> quoted twice\nold\n")  # no date, no address: a quote
+    assert extract_reply(groupwise, forward=True).endswith("old text")
 
 
 # The first words of every kind of line reply extraction looks for, as clients write them.

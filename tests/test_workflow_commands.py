@@ -9,7 +9,14 @@ from pathlib import Path
 
 from conftest import REPO, write_config
 
-from mailgate.domain.commands import KNOWN, TicketView, plan, split_commands
+from mailgate.domain.commands import (
+    KNOWN,
+    TicketView,
+    command_addresses,
+    plan,
+    split_commands,
+    stray_commands,
+)
 from mailgate.domain.rulesfile import RulesInvalid
 from mailgate.domain.team import Team
 from mailgate.domain.workflow import load_workflows, parse_workflows
@@ -37,6 +44,43 @@ def test_commands_stop_at_the_first_line_that_is_not_one() -> None:
     assert [c.name for c in cmds] == ["priority", "tag"]
     assert rest == "Hello,\n#this is text now"
     assert split_commands("Just a reply.\n#status closed")[0] == []  # commands only at the top
+
+
+def test_a_command_below_the_text_is_named_and_the_agents_text_is_not() -> None:
+    """Lines of the command vocabulary under a greeting are refused by line (the agent meant them);
+    a hash that begins anything else is the agent's text: code, a list number, a hashtag."""
+    flow = FLOWS["jira"]
+    reply = (
+        "Hi Carl,\n\n#resolve\n#waiting for customer\n\nTry this:\n#include <stdio.h>\n#1 priority\n"
+        "#WeAreHiring\n#Priority 1"
+    )
+    assert [(e.line_no, e.line) for e in stray_commands(reply, flow)] == [
+        (3, "#resolve"),
+        (4, "#waiting for customer"),
+        (10, "#Priority 1"),
+    ]
+    # The commands on the first lines are the commands, not strays; text alone has none.
+    assert stray_commands("#pending\n#tag x\n\nHi Carl,\nthe #1 issue", flow) == []
+    # A Japanese input method's full-width "＃" and ideographic space, HTML's no-break space.
+    cmds, rest = split_commands("＃pending\n＃priority\u3000high\n\u00a0#tag\u00a0printer\n\nカルラ様")
+    assert [(c.name, c.args) for c in cmds] == [("pending", ""), ("priority", "high"), ("tag", "printer")]
+    assert rest == "カルラ様"
+
+
+def test_addresses_as_clients_leave_them_in_a_command() -> None:
+    """Outlook's "text<mailto:…>", an HTML reply's "[text](mailto:…)", a name-addr; a word that is
+    no address stays, so the command still refuses it by name."""
+    assert command_addresses("wes@client.example<mailto:wes@client.example>") == ["wes@client.example"]
+    assert command_addresses("[Wes West](mailto:Wes@Client.example?subject=x)") == ["wes@client.example"]
+    assert command_addresses('"West, Wes" <wes@client.example>, Carl <carl@acme.com>') == [
+        "wes@client.example",
+        "carl@acme.com",
+    ]
+    assert command_addresses("a@b.example c@d.example") == ["a@b.example", "c@d.example"]
+    p, errors, _ = check("#cc add Wes West\n#requester Carl <carl@acme.com>\n#set plan=“gold”\n\nx")
+    assert [e.reason for e in errors] == ["not an address: wes, west"]
+    p, errors, _ = check("#requester Carl <carl@acme.com>\n#set plan=“gold”\n\nx")
+    assert errors == [] and (p.requester, p.set_fields) == ("carl@acme.com", {"plan": "gold"})
 
 
 def test_a_full_plan() -> None:

@@ -13,6 +13,9 @@
     #internal            #help
 
 Parsing stops at the first line that is not a command (blank lines before it are skipped).
+A command line further down (below "Hi Carl,", or after the first paragraph) is not run, and
+not sent to the requester either: `stray_commands` finds it, and the reply is refused whole
+with the line named, as any other command that cannot be done.
 `plan` checks every command against the workflow, the team and the ticket, and returns either a
 Plan to apply whole or the list of errors, each naming its line and what would be valid.
 Pure: no database, no mail.
@@ -21,6 +24,7 @@ Pure: no database, no mail.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +36,30 @@ COMMAND_LINE = re.compile(r"^\s*#([A-Za-z][\w-]*)\s*(.*?)\s*$")
 KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,15}-\d+$")
 ADDR_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@localhost$")
 FIELD_RE = re.compile(r"^([A-Za-z][\w.-]{0,63})\s*[=:]\s*(.*)$")
+# What a mail client makes of an address typed into a reply: Outlook's text part writes a link
+# as "text<mailto:target>", an HTML-only reply reaches us as "[text](mailto:target)", and a
+# person may write the address as "Name <address>" (RFC 5322 name-addr).
+_MAILTO_RE = re.compile(
+    r"\[([^\]\n]{1,320})\]\(mailto:([^)?\s]*)[^)\s]*\)|(\S*?)<mailto:([^>?\s]*)[^>\s]*>", re.I
+)
+_NAME_ADDR_RE = re.compile(r'(?:"[^"]*"|[^<>,;"@]*?)\s*<([^<>\s]+@[^<>\s]+)>')
+# A value in quotes, as Outlook's and Apple's AutoCorrect curl them: the quotes are not the value.
+_QUOTED_VALUE_RE = re.compile(r'^(?:"(.*)"|\'(.*)\'|“(.*)”|„(.*)“|«\s*(.*?)\s*»|‘(.*)’)$')
+
+
+def command_addresses(args: str) -> list[str]:
+    """The addresses a command names, lower-cased, as clients leave them in the reply: each
+    Outlook or HTML mailto link read as the address it shows (else the one it points to), each
+    "Name <address>" as its address; the rest split on spaces, commas and semicolons. A word
+    that is no address stays in the list, for the command to refuse by name."""
+
+    def link(m: re.Match[str]) -> str:
+        shown, target = (m[1], m[2]) if m[1] is not None else (m[3], m[4])
+        return f" {shown if '@' in shown else target} "
+
+    text = _NAME_ADDR_RE.sub(lambda m: f" {m[1]} ", _MAILTO_RE.sub(link, args))
+    return [w.strip("<>,;").lower() for w in re.split(r"[\s,;]+", text) if w.strip("<>,;")]
+
 
 HELP = """\
 Commands go on the first lines of your reply, one per line:
@@ -104,9 +132,15 @@ class Plan:
         return self == Plan()
 
 
-def split_commands(text: str) -> tuple[list[RawCommand], str]:
-    """The command lines at the top of `text`, and the rest (the message itself)."""
-    lines = text.splitlines()
+def _command(line: str) -> re.Match[str] | None:
+    """The line read as a command, in its NFKC form: a Japanese or Chinese input method types
+    the full-width "＃" (U+FF03) and full-width letters, and HTML mail turns spaces into
+    no-break spaces; NFKC makes each the ASCII character the agent meant."""
+    return COMMAND_LINE.match(unicodedata.normalize("NFKC", line))
+
+
+def _top(lines: list[str]) -> tuple[list[RawCommand], int]:
+    """The command lines at the top of `lines`, and the index of the first line after them."""
     cmds: list[RawCommand] = []
     i = 0
     while i < len(lines):
@@ -114,12 +148,53 @@ def split_commands(text: str) -> tuple[list[RawCommand], str]:
         if not line.strip():
             i += 1
             continue
-        m = COMMAND_LINE.match(line)
+        m = _command(line)
         if not m:
             break
-        cmds.append(RawCommand(i + 1, line.strip(), m.group(1).lower(), m.group(2)))
+        cmds.append(RawCommand(i + 1, m.group(0).strip(), m.group(1).lower(), m.group(2)))
         i += 1
+    return cmds, i
+
+
+def split_commands(text: str) -> tuple[list[RawCommand], str]:
+    """The command lines at the top of `text`, and the rest (the message itself)."""
+    lines = text.splitlines()
+    cmds, i = _top(lines)
     return cmds, "\n".join(lines[i:]).strip() if cmds else text.strip()
+
+
+def is_command_word(name: str, args: str, workflow: Workflow) -> bool:
+    """Whether `#name args` names something an agent can do: a command, or a status of the
+    desk's workflow by one of its words (`#resolve`, `#waiting for customer`)."""
+    name = name.lower()
+    return (
+        name in _STEPS
+        or workflow.find(name) is not None
+        or (bool(args) and workflow.find(f"{name} {args}") is not None)
+    )
+
+
+def stray_commands(text: str, workflow: Workflow) -> list[CommandError]:
+    """Command lines below the agent's first words ("Hi Carl,\n\n#resolve"): not read as
+    commands, since only the lines at the top are, yet plainly meant as one. Sent on as the
+    comment they would show the requester "#resolve" and leave the ticket where it was, so the
+    reply is refused with each such line named. Only a word of the command vocabulary counts:
+    "#include <stdio.h>", "#1 priority" or a hashtag in a signature are the agent's text."""
+    lines = text.splitlines()
+    _, i = _top(lines)
+    found: list[CommandError] = []
+    for n in range(i, len(lines)):
+        m = _command(lines[n])
+        if m and is_command_word(m.group(1), m.group(2), workflow):
+            found.append(
+                CommandError(
+                    n + 1,
+                    m.group(0).strip(),
+                    "commands are read only on the first lines of a reply: this one stands below your text",
+                    "the same line at the top of the reply, above any greeting",
+                )
+            )
+    return found
 
 
 @dataclass(frozen=True)
@@ -327,6 +402,8 @@ class _Planner:
             self.err(c, "#set needs field=value", "#set plan=enterprise")
             return
         name, value = m.group(1).lower(), m.group(2).strip()
+        if quoted := _QUOTED_VALUE_RE.match(value):
+            value = next(v for v in quoted.groups() if v is not None).strip() or value
         if name == "parent":  # checked like a link: the ticket must exist
             self.err(c, "the parent is set with #parent", f"#parent {self.ticket.key.rsplit('-', 1)[0]}-12")
             return
@@ -352,11 +429,12 @@ class _Planner:
         (self.plan.tags_add if c.name == "tag" else self.plan.tags_remove).extend(tags)
 
     def cc(self, c: RawCommand, args: str) -> None:
-        words = args.split()
+        words = args.split(None, 1)
         op = words[0].lower() if words else ""
         removing = op in ("remove", "rm", "del")
-        named = words[1:] if removing or op == "add" else words
-        addrs = [w.strip("<>,;").lower() for w in named]
+        addrs = command_addresses(words[1] if len(words) > 1 else "") if removing or op == "add" else []
+        if not (removing or op == "add"):
+            addrs = command_addresses(args)
         bad = [a for a in addrs if not ADDR_RE.match(a)]
         if not addrs or bad:
             self.err(
@@ -369,7 +447,8 @@ class _Planner:
 
     def requester(self, c: RawCommand, args: str) -> None:
         """`#requester ADDRESS`: one customer's address (an agent gets agent mail, not theirs)."""
-        addr = args.strip("<>,; ").lower()
+        named = command_addresses(args)
+        addr = named[0] if len(named) == 1 else ""
         if not ADDR_RE.match(addr):
             self.err(c, "#requester needs one address", "#requester customer@example.com")
         elif addr in self.team.agents:

@@ -38,9 +38,12 @@ _SPACES = re.compile(r"\s{2,}")
 # end: "SUP-1", "SUP-1: x", "SUP-1 - x", not "SUP-12a", "SUP-1-2" or "SUP-1.5".
 BARE_KEY_RE = re.compile(r"([A-Za-z][A-Za-z0-9]{0,15})-(\d{1,9})(?![\w-]|[.,]\d)")
 # Reply and forward prefixes as clients write them: Re, RE, Fwd, FW, AW, WG (de), SV, VS (nordic),
-# TR (fr), RIF (it), Antw (nl), RES/ENC (pt), R (it), Odp (pl), 回复/回覆/转发/答复 (zh), 返信 (ja).
+# TR (fr), RIF (it), Antw (nl), RES/ENC (pt), R (it), Odp (pl), 回复/回覆/转发/答复 (zh), 返信 (ja),
+# and the rest of Outlook's localised ones: RV (es forward), PD (pl), Doorst (nl), VL (fi),
+# FS (is), BLS/TRS (id), ΑΠ/ΣΧΕΤ/ΠΡΘ (el), Vá/Tov/Továbbítás (hu), İLT (tr), ATB/YML (cy).
 PREFIX_RE = re.compile(
     r"^\s*(?:(?:re|fwd?|aw|wg|sv|vs|tr|rif|antw|antwort|res|enc|r|odp|ynt|vb|ref|réf|"
+    r"rv|pd|doorst|vl|fs|bls|trs|απ|σχετ|πρθ|vá|tov|továbbítás|ilt|atb|yml|"
     r"回复|回覆|转发|轉寄|答复|返信|転送)\s*(?:\[\d+\])?\s*[:：]\s*)+",
     re.IGNORECASE,
 )

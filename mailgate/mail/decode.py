@@ -15,7 +15,10 @@ from email.utils import getaddresses
 # Charset labels that real mail declares but Python does not know, or knows under a narrower
 # meaning than senders use. WHATWG's encoding standard makes the same substitutions: ISO-8859-1
 # and US-ASCII labels are read as windows-1252 (Outlook writes smart quotes into "latin-1"
-# mail), GB2312 as GB18030 (its superset, which Chinese clients actually emit).
+# mail), GB2312 as GB18030 (its superset, which Chinese clients actually emit), ISO-8859-9 as
+# windows-1254, TIS-620 as windows-874, Shift_JIS as Windows' code page 932 (the NEC and IBM
+# characters, ① and ㈱, that Japanese Windows mail is full of), EUC-KR as windows-949 and Big5 as
+# Big5-HKSCS; the "x-mac-" labels of old Mac clients are the Mac code pages.
 CHARSET_ALIASES: dict[str, str] = {
     "iso-8859-1": "cp1252",
     "iso8859-1": "cp1252",
@@ -34,6 +37,23 @@ CHARSET_ALIASES: dict[str, str] = {
     "unknown-8bit": "utf-8",
     "x-user-defined": "cp1252",
     "utf8": "utf-8",
+    "iso-8859-9": "cp1254",
+    "iso8859-9": "cp1254",
+    "latin5": "cp1254",
+    "tis-620": "cp874",
+    "iso-8859-11": "cp874",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "ms_kanji": "cp932",
+    "windows-31j": "cp932",
+    "csshiftjis": "cp932",
+    "euc-kr": "cp949",
+    "big5": "big5hkscs",
+    "x-mac-roman": "mac-roman",
+    "x-mac-cyrillic": "mac-cyrillic",
+    "x-mac-ukrainian": "mac-cyrillic",
 }
 
 _FOLD_RE = re.compile(r"\r?\n[ \t]*")
@@ -113,7 +133,13 @@ def decode_bytes(data: bytes, charset: str | None, errors: list[str] | None = No
             return data.decode(codec)
         except UnicodeDecodeError:
             pass
-    if codec != "utf-8":
+        if codec == "iso2022_jp":
+            try:
+                return iso2022jp_windows(data)
+            except UnicodeDecodeError:
+                pass
+    if codec != "utf-8" and not (codec == "iso2022_jp" and data.isascii()):
+        # (7-bit ISO-2022-JP always "decodes" as UTF-8, showing its escape sequences as text)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
@@ -129,6 +155,52 @@ def decode_bytes(data: bytes, charset: str | None, errors: list[str] | None = No
         errors.append(f"text not valid {charset}{where}, undecodable bytes replaced")
     # UTF-8 labelled text with a few bad bytes keeps its valid characters.
     return data.decode(codec or "cp1252", errors="replace")
+
+
+_ISO2022JP_SHIFT = {
+    b"\x1b$B": "jis",
+    b"\x1b$@": "jis",
+    b"\x1b(B": "ascii",
+    b"\x1b(J": "ascii",
+    b"\x1b(I": "kana",
+}
+
+
+def iso2022jp_windows(data: bytes) -> str:
+    """ISO-2022-JP as Windows writes it (code pages 50220/50221: Outlook, Becky!, every mail of
+    Japanese Windows): code page 932's characters in the JIS code space, so the NEC row 13 (①,
+    ㈱, ㎡) and the IBM extensions (髙, 﨑) that the standard's JIS X 0208 lacks, and half-width
+    katakana after ESC ( I. Each two-byte JIS code is moved to its Shift_JIS code and the whole
+    read as cp932; raises UnicodeDecodeError on anything else, as a strict codec does."""
+    out = bytearray()
+    mode = "ascii"
+    i, n = 0, len(data)
+    while i < n:
+        b = data[i]
+        if b == 0x1B:
+            shift = _ISO2022JP_SHIFT.get(data[i : i + 3])
+            if shift is None:
+                raise UnicodeDecodeError("iso2022_jp", data, i, i + 1, "unknown escape sequence")
+            mode, i = shift, i + 3
+            continue
+        if mode == "jis" and b not in (0x0A, 0x0D):
+            if i + 1 >= n or not (0x21 <= b <= 0x7E and 0x21 <= data[i + 1] <= 0x7E):
+                raise UnicodeDecodeError("iso2022_jp", data, i, i + 1, "not a JIS code")
+            j2 = data[i + 1]
+            s1 = ((b - 0x21) >> 1) + 0x81
+            s1 += 0x40 if s1 > 0x9F else 0
+            s2 = (j2 + 0x1F + (j2 >= 0x60)) if b & 1 else j2 + 0x7E
+            out += bytes((s1, s2))
+            i += 2
+            continue
+        if mode == "kana" and 0x21 <= b <= 0x5F:
+            out.append(b | 0x80)
+        elif b >= 0x80:
+            raise UnicodeDecodeError("iso2022_jp", data, i, i + 1, "8-bit byte in a 7-bit charset")
+        else:
+            out.append(b)
+        i += 1
+    return bytes(out).decode("cp932")
 
 
 # Single-byte Latin charsets whose label is often put on UTF-8 text (see decode_bytes).

@@ -536,9 +536,11 @@ def _fill_body(mail: ParsedMail, msg: Message, own: tuple[str, ...]) -> None:
         # HTML-only mail: its client marked where the history starts; cut there first.
         above = None if forward else cut_quote(mail.body_html)
         if above is not None:
-            mail.reply_text = extract_reply(html_to_text(above), sender, forward=forward)
+            mail.reply_text = extract_reply(
+                html_to_text(above), sender, forward=forward, subject=mail.subject
+            )
     if not mail.reply_text:
-        mail.reply_text = extract_reply(mail.body_text, sender, forward=forward)
+        mail.reply_text = extract_reply(mail.body_text, sender, forward=forward, subject=mail.subject)
     defects = {type(d).__name__ for part in _parts(msg) for d in getattr(part, "defects", ())}
     for name in sorted(defects):
         mail.errors.append(f"MIME defect: {name}")

@@ -82,6 +82,10 @@ _ORIGINAL_RE = re.compile(
     _FLAGS,
 )
 _UNDERSCORES_RE = re.compile(r"^\s*_{20,}\s*$")
+# GroupWise opens the unquoted history with the sender and date between ">>>" marks:
+# '>>> "Support" <support@example.com> 23.11.2026 10:31 >>>'. It starts with ">" like a quoted
+# line, but what follows it is the old mail, not quoted.
+_GROUPWISE_RE = re.compile(r"^>>>\s*(?=.*(?:\S@\S|\d[./:-]\d)).{3,300}?\s>>>$")
 # GMX, WEB.DE and mail.com open their header block with the date: "Gesendet: …" / "Sent: …",
 # then "Von:/From:", "An:/To:", "Betreff:/Subject:".
 _SENT_FIRST_RE = re.compile(
@@ -246,6 +250,42 @@ def header_block_sender(text: str) -> str | None:
     return None
 
 
+# Any language's Outlook header block: short "Label: value" lines one under another. Outlook
+# localises every label (Romanian "De la:/Trimis:/Către:/Subiect:", Vietnamese "Từ:/Đã gửi:",
+# Thai, Indonesian, Slovak, ...), so the labels are not listed: the block is known by its shape
+# and by what it always holds, the subject of the mail answered (this mail's subject without
+# its reply prefixes) and a time.
+_FIELD_LINE_RE = re.compile(r"^\s*\**\s*[^\W\d_][^:：\d]{0,24}?\s*\**\s*[:：]\s*\**\s*(.*?)\s*$")
+_PREFIXES_RE = re.compile(r"^(?:\s*[^\W\d_]{1,12}\.?\s*(?:\[\d+\])?\s*[:：])+")
+_TIME_RE = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
+
+
+def _subject_words(subject: str) -> str:
+    """A subject as a header block repeats it: reply/forward prefixes of any language gone,
+    spaces collapsed, case folded."""
+    return " ".join(_PREFIXES_RE.sub("", subject).split()).casefold()
+
+
+def _is_any_header_block(lines: list[str], i: int, subject: str) -> bool:
+    """Three to eight "Label: value" lines from `i`, one of them this mail's subject (`subject`
+    as `_subject_words` made it) and one a time: an Outlook block in a language not listed.
+    Outlook starts its block at the margin; lines indented under text (a read receipt's "  To:
+    … Subject: … Sent: …", a writer citing a mail) are the writer's."""
+    if lines[i][:1] in (" ", "\t"):
+        return False
+    values: list[str] = []
+    for line in lines[i : i + 8]:
+        m = _FIELD_LINE_RE.match(_clean(line))
+        if not m:
+            break
+        values.append(m.group(1))
+    return (
+        len(values) >= 3
+        and any(_subject_words(v) == subject for v in values)
+        and any(_TIME_RE.search(v) for v in values)
+    )
+
+
 def _quoted_follows(lines: list[str], i: int) -> bool:
     """The next non-blank line after `i` is quoted."""
     for line in lines[i + 1 : i + 4]:
@@ -271,6 +311,11 @@ def _attribution_len(lines: list[str], i: int) -> int:
             # A header in a wording we do not know ("Alice wrote on 15.01.2024 10:23:") still
             # names a date or an address, and quoted lines follow it.
             return 1
+    if line.startswith("--") and line.endswith("--") and len(line) > 20:
+        # Zoho Mail: "---- On Mon, 23 Nov 2026 10:31:00 +0100 Alice <a@x> wrote ----"
+        inner = line.strip("- ")
+        if _ATTRIBUTION_RE.match(inner + ":"):
+            return 1
     if i + 1 < len(lines) and _ATTRIBUTION_START_RE.match(line):
         nxt = _clean(lines[i + 1])
         if nxt.endswith(_COLONS) and len(nxt) < 120 and _ATTRIBUTION_RE.match(line + " " + nxt):
@@ -278,16 +323,18 @@ def _attribution_len(lines: list[str], i: int) -> int:
     return 0
 
 
-def extract_reply(text: str, sender: str = "", *, forward: bool = False) -> str:
+def extract_reply(text: str, sender: str = "", *, forward: bool = False, subject: str = "") -> str:
     """The part of `text` the writer added. "" when the message is only quoted history.
 
     `sender` (the From display name and address, if known) lets a bare name on the last line go
     as a signature only when it is the sender's name (talon's use of the sender): "Berlin" below
     an answer stays, "Jane" from Jane Roe goes. `forward`: the mail is a forward (its subject
     says so), so an Outlook header block or "Original Message" line opens the forwarded mail,
-    which is content, not history."""
+    which is content, not history. `subject` (this mail's) lets an Outlook header block in a
+    language with no labels listed here be known by the subject it repeats."""
     if not text:
         return ""
+    answered = _subject_words(subject) if subject else ""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     kept: list[str] = []
     i = 0
@@ -300,9 +347,17 @@ def extract_reply(text: str, sender: str = "", *, forward: bool = False) -> str:
         if not clean.endswith(_COLONS) and not _ANY_MARK_RE.match(clean):
             if clean.endswith(_MOBILE_ENDINGS) and len(clean) <= 50:
                 break
+            if answered and (":" in clean or "：" in clean) and _is_any_header_block(lines, i, answered):
+                if forward:
+                    kept.extend(lines[i:])
+                break
             kept.append(line.rstrip())
             i += 1
             continue
+        if _GROUPWISE_RE.match(clean):
+            if forward:
+                kept.extend(lines[i:])
+            break
         if _QUOTED_RE.match(line):
             i += 1
             continue

@@ -89,6 +89,23 @@ def _autoreply_header(mail: ParsedMail) -> str | None:
     return None
 
 
+# RFC 6522: multipart/report carries a mail system's report (RFC 8098 read receipts, RFC 3464
+# delivery reports, RFC 5965 feedback): always machine-made, always about another message.
+_REPORT_RE = re.compile(r"^\s*multipart/report\b", re.IGNORECASE)
+_REPORT_TYPE_RE = re.compile(r"\breport-type\s*=\s*\"?([\w.-]+)", re.IGNORECASE)
+
+
+def _report(mail: ParsedMail) -> str | None:
+    """A mail system's report that is no bounce (bounces are read before): an Outlook or
+    Thunderbird read receipt ("Read: …", RFC 8098), a DSN of a delivery that succeeded. Outlook
+    sends its receipts with none of RFC 3834's headers, so the content type is the evidence."""
+    ctype = mail.header("Content-Type") or ""
+    if not _REPORT_RE.match(ctype):
+        return None
+    kind = _REPORT_TYPE_RE.search(ctype)
+    return f"a mail system report (multipart/report; report-type={kind[1] if kind else '?'})"
+
+
 def is_robot_address(addr: str) -> bool:
     """A machine's address by convention: mailer-daemon, postmaster, no-reply and its spellings."""
     return bool(addr) and bool(_ROBOT_LOCAL_RE.match(addr.rpartition("@")[0]))
@@ -145,7 +162,7 @@ def auto_reply_reason(
     auto = mail.header("Auto-Submitted")
     if auto is not None and auto.strip().split(";", 1)[0].strip().lower() not in ("", "no"):
         return f"Auto-Submitted: {auto.strip()}"
-    if said := _autoreply_header(mail):
+    if said := _autoreply_header(mail) or _report(mail):
         return said
     precedence = mail.header("Precedence")
     if precedence and precedence.strip().lower() in _BULK_PRECEDENCE - ({"list"} if desk_list else set()):
@@ -184,8 +201,8 @@ def automatic_answer(mail: ParsedMail) -> str | None:
     auto = mail.header("Auto-Submitted")
     if auto is not None and auto.strip().split(";", 1)[0].strip().lower() == "auto-replied":
         return f"Auto-Submitted: {auto.strip()}"
-    if said := _autoreply_header(mail):
-        return said
+    if said := _autoreply_header(mail) or _report(mail):
+        return said  # a read receipt answers a mail as surely as an out-of-office does
     precedence = mail.header("Precedence")
     if precedence and precedence.strip().lower() == "auto_reply":
         return f"Precedence: {precedence.strip()}"

@@ -15,6 +15,16 @@ import unicodedata
 
 MAX_CHARS = 300
 
+# "It works (again)" in the desk's other languages: approval, as "works now" is in English.
+_WORKS = (
+    r"funktioniert(?: jetzt| wieder)?|klappt(?: jetzt| wieder)?|geht wieder|läuft wieder|alles gut|erledigt|"
+    r"ça marche(?: maintenant)?|ça fonctionne(?: maintenant)?|c'est bon|"
+    r"(?:ya |ahora )?funciona|todo bien|resuelto|"
+    r"(?:ora )?funziona|tutto ok|risolto|"
+    r"(?:já )?funciona|funcionou|resolvido|"
+    r"(?:het )?werkt(?: weer| nu)?|opgelost|"
+    r"det fungerar|fungerar nu|löst"
+)
 _THANKS = (
     # en
     r"thanks?|thank you|thank u|thx|tnx|ty|tyvm|many thanks|much appreciated|appreciated|cheers|"
@@ -22,7 +32,8 @@ _THANKS = (
     r"(?:great|perfect|awesome|super|excellent|wonderful|brilliant|fantastic|ok|okay|nice|cool|"
     r"that worked|that helped|that did it|that fixed it|it works now|works now|works|solved|"
     r"got it|all good|prima|toll|klasse|perfekt|super|parfait|génial|genial|perfecto|perfetto|"
-    r"perfeito|ótimo|otimo|top|bra|perfekt|jättebra|fijn|prima|完美|好的|了解しました|了解)|"
+    r"perfeito|ótimo|otimo|top|bra|perfekt|jättebra|fijn|prima|完美|好的|了解しました|了解|"
+    rf"{_WORKS})|"
     # de
     r"danke|danke schön|dankeschön|danke sehr|vielen dank|vielen lieben dank|herzlichen dank|"
     r"besten dank|tausend dank|recht herzlichen dank|ganz herzlichen dank|lieben dank|"
@@ -81,7 +92,7 @@ _SIGNOFF_RE = re.compile(
     r"祝好|此致|敬礼|よろしくお願いします|よろしくお願いいたします|宜しくお願いします)$"
 )
 # Segment boundaries: line ends and sentence punctuation (including CJK full-width forms).
-_SPLIT_RE = re.compile(r"[\n,.;:!！。、，；：~…]+")
+_SPLIT_RE = re.compile(r"[\n,.;:!¡！。、，；：~…]+")
 _NAME_WORD_RE = re.compile(r"^[^\W\d_][\w'’-]*$")
 _NOT_NAMES = {"it", "but", "still", "not", "the", "is", "and", "i", "we", "you", "aber", "mais", "pero", "ma"}
 
@@ -131,7 +142,7 @@ _FILLER_RE = re.compile(
     r"^(?:great|perfect|awesome|super|excellent|wonderful|brilliant|fantastic|ok|okay|nice|cool|"
     r"that worked|that helped|that did it|that fixed it|it works now|works now|works|solved|got it|"
     r"all good|prima|toll|klasse|perfekt|parfait|génial|genial|perfecto|perfetto|perfeito|ótimo|otimo|"
-    r"top|bra|jättebra|fijn|完美|好的|了解しました|了解)$"
+    rf"top|bra|jättebra|fijn|完美|好的|了解しました|了解|{_WORKS})$"
 )
 
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mailgate.domain.changes import Change, GroupSet, RequesterSet, StatusChanged
-from mailgate.domain.commands import HELP, Plan, RawCommand, TicketView, plan, split_commands
+from mailgate.domain.commands import (
+    HELP,
+    Plan,
+    RawCommand,
+    TicketView,
+    plan,
+    split_commands,
+    stray_commands,
+)
 from mailgate.domain.team import choose_assignee, may_change
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.reply import extract_reply
@@ -197,6 +205,9 @@ class AgentReplyHandler:
         )
         for c in mail.commands:
             ctx.note("commands", f"line {c.line_no}: {c.line}")
+        # A command under a greeting or the first paragraph was meant as one: refused whole,
+        # rather than sent to the requester as text while the ticket stays where it was.
+        errors = [*errors, *stray_commands(mail.reply, workflow)]
         if not errors:
             return checked
         words = [str(e) for e in errors]

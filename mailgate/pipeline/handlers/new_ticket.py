@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from mailgate.domain import routing as routing_mod
-from mailgate.domain.commands import ADDR_RE, HELP, split_commands
+from mailgate.domain.commands import ADDR_RE, HELP, command_addresses, split_commands
 from mailgate.domain.routing import RoutingDecision
 from mailgate.domain.threading import strip_prefixes
 from mailgate.domain.workflow import Workflow
@@ -130,7 +130,8 @@ class NewTicketHandler:
         found: tuple[str, str] | None = None
         source = ""
         for c in commands:
-            addr = c.args.strip("<>,; ").lower()
+            named = command_addresses(c.args)
+            addr = named[0] if len(named) == 1 else ""
             if c.name == "requester" and ADDR_RE.match(addr):
                 found, source = (addr, ""), "#requester"
                 break
