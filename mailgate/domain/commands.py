@@ -12,7 +12,9 @@
     #parent SUP-12       #unparent      #broadcast     #resolve all
     #internal            #help
 
-Parsing stops at the first line that is not a command (blank lines before it are skipped).
+Parsing stops at the first line that is not a command (blank lines before it are skipped); one
+greeting line may stand above the commands. A command word further down is an error
+(`misplaced`), never words mailed to the requester.
 `plan` checks every command against the workflow, the team and the ticket, and returns either a
 Plan to apply whole or the list of errors, each naming its line and what would be valid.
 Pure: no database, no mail.
@@ -27,8 +29,10 @@ from dataclasses import dataclass, field
 from mailgate.domain.fields import Fields
 from mailgate.domain.team import Agent, Team
 from mailgate.domain.workflow import Status, Workflow
+from mailgate.mail.thanks import is_greeting
 
-COMMAND_LINE = re.compile(r"^\s*#([A-Za-z][\w-]*)\s*(.*?)\s*$")
+# "#status pending", also "#Status: pending" as people write a label and its value.
+COMMAND_LINE = re.compile(r"^\s*#([A-Za-z][\w-]*)\s*:?\s*(.*?)\s*$")
 KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,15}-\d+$")
 ADDR_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@localhost$")
 FIELD_RE = re.compile(r"^([A-Za-z][\w.-]{0,63})\s*[=:]\s*(.*)$")
@@ -105,10 +109,15 @@ class Plan:
 
 
 def split_commands(text: str) -> tuple[list[RawCommand], str]:
-    """The command lines at the top of `text`, and the rest (the message itself)."""
+    """The command lines at the top of `text`, and the rest (the message itself).
+
+    A greeting line may stand above the commands ("Hi team,", "Hello John,"), as people start a
+    mail: the commands under it still run, and the greeting stays the first line of the message.
+    """
     lines = text.splitlines()
+    start = _after_greeting(lines)
     cmds: list[RawCommand] = []
-    i = 0
+    i = start
     while i < len(lines):
         line = lines[i]
         if not line.strip():
@@ -119,7 +128,45 @@ def split_commands(text: str) -> tuple[list[RawCommand], str]:
             break
         cmds.append(RawCommand(i + 1, line.strip(), m.group(1).lower(), m.group(2)))
         i += 1
-    return cmds, "\n".join(lines[i:]).strip() if cmds else text.strip()
+    if not cmds:
+        return cmds, text.strip()
+    greeting = "\n".join(lines[:start]).strip()
+    rest = "\n".join(lines[i:]).strip()
+    return cmds, f"{greeting}\n\n{rest}".strip() if greeting else rest
+
+
+def _after_greeting(lines: list[str]) -> int:
+    """Where commands may start: after one greeting line that a command line follows, else 0."""
+    filled = [i for i, line in enumerate(lines) if line.strip()][:2]
+    if len(filled) == 2 and is_greeting(lines[filled[0]]) and COMMAND_LINE.match(lines[filled[1]]):
+        return filled[1]
+    return 0
+
+
+def misplaced(text: str, workflow: Workflow) -> list[CommandError]:
+    """Command lines below the start of the message (`#internal` under a paragraph, a status word
+    at the end) in the reply `text`. Commands go at the top (docs/workflow.md); one written further
+    down would be mailed to the requester as words, an internal note among them, so it is an
+    error of the reply like any wrong command: nothing is applied or sent and the agent is told."""
+    cmds, _ = split_commands(text)
+    lines = text.splitlines()
+    skip = {c.line_no for c in cmds}
+    errors: list[CommandError] = []
+    for n, line in enumerate(lines, start=1):
+        m = COMMAND_LINE.match(line)
+        if n in skip or not m:
+            continue
+        name, args = m.group(1).lower(), m.group(2)
+        if name in KNOWN or workflow.find(name) or (args and workflow.find(f"{name} {args}")):
+            errors.append(
+                CommandError(
+                    n,
+                    line.strip(),
+                    "commands go on the first lines of the reply, above your text",
+                    "move it to the top (a greeting line may stand above the commands)",
+                )
+            )
+    return errors
 
 
 @dataclass(frozen=True)

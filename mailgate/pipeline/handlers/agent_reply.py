@@ -13,7 +13,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mailgate.domain.changes import Change, GroupSet, RequesterSet, StatusChanged
-from mailgate.domain.commands import HELP, Plan, RawCommand, TicketView, plan, split_commands
+from mailgate.domain.commands import (
+    HELP,
+    Plan,
+    RawCommand,
+    TicketView,
+    misplaced,
+    plan,
+    split_commands,
+)
 from mailgate.domain.team import choose_assignee, may_change
 from mailgate.domain.workflow import Workflow
 from mailgate.mail.reply import extract_reply
@@ -197,6 +205,7 @@ class AgentReplyHandler:
         )
         for c in mail.commands:
             ctx.note("commands", f"line {c.line_no}: {c.line}")
+        errors = sorted([*errors, *misplaced(mail.reply, workflow)], key=lambda e: e.line_no)
         if not errors:
             return checked
         words = [str(e) for e in errors]
