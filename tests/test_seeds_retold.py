@@ -31,6 +31,7 @@ from conftest import (
     start_counter,
     wait_until,
 )
+from support.cli import cli
 from support.console import mailgate
 from support.web import csrf_of, http, origin
 
@@ -86,6 +87,16 @@ def shown(desk: RunningDaemon, key: str) -> dict:  # type: ignore[type-arg]
     """`mailgate tickets show KEY --json`, the installed console script in a new process."""
     cfg = desk.config_path
     return json.loads(mailgate(cfg.parent, "--config", str(cfg), "tickets", "show", key, "--json").out)
+
+
+def fields_of(desk: RunningDaemon, key: str) -> dict:  # type: ignore[type-arg]
+    """The same `mailgate tickets show KEY --json`, run in this process (`mailgate.cli.main`):
+    the grids of phrasings below read one ticket per case, and a new process per case would
+    cost a minute of the suite's time for nothing the stories do not already run."""
+    cfg = desk.config_path
+    run = cli("--config", str(cfg), "tickets", "show", key, "--json")
+    assert run.returncode == 0, run
+    return json.loads(run.stdout)
 
 
 def shown_text(desk: RunningDaemon, key: str) -> str:
@@ -144,7 +155,7 @@ def test_000_incident_as_busy_people_write_it(hyper: RunningDaemon, sink: Sink) 
         "#Type Incident\n#PRIORITY: 1\n#set Plan = Enterprise\n#Pending\n\n"
         "Hi John,\nSince when is it down, and what error do you see?" + PHONE_SIGNATURE,
     )
-    t = shown(hyper, "SUP-20")
+    t = fields_of(hyper, "SUP-20")
     assert (t["type"], t["priority"], t["fields"].get("plan"), t["status"]) == (
         "incident",
         "critical",
@@ -159,7 +170,7 @@ def test_000_incident_as_busy_people_write_it(hyper: RunningDaemon, sink: Sink) 
 
     # John answers and copies a colleague who is on the ticket already (Cc of the first mail)
     answer(hyper, pending, CUSTOMER, "Since 9:00, error 502.\n\n--\nJohn Smith\nAcme Corp", cc=COLLEAGUE)
-    assert shown(hyper, "SUP-20")["status"] == "open"
+    assert fields_of(hyper, "SUP-20")["status"] == "open"
     answered = last(sink, AGENT, 2)
     assert "error 502" in body_of(answered)
 
@@ -170,7 +181,7 @@ def test_000_incident_as_busy_people_write_it(hyper: RunningDaemon, sink: Sink) 
         AGENT,
         "Hi John,\n\n#assign Tech1\n#investigate\n\nRequest has been assigned to a system engineer.",
     )
-    t = shown(hyper, "SUP-20")
+    t = fields_of(hyper, "SUP-20")
     assert (t["assignee"], t["status"]) == (TECH, "work_in_progress"), t
     assigned = last(sink, TECH, 1)
     assert "assigned SUP-20 to you" in body_of(assigned)
@@ -196,12 +207,12 @@ def test_000_incident_as_busy_people_write_it(hyper: RunningDaemon, sink: Sink) 
 
     # John answers the survey with the word the mail showed next to the 5
     answer(hyper, resolved, CUSTOMER, "Excellent")
-    t = shown(hyper, "SUP-20")
+    t = fields_of(hyper, "SUP-20")
     assert (t["status"], t["rating"]) == ("completed", 5), t
 
     # agent1 closes; every watcher is told
     answer(hyper, note, AGENT, "#status closed")
-    assert shown(hyper, "SUP-20")["status"] == "closed"
+    assert fields_of(hyper, "SUP-20")["status"] == "closed"
     assert "agent1 changed the status to Closed." in body_of(last(sink, CUSTOMER, 5))
     assert "agent1 changed the status to Closed." in body_of(sink.to(COLLEAGUE)[-1])
 
@@ -218,7 +229,9 @@ def test_000_incident_as_busy_people_write_it(hyper: RunningDaemon, sink: Sink) 
 def open_sup(desk: RunningDaemon, sink: Sink, subject: str, *, cc: str | None = None) -> EmailMessage:
     """The customer writes to support@; returns agent1's notification of the new ticket."""
     before = len(sink.to(AGENT))
-    send(desk, make_mail(subject, "It does not work.\n", sender=CUSTOMER, to=SUPPORT, cc=cc), CUSTOMER, SUPPORT)
+    send(
+        desk, make_mail(subject, "It does not work.\n", sender=CUSTOMER, to=SUPPORT, cc=cc), CUSTOMER, SUPPORT
+    )
     return sink.wait_to(AGENT, before + 1)[-1]
 
 
@@ -239,7 +252,10 @@ PHRASINGS = [
     ("#assign group Dev Team", {"group": "Dev Team"}),
     ("#set plan: Standard", {"fields": {"plan": "Standard"}}),
     ("#tag Stalled, Blocked", {"tags": ["stalled", "blocked"]}),
-    ("#type Problem\n#priority low\n#wip", {"type": "problem", "priority": "low", "status": "work_in_progress"}),
+    (
+        "#type Problem\n#priority low\n#wip",
+        {"type": "problem", "priority": "low", "status": "work_in_progress"},
+    ),
     ("Hi team,\n#wip", {"status": "work_in_progress"}),
     ("Hello,\n\n#assign tech1\n#priority critical", {"assignee": TECH, "priority": "critical"}),
 ]
@@ -247,13 +263,16 @@ PHRASINGS = [
 
 @pytest.mark.parametrize(("written", "expect"), PHRASINGS, ids=[p[0].replace("\n", "|") for p in PHRASINGS])
 def test_000_an_agent_command_as_people_type_it(
-    hyper: RunningDaemon, sink: Sink, written: str, expect: dict  # type: ignore[type-arg]
+    hyper: RunningDaemon,
+    sink: Sink,
+    written: str,
+    expect: dict,  # type: ignore[type-arg]
 ) -> None:
     new = open_sup(hyper, sink, "printer")
     if written == "#Back to work in progress":  # from Completed, as seed 000 step 5 says
         answer(hyper, new, AGENT, "#resolve\n\nFixed.")
     answer(hyper, new, AGENT, written + "\n\nThanks for waiting." + PHONE_SIGNATURE)
-    t = shown(hyper, "SUP-20")
+    t = fields_of(hyper, "SUP-20")
     got = {k: t[k] for k in expect}
     if "tags" in expect:
         got["tags"] = sorted(t["tags"])
@@ -265,11 +284,13 @@ def test_000_an_agent_command_as_people_type_it(
     ]
 
 
-def test_000_a_command_below_the_text_is_never_mailed_to_the_customer(hyper: RunningDaemon, sink: Sink) -> None:
+def test_000_a_command_below_the_text_is_never_mailed_to_the_customer(
+    hyper: RunningDaemon, sink: Sink
+) -> None:
     """An agent who writes the note first and the command under it (not at the top, where the
     docs put commands) must not have their internal words mailed to the customer."""
     new = open_sup(hyper, sink, "backend slow")
-    answer(hyper, new, TECH if False else AGENT, "Root cause is the nightly backup, not the customer.\n#internal")
+    answer(hyper, new, AGENT, "Root cause is the nightly backup, not the customer.\n#internal")
     assert len(sink.to(CUSTOMER)) == 1, [body_of(m) for m in sink.to(CUSTOMER)]  # only the acknowledgement
     told = sink.to(AGENT)[-1]
     assert "#internal" in body_of(told) and "top" in body_of(told), body_of(told)
@@ -287,7 +308,7 @@ def test_000_the_survey_answered_with_its_word(
     resolved = last(sink, CUSTOMER, 2)
     agents_before = len(sink.to(AGENT))
     answer(hyper, resolved, CUSTOMER, written + PHONE_SIGNATURE)
-    t = shown(hyper, "SUP-20")
+    t = fields_of(hyper, "SUP-20")
     assert (t["status"], t["rating"]) == ("completed", stars), t
     assert "rat" in body_of(sink.wait_to(AGENT, agents_before + 1)[-1]).lower()
 
@@ -303,13 +324,15 @@ THANKS = [
 
 
 @pytest.mark.parametrize("written", THANKS, ids=[t.split("\n")[0] for t in THANKS])
-def test_003_thanks_to_a_resolved_ticket_reopens_nothing(hyper: RunningDaemon, sink: Sink, written: str) -> None:
+def test_003_thanks_to_a_resolved_ticket_reopens_nothing(
+    hyper: RunningDaemon, sink: Sink, written: str
+) -> None:
     new = open_sup(hyper, sink, "cannot print")
     answer(hyper, new, AGENT, "#resolve\n\nDriver reinstalled.")
     resolved = last(sink, CUSTOMER, 2)
     sent = len(sink.messages)
     answer(hyper, resolved, CUSTOMER, written)
-    assert shown(hyper, "SUP-20")["status"] == "completed"
+    assert fields_of(hyper, "SUP-20")["status"] == "completed"
     assert len(sink.messages) == sent  # nobody told
 
 
@@ -344,7 +367,12 @@ def test_000_a_colleague_copied_on_a_later_reply(hyper: RunningDaemon, sink: Sin
     new = open_sup(hyper, sink, "reports are empty")
     answer(hyper, new, AGENT, "#pending\n\nWhich report?")
     pending = last(sink, CUSTOMER, 2)
-    send(hyper, reply(pending, CUSTOMER, "The monthly one. Mary knows more.", cc=COLLEAGUE), CUSTOMER, rcpt_of(pending))
+    send(
+        hyper,
+        reply(pending, CUSTOMER, "The monthly one. Mary knows more.", cc=COLLEAGUE),
+        CUSTOMER,
+        rcpt_of(pending),
+    )
     told = last(sink, AGENT, 2)
     assert f"They copied {COLLEAGUE}" in body_of(told)
     assert shown(hyper, "SUP-20")["status"] == "open"
@@ -366,3 +394,286 @@ def test_000_a_colleague_copied_on_a_later_reply(hyper: RunningDaemon, sink: Sin
     assert [t.key for t in hyper.tickets()] == ["SUP-20"]
     assert "since Monday" in body_of(last(sink, AGENT, 3))
     assert sink.to(COLLEAGUE) == []
+
+
+# -- seed 001: an app vendor's service desk with triage, on the shipped rules/ ----------------------
+LS = "help@localhost"
+ANNA = "anna@clinic.example"
+SAM = "support-lead@localhost"  # Sam Patel, lead of Product Support (rules/team.toml)
+DANA = "dev-lead@localhost"  # Dana Evans, Product Development
+
+
+@pytest.fixture
+def shipped(tmp_path: Path, sink: Sink, request: pytest.FixtureRequest) -> Iterator[RunningDaemon]:
+    """One desk on the shipped rules/ (team, routing, workflows), with the workflow the test names."""
+    address, key, workflow = request.param
+    cfg = scenario_config(
+        tmp_path / "desk",
+        relay_port=sink.port,
+        desks=[(address, key, workflow)],
+        team=(REPO / "rules" / "team.toml").read_text(),
+        routing=(REPO / "rules" / "routing.toml").read_text(),
+    )
+    d = RunningDaemon(cfg)
+    yield d
+    d.stop()
+
+
+@pytest.mark.parametrize("shipped", [(LS, "LS", "triage")], indirect=True)
+def test_001_bug_report_through_triage_support_dev_and_back(shipped: RunningDaemon, sink: Sink) -> None:
+    desk = shipped
+    send(
+        desk,
+        make_mail(
+            "Dashboard crashes when I export",
+            "Hello,\n\nThe dashboard shows a blank screen when I click Export.\n\nKind regards,\nAnna",
+            sender=f"Anna Berg <{ANNA}>",
+            to=LS,
+        ),
+        ANNA,
+        LS,
+    )
+    t = fields_of(desk, "LS-1")
+    assert (t["group"], t["type"], t["status"], t["assignee"]) == (
+        "Product Support",
+        "Bug report",
+        "waiting_for_triage",
+        SAM,
+    ), t
+    assert last(sink, ANNA, 1)["Subject"] == "[LS-1] Dashboard crashes when I export"
+    new = last(sink, SAM, 1)
+
+    # Sam greets Anna above his command; the greeting stays in what she reads
+    answer(desk, new, SAM, "Hi Anna,\n\n#status Waiting For Support\n\nI am reproducing it now.")
+    told = last(sink, ANNA, 2)
+    assert "Hi Anna,\n\nI am reproducing it now." in body_of(told), body_of(told)
+    assert "changed the status to Waiting for support." in body_of(told)
+
+    answer(desk, new, SAM, "#Waiting for customer\n\nWhich browser do you use?")
+    asked = last(sink, ANNA, 3)
+    assert "changed the status to Waiting for customer." in body_of(asked)
+    answer(desk, asked, ANNA, "Chrome 120 on Windows." + PHONE_SIGNATURE)
+    assert fields_of(desk, "LS-1")["status"] == "waiting_for_support"
+
+    # escalate to dev with the repro notes, for agents only; Dana by her first name
+    answer(
+        desk,
+        new,
+        SAM,
+        "#Escalate to Dev\n#assign Dana\n#internal\n\nRepro: export with more than 10k rows gives a 500.",
+    )
+    t = fields_of(desk, "LS-1")
+    assert (t["status"], t["assignee"]) == ("work_in_progress", DANA), t
+    assigned = last(sink, DANA, 1)
+    assert "assigned LS-1 to you" in body_of(assigned)
+    assert len(sink.to(ANNA)) == 3  # the escalation is internal
+
+    # the dev team moves it back to support once fixed
+    answer(desk, assigned, DANA, "#back to support\n#internal\nFixed in 2.3.1, deployed.")
+    assert fields_of(desk, "LS-1")["status"] == "waiting_for_support"
+    assert len(sink.to(ANNA)) == 3
+
+    answer(desk, new, SAM, "#finish\n\nFixed in release 2.3.1, please try again.")
+    finished = last(sink, ANNA, 4)
+    assert "changed the status to Finished." in body_of(finished)
+    assert "How was our service for this request?" in body_of(finished)
+    answer(desk, finished, ANNA, "4/5 - took a while but works")
+    t = shown(desk, "LS-1")
+    assert (t["status"], t["rating"], t["rating_comment"]) == ("finished", 4, "took a while but works"), t
+
+
+@pytest.mark.parametrize("shipped", [(LS, "LS", "triage")], indirect=True)
+def test_001_gdpr_delete_request_in_plain_words(shipped: RunningDaemon, sink: Sink) -> None:
+    send(
+        shipped,
+        make_mail(
+            "Please remove me",
+            "Hi, I want you to delete my account and all my personal data. Thanks, Bob",
+            sender="bob@patient.example",
+            to=LS,
+        ),
+        "bob@patient.example",
+        LS,
+    )
+    t = shown(shipped, "LS-1")
+    assert (t["group"], t["type"], t["category"]) == ("Privacy", "GDPR request", "Delete my personal data"), t
+    [answered] = sink.wait_to("bob@patient.example", 1)
+    assert answered["Subject"] == "[LS-1] Please remove me"
+    assert "View request:" in body_of(answered)
+    assert last(sink, "dpo@localhost", 1)["Subject"] == "[LS-1] Please remove me"
+
+
+# -- seed 002: DevRev stages ----------------------------------------------------------------------
+DR_TEAM = """
+triage = "cxe1@devrev.example"
+[[agents]]
+address = "cxe1@devrev.example"
+name = "Casey"
+[[groups]]
+name = "CX"
+members = ["cxe1@devrev.example"]
+"""
+DR = "support@devrev.example"
+CXE = "cxe1@devrev.example"
+REV = "rev@customer.example"
+
+
+def test_002_ticket_through_the_stages_by_their_short_names(tmp_path: Path, sink: Sink) -> None:
+    cfg = scenario_config(
+        tmp_path / "devrev",
+        relay_port=sink.port,
+        desks=[(DR, "TKT", "devrev")],
+        team=DR_TEAM,
+        routing='[[rules]]\nname = "all"\nthen = { group = "CX" }\n',
+    )
+    desk = RunningDaemon(cfg)
+    try:
+        send(desk, make_mail("Login page returns 500", "Since the upgrade.", sender=REV, to=DR), REV, DR)
+        assert fields_of(desk, "TKT-1")["status"] == "queued"
+        new = last(sink, CXE, 1)
+        answer(desk, new, CXE, "#WIP\n#set Severity = High\n#tag Blocked, Regression\n\nLooking into it.")
+        t = fields_of(desk, "TKT-1")
+        assert (t["status"], t["fields"].get("severity"), sorted(t["tags"])) == (
+            "work_in_progress",
+            "High",
+            ["blocked", "regression"],
+        ), t
+        assert "changed the status to Work in progress." in body_of(last(sink, REV, 2))
+        # internal stages: the customer hears nothing of them
+        answer(desk, new, CXE, "#status Awaiting Product Assist\n#internal\nAsked the platform team.")
+        answer(desk, new, CXE, "#AD\n#internal")
+        answer(desk, new, CXE, "#status In Development\n#internal")
+        assert fields_of(desk, "TKT-1")["status"] == "in_development"
+        assert len(sink.to(REV)) == 2
+        answer(desk, new, CXE, "#ACR\n\nA fix is deployed; can you confirm it works?")
+        asked = last(sink, REV, 3)
+        assert "changed the status to Awaiting customer response." in body_of(asked)
+        answer(desk, asked, REV, "Confirmed, it works now. Thank you!")
+        answer(desk, new, CXE, "#status resolved\n#untag blocked")
+        t = shown(desk, "TKT-1")
+        assert (t["status"], t["tags"]) == ("resolved", ["regression"]), t
+        # the export (seed 002: "export views to CSV or JSON")
+        out = mailgate(cfg.parent, "--config", str(cfg), "tickets", "export", "--format", "csv").out
+        import csv
+        import io
+
+        [row] = list(csv.DictReader(io.StringIO(out)))
+        assert (row["key"], row["status"]) == ("TKT-1", "resolved"), row
+        assert json.loads(row["custom_fields"]) == {"severity": "High"}, row
+    finally:
+        desk.stop()
+
+
+# -- seed 003: the care desk, on the shipped rules/, and its admin ---------------------------------
+CARE = "caredesk@localhost"
+ALICE = "alice@emnet.org"
+AV_LEAD = "av-lead@localhost"  # Alvaro Vidal
+PRINT_LEAD = "print-lead@localhost"
+PRINT_ROOM = """
+
+[[agents]]
+address = "print-lead@localhost"
+name = "Pat Rowe"
+
+[[groups]]
+name = "Print Room"
+members = ["print-lead@localhost"]
+"""
+PRINT_RULE = """[[rules]]
+name = "print-room"
+description = "added by the admin while the daemon runs"
+when.text.words = ["printer", "toner"]
+then = { group = "Print Room" }
+
+"""
+
+
+@pytest.mark.parametrize("shipped", [(CARE, "CARE", "caredesk")], indirect=True)
+def test_003_care_desk_told_by_alice_and_the_admin(shipped: RunningDaemon, sink: Sink) -> None:
+    desk = shipped
+    # the portal's drop-down written as a line in the body, the subject says nothing
+    send(
+        desk,
+        make_mail("Room 2", "category: AV\n\nNothing shows on the screen in room 2.", sender=ALICE, to=CARE),
+        ALICE,
+        CARE,
+    )
+    t = fields_of(desk, "CARE-1")
+    assert (t["group"], t["assignee"], t["status"]) == ("AV", AV_LEAD, "pending"), t
+    ack = last(sink, ALICE, 1)
+    new = last(sink, AV_LEAD, 1)
+    assert re.search(r"Open CARE-1: http://127\.0\.0\.1:\d+/agent/t/CARE-1", body_of(new))
+
+    # the first human reply, from a phone: Pending becomes Open
+    answer(desk, new, AV_LEAD, "Hi Alice, I'll come by at 3pm today." + PHONE_SIGNATURE)
+    assert fields_of(desk, "CARE-1")["status"] == "open"
+    first = last(sink, ALICE, 2)
+    assert "I'll come by at 3pm today." in body_of(first) and "iPhone" not in body_of(first)
+
+    answer(desk, new, AV_LEAD, "#Resolve\n\nThe HDMI cable was loose.")
+    resolved = last(sink, ALICE, 3)
+    # "Thanks!" from her phone: recorded, not reopened, nobody told
+    sent = len(sink.messages)
+    answer(desk, resolved, ALICE, "Thanks!!" + PHONE_SIGNATURE)
+    assert fields_of(desk, "CARE-1")["status"] == "resolved" and len(sink.messages) == sent
+    # weeks later she answers the acknowledgement: not fixed after all
+    answer(desk, ack, ALICE, "It is blank again, this isn't resolved.")
+    assert fields_of(desk, "CARE-1")["status"] == "open"
+    assert "blank again" in body_of(last(sink, AV_LEAD, 2))
+
+    # a printer request goes to IT, as shipped
+    send(desk, make_mail("Printer on floor 3", "The printer jams.", sender=ALICE, to=CARE), ALICE, CARE)
+    assert fields_of(desk, "CARE-2")["group"] == "IT"
+
+    # the admin adds a Print Room group and a rule for it, daemon running: team first, then routing
+    rules = desk.config_path.parent / "rules"
+    with (rules / "team.toml").open("a") as f:
+        f.write(PRINT_ROOM)
+    routing = (rules / "routing.toml").read_text()
+    first_rule = routing.index("[[rules]]")
+    (rules / "routing.toml").write_text(routing[:first_rule] + PRINT_RULE + routing[first_rule:])
+    send(desk, make_mail("Toner", "The printer on floor 3 needs toner.", sender=ALICE, to=CARE), ALICE, CARE)
+    t = fields_of(desk, "CARE-3")
+    assert (t["group"], t["assignee"]) == ("Print Room", PRINT_LEAD), t
+    assert last(sink, PRINT_LEAD, 1)["Subject"] == "[CARE-3] Toner"
+    assert sink.to("admin@example.com") == []  # no refused edit
+    assert shown(desk, "CARE-2")["group"] == "IT"  # tickets routed before stay where they were
+
+
+# -- seed 004: a general desk: priority matrix, canned answer, closure, rating, reopen ------------
+@pytest.mark.parametrize("shipped", [("support@localhost", "SUP", "default")], indirect=True)
+def test_004_urgent_outage_to_closure_and_a_simple_reopen(shipped: RunningDaemon, sink: Sink) -> None:
+    desk = shipped
+    send(
+        desk,
+        make_mail("URGENT: nobody can print", "No printer works in the whole office.", sender=ALICE),
+        ALICE,
+        "support@localhost",
+    )
+    t = fields_of(desk, "SUP-1")
+    # urgent (urgency high) x everyone affected (impact high) = critical (seed 004's matrix)
+    assert (t["priority"], t["group"], "urgent" in t["tags"]) == ("critical", "IT", True), t
+    lead = t["assignee"]
+    new = last(sink, lead, 1)
+    answer(desk, new, lead, "#Canned Printer_Jam\n#time 20m\n\nI am on my way.")
+    canned = last(sink, ALICE, 2)
+    assert "pull the green\nlever down" in body_of(canned) and "I am on my way." in body_of(canned)
+    answer(desk, new, lead, "#resolve\n\nAll printers print again.")
+    resolved = last(sink, ALICE, 3)
+    link = re.search(r"4 Good +(http://\S+)", body_of(resolved))
+    assert link, body_of(resolved)
+    page = http("GET", link.group(1))
+    sent = http(
+        "POST",
+        link.group(1).split("?")[0],
+        {"rating": "4", "comment": "fast", "csrf": csrf_of(page.text)},
+        {"Origin": origin(desk)},
+    )
+    assert sent.status == 200
+    desk.settle()
+    wait_until(lambda: fields_of(desk, "SUP-1")["rating"] == 4, what="the rating from the web")
+    # "Reopening tickets should be simple": one line of mail
+    answer(desk, resolved, ALICE, "Printer 2 jams again.")
+    t = shown(desk, "SUP-1")
+    assert (t["status"], t["rating"]) == ("open", 4), t
+    assert "time spent  20m" in shown_text(desk, "SUP-1")
