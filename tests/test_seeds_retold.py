@@ -294,14 +294,28 @@ def test_000_a_command_below_the_text_is_never_mailed_to_the_customer(
     assert len(sink.to(CUSTOMER)) == 1, [body_of(m) for m in sink.to(CUSTOMER)]  # only the acknowledgement
     told = sink.to(AGENT)[-1]
     assert "#internal" in body_of(told) and "top" in body_of(told), body_of(told)
+    assert fields_of(hyper, "SUP-20")["status"] == "open"
+    # the control: a '#' word that is no command is the agent's words, and they go out
+    answer(hyper, new, AGENT, "We fixed it.\n#teamwork\n#1 priority for us")
+    told = last(sink, CUSTOMER, 2)
+    assert "We fixed it.\n#teamwork\n#1 priority for us" in body_of(told), body_of(told)
 
 
-SURVEY_WORDS = [("Excellent", 5), ("Good!", 4), ("5 Excellent", 5), ("OK", 3), ("Poor\nIt took a week.", 2)]
+# The resolution mail prints "5 Excellent … 1 Bad"; a requester answers with the word. The last
+# is the control: a reply that only starts with such a word is a reply, and reopens.
+SURVEY_WORDS = [
+    ("Excellent", "completed", 5),
+    ("Good!", "completed", 4),
+    ("5 Excellent", "completed", 5),
+    ("OK", "completed", 3),
+    ("Poor\nIt took a week.", "completed", 2),
+    ("Good morning, it broke again.", "work_in_progress", None),
+]
 
 
-@pytest.mark.parametrize(("written", "stars"), SURVEY_WORDS, ids=[w for w, _ in SURVEY_WORDS])
+@pytest.mark.parametrize(("written", "status", "stars"), SURVEY_WORDS, ids=[w[0] for w in SURVEY_WORDS])
 def test_000_the_survey_answered_with_its_word(
-    hyper: RunningDaemon, sink: Sink, written: str, stars: int
+    hyper: RunningDaemon, sink: Sink, written: str, status: str, stars: int | None
 ) -> None:
     new = open_sup(hyper, sink, "vpn drops")
     answer(hyper, new, AGENT, "#resolve\n\nNew VPN profile pushed.")
@@ -309,8 +323,9 @@ def test_000_the_survey_answered_with_its_word(
     agents_before = len(sink.to(AGENT))
     answer(hyper, resolved, CUSTOMER, written + PHONE_SIGNATURE)
     t = fields_of(hyper, "SUP-20")
-    assert (t["status"], t["rating"]) == ("completed", stars), t
-    assert "rat" in body_of(sink.wait_to(AGENT, agents_before + 1)[-1]).lower()
+    assert (t["status"], t["rating"]) == (status, stars), t
+    told = body_of(sink.wait_to(AGENT, agents_before + 1)[-1])
+    assert ("rated" in told) if stars else ("open again" in told), told
 
 
 THANKS = [
@@ -677,3 +692,24 @@ def test_004_urgent_outage_to_closure_and_a_simple_reopen(shipped: RunningDaemon
     t = shown(desk, "SUP-1")
     assert (t["status"], t["rating"]) == ("open", 4), t
     assert "time spent  20m" in shown_text(desk, "SUP-1")
+
+
+def test_000_an_agent_replies_from_outlook_in_html_only(hyper: RunningDaemon, sink: Sink) -> None:
+    """Outlook on a phone sends HTML alone: the commands in its first paragraphs still run."""
+    new = open_sup(hyper, sink, "mail is slow")
+    msg = EmailMessage()
+    msg["From"], msg["To"] = AGENT, rcpt_of(new)
+    msg["Subject"], msg["In-Reply-To"] = f"RE: {new['Subject']}", str(new["Message-ID"])
+    msg["Message-ID"] = "<outlook-1@hypertvx.com>"
+    msg.set_content(
+        "<html><body><div>Hi team,</div><div><br></div><div>#Assign tech1</div><div>#WIP</div>"
+        "<div><br></div><div>We are moving your mailbox tonight.</div>"
+        '<div id="appendonsend"></div><hr><div><b>From:</b> Support<br><b>Subject:</b> '
+        f"{new['Subject']}</div><div>It does not work.</div></body></html>",
+        subtype="html",
+    )
+    send(hyper, msg.as_bytes(), AGENT, rcpt_of(new))
+    t = fields_of(hyper, "SUP-20")
+    assert (t["assignee"], t["status"]) == (TECH, "work_in_progress"), t
+    told = last(sink, CUSTOMER, 2)
+    assert "We are moving your mailbox tonight." in body_of(told) and "#" not in body_of(told).split("-- ")[0]
