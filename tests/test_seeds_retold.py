@@ -252,6 +252,8 @@ PHRASINGS = [
     ("#assign group Dev Team", {"group": "Dev Team"}),
     ("#set plan: Standard", {"fields": {"plan": "Standard"}}),
     ("#tag Stalled, Blocked", {"tags": ["stalled", "blocked"]}),
+    ("#assign Tech1@HyperTVX.com", {"assignee": TECH}),
+    ("#cc add Mary Jones <mary@acme.com>", {"watchers": ["mary@acme.com"]}),
     (
         "#type Problem\n#priority low\n#wip",
         {"type": "problem", "priority": "low", "status": "work_in_progress"},
@@ -273,6 +275,7 @@ def test_000_an_agent_command_as_people_type_it(
         answer(hyper, new, AGENT, "#resolve\n\nFixed.")
     answer(hyper, new, AGENT, written + "\n\nThanks for waiting." + PHONE_SIGNATURE)
     t = fields_of(hyper, "SUP-20")
+    t["watchers"] = [p["address"] for p in t["participants"] if p["role"] == "watcher"]
     got = {k: t[k] for k in expect}
     if "tags" in expect:
         got["tags"] = sorted(t["tags"])
@@ -640,19 +643,24 @@ def test_003_care_desk_told_by_alice_and_the_admin(shipped: RunningDaemon, sink:
     send(desk, make_mail("Printer on floor 3", "The printer jams.", sender=ALICE, to=CARE), ALICE, CARE)
     assert fields_of(desk, "CARE-2")["group"] == "IT"
 
-    # the admin adds a Print Room group and a rule for it, daemon running: team first, then routing
+    # the admin adds a rule for a new Print Room group, daemon running, and saves routing.toml
+    # before writing the group into team.toml: that save is refused whole (the admins are told,
+    # with file and line) and the mail in between is routed as before
     rules = desk.config_path.parent / "rules"
-    with (rules / "team.toml").open("a") as f:
-        f.write(PRINT_ROOM)
     routing = (rules / "routing.toml").read_text()
     first_rule = routing.index("[[rules]]")
     (rules / "routing.toml").write_text(routing[:first_rule] + PRINT_RULE + routing[first_rule:])
+    send(desk, make_mail("Scanner", "The printer's scanner is dead.", sender=ALICE, to=CARE), ALICE, CARE)
+    assert fields_of(desk, "CARE-3")["group"] == "IT"
+    refused = last(sink, "admin@localhost", 1)
+    assert re.search(r"routing\.toml:\d+: unknown group 'Print Room'", body_of(refused)), body_of(refused)
+    with (rules / "team.toml").open("a") as f:
+        f.write(PRINT_ROOM)
     send(desk, make_mail("Toner", "The printer on floor 3 needs toner.", sender=ALICE, to=CARE), ALICE, CARE)
-    t = fields_of(desk, "CARE-3")
+    t = shown(desk, "CARE-4")
     assert (t["group"], t["assignee"]) == ("Print Room", PRINT_LEAD), t
-    assert last(sink, PRINT_LEAD, 1)["Subject"] == "[CARE-3] Toner"
-    assert sink.to("admin@example.com") == []  # no refused edit
-    assert shown(desk, "CARE-2")["group"] == "IT"  # tickets routed before stay where they were
+    assert last(sink, PRINT_LEAD, 1)["Subject"] == "[CARE-4] Toner"
+    assert fields_of(desk, "CARE-2")["group"] == "IT"  # tickets routed before stay where they were
 
 
 # -- seed 004: a general desk: priority matrix, canned answer, closure, rating, reopen ------------

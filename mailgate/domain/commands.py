@@ -403,7 +403,9 @@ class _Planner:
         op = words[0].lower() if words else ""
         removing = op in ("remove", "rm", "del")
         named = words[1:] if removing or op == "add" else words
-        addrs = [w.strip("<>,;").lower() for w in named]
+        # "Mary Jones <mary@acme.com>" as pasted from an address book: the name is no address
+        named = [w for w in named if "@" in w] or named
+        addrs = [w.strip("<>,;\"'").lower() for w in named]
         bad = [a for a in addrs if not ADDR_RE.match(a)]
         if not addrs or bad:
             self.err(
