@@ -153,7 +153,9 @@ def misplaced(text: str, workflow: Workflow) -> list[CommandError]:
     skip = {c.line_no for c in cmds}
     errors: list[CommandError] = []
     for n, line in enumerate(lines, start=1):
-        m = COMMAND_LINE.match(line)
+        # At the start of the line, as an agent types a command: an indented "#status <status>"
+        # is the command list of a notification quoted without '>', not the agent's command.
+        m = COMMAND_LINE.match(line) if line.startswith("#") else None
         if n in skip or not m:
             continue
         name, args = m.group(1).lower(), m.group(2)
