@@ -226,8 +226,8 @@ TABLE: dict[str, Seen] = {
         ("Your message has been delivered to the following recipients:",),
         automatic=True,
     ),
-    # the greeting stays first: the agent's commands are not on the first lines (the pipeline
-    # refuses the reply, tests/test_real_clients_e2e.py)
+    # the greeting stays first in the reply text; the commands under it run and the greeting
+    # opens the comment (domain/commands.py split_commands, tests/test_real_clients_e2e.py)
     "gmail_agent_greeting_then_command.eml": Seen(
         ("Tara", "triage@desk.example"),
         "Re: [SUP-1] Printer on floor 2 is broken",

@@ -5,8 +5,8 @@ made up (the notification's Message-ID, the agent's reply address, the mail Carl
 in where the client would have them.
 
 - an agent's commands as Outlook, Gmail and a Japanese input method type them: obeyed when they
-  open the reply (full-width "＃", ideographic space), refused with the line named when a
-  greeting stands above them, and never sent to the customer as text;
+  open the reply (full-width "＃", ideographic space) or stand under one greeting line, and never
+  sent to the customer as text;
 - read and delivery receipts (Outlook, Thunderbird, Exchange) on a ticket waiting for the
   customer: no answer from Carla, so the ticket keeps waiting and nobody is mailed;
 - GroupWise's reply, whose history is not quoted with ">": the agent reads Carla's new words only.
@@ -51,45 +51,28 @@ def last_inbox(desk: RunningDaemon) -> InboxItem:
 
 
 @pytest.mark.parametrize(
-    ("name", "refused_lines"),
+    ("name", "greeting", "priority", "question"),
     [
-        ("outlook_ja_fullwidth_commands.eml", []),
-        ("gmail_agent_greeting_then_command.eml", ["line 3: #pending"]),
-        ("outlook_agent_greeting_then_commands.eml", ["line 3: #status pending", "line 4: #priority high"]),
+        ("outlook_ja_fullwidth_commands.eml", "", "high", "プリンターの型番を教えていただけますか。"),
+        ("gmail_agent_greeting_then_command.eml", "Hi Carla,", None, "Could you tell me which model"),
+        ("outlook_agent_greeting_then_commands.eml", "Hello Carla,", "high", "Which model is the printer?"),
     ],
 )
 def test_agent_commands_as_clients_type_them(
-    small_desk: RunningDaemon, sink: Sink, name: str, refused_lines: list[str]
+    small_desk: RunningDaemon, sink: Sink, name: str, greeting: str, priority: str | None, question: str
 ) -> None:
+    """Obeyed when they open the reply, in the input method's "＃" and ideographic space too, or
+    under one greeting line; the customer reads the greeting and the question, no command."""
     note, token = open_ticket(small_desk, sink)
     answer = fixture(name, NOTIFICATION_ID=note["Message-ID"].strip("<>"), TOKEN_ADDRESS=token)
     small_desk.send(answer, sender=TRIAGE, rcpt=token)
     small_desk.settle()
     [ticket] = small_desk.tickets()
-    to_carla = sink.to(CUSTOMER)
-    if not refused_lines:
-        # The input method's "＃" and ideographic space read as "#" and a space.
-        assert (ticket.status, ticket.priority) == ("pending", "high")
-        told = body_of(to_carla[-1])
-        assert "プリンターの型番を教えていただけますか。" in told
-        assert "＃" not in told and "priority" not in told
-        return
-    # Below a greeting the lines are no commands: nothing changed, nothing reached Carla but her
-    # acknowledgement, and Tara is told which lines and where they go.
-    assert (ticket.status, ticket.priority) == ("open", None)
-    assert [m["Subject"] for m in to_carla] == [f"[SUP-1] {SUBJECT}"]
-    assert "#" not in body_of(to_carla[0])
-    error = body_of(sink.wait_to(TRIAGE, 2)[-1])
-    assert "NOT sent to the requester" in error
-    for line in refused_lines:
-        assert line in error
-    assert "at the top of the reply" in error
-    # The same commands on the first lines, as the error says: obeyed.
-    again = reply(note, TRIAGE, "#pending\n\nCould you tell me which model the printer is?")
-    small_desk.send(again, sender=TRIAGE, rcpt=token)
-    small_desk.settle()
-    assert small_desk.tickets()[0].status == "pending"
-    assert "Could you tell me which model" in body_of(sink.wait_to(CUSTOMER, 2)[-1])
+    assert (ticket.status, ticket.priority) == ("pending", priority)
+    told = body_of(sink.wait_to(CUSTOMER, 2)[-1])
+    assert question in told
+    assert told.lstrip().startswith(greeting)
+    assert "#" not in told and "＃" not in told and "priority" not in told
 
 
 def test_outlook_autoformat_leaves_the_commands_meaning(small_desk: RunningDaemon, sink: Sink) -> None:

@@ -47,18 +47,20 @@ def test_commands_stop_at_the_first_line_that_is_not_one() -> None:
 
 
 def test_a_command_below_the_text_is_named_and_the_agents_text_is_not() -> None:
-    """Lines of the command vocabulary under a greeting are refused by line (the agent meant them);
-    a hash that begins anything else is the agent's text: code, a list number, a hashtag."""
+    """Commands under one greeting line run; lines of the command vocabulary typed at the start
+    of a line further down are refused by line (the agent meant them); a hash that begins
+    anything else is the agent's text: code, a list number, a hashtag, an indented quote."""
     flow = FLOWS["jira"]
     reply = (
         "Hi Carl,\n\n#resolve\n#waiting for customer\n\nTry this:\n#include <stdio.h>\n#1 priority\n"
-        "#WeAreHiring\n#Priority 1"
+        "#WeAreHiring\n#Priority 1\n    #status pending"
     )
-    assert [(e.line_no, e.line) for e in stray_commands(reply, flow)] == [
-        (3, "#resolve"),
-        (4, "#waiting for customer"),
-        (10, "#Priority 1"),
-    ]
+    cmds, rest = split_commands(reply)
+    assert [c.name for c in cmds] == ["resolve", "waiting"]
+    assert rest.startswith("Hi Carl,\n\nTry this:")
+    assert [(e.line_no, e.line) for e in stray_commands(reply, flow)] == [(10, "#Priority 1")]
+    # Text first, then a command: the command is a stray, the text no greeting.
+    assert [e.line_no for e in stray_commands("Please check the logs.\n\n#resolve", flow)] == [3]
     # The commands on the first lines are the commands, not strays; text alone has none.
     assert stray_commands("#pending\n#tag x\n\nHi Carl,\nthe #1 issue", flow) == []
     # A Japanese input method's full-width "＃" and ideographic space, HTML's no-break space.

@@ -12,9 +12,9 @@
     #parent SUP-12       #unparent      #broadcast     #resolve all
     #internal            #help
 
-Parsing stops at the first line that is not a command (blank lines before it are skipped).
-A command line further down (below "Hi Carl,", or after the first paragraph) is not run, and
-not sent to the requester either: `stray_commands` finds it, and the reply is refused whole
+Parsing stops at the first line that is not a command (blank lines before it are skipped); one
+greeting line may stand above the commands ("Hi Carl,"). A command word further down is not run
+and not sent to the requester either: `stray_commands` finds it, and the reply is refused whole
 with the line named, as any other command that cannot be done.
 `plan` checks every command against the workflow, the team and the ticket, and returns either a
 Plan to apply whole or the list of errors, each naming its line and what would be valid.
@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from mailgate.domain.fields import Fields
 from mailgate.domain.team import Agent, Team
 from mailgate.domain.workflow import Status, Workflow
+from mailgate.mail.thanks import is_greeting
 
-COMMAND_LINE = re.compile(r"^\s*#([A-Za-z][\w-]*)\s*(.*?)\s*$")
+# "#status pending", also "#Status: pending" as people write a label and its value.
+COMMAND_LINE = re.compile(r"^\s*#([A-Za-z][\w-]*)\s*:?\s*(.*?)\s*$")
 KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,15}-\d+$")
 ADDR_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@localhost$")
 FIELD_RE = re.compile(r"^([A-Za-z][\w.-]{0,63})\s*[=:]\s*(.*)$")
@@ -139,10 +141,12 @@ def _command(line: str) -> re.Match[str] | None:
     return COMMAND_LINE.match(unicodedata.normalize("NFKC", line))
 
 
-def _top(lines: list[str]) -> tuple[list[RawCommand], int]:
-    """The command lines at the top of `lines`, and the index of the first line after them."""
+def _top(lines: list[str]) -> tuple[list[RawCommand], int, int]:
+    """The command lines at the top of `lines`, where they start (after a greeting line, if
+    any) and the index of the first line after them."""
+    start = _after_greeting(lines)
     cmds: list[RawCommand] = []
-    i = 0
+    i = start
     while i < len(lines):
         line = lines[i]
         if not line.strip():
@@ -153,14 +157,30 @@ def _top(lines: list[str]) -> tuple[list[RawCommand], int]:
             break
         cmds.append(RawCommand(i + 1, m.group(0).strip(), m.group(1).lower(), m.group(2)))
         i += 1
-    return cmds, i
+    return cmds, (start if cmds else 0), (i if cmds else 0)
+
+
+def _after_greeting(lines: list[str]) -> int:
+    """Where commands may start: after one greeting line that a command line follows, else 0."""
+    filled = [i for i, line in enumerate(lines) if line.strip()][:2]
+    if len(filled) == 2 and is_greeting(lines[filled[0]]) and _command(lines[filled[1]]):
+        return filled[1]
+    return 0
 
 
 def split_commands(text: str) -> tuple[list[RawCommand], str]:
-    """The command lines at the top of `text`, and the rest (the message itself)."""
+    """The command lines at the top of `text`, and the rest (the message itself).
+
+    A greeting line may stand above the commands ("Hi team,", "Hello John,"), as people start a
+    mail: the commands under it still run, and the greeting stays the first line of the message.
+    """
     lines = text.splitlines()
-    cmds, i = _top(lines)
-    return cmds, "\n".join(lines[i:]).strip() if cmds else text.strip()
+    cmds, start, i = _top(lines)
+    if not cmds:
+        return cmds, text.strip()
+    greeting = "\n".join(lines[:start]).strip()
+    rest = "\n".join(lines[i:]).strip()
+    return cmds, f"{greeting}\n\n{rest}".strip() if greeting else rest
 
 
 def is_command_word(name: str, args: str, workflow: Workflow) -> bool:
@@ -175,23 +195,26 @@ def is_command_word(name: str, args: str, workflow: Workflow) -> bool:
 
 
 def stray_commands(text: str, workflow: Workflow) -> list[CommandError]:
-    """Command lines below the agent's first words ("Hi Carl,\n\n#resolve"): not read as
-    commands, since only the lines at the top are, yet plainly meant as one. Sent on as the
-    comment they would show the requester "#resolve" and leave the ticket where it was, so the
-    reply is refused with each such line named. Only a word of the command vocabulary counts:
-    "#include <stdio.h>", "#1 priority" or a hashtag in a signature are the agent's text."""
+    """Command lines below the agent's text ("Thanks,\n\n#resolve" at the end): not read as
+    commands, since only the lines at the top are (under one greeting line at most), yet plainly
+    meant as one. Sent on as the comment they would show the requester "#resolve" and leave the
+    ticket where it was, so the reply is refused with each such line named. Only a word of the
+    command vocabulary typed at the start of a line counts: "#include <stdio.h>", "#1 priority"
+    or a hashtag in a signature are the agent's text, and an indented "#status <status>" is the
+    command list of a notification quoted without '>'."""
     lines = text.splitlines()
-    _, i = _top(lines)
+    _, _, i = _top(lines)
     found: list[CommandError] = []
     for n in range(i, len(lines)):
-        m = _command(lines[n])
+        line = unicodedata.normalize("NFKC", lines[n])
+        m = COMMAND_LINE.match(line) if line.startswith("#") else None
         if m and is_command_word(m.group(1), m.group(2), workflow):
             found.append(
                 CommandError(
                     n + 1,
                     m.group(0).strip(),
                     "commands are read only on the first lines of a reply: this one stands below your text",
-                    "the same line at the top of the reply, above any greeting",
+                    "move it to the top (one greeting line may stand above the commands)",
                 )
             )
     return found

@@ -60,7 +60,7 @@ _THANKS = (
 # whose object is one of a closed list, so "thanks for the update, the printer is still broken"
 # (cut at the comma) leaves a segment that is not allowed.
 _TAIL = (
-    r"(?:\s+(?:so much|very much|a lot|a ton|again|once again|everyone|all|guys|team|"
+    r"(?:\s+(?:so much|very much|a lot|a ton|again|once again|everyone|everybody|all|guys|team|mate|folks|"
     r"again for (?:\S+\s){0,3}?\S+|for (?:\S+\s){0,3}?(?:help|helping|reply|response|answer|info|"
     r"information|support|fix|fixing|update|assistance|solution|everything|it|this|that|time|"
     r"patience|effort|out|quickly|work)|"
@@ -110,6 +110,13 @@ def _is_name(segment: str) -> bool:
     if all(unicodedata.category(c) == "Lo" for c in segment.replace(" ", "")) and len(segment) <= 6:
         return True
     return all(_NAME_WORD_RE.match(w) and w[0].isupper() and w.lower() not in _NOT_NAMES for w in words)
+
+
+def is_greeting(line: str) -> bool:
+    """A salutation line alone: "Hi team,", "Hello John!", "Dear all", "Bonjour," (what people
+    write above an agent command or a thank-you)."""
+    low = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", line).strip().rstrip(",!:;.").strip().lower())
+    return bool(low) and len(low) <= 60 and bool(_GREETING_RE.match(low))
 
 
 def is_thanks_only(text: str) -> bool:

@@ -205,9 +205,9 @@ class AgentReplyHandler:
         )
         for c in mail.commands:
             ctx.note("commands", f"line {c.line_no}: {c.line}")
-        # A command under a greeting or the first paragraph was meant as one: refused whole,
-        # rather than sent to the requester as text while the ticket stays where it was.
-        errors = [*errors, *stray_commands(mail.reply, workflow)]
+        # A command below the agent's text was meant as one: refused whole, rather than sent to
+        # the requester as text while the ticket stays where it was.
+        errors = sorted([*errors, *stray_commands(mail.reply, workflow)], key=lambda e: e.line_no)
         if not errors:
             return checked
         words = [str(e) for e in errors]

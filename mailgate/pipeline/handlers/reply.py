@@ -39,6 +39,13 @@ RATING_RE = re.compile(
     r"^\s*(?:rating\s*[:=]?\s*)?([1-5])(?:\s*(?:/\s*5|stars?|of 5))?\s*(?:[-–:,.!]\s*|\n|$)", re.I
 )
 RATING_SUBJECT_RE = re.compile(r"\brating\s*[:=]?\s*([1-5])\b", re.I)
+# The words the resolution mail prints beside each number (templates/resolved.txt): a requester
+# who answers with the word ("Excellent", "5 Excellent", "Good!") alone on the first line rates
+# as with the number. Only alone on its line: "Good morning, it broke again" is no rating.
+SURVEY_WORDS = {"excellent": 5, "good": 4, "ok": 3, "okay": 3, "poor": 2, "bad": 1}
+RATING_WORD_RE = re.compile(
+    r"^\s*(?:([1-5])\s*[-–:.)]?\s*)?(" + "|".join(SURVEY_WORDS) + r")\s*[.!]*[ \t]*(?:\n|$)", re.I
+)
 # Agents hear of a held stranger's mail on a ticket at most once per stranger per ticket in this
 # time: each held mail is kept and listed on the ticket, but a stranger cannot flood the agents.
 HELD_NOTICE_EVERY = timedelta(hours=1)
@@ -157,9 +164,9 @@ class ReplyHandler:
     ) -> bool:
         """A reply to a closed ticket is a rating, a thanks, or reopens it. False when it is none
         of these (the workflow cannot reopen it): then it is an ordinary reply."""
-        rating = RATING_SUBJECT_RE.search(ctx.mail.subject) or RATING_RE.match(text)
-        if rating:
-            self._rate(ctx, repo, ticket, rating, text)
+        rating = self._rating(ctx.mail.subject, text)
+        if rating is not None:
+            self._rate(ctx, repo, ticket, *rating)
             return True
         if is_thanks_only(text):
             ctx.disposition = Disposition.REPLY_THANKS
@@ -170,10 +177,21 @@ class ReplyHandler:
         self._reopen(ctx, repo, ticket, workflow, status, text)
         return True
 
-    def _rate(self, ctx: Context, repo: Repo, ticket: Ticket, rating: re.Match[str], text: str) -> None:
+    @staticmethod
+    def _rating(subject: str, text: str) -> tuple[int, str] | None:
+        """The rating a reply gives, with its comment: "Rating: 4" in the subject, the number
+        alone on the first line ("5", "4/5 - quick"), or the survey's word for it ("Excellent")."""
+        if by_subject := RATING_SUBJECT_RE.search(subject):
+            return int(by_subject.group(1)), text.strip()
+        if by_number := RATING_RE.match(text):
+            return int(by_number.group(1)), text[by_number.end() :].strip()
+        if by_word := RATING_WORD_RE.match(text):
+            value = int(by_word.group(1) or SURVEY_WORDS[by_word.group(2).lower()])
+            return value, text[by_word.end() :].strip()
+        return None
+
+    def _rate(self, ctx: Context, repo: Repo, ticket: Ticket, value: int, comment: str) -> None:
         m = ctx.mail
-        value = int(rating.group(1))
-        comment = text[rating.end() :].strip() if rating.re is RATING_RE else text.strip()
         if comment.strip() == str(value):
             comment = ""
         notice = closed.rate(repo, ticket, m.from_addr, value, comment)
