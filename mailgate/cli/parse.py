@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         return EX_NOINPUT
     from mailgate.config import load_config
 
-    cfg = load_config(getattr(args, "config", None))
+    # It only reads: no state directory, no secret key made where the admin runs it.
+    cfg = load_config(getattr(args, "config", None), create_state=False)
     data = parse_to_dict(raw, cfg.own_addresses, [d.key for d in cfg.desks])
     text = json.dumps(data, ensure_ascii=False, indent=2) if args.json else _summary(data)
     # Bytes, not print(): the JSON is UTF-8 whatever the locale of the shell running us.
