@@ -40,6 +40,7 @@ from mailgate.pipeline.errors import ProcessingError, Unattributable
 from mailgate.pipeline.handlers import Handler, Services, registry
 from mailgate.pipeline.handlers.common import store_attachments
 from mailgate.pipeline.notify import Notifier
+from mailgate.pipeline.outcomes import Disposition
 from mailgate.pipeline.sla_apply import SlaService
 from mailgate.ruleset import RulesSource
 from mailgate.store import deferred, inbox
@@ -179,7 +180,7 @@ class Runner:
         if ctx.ticket is not None:
             # SLA due times (pipeline/sla_apply.py)
             with ctx.timed("sla"):
-                self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == "ticket-created")
+                self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == Disposition.TICKET_CREATED)
         repo.flush_pending()  # the queued mail's rows, one executemany per table
 
     def _record_failure(self, failed: Failed, session: Session) -> dict[str, Any]:
