@@ -105,6 +105,18 @@ def test_attack_a_row_stored_before_is_cleaned_where_it_is_shown(tmp_path: Path)
     assert msg["From"].addresses[0].display_name == "Bob enilnO tnuoccA Smith via Support"
 
 
+def test_attack_a_body_that_redraws_the_terminal_is_shown_without_its_escapes(tmp_path: Path) -> None:
+    """`tickets show` prints what the customer wrote to the admin's terminal: an ESC sequence in
+    it (clear the screen, set the window title, hide text) would run there. Shown without the
+    controls; the lines and the words stay (the control)."""
+    desk = InitDesk(tmp_path)
+    body = "Printer broken.\x1b[2J\x1b]0;root shell\x07\nSecond line \x1b[8mhidden\x1b[0m here.\n"
+    desk.ingest(make_mail("Printer", body, sender="bob@acme.com"))
+    shown = desk.cli("tickets", "show", "SUP-1").out
+    assert "\x1b" not in shown and "\x07" not in shown and not HIDDEN.search(shown)
+    assert "Printer broken.[2J]0;root shell\nSecond line [8mhidden[0m here." in shown
+
+
 def test_attack_the_pages_show_the_subject_without_its_overrides(daemon: RunningDaemon, sink: Sink) -> None:
     daemon.send(_raw(SPOOF, NAME, sender="customer1@acme.com"))
     daemon.settle()

@@ -19,7 +19,7 @@ from mailgate.cli.common import config_of, cut, open_db
 from mailgate.domain.commands import format_minutes
 from mailgate.domain.history import sentence
 from mailgate.mail.attachments import safe_filename
-from mailgate.mail.decode import visible
+from mailgate.mail.decode import visible, visible_lines
 from mailgate.store.blobs import BlobStore
 from mailgate.store.kinds import EventKind
 from mailgate.store.models import Event, OutboxItem, Participant, Ticket, now_utc, utc
@@ -292,7 +292,7 @@ def _show(args: argparse.Namespace) -> int:
     if t.tags:
         print(f"  tags        {', '.join(t.tags)}")
     for k, v in (t.fields or {}).items():
-        print(f"  {k:<11} {v}")
+        print(f"  {visible(str(k)):<11} {visible(str(v))}")
     print(f"  created     {_fmt(t.created_at)}")
     print(f"  1st reply   {_fmt(t.first_response_at)} (due {_fmt(t.first_response_due)})")
     print(f"  resolution  {_fmt(t.resolved_at)} (due {_fmt(t.resolution_due)})")
@@ -302,7 +302,7 @@ def _show(args: argparse.Namespace) -> int:
         each = ", ".join(f"{who} {format_minutes(m)}" for who, m in spent.items())
         print(f"  time spent  {format_minutes(sum(spent.values()))} ({each})")
     if t.rating is not None:
-        print(f"  rating      {t.rating}/5 {t.rating_comment or ''}")
+        print(f"  rating      {t.rating}/5 {visible(t.rating_comment or '')}")
     for e in events:
         if e.kind == EventKind.SIMILAR:
             if (e.data or {}).get("duplicate"):
@@ -316,9 +316,11 @@ def _show(args: argparse.Namespace) -> int:
     print("\nMessages:")
     for m in messages:
         print(f"--- {_fmt(m.created_at)} {m.direction} {m.kind} from {m.author}")
-        print((m.reply_text or m.text).strip()[:2000])
+        # What a customer wrote reaches the admin's terminal: no control sequence of theirs runs.
+        print(visible_lines((m.reply_text or m.text).strip()[:2000]))
         for a in m.attachments:
-            print(f"    [attachment] {a.get('filename')} ({a.get('content_type')}, {a.get('size')} bytes)")
+            name, kind = visible(str(a.get("filename"))), visible(str(a.get("content_type")))
+            print(f"    [attachment] {name} ({kind}, {a.get('size')} bytes)")
     print("\nHistory:")
     for e in events:
         print(f"  {_fmt(e.created_at)}  {sentence(e.kind, e.actor, e.data)}")

@@ -98,6 +98,12 @@ def visible(text: str) -> str:
     return _JOINER_RE.sub("", _INVISIBLE_RE.sub("", text))
 
 
+def visible_lines(text: str) -> str:
+    """`text` of many lines (a message body, a comment) as `visible` makes one line: for a
+    terminal, where an ESC sequence in a customer's mail could redraw what the admin reads."""
+    return "\n".join(visible(line) for line in text.splitlines())
+
+
 def normalize_charset(label: str | None) -> str | None:
     """A Python codec name for a declared charset label, or None if unknown or missing."""
     if not label or not isinstance(label, str):
