@@ -180,7 +180,9 @@ class Runner:
         if ctx.ticket is not None:
             # SLA due times (pipeline/sla_apply.py)
             with ctx.timed("sla"):
-                self.sla.refresh(repo, ctx.ticket, ctx.desk, new=ctx.disposition == Disposition.TICKET_CREATED)
+                self.sla.refresh(
+                    repo, ctx.ticket, ctx.desk, new=ctx.disposition == Disposition.TICKET_CREATED
+                )
         repo.flush_pending()  # the queued mail's rows, one executemany per table
 
     def _record_failure(self, failed: Failed, session: Session) -> dict[str, Any]:
