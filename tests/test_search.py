@@ -173,7 +173,7 @@ def test_the_index_is_written_with_the_message_and_rolled_back_with_it(db: Datab
 def test_similar_candidates_are_the_same_on_both_engines(db: Database) -> None:
     """The one read behind a new ticket's similar tickets (pipeline/similar.py): tickets whose
     subject shares a word, and the requester's own tickets of the day."""
-    from mailgate.store.search import similar_candidates
+    from mailgate.store.search import ask_similar
 
     _fill(db)
     now = now_utc()
@@ -181,9 +181,9 @@ def test_similar_candidates_are_the_same_on_both_engines(db: Database) -> None:
 
     def candidates(subject: str, requester: str = "new@acme.com", exclude: str = "SUP-9") -> list[str]:
         with db.reading() as s:
-            found = similar_candidates(
+            found = ask_similar(
                 s, subject, requester=requester, desk="SUP", exclude=exclude, since=since, opened_since=day
-            )
+            )()
         return sorted(h.key for h in found)
 
     # subject words only, exact: SUP-3 has "printer" in its text, not its subject; HR-1 is

@@ -206,9 +206,8 @@ def stray_commands(text: str, workflow: Workflow) -> list[CommandError]:
     _, _, i = _top(lines)
     found: list[CommandError] = []
     for n in range(i, len(lines)):
-        line = unicodedata.normalize("NFKC", lines[n])
-        m = COMMAND_LINE.match(line) if line.startswith("#") else None
-        if m and is_command_word(m.group(1), m.group(2), workflow):
+        m = _command(lines[n])
+        if m and m.group(0).startswith("#") and is_command_word(m.group(1), m.group(2), workflow):
             found.append(
                 CommandError(
                     n + 1,
@@ -455,9 +454,8 @@ class _Planner:
         words = args.split(None, 1)
         op = words[0].lower() if words else ""
         removing = op in ("remove", "rm", "del")
-        addrs = command_addresses(words[1] if len(words) > 1 else "") if removing or op == "add" else []
-        if not (removing or op == "add"):
-            addrs = command_addresses(args)
+        named = (words[1] if len(words) > 1 else "") if removing or op == "add" else args
+        addrs = command_addresses(named)
         bad = [a for a in addrs if not ADDR_RE.match(a)]
         if not addrs or bad:
             self.err(

@@ -187,38 +187,6 @@ def search(
     return _hits(conn, sql, params)
 
 
-def similar_candidates(
-    session: Session | Connection,
-    subject: str,
-    *,
-    requester: str,
-    desk: str,
-    exclude: str | None,
-    since: datetime,
-    opened_since: datetime,
-    messages: int = NEIGHBOUR_MESSAGES,
-) -> list[Hit]:
-    """The candidates for a new ticket's similar tickets, unranked (pipeline/similar.py ranks
-    these few, the same way on both engines): the tickets of the newest `messages` messages
-    whose subject shares a significant word with `subject` (exact words), open or resolved since
-    `since`; and the tickets `requester` opened since `opened_since` (the likely duplicates).
-    Both of `desk`, neither `exclude` nor merged into another.
-
-    It runs for every new ticket, so it is one prebuilt statement, and it asks the index for
-    row ids in id order only: ranking every match (bm25, ts_rank) cost several times more on a
-    desk where many subjects share a word (bench/README.md, "Similar tickets")."""
-    return ask_similar(
-        session,
-        subject,
-        requester=requester,
-        desk=desk,
-        exclude=exclude,
-        since=since,
-        opened_since=opened_since,
-        messages=messages,
-    )()
-
-
 def ask_similar(
     session: Session | Connection,
     subject: str,
@@ -230,10 +198,19 @@ def ask_similar(
     opened_since: datetime,
     messages: int = NEIGHBOUR_MESSAGES,
 ) -> Callable[[], list[Hit]]:
-    """`similar_candidates`, asked now and read when called. On PostgreSQL the statement goes
-    into the transaction's open pipeline (store/deferred.py `ask`) and is answered with the next
-    statement that waits: asked before the new ticket is made, it costs no wait of its own.
-    SQLite answers at once."""
+    """The candidates for a new ticket's similar tickets, unranked (pipeline/similar.py ranks
+    these few, the same way on both engines): the tickets of the newest `messages` messages
+    whose subject shares a significant word with `subject` (exact words), open or resolved since
+    `since`; and the tickets `requester` opened since `opened_since` (the likely duplicates).
+    Both of `desk`, neither `exclude` nor merged into another.
+
+    It runs for every new ticket, so it is one prebuilt statement, and it asks the index for
+    row ids in id order only: ranking every match (bm25, ts_rank) cost several times more on a
+    desk where many subjects share a word (bench/README.md, "Similar tickets").
+
+    Asked now, read when called: on PostgreSQL the statement goes into the transaction's open
+    pipeline (store/deferred.py `ask`) and is answered with the next statement that waits, so,
+    asked before the new ticket is made, it costs no wait of its own. SQLite answers at once."""
     terms = words(subject, significant=True)
     conn = session.connection() if isinstance(session, Session) else session
     postgres = conn.dialect.name == "postgresql"
